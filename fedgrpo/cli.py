@@ -1,0 +1,62 @@
+"""The ``fedgrpo`` command: ``fedgrpo run CONFIG [key=value ...] [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from fedgrpo.config import PRESETS, ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedgrpo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run an experiment",
+        description=(
+            "Run a FedGRPO experiment. CONFIG is a YAML file or a preset "
+            f"({', '.join(PRESETS)}); overrides use dotted keys, e.g. grpo.max_steps=5 data.num_clients=3."
+        ),
+    )
+    run.add_argument("config")
+    run.add_argument("overrides", nargs="*", metavar="key=value")
+    run.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    show = sub.add_parser("show-config", help="print the resolved, validated config and exit")
+    show.add_argument("config")
+    show.add_argument("overrides", nargs="*", metavar="key=value")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("FEDGRPO_LOG", "INFO"),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"fedgrpo: {err}", file=sys.stderr)
+        return 2
+    if args.command == "show-config":
+        print(cfg.to_yaml(), end="")
+        return 0
+    from fedgrpo.trainer import run  # heavy imports only once the config is known to be good
+
+    try:
+        run(cfg, resume=args.resume)
+    except FileExistsError as err:
+        print(f"fedgrpo: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""A FedGRPO client: private labelled data and an evaluator behind a bytes-in, bytes-out boundary.
+
+Nothing on the server side holds a ``Client``; only a transport does, and it only calls
+:meth:`Client.handle` with encoded requests.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from fedgrpo.client.evaluation import AnswerEvaluator, Evaluation
+from fedgrpo.data import Example
+from fedgrpo.transport.messages import (
+    ErrorReply,
+    ItemScores,
+    ProtocolError,
+    RewardReply,
+    RewardRequest,
+    decode,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Evaluator(Protocol):
+    def evaluate(self, question: str, candidates: list[str]) -> Evaluation: ...
+
+
+class Client:
+    """One domain organisation. Its examples never leave this object; only rewards do."""
+
+    def __init__(
+        self,
+        name: str,
+        examples: list[Example],
+        evaluator: Evaluator | None = None,
+        format_reward: float = 0.1,
+    ) -> None:
+        self.name = name
+        self._examples = list(examples)
+        self._evaluator: Evaluator = evaluator or AnswerEvaluator(self._examples, format_reward)
+        self.requests_served = 0
+
+    def __repr__(self) -> str:  # never print private data
+        return f"Client({self.name!r}, {len(self._examples)} private examples)"
+
+    def handle(self, payload: bytes) -> bytes:
+        """Decode a request, evaluate it, encode the reply. Malformed input gets an error reply."""
+        try:
+            request = decode(payload)
+        except ProtocolError as err:
+            log.warning("%s: rejected malformed request: %s", self.name, err)
+            return encode(ErrorReply("?", self.name, f"malformed request: {err}"))
+        if not isinstance(request, RewardRequest):
+            return encode(ErrorReply(request.request_id, self.name, f"cannot handle {request.kind!r}"))
+        self.requests_served += 1
+        items = []
+        for item in request.items:
+            result = self._evaluator.evaluate(item.question, item.candidates)
+            items.append(ItemScores(item.qid, result.rewards, result.method))
+        return encode(RewardReply(request.request_id, self.name, items))

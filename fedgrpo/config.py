@@ -1,0 +1,238 @@
+"""One typed, validated configuration for a FedGRPO run.
+
+A run is described by a YAML file (or a built-in preset name) plus ``key=value`` overrides with dotted
+keys, e.g. ``fedgrpo run smoke grpo.max_steps=3 federation.selector=all``. Everything is checked
+before any model loads: unknown keys, impossible values and missing paths fail with the field name
+and the allowed values. TRL's GRPO settings pass through under ``grpo`` and are checked against
+``trl.GRPOConfig``'s own fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedgrpo.data import BUILTIN_DOMAINS, DomainSpec, resolve_domain
+
+PRESETS = ("smoke", "default")
+EMBEDDED_MODELS = ("smollm2", "tiny-random")
+
+# GRPO settings FedGRPO owns: the federated objective computes the advantages itself, so TRL must
+# neither rescale them nor combine several reward functions.
+RESERVED_GRPO_KEYS = {
+    "output_dir": "run.output_dir",
+    "reward_weights": "federation.aggregation",
+    "multi_objective_aggregation": "federation.aggregation",
+    "scale_rewards": "federation.aggregation",
+    "seed": "seed",
+    "use_cpu": "run.device",
+    "save_steps": "run.save_steps",
+    "resume_from_checkpoint": "fedgrpo run --resume",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSettings(_Strict):
+    enabled: bool = True
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+
+
+class ModelSettings(_Strict):
+    """The server policy: an embedded model name, a Hugging Face id, or a local folder."""
+
+    name_or_path: str = "smollm2"
+    lora: LoraSettings = LoraSettings()
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    worked_example: bool = True
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _path_exists(cls, value: str) -> str:
+        if value in EMBEDDED_MODELS:
+            return value
+        looks_local = value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists()
+        if looks_local and not Path(value).expanduser().is_dir():
+            raise ValueError(
+                f"model folder {value!r} does not exist; give an existing folder, a Hugging Face id, "
+                f"or one of the embedded models {list(EMBEDDED_MODELS)}"
+            )
+        return value
+
+
+class DataSettings(_Strict):
+    domains: list[str | DomainSpec] = ["sums_1digit", "sums_2digit", "syllogism"]
+    num_clients: int = Field(5, ge=1)
+    partition: Literal["iid", "dirichlet"] = "dirichlet"
+    alpha: float = Field(0.5, gt=0.0)
+    examples_per_client: int = Field(100, ge=1)
+    num_train_questions: int = Field(200, ge=1)
+    num_auxiliary: int = Field(100, ge=0)
+    heldout_per_domain: int = Field(100, ge=1)
+
+    @field_validator("domains")
+    @classmethod
+    def _known_domains(cls, value: list[str | DomainSpec]) -> list[str | DomainSpec]:
+        if not value:
+            raise ValueError(f"give at least one domain; built-in domains: {sorted(BUILTIN_DOMAINS)}")
+        for item in value:
+            resolve_domain(item)  # raises ValueError naming the allowed domains
+        return value
+
+    def domain_specs(self) -> list[DomainSpec]:
+        return [resolve_domain(item) for item in self.domains]
+
+
+class FederationSettings(_Strict):
+    experts_per_question: int = Field(2, ge=1, description="M: experts asked per question")
+    selector: Literal["random", "all"] = "random"
+    aggregation: Literal["mean", "pooled"] = Field(
+        "mean",
+        description="mean: normalise each expert's rewards over its G candidates, then average experts; "
+        "pooled: normalise all of a question's rewards together",
+    )
+    format_reward: float = Field(
+        0.1, ge=0.0, description="added by clients when the answer tag is well formed"
+    )
+    transport: Literal["in_process"] = "in_process"
+
+
+class EvalSettings(_Strict):
+    before: bool = True
+    after: bool = True
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_per_domain: int | None = Field(None, ge=1)
+
+
+class RunSettings(_Strict):
+    output_dir: str = "runs/{name}"
+    save_steps: int = Field(10, ge=1)
+    save_total_limit: int = Field(
+        2, ge=2, description="at least 2, so a torn save never leaves no checkpoint"
+    )
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
+    device: Literal["cpu", "auto"] = "cpu"
+
+
+class FedGRPOConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    model: ModelSettings = ModelSettings()
+    data: DataSettings = DataSettings()
+    federation: FederationSettings = FederationSettings()
+    grpo: dict[str, Any] = Field(default_factory=dict, description="passed to trl.GRPOConfig")
+    eval: EvalSettings = EvalSettings()
+    run: RunSettings = RunSettings()
+
+    @field_validator("grpo")
+    @classmethod
+    def _known_grpo_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        allowed = grpo_config_fields()
+        for key in value:
+            if key in RESERVED_GRPO_KEYS:
+                raise ValueError(f"grpo.{key} is set by FedGRPO; use {RESERVED_GRPO_KEYS[key]} instead")
+            if key not in allowed:
+                close = [k for k in allowed if key.split("_")[0] in k][:8]
+                raise ValueError(f"grpo.{key} is not a trl.GRPOConfig field (similar: {close})")
+        g = value.get("num_generations", 8)
+        if not isinstance(g, int) or g < 2:
+            raise ValueError(
+                f"grpo.num_generations must be an integer >= 2 (got {g!r}): GRPO compares candidates"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FedGRPOConfig:
+        m, k = self.federation.experts_per_question, self.data.num_clients
+        if m > k:
+            raise ValueError(f"federation.experts_per_question (M={m}) must be <= data.num_clients (K={k})")
+        return self
+
+    @property
+    def num_generations(self) -> int:
+        return int(self.grpo.get("num_generations", 8))
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.run.output_dir.format(name=self.name))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+@functools.cache
+def grpo_config_fields() -> frozenset[str]:
+    from trl import GRPOConfig
+
+    return frozenset(f.name for f in dataclasses.fields(GRPOConfig))
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field and what is allowed."""
+
+
+def _read_source(source: str | Path) -> dict[str, Any]:
+    if str(source) in PRESETS:
+        text = resources.files("fedgrpo.presets").joinpath(f"{source}.yaml").read_text()
+        origin = f"preset {source!r}"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(
+                f"config {str(source)!r} is neither a file nor a preset; presets: {list(PRESETS)}"
+            )
+        text, origin = path.read_text(), str(path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{origin} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin} must hold a mapping at the top level, not {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` override; the value is parsed as YAML (so 3, true, [a, b] work)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like key=value, e.g. grpo.max_steps=5")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {assignment!r} has an empty key part")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {assignment!r}: cannot parse value: {err}") from err
+
+
+def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
+    """Load a preset or YAML file, apply overrides, validate. Raises ConfigError with readable text."""
+    data = _read_source(source)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return FedGRPOConfig.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "config"
+            lines.append(f"  {where}: {e['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,283 @@
+"""The server's side of the federation: route candidates to experts, collect and check their rewards.
+
+:class:`FederatedRewards` is a TRL reward function. TRL calls it with every completion of a generation
+batch (each prompt repeated G times in a row); it picks experts per question with the selector,
+sends one batched request per client through the transport, rejects bad replies (counted and
+logged), and returns the federated group-relative advantage of each candidate (see
+:mod:`fedgrpo.objective`). TRL is configured with ``scale_rewards="none"`` and a single reward
+function, so the advantage TRL uses is exactly the value returned here (TRL subtracts the group
+mean, which is already zero).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from fedgrpo.data import Question
+from fedgrpo.objective import group_advantages, zero_spread
+from fedgrpo.prompting import completion_text
+from fedgrpo.selection import Selector
+from fedgrpo.transport import (
+    Delivery,
+    ErrorReply,
+    ProtocolError,
+    RewardItem,
+    RewardReply,
+    RewardRequest,
+    Transport,
+    decode,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundStats:
+    """What one or more reward rounds cost and produced; drained into the per-step metrics."""
+
+    rounds: int = 0
+    questions: int = 0
+    candidates: int = 0
+    bytes_down: int = 0
+    bytes_up: int = 0
+    bytes_down_per_client: Counter = field(default_factory=Counter)
+    bytes_up_per_client: Counter = field(default_factory=Counter)
+    experts_asked: int = 0
+    rewards_received: int = 0
+    rewards_missing: int = 0
+    groups_scored: int = 0
+    groups_zero_spread: int = 0
+    reward_sum: float = 0.0
+    advantage_sq_sum: float = 0.0
+    rejected: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def merge(self, other: RoundStats) -> None:
+        for name, value in vars(other).items():
+            mine = getattr(self, name)
+            if isinstance(mine, Counter):
+                mine.update(value)
+            else:
+                setattr(self, name, mine + value)
+
+    def summary(self) -> dict[str, Any]:
+        scored = max(self.rewards_received, 1)
+        return {
+            "fed/rounds": self.rounds,
+            "fed/questions": self.questions,
+            "fed/reward_mean": self.reward_sum / scored if self.rewards_received else None,
+            "fed/advantage_std": math.sqrt(self.advantage_sq_sum / max(self.candidates, 1)),
+            "fed/groups_scored": self.groups_scored,
+            "fed/zero_spread_share": self.groups_zero_spread / max(self.groups_scored, 1),
+            "fed/unscored_share": 1 - self.groups_scored / max(self.questions, 1),
+            "fed/rewards_received": self.rewards_received,
+            "fed/rewards_missing": self.rewards_missing,
+            "fed/bytes_down": self.bytes_down,
+            "fed/bytes_up": self.bytes_up,
+            "fed/bytes_down_per_client": dict(sorted(self.bytes_down_per_client.items())),
+            "fed/bytes_up_per_client": dict(sorted(self.bytes_up_per_client.items())),
+            "fed/rejected": dict(sorted(self.rejected.items())),
+            "fed/rejected_total": sum(self.rejected.values()),
+            "fed/seconds": round(self.seconds, 3),
+        }
+
+
+class FederatedRewards:
+    """TRL reward function that asks the federation for rewards and returns advantages."""
+
+    __name__ = "federated"  # TRL names reward functions by __name__
+
+    def __init__(
+        self,
+        transport: Transport,
+        selector: Selector,
+        experts_per_question: int,
+        num_generations: int,
+        aggregation: Literal["mean", "pooled"] = "mean",
+    ) -> None:
+        self.transport = transport
+        self.selector = selector
+        self.m = experts_per_question
+        self.g = num_generations
+        self.aggregation = aggregation
+        self.pending = RoundStats()  # drained by the metrics callback
+        self.total = RoundStats()  # whole run, checkpointed
+        self._round = 0
+        self.last_rewards: list[torch.Tensor] = []  # per question: (experts x G), for inspection
+
+    # -- TRL hook ---------------------------------------------------------------------------------
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        qid: list[str],
+        question: list[str],
+        domain: list[str] | None = None,
+        **_: Any,
+    ) -> list[float]:
+        if len(completions) % self.g:
+            raise ValueError(f"{len(completions)} completions is not a multiple of G={self.g}")
+        questions, candidates = [], []
+        for start in range(0, len(completions), self.g):
+            ids = set(qid[start : start + self.g])
+            if len(ids) != 1:
+                raise ValueError(f"rows {start}..{start + self.g - 1} mix questions {sorted(ids)}")
+            questions.append(Question(qid[start], (domain or [""] * len(qid))[start], question[start]))
+            candidates.append([completion_text(c) for c in completions[start : start + self.g]])
+        advantages = self.score(questions, candidates)
+        return [float(a) for group in advantages for a in group]
+
+    # -- one round ----------------------------------------------------------------------------------
+    def score(self, questions: Sequence[Question], candidates: Sequence[list[str]]) -> list[torch.Tensor]:
+        """Route, exchange, validate, combine. Returns one advantage vector of length G per question."""
+        start = time.perf_counter()
+        stats = RoundStats(rounds=1, questions=len(questions), candidates=sum(len(c) for c in candidates))
+        self._round += 1
+        routing = self.selector.select(questions, self.transport.client_names, self.m)
+        # Several groups in one batch may share a question; key the request items by group position.
+        asked: dict[str, list[int]] = defaultdict(list)
+        for j, q in enumerate(questions):
+            for client in routing[q.qid]:
+                asked[client].append(j)
+        requests, request_ids, item_keys = {}, {}, {}
+        for client, groups in asked.items():
+            request_ids[client] = f"r{self._round}-{client}"
+            item_keys[client] = {f"{j}:{questions[j].qid}": j for j in groups}
+            items = [
+                RewardItem(key, questions[j].question, candidates[j]) for key, j in item_keys[client].items()
+            ]
+            requests[client] = encode(RewardRequest(request_ids[client], client, items))
+        stats.experts_asked = sum(len(g) for g in asked.values())
+
+        deliveries = self.transport.exchange(requests)
+        # rewards[j][client] -> list of G rewards (None = missing)
+        received: dict[int, dict[str, list[float | None]]] = defaultdict(dict)
+        for client, delivery in deliveries.items():
+            stats.bytes_down += delivery.bytes_down
+            stats.bytes_up += delivery.bytes_up
+            stats.bytes_down_per_client[client] += delivery.bytes_down
+            stats.bytes_up_per_client[client] += delivery.bytes_up
+            if client not in asked:
+                self._reject(stats, "unasked_client", client, "reply from a client that was not asked")
+                continue
+            for j, rewards in self._accept(
+                stats, client, request_ids[client], delivery, item_keys[client], candidates
+            ):
+                received[j][client] = rewards
+
+        advantages = []
+        self.last_rewards = []
+        for j, q in enumerate(questions):
+            experts = routing[q.qid]
+            matrix = torch.full((len(experts), len(candidates[j])), float("nan"), dtype=torch.float64)
+            for e, client in enumerate(experts):
+                for i, r in enumerate(received[j].get(client, [None] * len(candidates[j]))):
+                    if r is not None:
+                        matrix[e, i] = r
+            got = int((~torch.isnan(matrix)).sum())
+            stats.rewards_received += got
+            stats.rewards_missing += matrix.numel() - got
+            stats.reward_sum += float(torch.nansum(matrix)) if got else 0.0
+            if got:
+                stats.groups_scored += 1
+                stats.groups_zero_spread += int(zero_spread(matrix))
+            adv = group_advantages(matrix, self.aggregation)
+            stats.advantage_sq_sum += float((adv**2).sum())
+            advantages.append(adv)
+            self.last_rewards.append(matrix)
+        stats.seconds = time.perf_counter() - start
+        self.pending.merge(stats)
+        self.total.merge(stats)
+        return advantages
+
+    def _accept(
+        self,
+        stats: RoundStats,
+        client: str,
+        request_id: str,
+        delivery: Delivery,
+        expected: dict[str, int],
+        candidates: Sequence[list[str]],
+    ) -> list[tuple[int, list[float | None]]]:
+        """The items of one client's reply that pass every check; each failure is counted and logged."""
+        if delivery.error is not None or delivery.reply is None:
+            self._reject(stats, "client_failed", client, delivery.error or "no reply")
+            return []
+        try:
+            reply = decode(delivery.reply)
+        except ProtocolError as err:
+            self._reject(stats, "malformed_reply", client, str(err))
+            return []
+        if isinstance(reply, ErrorReply):
+            self._reject(stats, "client_error", client, reply.error)
+            return []
+        if not isinstance(reply, RewardReply):
+            self._reject(stats, "malformed_reply", client, f"expected a reward reply, got {reply.kind!r}")
+            return []
+        if reply.client != client or reply.request_id != request_id:
+            self._reject(
+                stats,
+                "unasked_client",
+                client,
+                f"reply names client {reply.client!r} / request {reply.request_id!r}",
+            )
+            return []
+        accepted, seen = [], set()
+        for item in reply.items:
+            key = item.qid
+            j = expected.get(key)
+            if j is None or key in seen:
+                self._reject(stats, "unknown_question", client, f"reply for unknown or repeated item {key!r}")
+                continue
+            seen.add(key)
+            if len(item.rewards) != len(candidates[j]):
+                self._reject(
+                    stats,
+                    "wrong_length",
+                    client,
+                    f"{len(item.rewards)} rewards for {len(candidates[j])} candidates",
+                )
+                continue
+            if any(r is not None and not math.isfinite(r) for r in item.rewards):
+                self._reject(stats, "non_finite", client, f"NaN or infinite reward for {key!r}")
+                continue
+            accepted.append((j, item.rewards))
+        return accepted
+
+    @staticmethod
+    def _reject(stats: RoundStats, reason: str, client: str, detail: str) -> None:
+        stats.rejected[reason] += 1
+        log.warning("rejected reply from %s (%s): %s", client, reason, detail)
+
+    # -- checkpointing ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "round": self._round,
+            "selector": self.selector.state_dict(),
+            "total": _stats_to_json(self.total),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._round = int(state["round"])
+        self.selector.load_state_dict(state["selector"])
+        self.total = _stats_from_json(state["total"])
+
+
+def _stats_to_json(stats: RoundStats) -> dict[str, Any]:
+    return {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(stats).items()}
+
+
+def _stats_from_json(data: dict[str, Any]) -> RoundStats:
+    stats = RoundStats()
+    for k, v in data.items():
+        setattr(stats, k, Counter(v) if isinstance(getattr(stats, k), Counter) else v)
+    return stats

@@ -1,0 +1,362 @@
+"""A FedGRPO run: data split, clients behind a transport, TRL's GRPOTrainer with federated rewards.
+
+TRL's ``GRPOTrainer`` does generation, clipping, KL and the loss. FedGRPO adds what it lacks: the
+federation (selector, transport, reply checks) as a reward function, the group-relative advantage
+computed per expert, checkpoints that are complete or ignored, per-step metrics, and held-out
+evaluation before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback, set_seed
+from trl import GRPOConfig, GRPOTrainer
+
+from fedgrpo.client import Client
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data import FederatedSplit, build_split
+from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
+from fedgrpo.federation import FederatedRewards
+from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.prompting import build_messages
+from fedgrpo.selection import make_selector
+from fedgrpo.transport import InProcessTransport, Transport
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "fedgrpo_state.json"
+COMPLETE_MARKER = "COMPLETE"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """Checkpoints that finished writing, oldest first. A folder without the marker is a torn write."""
+    found = []
+    if folder.is_dir():
+        for child in folder.iterdir():
+            m = CHECKPOINT_RE.match(child.name)
+            if m and (child / COMPLETE_MARKER).exists():
+                found.append((int(m.group(1)), child))
+    return sorted(found)
+
+
+def remove_torn_checkpoints(folder: Path) -> list[Path]:
+    removed = []
+    if folder.is_dir():
+        for child in folder.iterdir():
+            if CHECKPOINT_RE.match(child.name) and not (child / COMPLETE_MARKER).exists():
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+    return removed
+
+
+class FedGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose checkpoints also hold the federation's state and end with a marker file."""
+
+    def __init__(self, *args: Any, federated_rewards: FederatedRewards, **kwargs: Any) -> None:
+        super().__init__(*args, reward_funcs=[federated_rewards], **kwargs)
+        self.federated_rewards = federated_rewards
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        _write_json_atomic(folder / STATE_FILE, self.federated_rewards.state_dict())
+        (folder / COMPLETE_MARKER).write_text(str(self.state.global_step))  # written last
+
+
+class MetricsCallback(TrainerCallback):
+    """One JSON line per logged step: TRL's numbers plus the federation's (bytes, rejects, spread)."""
+
+    def __init__(self, path: Path, rewards: FederatedRewards) -> None:
+        self.path = path
+        self.rewards = rewards
+        self._last = time.perf_counter()
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        if not logs or "train_runtime" in logs:
+            return
+        now = time.perf_counter()
+        row = {
+            "step": state.global_step,
+            "seconds": round(now - self._last, 3),
+            "peak_rss_mb": round(peak_rss_mb()),
+        }
+        self._last = now
+        row.update({f"trl/{k}": v for k, v in logs.items()})
+        row.update(self.rewards.pending.summary())
+        self.rewards.pending = type(self.rewards.pending)()
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if row["fed/rejected_total"]:
+            log.warning(
+                "step %d: %d replies rejected %s",
+                state.global_step,
+                row["fed/rejected_total"],
+                row["fed/rejected"],
+            )
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines for steps after the checkpoint we resume from: they will be run again."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+# -- assembly -------------------------------------------------------------------------------------
+def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
+    return [
+        Client(name, examples, format_reward=cfg.federation.format_reward)
+        for name, examples in split.clients.items()
+    ]
+
+
+def build_transport(cfg: FedGRPOConfig, clients: list[Client]) -> Transport:
+    if cfg.federation.transport == "in_process":
+        return InProcessTransport(clients)
+    raise ValueError(f"unknown transport {cfg.federation.transport!r}")
+
+
+def train_dataset(split: FederatedSplit, worked_example: bool) -> Dataset:
+    """What the server trains on: questions only. There is no answer column to leak."""
+    return Dataset.from_list(
+        [
+            {
+                "prompt": build_messages(q.question, worked_example),
+                "qid": q.qid,
+                "question": q.question,
+                "domain": q.domain,
+            }
+            for q in split.train_questions
+        ]
+    )
+
+
+def grpo_args(cfg: FedGRPOConfig, checkpoints: Path) -> GRPOConfig:
+    kwargs: dict[str, Any] = {
+        "max_steps": 20,
+        "num_generations": 8,
+        "per_device_train_batch_size": 16,
+        "max_completion_length": 64,
+        "learning_rate": 5e-5,
+        "beta": 0.0,
+        "temperature": 1.0,
+        "logging_steps": 1,
+        "report_to": "none",
+        "log_completions": False,
+    }
+    kwargs.update(cfg.grpo)
+    kwargs.update(
+        output_dir=str(checkpoints),
+        seed=cfg.seed,
+        use_cpu=cfg.run.device == "cpu",
+        scale_rewards="none",  # the federated objective already normalised per expert
+        save_strategy="steps",
+        save_steps=cfg.run.save_steps,
+        save_total_limit=cfg.run.save_total_limit,
+    )
+    kwargs.setdefault("bf16", False)
+    return GRPOConfig(**kwargs)
+
+
+def split_summary(split: FederatedSplit) -> dict[str, Any]:
+    return {
+        "client_domains": split.client_domains,
+        "train_questions": len(split.train_questions),
+        "auxiliary": len(split.auxiliary),
+        "heldout": {d: len(v) for d, v in split.heldout.items()},
+    }
+
+
+def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
+    """Run a whole experiment into ``cfg.output_dir``; returns the results that are also saved there."""
+    out = cfg.output_dir
+    checkpoints = out / "checkpoints"
+    if out.exists() and not resume and (complete_checkpoints(checkpoints) or (out / "results.json").exists()):
+        raise FileExistsError(
+            f"{out} already holds a run; pass --resume to continue it or set run.output_dir"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    _attach_log_file(out / "run.log")
+    config_path = out / "config.yaml"
+    if resume and config_path.exists() and config_path.read_text() != cfg.to_yaml():
+        log.warning("resuming with a config that differs from %s; the new one is used", config_path)
+    config_path.write_text(cfg.to_yaml())
+
+    set_seed(cfg.seed)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+
+    log.info(
+        "building data: domains %s, K=%d, %s",
+        [d.name for d in cfg.data.domain_specs()],
+        cfg.data.num_clients,
+        cfg.data.partition,
+    )
+    d = cfg.data
+    split = build_split(
+        d.domain_specs(),
+        d.num_clients,
+        d.examples_per_client,
+        d.num_train_questions,
+        d.num_auxiliary,
+        d.heldout_per_domain,
+        d.partition,
+        d.alpha,
+        cfg.seed,
+    )
+    _write_json_atomic(out / "split.json", split_summary(split))
+    transport = build_transport(cfg, build_clients(cfg, split))
+    rewards = FederatedRewards(
+        transport,
+        make_selector(cfg.federation.selector, cfg.seed),
+        cfg.federation.experts_per_question,
+        cfg.num_generations,
+        cfg.federation.aggregation,
+    )
+
+    log.info("loading policy %s", cfg.model.name_or_path)
+    tokenizer = load_tokenizer(cfg.model.name_or_path)
+    model = load_policy(cfg.model.name_or_path, cfg.model.dtype)
+    ev = cfg.eval
+
+    def evaluate(tag: str) -> dict[str, DomainAccuracy]:
+        start = time.perf_counter()
+        res = evaluate_policy(
+            model if tag == "before" else trainer.model,
+            tokenizer,
+            split.heldout,
+            ev.max_new_tokens,
+            ev.batch_size,
+            cfg.model.worked_example,
+            ev.max_per_domain,
+        )
+        log.info("evaluation %s took %.0f s", tag, time.perf_counter() - start)
+        return res
+
+    before = None
+    before_path = out / "eval_before.json"
+    if ev.before:
+        if resume and before_path.exists():
+            before = {k: DomainAccuracy(**v) for k, v in json.loads(before_path.read_text()).items()}
+        else:
+            before = evaluate("before")
+            _write_json_atomic(before_path, to_json(before))
+            log.info("before training:\n%s", accuracy_table(before, None))
+
+    peft_config = None
+    if cfg.model.lora.enabled:
+        from peft import LoraConfig
+
+        lo = cfg.model.lora
+        peft_config = LoraConfig(
+            r=lo.r,
+            lora_alpha=lo.alpha,
+            lora_dropout=lo.dropout,
+            target_modules=lo.target_modules,
+            task_type="CAUSAL_LM",
+        )
+    trainer = FedGRPOTrainer(
+        model=model,
+        args=grpo_args(cfg, checkpoints),
+        train_dataset=train_dataset(split, cfg.model.worked_example),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        federated_rewards=rewards,
+    )
+    metrics_path = out / "metrics.jsonl"
+    trainer.add_callback(MetricsCallback(metrics_path, rewards))
+
+    resume_from = None
+    if resume:
+        for torn in remove_torn_checkpoints(checkpoints):
+            log.warning("removed incomplete checkpoint %s", torn)
+        done = complete_checkpoints(checkpoints)
+        if done:
+            step, resume_from = done[-1]
+            rewards.load_state_dict(json.loads((resume_from / STATE_FILE).read_text()))
+            truncate_metrics(metrics_path, step)
+            log.info("resuming from %s (step %d)", resume_from, step)
+        else:
+            log.info("nothing to resume in %s; starting from step 0", checkpoints)
+            truncate_metrics(metrics_path, 0)
+
+    start = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except KeyboardInterrupt:
+        last = complete_checkpoints(checkpoints)
+        log.error(
+            "interrupted; last complete checkpoint: %s. Continue with --resume.",
+            last[-1][1] if last else "none",
+        )
+        raise
+    train_seconds = time.perf_counter() - start
+    trainer.save_model(str(out / "final"))
+
+    after = evaluate("after") if ev.after else None
+    steps = trainer.state.global_step
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    step_seconds = [r["seconds"] for r in rows[1:]] or [r["seconds"] for r in rows]
+    results = {
+        "name": cfg.name,
+        "steps": steps,
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_step": round(sum(step_seconds) / max(len(step_seconds), 1), 2),
+        "peak_rss_mb": round(peak_rss_mb()),
+        "before": to_json(before),
+        "after": to_json(after),
+        "communication": rewards.total.summary(),
+        "split": split_summary(split),
+    }
+    _write_json_atomic(out / "results.json", results)
+    transport.close()
+    comm = rewards.total
+    log.info(
+        "\n%s\ncommunication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); "
+        "%d replies rejected\nresults: %s",
+        accuracy_table(before, after),
+        comm.rounds,
+        comm.bytes_down / 1e3,
+        comm.bytes_up / 1e3,
+        (comm.bytes_down + comm.bytes_up) / 1e3 / max(comm.rounds, 1),
+        sum(comm.rejected.values()),
+        out / "results.json",
+    )
+    return results
+
+
+def _attach_log_file(path: Path) -> None:
+    root = logging.getLogger("fedgrpo")
+    if any(
+        isinstance(h, logging.FileHandler) and h.baseFilename == str(path.resolve()) for h in root.handlers
+    ):
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
