@@ -25,7 +25,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from fedgrpo.client import Client
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.data import FederatedSplit, build_split
+from fedgrpo.data import FederatedSplit, Question, build_split
 from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
 from fedgrpo.federation import FederatedRewards
 from fedgrpo.models import load_policy, load_tokenizer
@@ -142,7 +142,7 @@ def build_transport(cfg: FedGRPOConfig, clients: list[Client]) -> Transport:
     raise ValueError(f"unknown transport {cfg.federation.transport!r}")
 
 
-def train_dataset(split: FederatedSplit, worked_example: bool) -> Dataset:
+def train_dataset(questions: list[Question], worked_example: bool) -> Dataset:
     """What the server trains on: questions only. There is no answer column to leak."""
     return Dataset.from_list(
         [
@@ -152,7 +152,7 @@ def train_dataset(split: FederatedSplit, worked_example: bool) -> Dataset:
                 "question": q.question,
                 "domain": q.domain,
             }
-            for q in split.train_questions
+            for q in questions
         ]
     )
 
@@ -182,6 +182,37 @@ def grpo_args(cfg: FedGRPOConfig, checkpoints: Path) -> GRPOConfig:
     )
     kwargs.setdefault("bf16", False)
     return GRPOConfig(**kwargs)
+
+
+def make_trainer(
+    cfg: FedGRPOConfig,
+    model: Any,
+    tokenizer: Any,
+    dataset: Dataset,
+    rewards: FederatedRewards,
+    checkpoints: Path,
+) -> FedGRPOTrainer:
+    """TRL's trainer on the federated reward function, with LoRA when the config asks for it."""
+    peft_config = None
+    if cfg.model.lora.enabled:
+        from peft import LoraConfig
+
+        lo = cfg.model.lora
+        peft_config = LoraConfig(
+            r=lo.r,
+            lora_alpha=lo.alpha,
+            lora_dropout=lo.dropout,
+            target_modules=lo.target_modules,
+            task_type="CAUSAL_LM",
+        )
+    return FedGRPOTrainer(
+        model=model,
+        args=grpo_args(cfg, checkpoints),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        federated_rewards=rewards,
+    )
 
 
 def split_summary(split: FederatedSplit) -> dict[str, Any]:
@@ -269,25 +300,13 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
             _write_json_atomic(before_path, to_json(before))
             log.info("before training:\n%s", accuracy_table(before, None))
 
-    peft_config = None
-    if cfg.model.lora.enabled:
-        from peft import LoraConfig
-
-        lo = cfg.model.lora
-        peft_config = LoraConfig(
-            r=lo.r,
-            lora_alpha=lo.alpha,
-            lora_dropout=lo.dropout,
-            target_modules=lo.target_modules,
-            task_type="CAUSAL_LM",
-        )
-    trainer = FedGRPOTrainer(
-        model=model,
-        args=grpo_args(cfg, checkpoints),
-        train_dataset=train_dataset(split, cfg.model.worked_example),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        federated_rewards=rewards,
+    trainer = make_trainer(
+        cfg,
+        model,
+        tokenizer,
+        train_dataset(split.train_questions, cfg.model.worked_example),
+        rewards,
+        checkpoints,
     )
     metrics_path = out / "metrics.jsonl"
     trainer.add_callback(MetricsCallback(metrics_path, rewards))

@@ -1,0 +1,157 @@
+"""Client-side answer evaluation, the wire format, and the server's checks on replies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fedgrpo.client import AnswerEvaluator, Client
+from fedgrpo.data import Question, generate
+from fedgrpo.federation import FederatedRewards
+from fedgrpo.selection import AllSelector, RandomSelector
+from fedgrpo.transport import (
+    InProcessTransport,
+    ProtocolError,
+    RewardItem,
+    RewardReply,
+    RewardRequest,
+    decode,
+    encode,
+)
+
+
+@pytest.fixture(scope="module")
+def sums():
+    return generate("sums_1digit", 6, seed=3)
+
+
+def test_answer_evaluation_scores_held_questions_and_abstains_otherwise(sums) -> None:
+    ev = AnswerEvaluator(sums[:3], format_reward=0.1)
+    ex = sums[0]
+    right, wrong = f"so <answer>{ex.answer}</answer>", "<answer>-999</answer>"
+    result = ev.evaluate(
+        "  " + ex.question.upper() + " ", [right, wrong, f"{ex.answer}"]
+    )  # normalised lookup
+    assert result.method == "answer"
+    assert result.rewards == pytest.approx([1.1, 0.1, 0.0])
+    other = ev.evaluate(sums[4].question, [right, wrong])
+    assert other.method == "none" and other.rewards == [None, None]
+
+
+def test_client_handle_round_trip_and_malformed_request(sums) -> None:
+    client = Client("c0", sums[:3])
+    req = RewardRequest(
+        "r1", "c0", [RewardItem("x", sums[1].question, [f"<answer>{sums[1].answer}</answer>"])]
+    )
+    reply = decode(client.handle(encode(req)))
+    assert isinstance(reply, RewardReply) and reply.items[0].rewards == pytest.approx([1.1])
+    bad = decode(client.handle(b"\xff not json"))
+    assert bad.kind == "error" and "malformed" in bad.error
+    assert "answer" not in repr(client) and sums[0].question not in repr(client)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[]",
+        b'{"v": 1, "kind": "reward"}',
+        b'{"v": 2, "kind": "reward"}',
+        b'{"v":1,"kind":"reward_reply","request_id":"r","client":"c",'
+        b'"items":[{"qid":"q","rewards":["x"],"method":"answer"}]}',
+    ],
+)
+def test_decode_rejects_malformed(payload: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode(payload)
+
+
+def test_transport_counts_real_bytes_and_survives_a_crashing_client(sums) -> None:
+    class Crashing:
+        name = "boom"
+
+        def handle(self, request: bytes) -> bytes:
+            raise RuntimeError("disk on fire")
+
+    transport = InProcessTransport([Client("c0", sums), Crashing()])
+    req = encode(RewardRequest("r", "c0", [RewardItem("q", sums[0].question, ["a", "b"])]))
+    out = transport.exchange({"c0": req, "boom": req})
+    assert out["c0"].bytes_down == len(req) and out["c0"].bytes_up == len(out["c0"].reply)
+    assert out["boom"].reply is None and "disk on fire" in out["boom"].error
+
+
+class Scripted:
+    """A misbehaving client: replies with whatever its script makes of the request."""
+
+    def __init__(self, name: str, script) -> None:
+        self.name = name
+        self.script = script
+
+    def handle(self, request: bytes) -> bytes:
+        body = json.loads(request)
+        return json.dumps(self.script(body), allow_nan=True).encode()
+
+
+def _reply(body, rewards, client=None, qid=None):
+    return {
+        "v": 1,
+        "kind": "reward_reply",
+        "request_id": body["request_id"],
+        "client": client or body["client"],
+        "items": [{"qid": qid or it["qid"], "rewards": rewards, "method": "answer"} for it in body["items"]],
+    }
+
+
+def test_bad_replies_are_rejected_counted_and_training_goes_on(sums) -> None:
+    g = 3
+    good = Client("good", sums)
+    clients = [
+        good,
+        Scripted("short", lambda b: _reply(b, [1.0, 0.0])),
+        Scripted("nan", lambda b: _reply(b, [1.0, float("nan"), 0.0])),
+        Scripted("inf", lambda b: _reply(b, [1.0, float("inf"), 0.0])),
+        Scripted("impostor", lambda b: _reply(b, [1.0, 0.0, 1.0], client="good")),
+        Scripted("unknown_q", lambda b: _reply(b, [1.0, 0.0, 1.0], qid="nope")),
+        Scripted("garbage", lambda b: "not a reply"),
+    ]
+    rewards = FederatedRewards(InProcessTransport(clients), AllSelector(), 7, g, "mean")
+    q = Question(sums[0].qid, sums[0].domain, sums[0].question)
+    cands = [f"<answer>{sums[0].answer}</answer>", "<answer>-1</answer>", "no tags"]
+    adv = rewards.score([q], [cands])[0]
+    assert rewards.total.rejected == {
+        "wrong_length": 1,
+        "non_finite": 2,
+        "unasked_client": 1,
+        "unknown_question": 1,
+        "malformed_reply": 1,
+    }
+    assert rewards.total.rewards_received == g  # only the good client's rewards survive
+    assert adv[0] > 0 > adv[2] and adv[0] > adv[1] > adv[2]
+    assert rewards.total.bytes_up > 0 and rewards.total.bytes_down_per_client["good"] > 0
+
+
+def test_reply_from_a_client_that_was_not_asked_is_rejected(sums) -> None:
+    class Leaky(InProcessTransport):
+        def exchange(self, requests):
+            out = super().exchange(requests)
+            extra = super().exchange({"other": requests[next(iter(requests))]})
+            return {**out, **extra}
+
+    transport = Leaky([Client("a", sums), Client("other", sums)])
+    rewards = FederatedRewards(transport, RandomSelector(0), 1, 2, "mean")
+    rewards.selector.select = lambda qs, cl, m: {q.qid: ["a"] for q in qs}
+    q = Question(sums[0].qid, sums[0].domain, sums[0].question)
+    rewards.score([q], [["<answer>0</answer>", "x"]])
+    assert rewards.total.rejected == {"unasked_client": 1}
+
+
+def test_random_selector_is_seeded_and_resumable() -> None:
+    qs = [Question(f"q{i}", "d", "?") for i in range(20)]
+    a, b = RandomSelector(7), RandomSelector(7)
+    assert a.select(qs, ["x", "y", "z"], 2) == b.select(qs, ["x", "y", "z"], 2)
+    state = a.state_dict()
+    first = a.select(qs, ["x", "y", "z"], 2)
+    c = RandomSelector(0)
+    c.load_state_dict(json.loads(json.dumps(state)))
+    assert c.select(qs, ["x", "y", "z"], 2) == first
+    assert all(len(set(v)) == 2 for v in first.values())

@@ -1,0 +1,71 @@
+"""Bad configurations fail before any model loads, naming the field and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fedgrpo.config import ConfigError, load_config
+
+
+def test_presets_load_and_overrides_apply() -> None:
+    cfg = load_config("smoke", ["grpo.max_steps=7", "data.domains=[sums_1digit, syllogism]", "seed=3"])
+    assert cfg.grpo["max_steps"] == 7 and cfg.seed == 3
+    assert [d.name for d in cfg.data.domain_specs()] == ["sums_1digit", "syllogism"]
+    default = load_config("default")
+    assert default.model.name_or_path == "smollm2" and default.data.num_clients >= 5
+    assert default.federation.experts_per_question == 2 and default.num_generations == 8
+    assert len(default.data.domains) >= 3
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("data.colour=blue", "data.colour"),
+        ("grpo.num_generations=1", "grpo.num_generations"),
+        ("federation.experts_per_question=9", "experts_per_question"),
+        ("model.name_or_path=/no/such/model", "/no/such/model"),
+        ("data.domains=[sums_1digit, astrology]", "astrology"),
+        ("federation.selector=oracle", "'random' or 'all'"),
+        ("grpo.not_a_trl_field=1", "grpo.not_a_trl_field"),
+        ("grpo.scale_rewards=group", "federation.aggregation"),
+        ("data.alpha=0", "data.alpha"),
+    ],
+)
+def test_bad_values_name_the_field(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("smoke", [override])
+    assert needle in str(err.value)
+
+
+def test_unknown_domain_lists_the_allowed_ones() -> None:
+    with pytest.raises(ConfigError, match="sums_1digit"):
+        load_config("smoke", ["data.domains=[astrology]"])
+
+
+def test_corrupt_and_missing_files(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpo: {max_steps: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+    with pytest.raises(ConfigError, match="neither a file nor a preset"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("smoke", ["grpo.max_steps"])
+
+
+def test_cli_rejects_bad_config_without_loading_a_model() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedgrpo.cli", "run", "smoke", "federation.experts_per_question=5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "experts_per_question" in proc.stderr and "loading policy" not in proc.stderr

@@ -1,0 +1,64 @@
+"""The advantages TRL's GRPOTrainer ends up using equal the hand-calculated federated ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedgrpo.client import Client, Evaluation
+from fedgrpo.config import load_config
+from fedgrpo.data import Question
+from fedgrpo.federation import FederatedRewards
+from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.selection import AllSelector
+from fedgrpo.trainer import make_trainer, train_dataset
+from fedgrpo.transport import InProcessTransport
+from tests.test_objective import hand_mean_aggregation
+
+NAN = float("nan")
+
+
+class TableEvaluator:
+    """A client evaluator that answers every question with one fixed row of the reward matrix."""
+
+    def __init__(self, row: list[float | None]) -> None:
+        self.row = row
+
+    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
+        assert len(candidates) == len(self.row)
+        method = "none" if all(r is None for r in self.row) else "answer"
+        return Evaluation(list(self.row), method)
+
+
+def test_trainer_uses_federated_advantages(tmp_path) -> None:
+    g, n_questions = 4, 2
+    cfg = load_config(
+        "smoke",
+        [
+            f"grpo.num_generations={g}",
+            f"grpo.per_device_train_batch_size={g * n_questions}",
+            "grpo.max_steps=1",
+            "federation.experts_per_question=3",
+            "data.num_clients=4",
+        ],
+    )
+    clients = [
+        Client("a", [], evaluator=TableEvaluator([1.0, 0.0, 1.0, 0.0])),
+        Client("b", [], evaluator=TableEvaluator([1.1, None, 0.1, 0.1])),
+        Client("c", [], evaluator=TableEvaluator([None] * g)),  # does not hold the question
+        Client("d", [], evaluator=TableEvaluator([0.5, NAN, 0.0, 1.0])),  # NaN: whole item rejected
+    ]
+    rewards = FederatedRewards(InProcessTransport(clients), AllSelector(), 4, g, "mean")
+    questions = [Question(f"q{i}", "test", f"What is {i} + 1?") for i in range(n_questions)]
+    tokenizer = load_tokenizer("tiny-random")
+    trainer = make_trainer(
+        cfg, load_policy("tiny-random"), tokenizer, train_dataset(questions, True), rewards, tmp_path / "ckpt"
+    )
+    trainer.train()
+
+    used = list(trainer._logs["advantages"])  # what TRL put into the loss for this generation batch
+    assert len(used) == g * n_questions
+    expected = hand_mean_aggregation()
+    for start in range(0, len(used), g):
+        assert used[start : start + g] == pytest.approx(expected, abs=1e-5)
+    assert rewards.total.rejected == {"non_finite": n_questions}
+    assert rewards.total.rewards_received == n_questions * (4 + 3)
