@@ -1,0 +1,25 @@
+"""The embedded SmolLM2: converted once from its GGUF, then loaded from the cache and used for real."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedgrpo.data import generate
+from fedgrpo.evaluate import evaluate_policy
+from fedgrpo.models import load_policy, load_tokenizer, smollm2_folder
+
+pytestmark = pytest.mark.slow
+
+
+def test_smollm2_converts_once_and_answers_in_tags() -> None:
+    folder = smollm2_folder()
+    assert (folder / "model.safetensors").exists() and (folder / "config.json").exists()
+    written = (folder / "model.safetensors").stat().st_mtime_ns
+    assert smollm2_folder() == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == written  # cached: not converted again
+    tokenizer = load_tokenizer("smollm2")
+    model = load_policy("smollm2")
+    heldout = {"sums_1digit": generate("sums_1digit", 16, seed=11)}
+    acc = evaluate_policy(model, tokenizer, heldout, max_new_tokens=32, batch_size=16)["sums_1digit"]
+    assert acc.format_rate >= 0.75  # the worked example gets the answer into tags
+    assert acc.correct >= 4  # a weak model, but not a random one
