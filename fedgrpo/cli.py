@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run(cfg, resume=args.resume)
-    except FileExistsError as err:
+    except (FileExistsError, ConfigError) as err:
         print(f"fedgrpo: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

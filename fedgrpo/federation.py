@@ -83,6 +83,8 @@ class RoundStats:
             "fed/rewards_missing": self.rewards_missing,
             "fed/bytes_down": self.bytes_down,
             "fed/bytes_up": self.bytes_up,
+            "fed/bytes_down_per_round": round(self.bytes_down / max(self.rounds, 1)),
+            "fed/bytes_up_per_round": round(self.bytes_up / max(self.rounds, 1)),
             "fed/bytes_down_per_client": dict(sorted(self.bytes_down_per_client.items())),
             "fed/bytes_up_per_client": dict(sorted(self.bytes_up_per_client.items())),
             "fed/rejected": dict(sorted(self.rejected.items())),
@@ -94,7 +96,7 @@ class RoundStats:
 class FederatedRewards:
     """TRL reward function that asks the federation for rewards and returns advantages."""
 
-    __name__ = "federated"  # TRL names reward functions by __name__
+    __name__ = "federated_advantage"  # TRL names reward functions by __name__
 
     def __init__(
         self,

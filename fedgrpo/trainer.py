@@ -24,7 +24,7 @@ from transformers import TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer
 
 from fedgrpo.client import Client
-from fedgrpo.config import FedGRPOConfig
+from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.data import FederatedSplit, Question, build_split
 from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
 from fedgrpo.federation import FederatedRewards
@@ -250,17 +250,11 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
         cfg.data.partition,
     )
     d = cfg.data
-    split = build_split(
-        d.domain_specs(),
-        d.num_clients,
-        d.examples_per_client,
-        d.num_train_questions,
-        d.num_auxiliary,
-        d.heldout_per_domain,
-        d.partition,
-        d.alpha,
-        cfg.seed,
-    )
+    try:
+        split = build_split(d.domain_specs(), d.num_clients, d.examples_per_client, d.num_train_questions,
+                            d.num_auxiliary, d.heldout_per_domain, d.partition, d.alpha, cfg.seed)
+    except ValueError as err:  # sizes the domains cannot fill: a config problem, reported before any model loads
+        raise ConfigError(f"data: {err}") from err
     _write_json_atomic(out / "split.json", split_summary(split))
     transport = build_transport(cfg, build_clients(cfg, split))
     rewards = FederatedRewards(
