@@ -18,8 +18,12 @@ from pathlib import Path
 
 # "plain": TRL's stock settings (gradient checkpointing, T=1.0, 64 tokens); "default": the preset.
 VARIANTS: dict[str, list[str]] = {
-    "plain": ["grpo.gradient_checkpointing=true", "grpo.temperature=1.0", "grpo.max_completion_length=64",
-              "run.threads=null"],
+    "plain": [
+        "grpo.gradient_checkpointing=true",
+        "grpo.temperature=1.0",
+        "grpo.max_completion_length=64",
+        "run.threads=null",
+    ],
     "no_ckpt": ["grpo.temperature=1.0", "grpo.max_completion_length=64", "run.threads=null"],
     "default": [],
 }

@@ -120,6 +120,22 @@ class MetricsCallback(TrainerCallback):
             )
 
 
+def prepare_resume(checkpoints: Path, metrics_path: Path, rewards: FederatedRewards) -> Path | None:
+    """Drop torn checkpoints, restore the federation's state and the metrics up to the last complete one."""
+    for torn in remove_torn_checkpoints(checkpoints):
+        log.warning("removed incomplete checkpoint %s", torn)
+    done = complete_checkpoints(checkpoints)
+    if not done:
+        log.info("nothing to resume in %s; starting from step 0", checkpoints)
+        truncate_metrics(metrics_path, 0)
+        return None
+    step, folder = done[-1]
+    rewards.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
+    truncate_metrics(metrics_path, step)
+    log.info("resuming from %s (step %d)", folder, step)
+    return folder
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines for steps after the checkpoint we resume from: they will be run again."""
     if not path.exists():
@@ -251,9 +267,18 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     )
     d = cfg.data
     try:
-        split = build_split(d.domain_specs(), d.num_clients, d.examples_per_client, d.num_train_questions,
-                            d.num_auxiliary, d.heldout_per_domain, d.partition, d.alpha, cfg.seed)
-    except ValueError as err:  # sizes the domains cannot fill: a config problem, reported before any model loads
+        split = build_split(
+            d.domain_specs(),
+            d.num_clients,
+            d.examples_per_client,
+            d.num_train_questions,
+            d.num_auxiliary,
+            d.heldout_per_domain,
+            d.partition,
+            d.alpha,
+            cfg.seed,
+        )
+    except ValueError as err:  # sizes the domains cannot fill: a config error, found before any model loads
         raise ConfigError(f"data: {err}") from err
     _write_json_atomic(out / "split.json", split_summary(split))
     transport = build_transport(cfg, build_clients(cfg, split))
@@ -305,19 +330,9 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     metrics_path = out / "metrics.jsonl"
     trainer.add_callback(MetricsCallback(metrics_path, rewards))
 
-    resume_from = None
-    if resume:
-        for torn in remove_torn_checkpoints(checkpoints):
-            log.warning("removed incomplete checkpoint %s", torn)
-        done = complete_checkpoints(checkpoints)
-        if done:
-            step, resume_from = done[-1]
-            rewards.load_state_dict(json.loads((resume_from / STATE_FILE).read_text()))
-            truncate_metrics(metrics_path, step)
-            log.info("resuming from %s (step %d)", resume_from, step)
-        else:
-            log.info("nothing to resume in %s; starting from step 0", checkpoints)
-            truncate_metrics(metrics_path, 0)
+    resume_from = prepare_resume(checkpoints, metrics_path, rewards) if resume else None
+    if not resume:
+        truncate_metrics(metrics_path, 0)
 
     start = time.perf_counter()
     try:

@@ -1,0 +1,106 @@
+"""Where a GRPO step's time goes: TRL's own profiling timers, collected in-process.
+
+Builds the same pipeline as ``fedgrpo run`` (preset plus overrides, real clients, in-process
+transport), runs a few steps without evaluation and prints per-phase seconds (first step dropped):
+
+    python bench/step_phases.py --steps 4 default grpo.gradient_checkpointing=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import trl.extras.profiling as profiling
+from transformers import TrainerCallback
+
+from fedgrpo.config import load_config
+from fedgrpo.data import build_split
+from fedgrpo.federation import FederatedRewards
+from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.selection import make_selector
+from fedgrpo.trainer import build_clients, build_transport, make_trainer, peak_rss_mb, train_dataset
+
+PHASES: dict[int, dict[str, float]] = collections.defaultdict(lambda: collections.defaultdict(float))
+STEP = [0]
+
+
+def _record(self: profiling.ProfilingContext, duration: float) -> None:
+    PHASES[STEP[0]][self.name] += duration
+
+
+class StepClock(TrainerCallback):
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        PHASES[STEP[0]]["step_total"] = time.perf_counter() - self.start
+        STEP[0] += 1
+        self.start = time.perf_counter()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", nargs="?", default="default")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--steps", type=int, default=4)
+    args = parser.parse_args()
+    cfg = load_config(args.config, [*args.overrides, f"grpo.max_steps={args.steps}"])
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    d = cfg.data
+    split = build_split(
+        d.domain_specs(),
+        d.num_clients,
+        d.examples_per_client,
+        d.num_train_questions,
+        d.num_auxiliary,
+        d.heldout_per_domain,
+        d.partition,
+        d.alpha,
+        cfg.seed,
+    )
+    rewards = FederatedRewards(
+        build_transport(cfg, build_clients(cfg, split)),
+        make_selector(cfg.federation.selector, cfg.seed),
+        cfg.federation.experts_per_question,
+        cfg.num_generations,
+        cfg.federation.aggregation,
+    )
+    profiling.ProfilingContext._log_metrics = _record
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.run.save_steps = args.steps + 1
+        trainer = make_trainer(
+            cfg,
+            load_policy(cfg.model.name_or_path, cfg.model.dtype),
+            load_tokenizer(cfg.model.name_or_path),
+            train_dataset(split.train_questions, cfg.model.worked_example),
+            rewards,
+            Path(tmp),
+        )
+        trainer.add_callback(StepClock())
+        trainer.train()
+    timed = [PHASES[i] for i in range(1, args.steps)] or [PHASES[0]]
+    names = sorted({k for p in timed for k in p})
+    mean = {k: round(sum(p.get(k, 0.0) for p in timed) / len(timed), 2) for k in names}
+    print(
+        json.dumps(
+            {
+                "overrides": " ".join(args.overrides),
+                "steps_timed": len(timed),
+                "seconds": mean,
+                "peak_rss_mb": round(peak_rss_mb()),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
