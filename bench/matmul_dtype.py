@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -24,7 +25,7 @@ def gflops(dtype: torch.dtype, repeats: int = 10) -> float:
 
 
 def main() -> None:
-    flags = open("/proc/cpuinfo").read()
+    flags = Path("/proc/cpuinfo").read_text()
     print(
         json.dumps(
             {

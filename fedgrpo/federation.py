@@ -54,6 +54,7 @@ class RoundStats:
     experts_asked: int = 0
     rewards_received: int = 0
     rewards_missing: int = 0
+    abstentions: int = 0
     groups_scored: int = 0
     groups_zero_spread: int = 0
     reward_sum: float = 0.0
@@ -81,6 +82,7 @@ class RoundStats:
             "fed/unscored_share": 1 - self.groups_scored / max(self.questions, 1),
             "fed/rewards_received": self.rewards_received,
             "fed/rewards_missing": self.rewards_missing,
+            "fed/abstentions": self.abstentions,
             "fed/bytes_down": self.bytes_down,
             "fed/bytes_up": self.bytes_up,
             "fed/bytes_down_per_round": round(self.bytes_down / max(self.rounds, 1)),
@@ -145,53 +147,11 @@ class FederatedRewards:
         stats = RoundStats(rounds=1, questions=len(questions), candidates=sum(len(c) for c in candidates))
         self._round += 1
         routing = self.selector.select(questions, self.transport.client_names, self.m)
-        # Several groups in one batch may share a question; key the request items by group position.
-        asked: dict[str, list[int]] = defaultdict(list)
+        received = self._exchange(stats, questions, candidates, routing)
+        advantages, self.last_rewards = [], []
         for j, q in enumerate(questions):
-            for client in routing[q.qid]:
-                asked[client].append(j)
-        requests, request_ids, item_keys = {}, {}, {}
-        for client, groups in asked.items():
-            request_ids[client] = f"r{self._round}-{client}"
-            item_keys[client] = {f"{j}:{questions[j].qid}": j for j in groups}
-            items = [
-                RewardItem(key, questions[j].question, candidates[j]) for key, j in item_keys[client].items()
-            ]
-            requests[client] = encode(RewardRequest(request_ids[client], client, items))
-        stats.experts_asked = sum(len(g) for g in asked.values())
-
-        deliveries = self.transport.exchange(requests)
-        # rewards[j][client] -> list of G rewards (None = missing)
-        received: dict[int, dict[str, list[float | None]]] = defaultdict(dict)
-        for client, delivery in deliveries.items():
-            stats.bytes_down += delivery.bytes_down
-            stats.bytes_up += delivery.bytes_up
-            stats.bytes_down_per_client[client] += delivery.bytes_down
-            stats.bytes_up_per_client[client] += delivery.bytes_up
-            if client not in asked:
-                self._reject(stats, "unasked_client", client, "reply from a client that was not asked")
-                continue
-            for j, rewards in self._accept(
-                stats, client, request_ids[client], delivery, item_keys[client], candidates
-            ):
-                received[j][client] = rewards
-
-        advantages = []
-        self.last_rewards = []
-        for j, q in enumerate(questions):
-            experts = routing[q.qid]
-            matrix = torch.full((len(experts), len(candidates[j])), float("nan"), dtype=torch.float64)
-            for e, client in enumerate(experts):
-                for i, r in enumerate(received[j].get(client, [None] * len(candidates[j]))):
-                    if r is not None:
-                        matrix[e, i] = r
-            got = int((~torch.isnan(matrix)).sum())
-            stats.rewards_received += got
-            stats.rewards_missing += matrix.numel() - got
-            stats.reward_sum += float(torch.nansum(matrix)) if got else 0.0
-            if got:
-                stats.groups_scored += 1
-                stats.groups_zero_spread += int(zero_spread(matrix))
+            matrix = self._reward_matrix(routing[q.qid], received[j], len(candidates[j]))
+            self._count_group(stats, matrix)
             adv = group_advantages(matrix, self.aggregation)
             stats.advantage_sq_sum += float((adv**2).sum())
             advantages.append(adv)
@@ -200,6 +160,66 @@ class FederatedRewards:
         self.pending.merge(stats)
         self.total.merge(stats)
         return advantages
+
+    def _exchange(
+        self,
+        stats: RoundStats,
+        questions: Sequence[Question],
+        candidates: Sequence[list[str]],
+        routing: dict[str, list[str]],
+    ) -> dict[int, dict[str, list[float | None]]]:
+        """One batched request per chosen client; returns, per group, each client's accepted rewards."""
+        # Several groups in one batch may share a question; items are keyed by group position too.
+        item_keys: dict[str, dict[str, int]] = defaultdict(dict)
+        for j, q in enumerate(questions):
+            for client in routing[q.qid]:
+                item_keys[client][f"{j}:{q.qid}"] = j
+        request_ids = {client: f"r{self._round}-{client}" for client in item_keys}
+        requests = {
+            client: encode(
+                RewardRequest(
+                    request_ids[client],
+                    client,
+                    [RewardItem(key, questions[j].question, candidates[j]) for key, j in keys.items()],
+                )
+            )
+            for client, keys in item_keys.items()
+        }
+        stats.experts_asked = sum(len(keys) for keys in item_keys.values())
+        received: dict[int, dict[str, list[float | None]]] = defaultdict(dict)
+        for client, delivery in self.transport.exchange(requests).items():
+            stats.bytes_down += delivery.bytes_down
+            stats.bytes_up += delivery.bytes_up
+            stats.bytes_down_per_client[client] += delivery.bytes_down
+            stats.bytes_up_per_client[client] += delivery.bytes_up
+            if client not in item_keys:
+                self._reject(stats, "unasked_client", client, "reply from a client that was not asked")
+                continue
+            for j, rewards in self._accept(
+                stats, client, request_ids[client], delivery, item_keys[client], candidates
+            ):
+                received[j][client] = rewards
+        return received
+
+    @staticmethod
+    def _reward_matrix(experts: list[str], received: dict[str, list[float | None]], g: int) -> torch.Tensor:
+        """(experts x G) rewards with NaN wherever an expert gave none or its reply was rejected."""
+        matrix = torch.full((len(experts), g), float("nan"), dtype=torch.float64)
+        for e, client in enumerate(experts):
+            for i, r in enumerate(received.get(client, [])):
+                if r is not None:
+                    matrix[e, i] = r
+        return matrix
+
+    @staticmethod
+    def _count_group(stats: RoundStats, matrix: torch.Tensor) -> None:
+        got = int((~torch.isnan(matrix)).sum())
+        stats.rewards_received += got
+        stats.rewards_missing += matrix.numel() - got
+        if got:
+            stats.reward_sum += float(torch.nansum(matrix))
+            stats.groups_scored += 1
+            stats.groups_zero_spread += int(zero_spread(matrix))
 
     def _accept(
         self,
@@ -252,6 +272,8 @@ class FederatedRewards:
             if any(r is not None and not math.isfinite(r) for r in item.rewards):
                 self._reject(stats, "non_finite", client, f"NaN or infinite reward for {key!r}")
                 continue
+            if item.method == "none":
+                stats.abstentions += 1  # the client does not hold the question: not an error
             accepted.append((j, item.rewards))
         return accepted
 

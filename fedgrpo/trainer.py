@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import resource
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,13 @@ from datasets import Dataset
 from transformers import TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer
 
+from fedgrpo.checkpoints import (
+    COMPLETE_MARKER,
+    STATE_FILE,
+    complete_checkpoints,
+    remove_torn_checkpoints,
+    write_json_atomic,
+)
 from fedgrpo.client import Client
 from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.data import FederatedSplit, Question, build_split
@@ -35,41 +39,9 @@ from fedgrpo.transport import InProcessTransport, Transport
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "fedgrpo_state.json"
-COMPLETE_MARKER = "COMPLETE"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# -- checkpoints ----------------------------------------------------------------------------------
-def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """Checkpoints that finished writing, oldest first. A folder without the marker is a torn write."""
-    found = []
-    if folder.is_dir():
-        for child in folder.iterdir():
-            m = CHECKPOINT_RE.match(child.name)
-            if m and (child / COMPLETE_MARKER).exists():
-                found.append((int(m.group(1)), child))
-    return sorted(found)
-
-
-def remove_torn_checkpoints(folder: Path) -> list[Path]:
-    removed = []
-    if folder.is_dir():
-        for child in folder.iterdir():
-            if CHECKPOINT_RE.match(child.name) and not (child / COMPLETE_MARKER).exists():
-                shutil.rmtree(child, ignore_errors=True)
-                removed.append(child)
-    return removed
 
 
 class FedGRPOTrainer(GRPOTrainer):
@@ -82,7 +54,7 @@ class FedGRPOTrainer(GRPOTrainer):
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
         folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-        _write_json_atomic(folder / STATE_FILE, self.federated_rewards.state_dict())
+        write_json_atomic(folder / STATE_FILE, self.federated_rewards.state_dict())
         (folder / COMPLETE_MARKER).write_text(str(self.state.global_step))  # written last
 
 
@@ -280,7 +252,7 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
         )
     except ValueError as err:  # sizes the domains cannot fill: a config error, found before any model loads
         raise ConfigError(f"data: {err}") from err
-    _write_json_atomic(out / "split.json", split_summary(split))
+    write_json_atomic(out / "split.json", split_summary(split))
     transport = build_transport(cfg, build_clients(cfg, split))
     rewards = FederatedRewards(
         transport,
@@ -295,10 +267,10 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     model = load_policy(cfg.model.name_or_path, cfg.model.dtype)
     ev = cfg.eval
 
-    def evaluate(tag: str) -> dict[str, DomainAccuracy]:
+    def evaluate(policy: Any, tag: str) -> dict[str, DomainAccuracy]:
         start = time.perf_counter()
         res = evaluate_policy(
-            model if tag == "before" else trainer.model,
+            policy,
             tokenizer,
             split.heldout,
             ev.max_new_tokens,
@@ -315,8 +287,8 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
         if resume and before_path.exists():
             before = {k: DomainAccuracy(**v) for k, v in json.loads(before_path.read_text()).items()}
         else:
-            before = evaluate("before")
-            _write_json_atomic(before_path, to_json(before))
+            before = evaluate(model, "before")
+            write_json_atomic(before_path, to_json(before))
             log.info("before training:\n%s", accuracy_table(before, None))
 
     trainer = make_trainer(
@@ -347,7 +319,7 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
     trainer.save_model(str(out / "final"))
 
-    after = evaluate("after") if ev.after else None
+    after = evaluate(trainer.model, "after") if ev.after else None
     steps = trainer.state.global_step
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
     step_seconds = [r["seconds"] for r in rows[1:]] or [r["seconds"] for r in rows]
@@ -362,7 +334,7 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
         "communication": rewards.total.summary(),
         "split": split_summary(split),
     }
-    _write_json_atomic(out / "results.json", results)
+    write_json_atomic(out / "results.json", results)
     transport.close()
     comm = rewards.total
     log.info(

@@ -62,3 +62,4 @@ def test_trainer_uses_federated_advantages(tmp_path) -> None:
         assert used[start : start + g] == pytest.approx(expected, abs=1e-5)
     assert rewards.total.rejected == {"non_finite": n_questions}
     assert rewards.total.rewards_received == n_questions * (4 + 3)
+    assert rewards.total.abstentions == n_questions  # client c holds nothing: an abstention, not an error
