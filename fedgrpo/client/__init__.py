@@ -2,5 +2,6 @@
 
 from fedgrpo.client.client import Client, Evaluator
 from fedgrpo.client.evaluation import AnswerEvaluator, Evaluation
+from fedgrpo.client.model_evaluation import DualEvaluator, ModelEvaluator
 
-__all__ = ["AnswerEvaluator", "Client", "Evaluation", "Evaluator"]
+__all__ = ["AnswerEvaluator", "Client", "DualEvaluator", "Evaluation", "Evaluator", "ModelEvaluator"]

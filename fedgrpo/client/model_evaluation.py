@@ -1,0 +1,294 @@
+"""Model-based evaluation (ME) and the dual gate: how a client scores questions it holds no answer for.
+
+A client that does not hold a question still has its own small causal LM (any Hugging Face model,
+with its own tokenizer, which need not match the server's). It scores each candidate with that
+model and sends back only scalars: no text, logits or weights leave the client.
+
+Two scorers:
+
+* ``agreement`` (the default, what the authors' code does): the client model answers the question
+  itself ``samples`` times; the majority answer is the reference and each candidate is scored 1/0 on
+  whether its final answer agrees with it. A client model that produces no answer at all cannot
+  judge, and says so with ``None`` rewards (method ``"none"``), never with zeros.
+* ``likelihood``: the probability the client model gives to the candidate's answer block after
+  reading the candidate's own rationale. Agreement looks only at the final answer, so a lucky guess
+  after nonsense reasoning scores the same as a sound derivation; conditioning on the rationale lets
+  the client model judge whether the reasoning leads to that answer (the paper's "score from the
+  client's own model", in its verifier-like reading). It also never abstains on a parseable answer.
+
+:class:`DualEvaluator` is the paper's gate: answer-based evaluation where the client holds the
+question, model-based evaluation otherwise.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections import Counter
+from fractions import Fraction
+from typing import Literal
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from fedgrpo.client.evaluation import AnswerEvaluator, Evaluation
+from fedgrpo.data import derive_seed, normalise_answer, normalise_question
+from fedgrpo.models import CHATML_TEMPLATE
+from fedgrpo.prompting import ANSWER_RE, build_messages, extract_answer, has_answer_format
+
+__all__ = ["DualEvaluator", "ModelEvaluator", "answer_key"]
+
+Mode = Literal["agreement", "likelihood"]
+
+_DECIMAL_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
+_RATIO_RE = re.compile(r"([+-]?\d+)\s*/\s*(\d+)")
+_MAX_NUMBER_CHARS = 64  # longer "numbers" are compared as strings; keeps Fraction cheap
+
+
+def answer_key(text: str) -> str:
+    """A comparison key under which equal answers match: "7", "7.0", " 7. " and "1,000"/"1000".
+
+    Normalised text, with plain decimals, thousands-grouped numbers and integer ratios mapped to
+    their exact rational value; everything else compares as normalised text. Deliberately small:
+    the full math-verify scorer needs a gold answer, which an ME client does not have.
+    """
+    norm = normalise_answer(text).rstrip(".").strip()
+    if len(norm) > _MAX_NUMBER_CHARS:
+        return norm
+    plain = norm.replace(",", "") if _THOUSANDS_RE.fullmatch(norm) else norm
+    if _DECIMAL_RE.fullmatch(plain):
+        return f"num:{Fraction(plain)}"
+    ratio = _RATIO_RE.fullmatch(plain)
+    if ratio and int(ratio.group(2)) != 0:
+        return f"num:{Fraction(int(ratio.group(1)), int(ratio.group(2)))}"
+    return norm
+
+
+def _parsed_answer(text: str) -> str | None:
+    """The candidate's final answer, or None when it has none or an empty one (nothing to judge)."""
+    answer = extract_answer(text)
+    return answer if answer else None
+
+
+class ModelEvaluator:
+    """Scores candidates with the client's own model when it has no trusted answer (the paper's ME)."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        mode: Mode = "agreement",
+        samples: int = 4,
+        max_new_tokens: int = 48,
+        temperature: float = 0.7,
+        format_reward: float = 0.1,
+        seed: int = 0,
+        worked_example: bool = True,
+    ) -> None:
+        if mode not in ("agreement", "likelihood"):
+            raise ValueError(f"unknown model-evaluation mode {mode!r}")
+        if samples < 1:
+            raise ValueError("samples must be at least 1")
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if samples > 1 and temperature <= 0:
+            raise ValueError("sampling more than one answer needs a positive temperature")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.mode: Mode = mode
+        self.samples = samples
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.format_reward = format_reward
+        self.seed = seed
+        self.worked_example = worked_example
+
+    def __repr__(self) -> str:
+        return f"ModelEvaluator({type(self.model).__name__}, mode={self.mode!r}, samples={self.samples})"
+
+    # -- public -------------------------------------------------------------------------------
+
+    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
+        """One reward per candidate with method "model", or all None ("none") when it cannot judge."""
+        if not candidates:
+            return Evaluation([], "model")
+        if self.mode == "likelihood":
+            return Evaluation(self._likelihood_rewards(question, candidates), "model")
+        reference = self.answer(question)
+        if reference is None:
+            return Evaluation([None] * len(candidates), "none")
+        ref_key = answer_key(reference)
+        rewards: list[float | None] = []
+        for text in candidates:
+            predicted = _parsed_answer(text)
+            correct = 1.0 if predicted is not None and answer_key(predicted) == ref_key else 0.0
+            rewards.append(correct + (self.format_reward if has_answer_format(text) else 0.0))
+        return Evaluation(rewards, "model")
+
+    def answer(self, question: str) -> str | None:
+        """The client model's own majority answer over its samples; None when no sample has one.
+
+        Answers are grouped by :func:`answer_key` (so "7" and "7.0" vote together); ties go to the
+        group seen first, and the answer returned is that group's first spelling.
+        """
+        answers = [a for a in (_parsed_answer(t) for t in self._sample(question)) if a is not None]
+        if not answers:
+            return None
+        keys = [answer_key(a) for a in answers]
+        winner = Counter(keys).most_common(1)[0][0]  # most_common keeps first-seen order on ties
+        return answers[keys.index(winner)]
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _prompt(self, question: str) -> str:
+        """The chat prompt in the client's own template (ChatML when its tokenizer has none)."""
+        template = None if getattr(self.tokenizer, "chat_template", None) else CHATML_TEMPLATE
+        text = self.tokenizer.apply_chat_template(
+            build_messages(question, self.worked_example),
+            chat_template=template,
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        if not isinstance(text, str):  # some tokenizers return a list for one conversation
+            text = text[0]
+        return text
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _pad_id(self) -> int:
+        for tid in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if tid is not None:
+                return int(tid)
+        return 0
+
+    def _stop_ids(self) -> list[int]:
+        """End-of-sequence ids: the tokenizer's eos and, where it exists, ChatML's end-of-turn."""
+        ids = [] if self.tokenizer.eos_token_id is None else [int(self.tokenizer.eos_token_id)]
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id and im_end not in ids:
+            ids.append(int(im_end))
+        return ids
+
+    def _sample(self, question: str) -> list[str]:
+        """``samples`` completions in one batch, deterministic per (seed, question); greedy for one."""
+        tok, model = self.tokenizer, self.model
+        was_training, padding_side, pad_token = model.training, tok.padding_side, tok.pad_token
+        device = self._device()
+        sampled = self.samples > 1
+        config = GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=sampled,
+            num_beams=1,
+            pad_token_id=self._pad_id(),
+            eos_token_id=self._stop_ids() or None,
+            **({"temperature": self.temperature, "top_k": 0, "top_p": 1.0} if sampled else {}),
+        )
+        # A private RNG stream: the same question always gets the same samples, and the caller's
+        # global RNG (the server's own sampling, say) is left exactly where it was.
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        try:
+            model.eval()
+            tok.padding_side = "left"  # generation appends on the right
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            batch = tok(
+                [self._prompt(question)] * self.samples,
+                padding=True,
+                return_tensors="pt",
+                add_special_tokens=False,
+            ).to(device)
+            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(derive_seed("model-evaluation", self.seed, normalise_question(question)))
+                out = model.generate(**batch, generation_config=config)
+        finally:
+            tok.padding_side = padding_side
+            if pad_token is None:
+                tok.pad_token = None
+            model.train(was_training)
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
+        return tok.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def _likelihood_rewards(self, question: str, candidates: list[str]) -> list[float | None]:
+        """Mean per-token probability of each candidate's answer block given prompt + its rationale.
+
+        Prefix and answer block are tokenized separately and their ids concatenated, so the scored
+        tokens are exactly the block's own (a BPE merge across the boundary would otherwise shift
+        it). Rows are right-padded; one forward pass scores every candidate.
+        """
+        tok, model = self.tokenizer, self.model
+        prompt = self._prompt(question)
+        rows: list[tuple[int, list[int], int]] = []  # (candidate index, ids, answer-block length)
+        limit = getattr(model.config, "max_position_embeddings", None) or getattr(
+            model.config, "n_positions", None
+        )
+        for i, text in enumerate(candidates):
+            answer = _parsed_answer(text)
+            if answer is None:
+                continue
+            rationale = text[: list(ANSWER_RE.finditer(text))[-1].start()]
+            prefix = tok(prompt + rationale, add_special_tokens=False)["input_ids"]
+            block = tok(f"<answer>{answer}</answer>", add_special_tokens=False)["input_ids"]
+            if limit and len(prefix) + len(block) > limit:  # keep the end of a too-long rationale
+                prefix = prefix[len(prefix) + len(block) - limit :]
+            if not prefix or not block:
+                continue
+            rows.append((i, list(prefix) + list(block), len(block)))
+        rewards: list[float | None] = [0.0] * len(candidates)
+        if not rows:
+            return rewards
+
+        width = max(len(ids) for _, ids, _ in rows)
+        device = self._device()
+        input_ids = torch.full((len(rows), width), self._pad_id(), dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (_, ids, _) in enumerate(rows):
+            input_ids[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[r, : len(ids)] = 1
+        # Logits at position t predict token t+1; only the block's predicting positions are needed.
+        first = min(len(ids) - n - 1 for _, ids, n in rows)
+        last = max(len(ids) - 2 for _, ids, _ in rows)
+        kwargs: dict[str, object] = {}
+        offset = 0
+        if "logits_to_keep" in inspect.signature(model.forward).parameters:
+            # A full (batch, length, vocab) logits tensor is gigabytes for a real vocabulary.
+            kwargs["logits_to_keep"] = torch.arange(first, last + 1, device=device)
+            offset = first
+        was_training = model.training
+        try:
+            model.eval()
+            with torch.no_grad():
+                logits = model(
+                    input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
+                ).logits
+        finally:
+            model.train(was_training)
+        for r, (i, ids, n) in enumerate(rows):
+            start = len(ids) - n  # first answer-block token
+            positions = torch.arange(start - 1, len(ids) - 1, device=logits.device) - offset
+            logprobs = torch.log_softmax(logits[r, positions].float(), dim=-1)
+            targets = torch.tensor(ids[start:], dtype=torch.long, device=logits.device)
+            prob = logprobs.gather(-1, targets[:, None]).exp().mean().item()
+            bonus = self.format_reward if has_answer_format(candidates[i]) else 0.0
+            rewards[i] = min(max(prob, 0.0), 1.0) + bonus
+        return rewards
+
+
+class DualEvaluator:
+    """The paper's dual gate: answer-based where the client holds the question, model-based otherwise.
+
+    A trusted answer always wins over the client model's opinion; a client with neither abstains
+    (all None, "none"), so the server can tell "cannot judge" from "wrong".
+    """
+
+    def __init__(self, answers: AnswerEvaluator, model: ModelEvaluator | None) -> None:
+        self.answers = answers
+        self.model = model
+
+    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
+        if self.answers.holds(question):
+            return self.answers.evaluate(question, candidates)
+        if self.model is not None:
+            return self.model.evaluate(question, candidates)
+        return Evaluation([None] * len(candidates), "none")

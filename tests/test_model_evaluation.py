@@ -1,0 +1,239 @@
+"""Model-based evaluation (ME) and the dual gate, with real (tiny) client models and no mocks.
+
+One client model is tiny-random overfitted on two questions, so it *knows* their answers; another is
+a random GPT-2 with its own character-level tokenizer, to show that a client's model and tokenizer
+need not match the server's.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, Evaluation, ModelEvaluator
+from fedgrpo.client.model_evaluation import answer_key
+from fedgrpo.data import Example, make_qid
+from fedgrpo.models import CHATML_TEMPLATE, load_policy, load_tokenizer
+from fedgrpo.prompting import build_messages
+from fedgrpo.transport import RewardItem, RewardReply, RewardRequest, decode, encode
+
+SUM = ("What is 3 + 4?", "7")
+DOZEN = ("How many eggs are in a dozen?", "12")
+CANDIDATES = ["3 + 4 = 7. <answer>7</answer>", "<answer>8</answer>", "7 with no tags", "<answer>7.0</answer>"]
+
+
+def _greedy_answers(model, tokenizer) -> list[str | None]:
+    ev = ModelEvaluator(model, tokenizer, samples=1, max_new_tokens=8)
+    return [ev.answer(q) for q, _ in (SUM, DOZEN)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine contended threads are 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def knowing():
+    """tiny-random overfitted until its greedy answers to SUM and DOZEN are right (a few seconds)."""
+    tokenizer, model = load_tokenizer("tiny-random"), load_policy("tiny-random")
+    rows = []
+    for question, answer in (SUM, DOZEN):
+        prompt = tokenizer.apply_chat_template(
+            build_messages(question), tokenize=False, add_generation_prompt=True
+        )
+        # Tokenized apart, like the likelihood scorer does, so both see the same ids.
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        c = tokenizer(f"<answer>{answer}</answer><|im_end|>", add_special_tokens=False)["input_ids"]
+        rows.append((p, c))
+    width = max(len(p) + len(c) for p, c in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for r, (p, c) in enumerate(rows):
+        ids[r, : len(p) + len(c)] = torch.tensor(p + c)
+        mask[r, : len(p) + len(c)] = 1
+        labels[r, len(p) : len(p) + len(c)] = torch.tensor(c)
+    torch.manual_seed(0)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(150):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        # Stop once greedy is right and the answer is confident enough to survive sampling at 0.7.
+        if step % 10 == 9 and loss.item() < 0.03 and _greedy_answers(model, tokenizer) == ["7", "12"]:
+            break
+    assert _greedy_answers(model, tokenizer) == ["7", "12"], "the client model did not learn its answers"
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def gpt2_client():
+    """A different architecture and vocabulary: random GPT-2 with a character-level BPE of 300 ids."""
+    return _gpt2(chat_template=True)
+
+
+def _char_tokenizer(chat_template: bool, pad: bool = True) -> PreTrainedTokenizerFast:
+    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>", "<unk>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(["what is the answer", "how many are there", "<answer>1</answer>"] * 3, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", unk_token="<unk>", pad_token="<|pad|>" if pad else None
+    )
+    if chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def _gpt2(chat_template: bool, pad: bool = True) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
+    tokenizer = _char_tokenizer(chat_template, pad)
+    config = GPT2Config(
+        n_layer=2,
+        n_embd=64,
+        n_head=2,
+        n_positions=1024,
+        vocab_size=len(tokenizer),
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(1)
+    return GPT2LMHeadModel(config), tokenizer
+
+
+def test_answer_key_matches_equal_numbers_only() -> None:
+    assert answer_key("7") == answer_key("7.0") == answer_key(" 7. ") == answer_key("+7")
+    assert answer_key("1,000") == answer_key("1000")
+    assert answer_key("3/4") == answer_key("0.75")
+    assert answer_key("Paris") == answer_key(" paris ")
+    assert answer_key("7") != answer_key("8")
+    assert answer_key("1/0") != answer_key("0") and answer_key("x7") != answer_key("7")
+
+
+def test_agreement_scores_against_the_client_models_own_majority_answer(knowing) -> None:
+    model, tokenizer = knowing
+    model.train()
+    tokenizer.padding_side = "right"
+    rng_before = torch.get_rng_state()
+    ev = ModelEvaluator(model, tokenizer)  # agreement, 4 samples at temperature 0.7
+    first = ev.evaluate(SUM[0], CANDIDATES)
+    assert first.method == "model"
+    assert first.rewards == pytest.approx([1.1, 0.1, 0.0, 1.1])
+    assert ev.evaluate(SUM[0], CANDIDATES) == first  # deterministic per question
+    assert ev.answer(DOZEN[0]) == "12"
+    # The client's model, tokenizer and the caller's RNG are left as they were found.
+    assert model.training and tokenizer.padding_side == "right"
+    assert torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_agreement_with_one_greedy_sample(knowing) -> None:
+    ev = ModelEvaluator(*knowing, samples=1, format_reward=0.0)
+    result = ev.evaluate(DOZEN[0], ["<answer>12</answer>", "<answer>12.0</answer>", "<answer>7</answer>"])
+    assert result == Evaluation([1.0, 1.0, 0.0], "model")
+
+
+def test_a_client_model_that_gives_no_answer_cannot_judge() -> None:
+    # An <answer>X</answer> block takes at least 7 tokens in this tokenizer, so 4 can never hold one.
+    ev = ModelEvaluator(
+        load_policy("tiny-random"), load_tokenizer("tiny-random"), samples=2, max_new_tokens=4
+    )
+    assert ev.answer(SUM[0]) is None
+    assert ev.evaluate(SUM[0], CANDIDATES) == Evaluation([None] * len(CANDIDATES), "none")
+
+
+def test_likelihood_prefers_the_answer_the_client_model_believes(knowing) -> None:
+    ev = ModelEvaluator(*knowing, mode="likelihood")
+    result = ev.evaluate(
+        SUM[0], ["<answer>7</answer>", "<answer>8</answer>", "no answer", "<answer></answer>"]
+    )
+    assert result.method == "model"
+    right, wrong, none, empty = result.rewards
+    assert right > wrong
+    assert all(0.0 <= r <= 1.1 for r in (right, wrong))
+    assert none == 0.0 and empty == 0.0
+    dozen = ev.evaluate(DOZEN[0], ["<answer>7</answer>", "<answer>12</answer>"]).rewards
+    assert dozen[1] > dozen[0]
+    # The rationale is read: it is part of the context the answer block is scored after.
+    with_rationale = ev.evaluate(SUM[0], ["3 + 4 = 7. <answer>7</answer>"]).rewards[0]
+    assert 0.0 <= with_rationale <= 1.1 and with_rationale != pytest.approx(right, abs=1e-9)
+    # One right-padded batch gives each candidate what it gets scored alone.
+    mixed = ["3 + 4 = 7. <answer>7</answer>", "<answer>8</answer>", "no answer", "so, <answer>12</answer>"]
+    alone = [ev.evaluate(SUM[0], [c]).rewards[0] for c in mixed]
+    assert ev.evaluate(SUM[0], mixed).rewards == pytest.approx(alone, abs=1e-5)
+    assert ev.evaluate(SUM[0], []) == Evaluation([], "model")
+
+
+def test_heterogeneous_client_models_score_the_same_server_candidates(knowing, gpt2_client) -> None:
+    llama_model, llama_tok = knowing
+    gpt2_model, gpt2_tok = gpt2_client
+    assert len(gpt2_tok) != len(llama_tok)
+    assert gpt2_tok("What is 3 + 4?")["input_ids"] != llama_tok("What is 3 + 4?")["input_ids"]
+    held = Example(make_qid("sums", SUM[0]), "sums", SUM[0], SUM[1])
+    candidates = CANDIDATES + ["a long rationale without an answer " * 5]
+    for model, tokenizer in ((llama_model, llama_tok), (gpt2_model, gpt2_tok)):
+        for mode in ("agreement", "likelihood"):
+            me = ModelEvaluator(model, tokenizer, mode=mode, max_new_tokens=16)
+            result = me.evaluate(DOZEN[0], candidates)
+            assert len(result.rewards) == len(candidates)
+            assert all(r is None or 0.0 <= r <= 1.1 for r in result.rewards)
+            assert result.method in ("model", "none")
+            assert (result.method == "none") == (None in result.rewards)
+            gate = DualEvaluator(AnswerEvaluator([held]), me)
+            assert gate.evaluate(SUM[0], candidates).method == "answer"
+            assert gate.evaluate(DOZEN[0], candidates).method in ("model", "none")
+
+
+def test_a_tokenizer_without_chat_template_or_pad_token_falls_back_to_chatml() -> None:
+    model, tokenizer = _gpt2(chat_template=False, pad=False)
+    ev = ModelEvaluator(model, tokenizer, samples=2, max_new_tokens=4)
+    assert len(ev.evaluate(SUM[0], CANDIDATES).rewards) == len(CANDIDATES)
+    assert len(ModelEvaluator(model, tokenizer, mode="likelihood").evaluate(SUM[0], CANDIDATES).rewards) == 4
+    assert "<|im_start|>assistant" in ev._prompt(SUM[0])
+    assert not tokenizer.chat_template and tokenizer.pad_token is None  # the client's tokenizer untouched
+
+
+def test_dual_gate_prefers_trusted_answers_then_the_model_then_abstains(knowing) -> None:
+    examples = [Example(make_qid("sums", SUM[0]), "sums", SUM[0], SUM[1])]
+    answers = AnswerEvaluator(examples)
+    gate = DualEvaluator(answers, ModelEvaluator(*knowing))
+    held = gate.evaluate(SUM[0], CANDIDATES)
+    assert held == answers.evaluate(SUM[0], CANDIDATES) and held.method == "answer"
+    assert gate.evaluate(DOZEN[0], ["<answer>12</answer>", "<answer>7</answer>"]) == Evaluation(
+        pytest.approx([1.1, 0.1]), "model"
+    )
+    alone = DualEvaluator(answers, None)
+    assert alone.evaluate(DOZEN[0], ["<answer>12</answer>"]) == Evaluation([None], "none")
+    assert alone.evaluate(SUM[0], CANDIDATES).method == "answer"
+
+
+def test_client_serves_model_based_rewards_over_the_wire(knowing) -> None:
+    examples = [Example(make_qid("sums", SUM[0]), "sums", SUM[0], SUM[1])]
+    client = Client(
+        "c0", examples, evaluator=DualEvaluator(AnswerEvaluator(examples), ModelEvaluator(*knowing))
+    )
+    request = RewardRequest(
+        "r1",
+        "c0",
+        [
+            RewardItem("held", SUM[0], ["<answer>7</answer>", "<answer>8</answer>"]),
+            RewardItem("not-held", DOZEN[0], ["<answer>12</answer>", "twelve"]),
+        ],
+    )
+    reply = decode(client.handle(encode(request)))
+    assert isinstance(reply, RewardReply)
+    held, not_held = reply.items
+    assert held.method == "answer" and held.rewards == pytest.approx([1.1, 0.1])
+    assert not_held.qid == "not-held" and not_held.method == "model"
+    assert not_held.rewards == pytest.approx([1.1, 0.0])
