@@ -60,8 +60,9 @@ def test_smoke_run_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert again.returncode == 2 and "--resume" in again.stderr  # never overwrites a finished run
 
 
-def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path: Path) -> None:
-    run_dir = tmp_path / "killed"
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
+def test_interrupted_run_resumes_from_last_complete_checkpoint(tmp_path: Path, sig: signal.Signals) -> None:
+    run_dir = tmp_path / "interrupted"
     args = [
         "run",
         "smoke",
@@ -70,15 +71,20 @@ def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path: Path) -> Non
         "grpo.max_steps=200",
         "eval.before=false",
     ]
+    log = (tmp_path / "stderr.log").open("w")  # a file, not a pipe: a full pipe would stall the run
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fedgrpo.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "fedgrpo.cli", *args], stdout=subprocess.DEVNULL, stderr=log
     )
     marker = run_dir / "checkpoints" / "checkpoint-4" / "COMPLETE"
     deadline = time.time() + 180
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    log.close()
+    if sig == signal.SIGINT:  # Ctrl-C: a clean exit that says how to continue
+        assert proc.returncode == 130
+        assert "Continue with --resume" in (tmp_path / "stderr.log").read_text()
     assert marker.exists(), "the run never reached its second checkpoint"
     torn = run_dir / "checkpoints" / "checkpoint-999"
     torn.mkdir()
