@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedgrpo.data import BUILTIN_DOMAINS, DomainSpec, resolve_domain
 
-PRESETS = ("smoke", "default")
+PRESETS = ("smoke", "default", "graph-smoke")
 EMBEDDED_MODELS = ("smollm2", "tiny-random")
 
 # GRPO settings FedGRPO owns: the federated objective computes the advantages itself, so TRL must
@@ -60,15 +60,42 @@ class ModelSettings(_Strict):
     @field_validator("name_or_path")
     @classmethod
     def _path_exists(cls, value: str) -> str:
-        if value in EMBEDDED_MODELS:
-            return value
-        looks_local = value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists()
-        if looks_local and not Path(value).expanduser().is_dir():
-            raise ValueError(
-                f"model folder {value!r} does not exist; give an existing folder, a Hugging Face id, "
-                f"or one of the embedded models {list(EMBEDDED_MODELS)}"
-            )
+        return _check_model_name(value)
+
+
+def _check_model_name(value: str) -> str:
+    """An embedded model name, a Hugging Face id, or an existing local folder."""
+    if value in EMBEDDED_MODELS:
         return value
+    looks_local = value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists()
+    if looks_local and not Path(value).expanduser().is_dir():
+        raise ValueError(
+            f"model folder {value!r} does not exist; give an existing folder, a Hugging Face id, "
+            f"or one of the embedded models {list(EMBEDDED_MODELS)}"
+        )
+    return value
+
+
+class ClientSettings(_Strict):
+    """The clients' own models, for model-based evaluation (ME) and for competence queries.
+
+    ``model`` is an embedded name (``tiny-random``, ``smollm2``), a Hugging Face id or a local folder;
+    None means no client model: clients then only score questions they hold (AE) and cannot answer
+    the confidence graph's competence queries. Clients sharing one ``model`` load it ONCE: a single
+    model object (and tokenizer) is shared by every client's ModelEvaluator, so K clients cost one
+    model's memory. Per-client adapters (a different model per client) come later.
+    """
+
+    model: str | None = None
+    evaluation: Literal["agreement", "likelihood"] = "agreement"
+    samples: int = Field(4, ge=1, description="answers the client model samples per question")
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(0.7, gt=0.0)
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str | None) -> str | None:
+        return None if value is None else _check_model_name(value)
 
 
 class DataSettings(_Strict):
@@ -96,7 +123,17 @@ class DataSettings(_Strict):
 
 class FederationSettings(_Strict):
     experts_per_question: int = Field(2, ge=1, description="M: experts asked per question")
-    selector: Literal["random", "all"] = "random"
+    selector: Literal["random", "all", "confidence-graph", "oracle"] = Field(
+        "random",
+        description="confidence-graph: the paper's competence routing (needs clients.model and an "
+        "auxiliary set); oracle: true domain labels, for evaluation only (needs allow_oracle)",
+    )
+    neighbours: int = Field(20, ge=1, description="L: auxiliary exemplars a question attaches to")
+    epsilon: float = Field(0.0, ge=0.0, le=1.0, description="share of questions routed at random")
+    online_update_rate: float = Field(
+        0.1, gt=0.0, le=1.0, description="EMA rate of the confidence graph's online updates"
+    )
+    allow_oracle: bool = Field(False, description="permit the oracle selector (evaluation only)")
     aggregation: Literal["mean", "pooled"] = Field(
         "mean",
         description="mean: normalise each expert's rewards over its G candidates, then average experts; "
@@ -132,6 +169,7 @@ class FedGRPOConfig(_Strict):
     model: ModelSettings = ModelSettings()
     data: DataSettings = DataSettings()
     federation: FederationSettings = FederationSettings()
+    clients: ClientSettings = ClientSettings()
     grpo: dict[str, Any] = Field(default_factory=dict, description="passed to trl.GRPOConfig")
     eval: EvalSettings = EvalSettings()
     run: RunSettings = RunSettings()
@@ -158,6 +196,23 @@ class FedGRPOConfig(_Strict):
         m, k = self.federation.experts_per_question, self.data.num_clients
         if m > k:
             raise ValueError(f"federation.experts_per_question (M={m}) must be <= data.num_clients (K={k})")
+        fed = self.federation
+        if fed.selector == "confidence-graph":
+            if self.clients.model is None:
+                raise ValueError(
+                    "federation.selector=confidence-graph needs clients.model: the clients must answer "
+                    "the auxiliary questions with a model of their own"
+                )
+            if self.data.num_auxiliary < 1:
+                raise ValueError(
+                    "federation.selector=confidence-graph needs data.num_auxiliary >= 1 "
+                    "(the auxiliary questions are the graph's exemplars)"
+                )
+        if fed.selector == "oracle" and not fed.allow_oracle:
+            raise ValueError(
+                "federation.selector=oracle uses true domain labels; for evaluation only: "
+                "set federation.allow_oracle=true to run it"
+            )
         return self
 
     @property

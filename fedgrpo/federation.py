@@ -7,6 +7,11 @@ logged), and returns the federated group-relative advantage of each candidate (s
 :mod:`fedgrpo.objective`). TRL is configured with ``scale_rewards="none"`` and a single reward
 function, so the advantage TRL uses is exactly the value returned here (TRL subtracts the group
 mean, which is already zero).
+
+With a selector that can rank (the confidence graph), the first M clients per question are asked;
+an expert that returns no reward at all is replaced once, in one extra exchange, by the next most
+competent client not yet asked, and after the round each expert's graph edges near the question move
+towards its agreement with the other experts (online update).
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ class RoundStats:
     advantage_sq_sum: float = 0.0
     rejected: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    routed: Counter = field(default_factory=Counter)  # client -> questions routed to it
+    replacements: int = 0
+    online_updates: int = 0
 
     def merge(self, other: RoundStats) -> None:
         for name, value in vars(other).items():
@@ -92,7 +100,21 @@ class RoundStats:
             "fed/rejected": dict(sorted(self.rejected.items())),
             "fed/rejected_total": sum(self.rejected.values()),
             "fed/seconds": round(self.seconds, 3),
+            "fed/routed": dict(sorted(self.routed.items())),
+            "fed/replacements": self.replacements,
+            "fed/online_updates": self.online_updates,
         }
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """One question's round: its candidates, who was asked, and the (experts x G) rewards kept."""
+
+    question: Question
+    candidates: list[str]
+    asked: list[str]
+    experts: list[str]
+    rewards: torch.Tensor
 
 
 class FederatedRewards:
@@ -107,16 +129,21 @@ class FederatedRewards:
         experts_per_question: int,
         num_generations: int,
         aggregation: Literal["mean", "pooled"] = "mean",
+        online_update_rate: float = 0.1,
     ) -> None:
         self.transport = transport
         self.selector = selector
         self.m = experts_per_question
         self.g = num_generations
         self.aggregation = aggregation
+        self.online_update_rate = online_update_rate
         self.pending = RoundStats()  # drained by the metrics callback
         self.total = RoundStats()  # whole run, checkpointed
         self._round = 0
         self.last_rewards: list[torch.Tensor] = []  # per question: (experts x G), for inspection
+        # What each group got, drained with `pending`; the run audits it against labels it holds
+        # for evaluation (reward correctness, routing), which this server-side object never sees.
+        self.pending_groups: list[GroupRecord] = []
 
     # -- TRL hook ---------------------------------------------------------------------------------
     def __call__(
@@ -146,35 +173,128 @@ class FederatedRewards:
         start = time.perf_counter()
         stats = RoundStats(rounds=1, questions=len(questions), candidates=sum(len(c) for c in candidates))
         self._round += 1
-        routing = self.selector.select(questions, self.transport.client_names, self.m)
-        received = self._exchange(stats, questions, candidates, routing)
+        clients = self.transport.client_names
+        rank = getattr(self.selector, "rank_questions", None)
+        orders = rank(questions, clients) if callable(rank) else None
+        if orders is not None:
+            routing = {qid: order[: self.m] for qid, order in orders.items()}
+        else:
+            routing = self.selector.select(questions, clients, self.m)
+        experts = [list(routing[q.qid]) for q in questions]  # per group; groups may share a question
+        received = self._exchange(stats, questions, candidates, experts, "")
+        asked = [list(e) for e in experts]  # everyone asked: the first M, then any replacements
+        if orders is not None:
+            for j, extra in enumerate(self._replace(stats, questions, candidates, orders, experts, received)):
+                asked[j].extend(extra)
+        for j in range(len(questions)):
+            stats.routed.update(asked[j])
         advantages, self.last_rewards = [], []
-        for j, q in enumerate(questions):
-            matrix = self._reward_matrix(routing[q.qid], received[j], len(candidates[j]))
+        for j in range(len(questions)):
+            matrix = self._reward_matrix(experts[j], received[j], len(candidates[j]))
             self._count_group(stats, matrix)
             adv = group_advantages(matrix, self.aggregation)
             stats.advantage_sq_sum += float((adv**2).sum())
             advantages.append(adv)
             self.last_rewards.append(matrix)
+        self._online_update(stats, questions, experts)
+        self.pending_groups += [
+            GroupRecord(q, list(candidates[j]), asked[j], experts[j], self.last_rewards[j])
+            for j, q in enumerate(questions)
+        ]
         stats.seconds = time.perf_counter() - start
         self.pending.merge(stats)
         self.total.merge(stats)
         return advantages
+
+    def _replace(
+        self,
+        stats: RoundStats,
+        questions: Sequence[Question],
+        candidates: Sequence[list[str]],
+        orders: dict[str, list[str]],
+        experts: list[list[str]],
+        received: dict[int, dict[str, list[float | None]]],
+    ) -> list[list[str]]:
+        """Replace, once and in one extra exchange, each expert that gave no reward at all (it abstained,
+        failed or was rejected) by the next most competent client not yet asked for that group.
+
+        Updates ``experts`` and ``received`` in place; returns the replacements asked, per group.
+        """
+        extra: list[list[str]] = [[] for _ in questions]
+        swaps: list[dict[str, str]] = [{} for _ in questions]
+        for j, q in enumerate(questions):
+            failed = [c for c in experts[j] if all(r is None for r in received[j].get(c, []))]
+            spare = [c for c in orders[q.qid] if c not in experts[j]]
+            for old, new in zip(failed, spare, strict=False):
+                swaps[j][old] = new
+                extra[j].append(new)
+        if not any(extra):
+            return extra
+        stats.replacements += sum(len(e) for e in extra)
+        got = self._exchange(stats, questions, candidates, extra, "-replacement")
+        for j, swap in enumerate(swaps):
+            for old, new in swap.items():
+                log.info("question %s: %s gave no reward; asked %s instead", questions[j].qid, old, new)
+                received[j].pop(old, None)
+                if new in got.get(j, {}):
+                    received[j][new] = got[j][new]
+            experts[j] = [swap.get(c, c) for c in experts[j]]
+        return extra
+
+    def _online_update(
+        self, stats: RoundStats, questions: Sequence[Question], experts: list[list[str]]
+    ) -> None:
+        """Move each expert's graph edges near the question towards its agreement with the others.
+
+        Per question with >= 2 experts that returned rewards: an expert's agreement is the share of
+        candidates where its binarised reward (>= 0.5) equals the majority of the other experts'
+        binarised rewards (candidates where the others tie or gave none are skipped).
+        """
+        graph = getattr(self.selector, "graph", None)
+        embedding = getattr(self.selector, "embedding", None)
+        if graph is None or not callable(embedding):
+            return
+        for j, q in enumerate(questions):
+            matrix = self.last_rewards[j]
+            rows = [e for e in range(len(experts[j])) if not torch.isnan(matrix[e]).all()]
+            if len(rows) < 2:
+                continue
+            bits = (matrix >= 0.5).to(torch.float64)
+            for e in rows:
+                agree = total = 0
+                for i in range(matrix.shape[1]):
+                    if torch.isnan(matrix[e, i]):
+                        continue
+                    others = [float(bits[o, i]) for o in rows if o != e and not torch.isnan(matrix[o, i])]
+                    if not others or sum(others) * 2 == len(others):
+                        continue
+                    majority = float(sum(others) * 2 > len(others))
+                    total += 1
+                    agree += int(float(bits[e, i]) == majority)
+                if total:
+                    graph.update(experts[j][e], embedding(q.qid), agree / total, self.online_update_rate)
+                    stats.online_updates += 1
 
     def _exchange(
         self,
         stats: RoundStats,
         questions: Sequence[Question],
         candidates: Sequence[list[str]],
-        routing: dict[str, list[str]],
+        experts: Sequence[Sequence[str]],
+        tag: str,
     ) -> dict[int, dict[str, list[float | None]]]:
-        """One batched request per chosen client; returns, per group, each client's accepted rewards."""
+        """One batched request per chosen client; returns, per group, each client's accepted rewards.
+
+        ``experts[j]`` are the clients asked about group ``j`` (empty: not asked in this exchange).
+        """
         # Several groups in one batch may share a question; items are keyed by group position too.
         item_keys: dict[str, dict[str, int]] = defaultdict(dict)
         for j, q in enumerate(questions):
-            for client in routing[q.qid]:
+            for client in experts[j]:
                 item_keys[client][f"{j}:{q.qid}"] = j
-        request_ids = {client: f"r{self._round}-{client}" for client in item_keys}
+        if not item_keys:
+            return defaultdict(dict)
+        request_ids = {client: f"r{self._round}{tag}-{client}" for client in item_keys}
         requests = {
             client: encode(
                 RewardRequest(
@@ -185,7 +305,7 @@ class FederatedRewards:
             )
             for client, keys in item_keys.items()
         }
-        stats.experts_asked = sum(len(keys) for keys in item_keys.values())
+        stats.experts_asked += sum(len(keys) for keys in item_keys.values())
         received: dict[int, dict[str, list[float | None]]] = defaultdict(dict)
         for client, delivery in self.transport.exchange(requests).items():
             stats.bytes_down += delivery.bytes_down

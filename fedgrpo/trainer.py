@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import resource
 import time
 from pathlib import Path
@@ -27,14 +28,22 @@ from fedgrpo.checkpoints import (
     remove_torn_checkpoints,
     write_json_atomic,
 )
-from fedgrpo.client import Client
+from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, ModelEvaluator
 from fedgrpo.config import ConfigError, FedGRPOConfig
-from fedgrpo.data import FederatedSplit, Question, build_split
+from fedgrpo.data import FederatedSplit, Question, build_split, score_answer
 from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
-from fedgrpo.federation import FederatedRewards
+from fedgrpo.federation import FederatedRewards, GroupRecord
 from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.prompting import build_messages
-from fedgrpo.selection import make_selector
+from fedgrpo.prompting import build_messages, extract_answer
+from fedgrpo.selection import (
+    ConfidenceGraph,
+    ConfidenceGraphSelector,
+    OracleSelector,
+    Selector,
+    build_confidence_graph,
+    make_selector,
+    mean_pooled_embedder,
+)
 from fedgrpo.transport import InProcessTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -61,9 +70,10 @@ class FedGRPOTrainer(GRPOTrainer):
 class MetricsCallback(TrainerCallback):
     """One JSON line per logged step: TRL's numbers plus the federation's (bytes, rejects, spread)."""
 
-    def __init__(self, path: Path, rewards: FederatedRewards) -> None:
+    def __init__(self, path: Path, rewards: FederatedRewards, audit: RoutingAudit | None = None) -> None:
         self.path = path
         self.rewards = rewards
+        self.audit = audit
         self._last = time.perf_counter()
 
     def on_log(
@@ -80,7 +90,10 @@ class MetricsCallback(TrainerCallback):
         self._last = now
         row.update({f"trl/{k}": v for k, v in logs.items()})
         row.update(self.rewards.pending.summary())
+        if self.audit is not None:
+            row.update(self.audit.summary(self.rewards.pending_groups))
         self.rewards.pending = type(self.rewards.pending)()
+        self.rewards.pending_groups = []
         with self.path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         if row["fed/rejected_total"]:
@@ -118,10 +131,131 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 
 # -- assembly -------------------------------------------------------------------------------------
 def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
-    return [
-        Client(name, examples, format_reward=cfg.federation.format_reward)
-        for name, examples in split.clients.items()
-    ]
+    """The available clients, each with its private data and, with ``clients.model``, a client model.
+
+    All clients share ``clients.model``, so it is loaded once and the one model object serves every
+    client's ModelEvaluator. A client whose model fails to load is reported unavailable (logged with
+    the reason) and left out; fewer than M available clients is an error.
+    """
+    fmt = cfg.federation.format_reward
+    cs = cfg.clients
+    loaded: dict[str, tuple[Any, Any] | Exception] = {}
+    clients, unavailable = [], {}
+    for name, examples in split.clients.items():
+        model_ev = None
+        if cs.model is not None:
+            if cs.model not in loaded:
+                loaded[cs.model] = _load_client_model(cs.model)
+            got = loaded[cs.model]
+            if isinstance(got, Exception):
+                unavailable[name] = f"client model {cs.model!r} failed to load: {type(got).__name__}: {got}"
+                log.warning("client %s unavailable: %s", name, unavailable[name])
+                continue
+            model, tokenizer = got
+            model_ev = ModelEvaluator(
+                model,
+                tokenizer,
+                mode=cs.evaluation,
+                samples=cs.samples,
+                max_new_tokens=cs.max_new_tokens,
+                temperature=cs.temperature,
+                format_reward=fmt,
+                seed=cfg.seed,
+                worked_example=cfg.model.worked_example,
+            )
+        evaluator = DualEvaluator(AnswerEvaluator(examples, fmt), model_ev)
+        clients.append(Client(name, examples, evaluator=evaluator, format_reward=fmt))
+    m = cfg.federation.experts_per_question
+    if len(clients) < m:
+        raise RuntimeError(
+            f"only {len(clients)} of {len(split.clients)} clients are available, fewer than "
+            f"federation.experts_per_question (M={m}); unavailable: {unavailable}"
+        )
+    return clients
+
+
+def _load_client_model(name: str) -> tuple[Any, Any] | Exception:
+    log.info("loading client model %s (once, shared by all clients)", name)
+    try:
+        tokenizer = load_tokenizer(name)
+        model = load_policy(name)
+    except Exception as err:  # a client that cannot load its model is unavailable, not fatal
+        return err
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def build_selector(
+    cfg: FedGRPOConfig,
+    split: FederatedSplit,
+    transport: Transport,
+    tokenizer: Any,
+    out: Path,
+    resume: bool,
+) -> tuple[Selector, dict[str, Any] | None]:
+    """The configured selector; for the confidence graph, also its build cost (None otherwise).
+
+    The graph is built once per run and saved as ``confidence_graph.pt``; ``--resume`` loads it (the
+    checkpoint's selector state then restores the online updates). Questions and exemplars are
+    embedded by a frozen copy of the server model, so embeddings do not drift as the policy trains.
+    """
+    fed = cfg.federation
+    if fed.selector == "oracle":
+        names = transport.client_names
+        return OracleSelector({c: split.client_domains[c] for c in names}), None
+    if fed.selector != "confidence-graph":
+        return make_selector(fed.selector, cfg.seed), None
+    encoder = load_policy(cfg.model.name_or_path, cfg.model.dtype)
+    encoder.requires_grad_(False)
+    embed = mean_pooled_embedder(encoder, tokenizer)
+    graph_path, stats_path = out / "confidence_graph.pt", out / "selection.json"
+    if resume and graph_path.exists() and stats_path.exists():
+        graph = ConfidenceGraph.load(graph_path)
+        missing = sorted(set(transport.client_names) - set(graph.clients))
+        if missing:
+            raise RuntimeError(f"{graph_path} has no row for clients {missing}; start a new run")
+        stats = json.loads(stats_path.read_text())
+        log.info("loaded the confidence graph from %s", graph_path)
+    else:
+        graph, stats = build_confidence_graph(
+            transport, split.auxiliary, embed, fed.neighbours, samples=cfg.clients.samples
+        )
+        graph.save(graph_path)
+        write_json_atomic(stats_path, stats)
+    return ConfidenceGraphSelector(graph, embed, fed.epsilon, seed=cfg.seed), stats
+
+
+class RoutingAudit:
+    """Judges the federation's rounds with labels the experiment holds, for metrics only.
+
+    The run knows every client's data (it made the split), so it can say whether an expert's reward
+    matched the candidate's true correctness and whether routed experts hold the question's domain.
+    This lives on the run's side: the server-side federation never sees these labels, and nothing
+    here feeds back into routing, rewards or training.
+    """
+
+    def __init__(self, split: FederatedSplit) -> None:
+        self._by_qid = {ex.qid: ex for examples in split.clients.values() for ex in examples}
+        self._client_domains = split.client_domains
+
+    def summary(self, groups: list[GroupRecord]) -> dict[str, float | None]:
+        checked = agree = routed = held = 0
+        for g in groups:
+            example = self._by_qid.get(g.question.qid)
+            if example is not None:
+                for i, text in enumerate(g.candidates):
+                    correct = score_answer(example, extract_answer(text)) >= 1.0
+                    for r in g.rewards[:, i].tolist():
+                        if not math.isnan(r):
+                            checked += 1
+                            agree += int((r >= 0.5) == correct)
+            for client in g.asked:
+                routed += 1
+                held += int(self._client_domains.get(client, {}).get(g.question.domain, 0) > 0)
+        return {
+            "fed/reward_correctness": agree / checked if checked else None,
+            "fed/routed_domain_share": held / routed if routed else None,
+        }
 
 
 def build_transport(cfg: FedGRPOConfig, clients: list[Client]) -> Transport:
@@ -254,17 +388,19 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
         raise ConfigError(f"data: {err}") from err
     write_json_atomic(out / "split.json", split_summary(split))
     transport = build_transport(cfg, build_clients(cfg, split))
-    rewards = FederatedRewards(
-        transport,
-        make_selector(cfg.federation.selector, cfg.seed),
-        cfg.federation.experts_per_question,
-        cfg.num_generations,
-        cfg.federation.aggregation,
-    )
 
     log.info("loading policy %s", cfg.model.name_or_path)
     tokenizer = load_tokenizer(cfg.model.name_or_path)
     model = load_policy(cfg.model.name_or_path, cfg.model.dtype)
+    selector, selection = build_selector(cfg, split, transport, tokenizer, out, resume)
+    rewards = FederatedRewards(
+        transport,
+        selector,
+        cfg.federation.experts_per_question,
+        cfg.num_generations,
+        cfg.federation.aggregation,
+        online_update_rate=cfg.federation.online_update_rate,
+    )
     ev = cfg.eval
 
     def evaluate(policy: Any, tag: str) -> dict[str, DomainAccuracy]:
@@ -300,7 +436,7 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
         checkpoints,
     )
     metrics_path = out / "metrics.jsonl"
-    trainer.add_callback(MetricsCallback(metrics_path, rewards))
+    trainer.add_callback(MetricsCallback(metrics_path, rewards, RoutingAudit(split)))
 
     resume_from = prepare_resume(checkpoints, metrics_path, rewards) if resume else None
     if not resume:
@@ -332,6 +468,7 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
         "before": to_json(before),
         "after": to_json(after),
         "communication": rewards.total.summary(),
+        "selection": selection,
         "split": split_summary(split),
     }
     write_json_atomic(out / "results.json", results)

@@ -28,7 +28,7 @@ def test_presets_load_and_overrides_apply() -> None:
         ("federation.experts_per_question=9", "experts_per_question"),
         ("model.name_or_path=/no/such/model", "/no/such/model"),
         ("data.domains=[sums_1digit, astrology]", "astrology"),
-        ("federation.selector=oracle", "'random' or 'all'"),
+        ("federation.selector=bogus", "federation.selector"),
         ("grpo.not_a_trl_field=1", "grpo.not_a_trl_field"),
         ("grpo.scale_rewards=group", "federation.aggregation"),
         ("data.alpha=0", "data.alpha"),
@@ -69,3 +69,32 @@ def test_cli_rejects_bad_config_without_loading_a_model() -> None:
     )
     assert proc.returncode == 2
     assert "experts_per_question" in proc.stderr and "loading policy" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["federation.selector=confidence-graph"], "clients.model"),
+        (
+            ["federation.selector=confidence-graph", "clients.model=tiny-random", "data.num_auxiliary=0"],
+            "data.num_auxiliary",
+        ),
+        (["federation.selector=oracle"], "allow_oracle"),
+        (["federation.epsilon=2"], "federation.epsilon"),
+        (["federation.online_update_rate=0"], "federation.online_update_rate"),
+        (["clients.samples=0"], "clients.samples"),
+        (["clients.model=/no/such/client/model"], "/no/such/client/model"),
+    ],
+)
+def test_selection_config_errors(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("smoke", overrides)
+    assert needle in str(err.value)
+
+
+def test_graph_preset_and_oracle_opt_in() -> None:
+    cfg = load_config("graph-smoke")
+    assert cfg.federation.selector == "confidence-graph" and cfg.clients.model == "tiny-random"
+    assert load_config("smoke").clients.model is None  # smoke and default carry no client model
+    oracle = load_config("smoke", ["federation.selector=oracle", "federation.allow_oracle=true"])
+    assert oracle.federation.selector == "oracle"

@@ -17,7 +17,16 @@ from fedgrpo.client.model_evaluation import answer_key
 from fedgrpo.data import Example, make_qid
 from fedgrpo.models import CHATML_TEMPLATE, load_policy, load_tokenizer
 from fedgrpo.prompting import build_messages
-from fedgrpo.transport import RewardItem, RewardReply, RewardRequest, decode, encode
+from fedgrpo.transport import (
+    CompetenceItem,
+    CompetenceReply,
+    CompetenceRequest,
+    RewardItem,
+    RewardReply,
+    RewardRequest,
+    decode,
+    encode,
+)
 
 SUM = ("What is 3 + 4?", "7")
 DOZEN = ("How many eggs are in a dozen?", "12")
@@ -237,3 +246,16 @@ def test_client_serves_model_based_rewards_over_the_wire(knowing) -> None:
     assert held.method == "answer" and held.rewards == pytest.approx([1.1, 0.1])
     assert not_held.qid == "not-held" and not_held.method == "model"
     assert not_held.rewards == pytest.approx([1.1, 0.0])
+
+
+def test_client_answers_competence_queries_with_its_model(knowing) -> None:
+    client = Client("c0", [], evaluator=DualEvaluator(AnswerEvaluator([]), ModelEvaluator(*knowing)))
+    items = [
+        CompetenceItem("a", SUM[0], "7.0"),  # the model says 7: equal under answer_key
+        CompetenceItem("b", DOZEN[0], "12"),
+        CompetenceItem("c", DOZEN[0], "13"),  # a wrong reference: the model's 12 does not match
+    ]
+    reply = decode(client.handle(encode(CompetenceRequest("r1", "c0", items))))
+    assert reply == CompetenceReply("r1", "c0", [1, 1, 0])
+    no_model = decode(Client("c1", []).handle(encode(CompetenceRequest("r2", "c1", items))))
+    assert no_model.kind == "error" and "no model to answer competence queries" in no_model.error

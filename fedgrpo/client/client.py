@@ -10,8 +10,11 @@ import logging
 from typing import Protocol
 
 from fedgrpo.client.evaluation import AnswerEvaluator, Evaluation
+from fedgrpo.client.model_evaluation import ModelEvaluator, answer_key
 from fedgrpo.data import Example
 from fedgrpo.transport.messages import (
+    CompetenceReply,
+    CompetenceRequest,
     ErrorReply,
     ItemScores,
     ProtocolError,
@@ -26,6 +29,14 @@ log = logging.getLogger(__name__)
 
 class Evaluator(Protocol):
     def evaluate(self, question: str, candidates: list[str]) -> Evaluation: ...
+
+
+def _answering_model(evaluator: object) -> ModelEvaluator | None:
+    """The client model that answers competence queries: the evaluator's own, if it has one."""
+    if isinstance(evaluator, ModelEvaluator):
+        return evaluator
+    model = getattr(evaluator, "model", None)
+    return model if isinstance(model, ModelEvaluator) else None
 
 
 class Client:
@@ -53,6 +64,8 @@ class Client:
         except ProtocolError as err:
             log.warning("%s: rejected malformed request: %s", self.name, err)
             return encode(ErrorReply("?", self.name, f"malformed request: {err}"))
+        if isinstance(request, CompetenceRequest):
+            return self._competence(request)
         if not isinstance(request, RewardRequest):
             return encode(ErrorReply(request.request_id, self.name, f"cannot handle {request.kind!r}"))
         self.requests_served += 1
@@ -61,3 +74,15 @@ class Client:
             result = self._evaluator.evaluate(item.question, item.candidates)
             items.append(ItemScores(item.qid, result.rewards, result.method))
         return encode(RewardReply(request.request_id, self.name, items))
+
+    def _competence(self, request: CompetenceRequest) -> bytes:
+        """Answer each auxiliary question with the client model; 1 where it matches the given answer."""
+        model = _answering_model(self._evaluator)
+        if model is None:
+            return encode(ErrorReply(request.request_id, self.name, "no model to answer competence queries"))
+        self.requests_served += 1
+        bits = []
+        for item in request.items:
+            predicted = model.answer(item.question)
+            bits.append(int(predicted is not None and answer_key(predicted) == answer_key(item.answer)))
+        return encode(CompetenceReply(request.request_id, self.name, bits))

@@ -6,6 +6,7 @@ evaluation. Everything is re-exported here so ``from fedgrpo.selection import ..
 """
 
 from fedgrpo.selection.base import SELECTORS, AllSelector, RandomSelector, Selector, make_selector
+from fedgrpo.selection.build import build_confidence_graph
 from fedgrpo.selection.confidence_graph import (
     ConfidenceGraph,
     ConfidenceGraphSelector,
@@ -22,6 +23,7 @@ __all__ = [
     "OracleSelector",
     "RandomSelector",
     "Selector",
+    "build_confidence_graph",
     "make_selector",
     "mean_pooled_embedder",
     "validate_competence_reply",

@@ -285,6 +285,11 @@ class ConfidenceGraphSelector(Selector):
         self.embed = embed
         self.epsilon = float(epsilon)
         self._rng = torch.Generator().manual_seed(seed)
+        self._last_embeddings: dict[str, torch.Tensor] = {}  # the latest batch's, for online updates
+
+    def embedding(self, qid: str) -> torch.Tensor:
+        """The embedding computed for ``qid`` by the latest :meth:`rank_questions` (not recomputed)."""
+        return self._last_embeddings[qid]
 
     def rank_questions(self, questions: Sequence[Question], clients: Sequence[str]) -> dict[str, list[str]]:
         """Full preference order of the available ``clients`` per question id.
@@ -298,6 +303,7 @@ class ConfidenceGraphSelector(Selector):
         orders = self.graph.rank(embeddings, available=clients, epsilon=self.epsilon, rng=self._rng)
         if len(orders) != len(questions):
             raise ValueError(f"embed returned {len(orders)} embeddings for {len(questions)} questions")
+        self._last_embeddings = {q.qid: e for q, e in zip(questions, embeddings, strict=True)}
         return {q.qid: order for q, order in zip(questions, orders, strict=True)}
 
     def select(self, questions: Sequence[Question], clients: Sequence[str], m: int) -> dict[str, list[str]]:

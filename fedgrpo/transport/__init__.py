@@ -3,6 +3,9 @@
 from fedgrpo.transport.base import Delivery, Transport
 from fedgrpo.transport.inprocess import InProcessTransport
 from fedgrpo.transport.messages import (
+    CompetenceItem,
+    CompetenceReply,
+    CompetenceRequest,
     ErrorReply,
     ItemScores,
     ProtocolError,
@@ -14,6 +17,9 @@ from fedgrpo.transport.messages import (
 )
 
 __all__ = [
+    "CompetenceItem",
+    "CompetenceReply",
+    "CompetenceRequest",
     "Delivery",
     "ErrorReply",
     "InProcessTransport",

@@ -4,6 +4,10 @@ Requests and replies are plain dataclasses encoded as JSON bytes. Every transpor
 Flower later) carries exactly these bytes, so byte counts are real and a reply is always parsed and
 checked before the server trusts it. What goes down: question ids, question texts and candidate
 completions. What comes up: one reward per candidate (or None) and the evaluation method used.
+
+Competence queries (building the confidence graph) send the server's own auxiliary questions with
+their answers down (the auxiliary set is the server's, so this discloses nothing private) and bring
+one bit per question up: did the client's model answer it correctly.
 """
 
 from __future__ import annotations
@@ -62,7 +66,38 @@ class ErrorReply:
     kind: str = field(default="error", init=False)
 
 
-Message = RewardRequest | RewardReply | ErrorReply
+@dataclass(frozen=True)
+class CompetenceItem:
+    qid: str
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class CompetenceRequest:
+    """The server's auxiliary questions with their answers, for one client to try with its model."""
+
+    request_id: str
+    client: str
+    items: list[CompetenceItem]
+    kind: str = field(default="competence", init=False)
+
+
+@dataclass(frozen=True)
+class CompetenceReply:
+    """One bit per requested item, in request order: 1 when the client model answered it correctly.
+
+    ``decode`` only checks that ``bits`` is a list; the server checks the bits themselves with
+    :func:`fedgrpo.selection.validate_competence_reply` (exact length, ints 0 or 1).
+    """
+
+    request_id: str
+    client: str
+    bits: list[int]
+    kind: str = field(default="competence_reply", init=False)
+
+
+Message = RewardRequest | RewardReply | ErrorReply | CompetenceRequest | CompetenceReply
 
 
 def encode(message: Message) -> bytes:
@@ -120,6 +155,19 @@ def decode(payload: bytes) -> Message:
                 )
             )
         return RewardReply(request_id, client, scores)
+    if kind == "competence":
+        citems = []
+        for raw in _require(body, "items", list):
+            if not isinstance(raw, dict):
+                raise ProtocolError("competence item is not an object")
+            citems.append(
+                CompetenceItem(
+                    _require(raw, "qid", str), _require(raw, "question", str), _require(raw, "answer", str)
+                )
+            )
+        return CompetenceRequest(request_id, client, citems)
+    if kind == "competence_reply":
+        return CompetenceReply(request_id, client, list(_require(body, "bits", list)))
     if kind == "error":
         return ErrorReply(request_id, client, str(body.get("error", "")))
     raise ProtocolError(f"unknown message kind {kind!r}")

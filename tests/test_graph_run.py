@@ -1,0 +1,260 @@
+"""The confidence graph inside real runs: competence queries, routing with replacement, online updates.
+
+Everything is real: clients behind the in-process transport, encoded bytes, tiny models only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedgrpo.client import Client, Evaluation
+from fedgrpo.client.evaluation import AnswerEvaluator
+from fedgrpo.config import load_config
+from fedgrpo.data import Question, build_split, generate
+from fedgrpo.federation import FederatedRewards
+from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector, build_confidence_graph
+from fedgrpo.trainer import build_clients
+from fedgrpo.transport import (
+    CompetenceItem,
+    CompetenceReply,
+    CompetenceRequest,
+    InProcessTransport,
+    ProtocolError,
+    decode,
+    encode,
+)
+from tests.test_run import fedgrpo, metric_rows
+
+
+@pytest.fixture(scope="module")
+def sums():
+    return generate("sums_1digit", 6, seed=5)
+
+
+def flat_embed(texts: list[str]) -> torch.Tensor:
+    """Every text at the same point: competence is then each client's mean over all exemplars."""
+    return torch.tensor([[1.0, 0.0]] * len(texts))
+
+
+def graph_selector(rows: list[list[float]], clients: list[str]) -> ConfidenceGraphSelector:
+    exemplars = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8]])
+    graph = ConfidenceGraph(exemplars, torch.tensor(rows), clients, neighbours=3)
+    return ConfidenceGraphSelector(graph, flat_embed, seed=0)
+
+
+class CountingTransport(InProcessTransport):
+    """The in-process transport, counting exchanges (one per request batch)."""
+
+    exchanges = 0
+
+    def exchange(self, requests):
+        self.exchanges += 1
+        return super().exchange(requests)
+
+
+class Contrarian:
+    """A client evaluator that holds the answers but always scores the opposite way."""
+
+    def __init__(self, examples) -> None:
+        self.answers = AnswerEvaluator(examples, format_reward=0.0)
+
+    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
+        honest = self.answers.evaluate(question, candidates)
+        return Evaluation([None if r is None else 1.0 - r for r in honest.rewards], honest.method)
+
+
+def candidates_for(example) -> list[str]:
+    return [f"<answer>{example.answer}</answer>", "<answer>-1</answer>", "<answer>-2</answer>", "none"]
+
+
+# --------------------------------------------------------------------------- a whole run
+def test_graph_smoke_run_routes_by_the_graph(tmp_path: Path) -> None:
+    run_dir = tmp_path / "graph"
+    proc = fedgrpo("run", "graph-smoke", f"run.output_dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run_dir / "confidence_graph.pt").exists()
+    graph = ConfidenceGraph.load(run_dir / "confidence_graph.pt")
+    assert graph.clients == ["client-0", "client-1", "client-2"] and graph.num_exemplars == 6
+    results = json.loads((run_dir / "results.json").read_text())
+    sel = results["selection"]
+    assert sel["bytes_down"] > 0 and sel["bytes_up"] > 0
+    assert sel["client_forward_passes"] == 3 * 6 * 2  # clients x exemplars x samples
+    cfg = load_config("graph-smoke")
+    m = cfg.federation.experts_per_question
+    rows = metric_rows(run_dir)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        for key in ("fed/routed", "fed/reward_correctness", "fed/routed_domain_share", "fed/replacements"):
+            assert key in row
+        assert sum(row["fed/routed"].values()) == m * row["fed/questions"] + row["fed/replacements"]
+        assert 0 <= row["fed/routed_domain_share"] <= 1
+        if row["fed/rewards_received"]:
+            assert 0 <= row["fed/reward_correctness"] <= 1
+
+    # --resume loads the saved graph instead of querying the clients again
+    more = fedgrpo("run", "graph-smoke", f"run.output_dir={run_dir}", "--resume", "grpo.max_steps=4")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "loaded the confidence graph" in more.stderr
+    assert json.loads((run_dir / "results.json").read_text())["selection"] == sel
+
+
+# --------------------------------------------------------------------------- replacement
+class Crashing:
+    name = "top"
+
+    def handle(self, request: bytes) -> bytes:
+        raise RuntimeError("client down")
+
+
+@pytest.mark.parametrize(("m", "top"), [(1, "abstains"), (2, "abstains"), (2, "crashes")])
+def test_abstaining_top_expert_is_replaced_in_the_same_round(sums, m: int, top: str) -> None:
+    ex = sums[0]
+    # "top" is the most competent but holds no data and has no model (it abstains), or it crashes.
+    clients = [
+        Client("top", []) if top == "abstains" else Crashing(),
+        Client("mid", sums),
+        Client("low", sums),
+    ]
+    transport = CountingTransport(clients)
+    selector = graph_selector([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], ["top", "mid", "low"])
+    rewards = FederatedRewards(transport, selector, m, 4, "mean")
+    adv = rewards.score([Question(ex.qid, ex.domain, ex.question)], [candidates_for(ex)])[0]
+    assert transport.exchanges == 2  # the first M, then one extra exchange for the replacement
+    stats = rewards.total
+    assert stats.replacements == 1 and stats.rounds == 1
+    expected_routed = {"top": 1, "mid": 1, "low": 1} if m == 2 else {"top": 1, "mid": 1}
+    assert dict(stats.routed) == expected_routed
+    matrix = rewards.last_rewards[0]
+    assert matrix.shape == (m, 4) and not torch.isnan(matrix).any()  # the replacement's rewards are used
+    assert matrix[:, 0].tolist() == pytest.approx([1.1] * m)
+    assert adv[0] > 0 > adv[1]
+    summary = stats.summary()
+    assert sum(summary["fed/routed"].values()) == m + summary["fed/replacements"]
+
+
+def test_no_replacement_when_every_expert_scores(sums) -> None:
+    ex = sums[0]
+    transport = CountingTransport([Client("a", sums), Client("b", sums), Client("c", [])])
+    selector = graph_selector([[1.0] * 3, [1.0] * 3, [0.0] * 3], ["a", "b", "c"])
+    rewards = FederatedRewards(transport, selector, 2, 4)
+    rewards.score([Question(ex.qid, ex.domain, ex.question)], [candidates_for(ex)])
+    assert transport.exchanges == 1 and rewards.total.replacements == 0
+    assert dict(rewards.total.routed) == {"a": 1, "b": 1}
+
+
+# --------------------------------------------------------------------------- online update
+def test_expert_that_always_disagrees_loses_competence(sums) -> None:
+    clients = [Client("h1", sums), Client("h2", sums), Client("liar", sums, evaluator=Contrarian(sums))]
+    selector = graph_selector([[1.0] * 3, [1.0] * 3, [1.0] * 3], ["h1", "h2", "liar"])
+    rewards = FederatedRewards(InProcessTransport(clients), selector, 3, 4, online_update_rate=0.3)
+    before = selector.graph.correctness
+    for ex in sums[:5]:
+        rewards.score([Question(ex.qid, ex.domain, ex.question)], [candidates_for(ex)])
+    after = selector.graph.correctness
+    assert rewards.total.online_updates >= 5
+    liar_competence = selector.graph.competence(flat_embed(["q"]))[0, 2]
+    assert liar_competence < 0.2 < 0.9 < float(before[2].mean())  # 0.7^5 = 0.17
+    assert torch.equal(after[:2], before[:2])  # the honest experts tie on the liar: unchanged
+    ex = sums[5]
+    routed = selector.select([Question(ex.qid, ex.domain, ex.question)], ["h1", "h2", "liar"], 2)
+    assert routed[ex.qid] == ["h1", "h2"]
+
+    # the checkpointed state (fedgrpo_state.json) carries the updated graph into a resumed run
+    state = json.loads(json.dumps(rewards.state_dict()))
+    fresh = graph_selector([[1.0] * 3, [1.0] * 3, [1.0] * 3], ["h1", "h2", "liar"])
+    FederatedRewards(InProcessTransport(clients), fresh, 3, 4).load_state_dict(state)
+    assert torch.allclose(fresh.graph.correctness, after)
+
+
+# --------------------------------------------------------------------------- bad input
+class Scripted:
+    def __init__(self, name: str, script) -> None:
+        self.name = name
+        self.script = script
+
+    def handle(self, request: bytes) -> bytes:
+        body = json.loads(request)
+        return self.script(body)
+
+
+def _bits(bits):
+    def reply(body):
+        head = {"v": 1, "kind": "competence_reply", "request_id": body["request_id"]}
+        return json.dumps({**head, "client": body["client"], "bits": bits}).encode()
+
+    return reply
+
+
+def test_bad_competence_replies_get_all_zero_rows(sums) -> None:
+    aux = sums[:3]
+    clients = [
+        Scripted("good", _bits([1, 0, 1])),
+        Scripted("short", _bits([1, 1])),
+        Scripted("two", _bits([1, 2, 0])),
+        Scripted("floats", _bits([1.0, 1.0, 1.0])),
+        Scripted("garbage", lambda b: b"\xff"),
+        Client("no_model", sums),  # answers with an error reply: it has no model
+    ]
+    graph, stats = build_confidence_graph(InProcessTransport(clients), aux, flat_embed, neighbours=2)
+    corr = graph.correctness
+    assert corr[0].tolist() == [1.0, 0.0, 1.0]
+    assert corr[1:].abs().sum() == 0  # every rejected client: an all-zero row
+    assert stats["rejected"] == {"invalid_bits": 3, "malformed_reply": 1, "client_error": 1}
+    assert "no model to answer competence queries" in stats["rejected_clients"]["no_model"]
+    assert stats["bytes_down"] > 0 and stats["bytes_up"] > 0 and stats["client_forward_passes"] == 6 * 3
+
+
+def test_competence_messages_round_trip_and_reject_malformed() -> None:
+    req = CompetenceRequest("r", "c", [CompetenceItem("q1", "What is 1 + 1?", "2")])
+    assert decode(encode(req)) == req
+    reply = CompetenceReply("r", "c", [1, 0])
+    assert decode(encode(reply)) == reply
+    for bad in (
+        b'{"v":1,"kind":"competence","request_id":"r","client":"c","items":[{"qid":"q"}]}',
+        b'{"v":1,"kind":"competence","request_id":"r","client":"c","items":["x"]}',
+        b'{"v":1,"kind":"competence_reply","request_id":"r","client":"c","bits":"101"}',
+        b'{"v":1,"kind":"competence_reply","request_id":"r","client":"c"}',
+    ):
+        with pytest.raises(ProtocolError):
+            decode(bad)
+
+
+def test_unloadable_client_model_leaves_too_few_clients() -> None:
+    cfg = load_config("graph-smoke", ["clients.model=no-such-org/no-such-model"])
+    d = cfg.data
+    split = build_split(
+        d.domain_specs(),
+        d.num_clients,
+        d.examples_per_client,
+        d.num_train_questions,
+        d.num_auxiliary,
+        d.heldout_per_domain,
+        d.partition,
+        d.alpha,
+        cfg.seed,
+    )
+    with pytest.raises(RuntimeError, match="only 0 of 3 clients are available.*failed to load"):
+        build_clients(cfg, split)
+
+
+def test_oracle_run_when_allowed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "oracle"
+    proc = fedgrpo(
+        "run",
+        "smoke",
+        f"run.output_dir={run_dir}",
+        "federation.selector=oracle",
+        "federation.allow_oracle=true",
+        "grpo.max_steps=1",
+        "eval.before=false",
+        "eval.after=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = metric_rows(run_dir)[0]
+    assert sum(row["fed/routed"].values()) == 2 * row["fed/questions"]
+    assert row["fed/routed_domain_share"] > 0
+    assert json.loads((run_dir / "results.json").read_text())["selection"] is None
