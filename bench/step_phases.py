@@ -20,11 +20,17 @@ import trl.extras.profiling as profiling
 from transformers import TrainerCallback
 
 from fedgrpo.config import load_config
-from fedgrpo.data import build_split
 from fedgrpo.federation import FederatedRewards
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.selection import make_selector
-from fedgrpo.trainer import build_clients, build_transport, make_trainer, peak_rss_mb, train_dataset
+from fedgrpo.trainer import (
+    build_clients,
+    build_data,
+    build_transport,
+    make_trainer,
+    peak_rss_mb,
+    train_dataset,
+)
 
 PHASES: dict[int, dict[str, float]] = collections.defaultdict(lambda: collections.defaultdict(float))
 STEP = [0]
@@ -55,18 +61,7 @@ def main() -> None:
     cfg = load_config(args.config, [*args.overrides, f"grpo.max_steps={args.steps}"])
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    d = cfg.data
-    split = build_split(
-        d.domain_specs(),
-        d.num_clients,
-        d.examples_per_client,
-        d.num_train_questions,
-        d.num_auxiliary,
-        d.heldout_per_domain,
-        d.partition,
-        d.alpha,
-        cfg.seed,
-    )
+    split = build_data(cfg)
     rewards = FederatedRewards(
         build_transport(cfg, build_clients(cfg, split)),
         make_selector(cfg.federation.selector, cfg.seed),

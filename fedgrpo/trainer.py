@@ -337,6 +337,25 @@ def make_trainer(
     )
 
 
+def build_data(cfg: FedGRPOConfig) -> FederatedSplit:
+    """The run's seeded split: client data, server questions, auxiliary and held-out sets."""
+    d = cfg.data
+    try:
+        return build_split(
+            d.domain_specs(),
+            d.num_clients,
+            d.examples_per_client,
+            d.num_train_questions,
+            d.num_auxiliary,
+            d.heldout_per_domain,
+            d.partition,
+            d.alpha,
+            cfg.seed,
+        )
+    except ValueError as err:  # sizes the domains cannot fill: a config error, found before any model loads
+        raise ConfigError(f"data: {err}") from err
+
+
 def split_summary(split: FederatedSplit) -> dict[str, Any]:
     return {
         "client_domains": split.client_domains,
@@ -371,21 +390,7 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
         cfg.data.num_clients,
         cfg.data.partition,
     )
-    d = cfg.data
-    try:
-        split = build_split(
-            d.domain_specs(),
-            d.num_clients,
-            d.examples_per_client,
-            d.num_train_questions,
-            d.num_auxiliary,
-            d.heldout_per_domain,
-            d.partition,
-            d.alpha,
-            cfg.seed,
-        )
-    except ValueError as err:  # sizes the domains cannot fill: a config error, found before any model loads
-        raise ConfigError(f"data: {err}") from err
+    split = build_data(cfg)
     write_json_atomic(out / "split.json", split_summary(split))
     transport = build_transport(cfg, build_clients(cfg, split))
 

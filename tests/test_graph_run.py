@@ -14,10 +14,10 @@ import torch
 from fedgrpo.client import Client, Evaluation
 from fedgrpo.client.evaluation import AnswerEvaluator
 from fedgrpo.config import load_config
-from fedgrpo.data import Question, build_split, generate
+from fedgrpo.data import Question, generate
 from fedgrpo.federation import FederatedRewards
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector, build_confidence_graph
-from fedgrpo.trainer import build_clients
+from fedgrpo.trainer import build_clients, build_data
 from fedgrpo.transport import (
     CompetenceItem,
     CompetenceReply,
@@ -225,18 +225,7 @@ def test_competence_messages_round_trip_and_reject_malformed() -> None:
 
 def test_unloadable_client_model_leaves_too_few_clients() -> None:
     cfg = load_config("graph-smoke", ["clients.model=no-such-org/no-such-model"])
-    d = cfg.data
-    split = build_split(
-        d.domain_specs(),
-        d.num_clients,
-        d.examples_per_client,
-        d.num_train_questions,
-        d.num_auxiliary,
-        d.heldout_per_domain,
-        d.partition,
-        d.alpha,
-        cfg.seed,
-    )
+    split = build_data(cfg)
     with pytest.raises(RuntimeError, match="only 0 of 3 clients are available.*failed to load"):
         build_clients(cfg, split)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from fedgrpo.config import load_config
-from fedgrpo.data import Question, build_split
+from fedgrpo.data import Question
 from fedgrpo.federation import FederatedRewards
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.selection import AllSelector
-from fedgrpo.trainer import build_clients, make_trainer, train_dataset
+from fedgrpo.trainer import build_clients, build_data, make_trainer, train_dataset
 from fedgrpo.transport import InProcessTransport, RewardRequest, decode
 
 
@@ -30,18 +30,7 @@ class RecordingTransport(InProcessTransport):
 
 def test_only_questions_and_candidates_go_down_and_only_scalars_come_up(tmp_path) -> None:
     cfg = load_config("smoke", ["grpo.max_steps=2"])
-    d = cfg.data
-    split = build_split(
-        d.domain_specs(),
-        d.num_clients,
-        d.examples_per_client,
-        d.num_train_questions,
-        d.num_auxiliary,
-        d.heldout_per_domain,
-        d.partition,
-        d.alpha,
-        cfg.seed,
-    )
+    split = build_data(cfg)
     assert not any(hasattr(q, "answer") or hasattr(q, "entry") for q in split.train_questions)
     assert all(isinstance(q, Question) for q in split.train_questions)
     dataset = train_dataset(split.train_questions, cfg.model.worked_example)
