@@ -106,6 +106,22 @@ class RoundStats:
         }
 
 
+def expert_agreement(matrix: torch.Tensor, e: int) -> float | None:
+    """Share of candidates where expert ``e``'s binarised reward (>= 0.5) equals the majority of the
+    other experts' binarised rewards. Candidates that ``e`` did not score, that no other expert
+    scored, or where the others tie are skipped; None when nothing is left to compare."""
+    present = ~torch.isnan(matrix)
+    bits = matrix >= 0.5
+    others = torch.ones(matrix.shape[0], dtype=torch.bool)
+    others[e] = False
+    n = present[others].sum(dim=0)
+    k = (bits & present)[others].sum(dim=0)
+    valid = present[e] & (n > 0) & (2 * k != n)
+    if not valid.any():
+        return None
+    return float((bits[e] == (2 * k > n))[valid].float().mean())
+
+
 @dataclass(frozen=True)
 class GroupRecord:
     """One question's round: its candidates, who was asked, and the (experts x G) rewards kept."""
@@ -174,8 +190,7 @@ class FederatedRewards:
         stats = RoundStats(rounds=1, questions=len(questions), candidates=sum(len(c) for c in candidates))
         self._round += 1
         clients = self.transport.client_names
-        rank = getattr(self.selector, "rank_questions", None)
-        orders = rank(questions, clients) if callable(rank) else None
+        orders = self.selector.rank_questions(questions, clients)
         if orders is not None:
             routing = {qid: order[: self.m] for qid, order in orders.items()}
         else:
@@ -244,35 +259,14 @@ class FederatedRewards:
     def _online_update(
         self, stats: RoundStats, questions: Sequence[Question], experts: list[list[str]]
     ) -> None:
-        """Move each expert's graph edges near the question towards its agreement with the others.
-
-        Per question with >= 2 experts that returned rewards: an expert's agreement is the share of
-        candidates where its binarised reward (>= 0.5) equals the majority of the other experts'
-        binarised rewards (candidates where the others tie or gave none are skipped).
-        """
-        graph = getattr(self.selector, "graph", None)
-        embedding = getattr(self.selector, "embedding", None)
-        if graph is None or not callable(embedding):
-            return
+        """Tell the selector how well each expert agreed with the others (see :func:`expert_agreement`)."""
         for j, q in enumerate(questions):
             matrix = self.last_rewards[j]
-            rows = [e for e in range(len(experts[j])) if not torch.isnan(matrix[e]).all()]
-            if len(rows) < 2:
-                continue
-            bits = (matrix >= 0.5).to(torch.float64)
-            for e in rows:
-                agree = total = 0
-                for i in range(matrix.shape[1]):
-                    if torch.isnan(matrix[e, i]):
-                        continue
-                    others = [float(bits[o, i]) for o in rows if o != e and not torch.isnan(matrix[o, i])]
-                    if not others or sum(others) * 2 == len(others):
-                        continue
-                    majority = float(sum(others) * 2 > len(others))
-                    total += 1
-                    agree += int(float(bits[e, i]) == majority)
-                if total:
-                    graph.update(experts[j][e], embedding(q.qid), agree / total, self.online_update_rate)
+            for e, client in enumerate(experts[j]):
+                agreement = expert_agreement(matrix, e)
+                if agreement is not None and self.selector.feedback(
+                    q, client, agreement, self.online_update_rate
+                ):
                     stats.online_updates += 1
 
     def _exchange(

@@ -139,19 +139,16 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
     """
     fmt = cfg.federation.format_reward
     cs = cfg.clients
-    loaded: dict[str, tuple[Any, Any] | Exception] = {}
+    shared = _load_client_model(cs.model) if cs.model is not None else None
     clients, unavailable = [], {}
     for name, examples in split.clients.items():
         model_ev = None
-        if cs.model is not None:
-            if cs.model not in loaded:
-                loaded[cs.model] = _load_client_model(cs.model)
-            got = loaded[cs.model]
-            if isinstance(got, Exception):
-                unavailable[name] = f"client model {cs.model!r} failed to load: {type(got).__name__}: {got}"
-                log.warning("client %s unavailable: %s", name, unavailable[name])
-                continue
-            model, tokenizer = got
+        if isinstance(shared, Exception):
+            unavailable[name] = f"client model {cs.model!r} failed to load: {type(shared).__name__}: {shared}"
+            log.warning("client %s unavailable: %s", name, unavailable[name])
+            continue
+        if shared is not None:
+            model, tokenizer = shared
             model_ev = ModelEvaluator(
                 model,
                 tokenizer,

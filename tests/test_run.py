@@ -90,16 +90,7 @@ def test_interrupted_run_resumes_from_last_complete_checkpoint(tmp_path: Path, s
     torn.mkdir()
     (torn / "model.safetensors").write_bytes(b"half a file")
 
-    done = fedgrpo(
-        "run",
-        "smoke",
-        f"run.output_dir={run_dir}",
-        "run.save_steps=2",
-        "grpo.max_steps=200",
-        "eval.before=false",
-        "--resume",
-        "grpo.max_steps=8",
-    )
+    done = fedgrpo(*args, "--resume", "grpo.max_steps=8")
     assert done.returncode == 0, done.stderr[-3000:]
     saved = [int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*")]
     assert 999 not in saved and "removed incomplete checkpoint" in done.stderr

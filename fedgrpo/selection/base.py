@@ -20,6 +20,19 @@ class Selector(ABC):
     def select(self, questions: Sequence[Question], clients: Sequence[str], m: int) -> dict[str, list[str]]:
         """Map each question id to the clients asked to score it (in preference order)."""
 
+    def rank_questions(
+        self, questions: Sequence[Question], clients: Sequence[str]
+    ) -> dict[str, list[str]] | None:
+        """Every available client per question, most preferred first; None for selectors that cannot rank.
+
+        A ranking lets the federation replace an expert that cannot judge with the next one.
+        """
+        return None
+
+    def feedback(self, question: Question, client: str, agreement: float, rate: float) -> bool:
+        """How well ``client`` agreed with the other experts on ``question``; True if it was used."""
+        return False
+
     def state_dict(self) -> dict:
         return {}
 

@@ -291,6 +291,11 @@ class ConfidenceGraphSelector(Selector):
         """The embedding computed for ``qid`` by the latest :meth:`rank_questions` (not recomputed)."""
         return self._last_embeddings[qid]
 
+    def feedback(self, question: Question, client: str, agreement: float, rate: float) -> bool:
+        """Online update: move ``client``'s edges near the question towards its agreement."""
+        self.graph.update(client, self.embedding(question.qid), agreement, rate)
+        return True
+
     def rank_questions(self, questions: Sequence[Question], clients: Sequence[str]) -> dict[str, list[str]]:
         """Full preference order of the available ``clients`` per question id.
 
