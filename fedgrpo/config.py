@@ -76,17 +76,43 @@ def _check_model_name(value: str) -> str:
     return value
 
 
+class ExpertTraining(_Strict):
+    """How each client turns ``clients.model`` into its own expert: LoRA SFT on its private data.
+
+    ``method: sft`` trains one LoRA adapter per client on that client's labelled examples only
+    (prompt -> ``<answer>...</answer>``), cached under ``cache_dir`` keyed by base model, data and
+    these settings, so a second run (or ``fedgrpo train-clients``) reuses it. ``none`` uses the
+    base model as every client's model.
+    """
+
+    method: Literal["none", "sft"] = "none"
+    epochs: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    worked_example: bool = Field(
+        False,
+        description="put the worked example in the expert's prompt; an expert is trained to answer in "
+        "tags, so it needs none, and the prompt is half as long (training and evaluation twice as fast)",
+    )
+    cache_dir: str | None = Field(
+        None, description="where trained adapters are kept; default $FEDGRPO_CACHE/experts or ~/.cache"
+    )
+
+
 class ClientSettings(_Strict):
     """The clients' own models, for model-based evaluation (ME) and for competence queries.
 
     ``model`` is an embedded name (``tiny-random``, ``smollm2``), a Hugging Face id or a local folder;
     None means no client model: clients then only score questions they hold (AE) and cannot answer
-    the confidence graph's competence queries. Clients sharing one ``model`` load it ONCE: a single
-    model object (and tokenizer) is shared by every client's ModelEvaluator, so K clients cost one
-    model's memory. Per-client adapters (a different model per client) come later.
+    the confidence graph's competence queries. The base model is loaded ONCE and shared: with
+    ``expert.method: sft`` each client adds its own LoRA adapter on that one base (K clients cost one
+    model plus K small adapters), otherwise every client uses the base as it is.
     """
 
     model: str | None = None
+    expert: ExpertTraining = ExpertTraining()
     evaluation: Literal["agreement", "likelihood"] = "agreement"
     samples: int = Field(4, ge=1, description="answers the client model samples per question")
     max_new_tokens: int = Field(48, ge=1)
@@ -100,6 +126,11 @@ class ClientSettings(_Strict):
 
 class DataSettings(_Strict):
     domains: list[str | DomainSpec] = ["sums_1digit", "sums_2digit", "syllogism"]
+    setting: Literal["ground-truth", "no-ground-truth"] = Field(
+        "ground-truth",
+        description="ground-truth: training questions come from client data (one client holds each); "
+        "no-ground-truth: no client holds any (the paper's Table 2), so only client models score them",
+    )
     num_clients: int = Field(5, ge=1)
     partition: Literal["iid", "dirichlet"] = "dirichlet"
     alpha: float = Field(0.5, gt=0.0)
@@ -208,6 +239,15 @@ class FedGRPOConfig(_Strict):
                     "federation.selector=confidence-graph needs data.num_auxiliary >= 1 "
                     "(the auxiliary questions are the graph's exemplars)"
                 )
+        if self.data.setting == "no-ground-truth" and self.clients.model is None:
+            raise ValueError(
+                "data.setting=no-ground-truth needs clients.model: no client holds the training "
+                "questions' answers, so only the clients' own models can score them"
+            )
+        if self.clients.expert.method != "none" and self.clients.model is None:
+            raise ValueError(
+                "clients.expert.method needs clients.model: the base the experts are trained from"
+            )
         if fed.selector == "oracle" and not fed.allow_oracle:
             raise ValueError(
                 "federation.selector=oracle uses true domain labels; for evaluation only: "

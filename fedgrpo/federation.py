@@ -60,6 +60,7 @@ class RoundStats:
     rewards_received: int = 0
     rewards_missing: int = 0
     abstentions: int = 0
+    methods: Counter = field(default_factory=Counter)  # evaluations by method: answer / model / none
     groups_scored: int = 0
     groups_zero_spread: int = 0
     reward_sum: float = 0.0
@@ -91,6 +92,7 @@ class RoundStats:
             "fed/rewards_received": self.rewards_received,
             "fed/rewards_missing": self.rewards_missing,
             "fed/abstentions": self.abstentions,
+            "fed/methods": dict(sorted(self.methods.items())),
             "fed/bytes_down": self.bytes_down,
             "fed/bytes_up": self.bytes_up,
             "fed/bytes_down_per_round": round(self.bytes_down / max(self.rounds, 1)),
@@ -386,6 +388,7 @@ class FederatedRewards:
             if any(r is not None and not math.isfinite(r) for r in item.rewards):
                 self._reject(stats, "non_finite", client, f"NaN or infinite reward for {key!r}")
                 continue
+            stats.methods[item.method] += 1
             if item.method == "none":
                 stats.abstentions += 1  # the client does not hold the question: not an error
             accepted.append((j, item.rewards))

@@ -29,6 +29,7 @@ from fedgrpo.checkpoints import (
     write_json_atomic,
 )
 from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, ModelEvaluator
+from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts, read_meta
 from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.data import FederatedSplit, Question, build_split, score_answer
 from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
@@ -133,22 +134,23 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
     """The available clients, each with its private data and, with ``clients.model``, a client model.
 
-    All clients share ``clients.model``, so it is loaded once and the one model object serves every
-    client's ModelEvaluator. A client whose model fails to load is reported unavailable (logged with
-    the reason) and left out; fewer than M available clients is an error.
+    The base ``clients.model`` is loaded once. With ``clients.expert.method: sft`` every client trains
+    (or finds cached) its own LoRA adapter on its private data, and all adapters sit on that one base;
+    otherwise every client's ModelEvaluator uses the base as it is. A client whose model fails to
+    load or train is reported unavailable (logged with the reason) and left out; fewer than M
+    available clients is an error.
     """
     fmt = cfg.federation.format_reward
     cs = cfg.clients
-    shared = _load_client_model(cs.model) if cs.model is not None else None
-    clients, unavailable = [], {}
+    models, unavailable = _client_models(cfg, split)
+    clients = []
     for name, examples in split.clients.items():
-        model_ev = None
-        if isinstance(shared, Exception):
-            unavailable[name] = f"client model {cs.model!r} failed to load: {type(shared).__name__}: {shared}"
+        if name in unavailable:
             log.warning("client %s unavailable: %s", name, unavailable[name])
             continue
-        if shared is not None:
-            model, tokenizer = shared
+        model_ev = None
+        if name in models:
+            model, tokenizer, adapter = models[name]
             model_ev = ModelEvaluator(
                 model,
                 tokenizer,
@@ -158,7 +160,8 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
                 temperature=cs.temperature,
                 format_reward=fmt,
                 seed=cfg.seed,
-                worked_example=cfg.model.worked_example,
+                worked_example=cs.expert.worked_example if adapter else cfg.model.worked_example,
+                adapter=adapter,
             )
         evaluator = DualEvaluator(AnswerEvaluator(examples, fmt), model_ev)
         clients.append(Client(name, examples, evaluator=evaluator, format_reward=fmt))
@@ -171,15 +174,78 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
     return clients
 
 
-def _load_client_model(name: str) -> tuple[Any, Any] | Exception:
+def expert_recipe(cfg: FedGRPOConfig) -> ExpertRecipe:
+    ex = cfg.clients.expert
+    assert cfg.clients.model is not None
+    return ExpertRecipe(
+        base_model=cfg.clients.model,
+        epochs=ex.epochs,
+        learning_rate=ex.learning_rate,
+        batch_size=ex.batch_size,
+        lora_r=ex.lora_r,
+        lora_alpha=ex.lora_alpha,
+        worked_example=ex.worked_example,
+        seed=cfg.seed,
+    )
+
+
+def train_client_experts(cfg: FedGRPOConfig, split: FederatedSplit) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each client's cached expert adapter (training the missing ones), and why any client failed."""
+    cache = Path(cfg.clients.expert.cache_dir).expanduser() if cfg.clients.expert.cache_dir else None
+    return ensure_experts(expert_recipe(cfg), split.clients, cache)
+
+
+def train_clients(cfg: FedGRPOConfig) -> dict[str, dict[str, Any]]:
+    """``fedgrpo train-clients``: train (or find cached) every client's expert; a table per client.
+
+    Runs the same split and recipe as ``fedgrpo run``, so the run afterwards finds every adapter in
+    the cache. ``clients.expert.method`` is taken as ``sft`` here whatever the config says.
+    """
+    if cfg.clients.model is None:
+        raise ConfigError("train-clients needs clients.model: the base each client's expert starts from")
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    split = build_data(cfg)
+    folders, failed = train_client_experts(cfg, split)
+    report: dict[str, dict[str, Any]] = {}
+    for name in split.clients:
+        if name in failed:
+            report[name] = {"error": failed[name]}
+            continue
+        meta = read_meta(folders[name])
+        report[name] = {
+            "domains": split.client_domains[name],
+            "examples": meta["examples"],
+            "steps": meta["steps"],
+            "loss": f"{meta['first_loss']} -> {meta['final_loss']}",
+            "train_seconds": meta["train_seconds"],
+            "adapter": str(folders[name]),
+        }
+    return report
+
+
+def _client_models(
+    cfg: FedGRPOConfig, split: FederatedSplit
+) -> tuple[dict[str, tuple[Any, Any, str | None]], dict[str, str]]:
+    """(model, tokenizer, adapter name) per client with a model, and the reason per unavailable one."""
+    name = cfg.clients.model
+    if name is None:
+        return {}, {}
     log.info("loading client model %s (once, shared by all clients)", name)
     try:
         tokenizer = load_tokenizer(name)
-        model = load_policy(name)
+        base = load_policy(name)
     except Exception as err:  # a client that cannot load its model is unavailable, not fatal
-        return err
-    model.requires_grad_(False)
-    return model, tokenizer
+        reason = f"client model {name!r} failed to load: {type(err).__name__}: {err}"
+        return {}, dict.fromkeys(split.clients, reason)
+    base.requires_grad_(False)
+    if cfg.clients.expert.method == "none":
+        return {c: (base, tokenizer, None) for c in split.clients}, {}
+    folders, failed = train_client_experts(cfg, split)
+    if not folders:
+        return {}, failed
+    model = load_experts(base, folders)
+    return {c: (model, tokenizer, c) for c in folders}, failed
 
 
 def build_selector(
@@ -233,6 +299,7 @@ class RoutingAudit:
 
     def __init__(self, split: FederatedSplit) -> None:
         self._by_qid = {ex.qid: ex for examples in split.clients.values() for ex in examples}
+        self._by_qid.update({ex.qid: ex for ex in split.train_examples})
         self._client_domains = split.client_domains
 
     def summary(self, groups: list[GroupRecord]) -> dict[str, float | None]:
@@ -348,6 +415,7 @@ def build_data(cfg: FedGRPOConfig) -> FederatedSplit:
             d.partition,
             d.alpha,
             cfg.seed,
+            ground_truth=d.setting == "ground-truth",
         )
     except ValueError as err:  # sizes the domains cannot fill: a config error, found before any model loads
         raise ConfigError(f"data: {err}") from err
@@ -356,6 +424,7 @@ def build_data(cfg: FedGRPOConfig) -> FederatedSplit:
 def split_summary(split: FederatedSplit) -> dict[str, Any]:
     return {
         "client_domains": split.client_domains,
+        "setting": "ground-truth" if split.ground_truth else "no-ground-truth",
         "train_questions": len(split.train_questions),
         "auxiliary": len(split.auxiliary),
         "heldout": {d: len(v) for d, v in split.heldout.items()},

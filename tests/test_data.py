@@ -9,6 +9,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import dataclasses  # noqa: E402
 import json  # noqa: E402
+from collections import Counter  # noqa: E402
 from itertools import combinations  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -162,7 +163,9 @@ def test_hf_offline_error_names_dataset() -> None:
         generate(spec, 5, seed=0)
 
 
-def _split(partition: str = "iid", alpha: float = 1.0, seed: int = 0, num_clients: int = 4):
+def _split(
+    partition: str = "iid", alpha: float = 1.0, seed: int = 0, num_clients: int = 4, ground_truth: bool = True
+):
     return build_split(
         SMALL_DOMAINS,
         num_clients=num_clients,
@@ -173,7 +176,34 @@ def _split(partition: str = "iid", alpha: float = 1.0, seed: int = 0, num_client
         partition=partition,
         alpha=alpha,
         seed=seed,
+        ground_truth=ground_truth,
     )
+
+
+@pytest.mark.parametrize("partition", ["iid", "dirichlet"])
+def test_no_ground_truth_questions_are_in_no_client_data(partition: str) -> None:
+    held = _split(partition, alpha=0.5)
+    split = _split(partition, alpha=0.5, ground_truth=False)
+    assert not split.ground_truth and held.ground_truth
+    texts = {
+        name: {normalise_question(e.question) for e in data}
+        for name, data in [*split.clients.items(), ("aux", split.auxiliary)]
+        + [(f"heldout:{d}", v) for d, v in split.heldout.items()]
+    }
+    train = [normalise_question(q.question) for q in split.train_questions]
+    assert len(set(train)) == 60
+    for name, seen in texts.items():
+        assert not seen & set(train), name
+    # Spread evenly over the domains; the labelled copies (for the run's audit only) match the questions.
+    assert Counter(q.domain for q in split.train_questions) == dict.fromkeys(SMALL_DOMAINS, 15)
+    assert [e.qid for e in split.train_examples] == [q.qid for q in split.train_questions]
+    # Everything else is exactly the ground-truth split's: only the server's questions moved.
+    assert {n: [e.qid for e in d] for n, d in split.clients.items()} == {
+        n: [e.qid for e in d] for n, d in held.clients.items()
+    }
+    assert [e.qid for e in split.auxiliary] == [e.qid for e in held.auxiliary]
+    assert split.heldout.keys() == held.heldout.keys()
+    assert all([e.qid for e in split.heldout[d]] == [e.qid for e in held.heldout[d]] for d in split.heldout)
 
 
 @pytest.mark.parametrize("partition", ["iid", "dirichlet"])

@@ -10,11 +10,13 @@ Two scorers:
   itself ``samples`` times; the majority answer is the reference and each candidate is scored 1/0 on
   whether its final answer agrees with it. A client model that produces no answer at all cannot
   judge, and says so with ``None`` rewards (method ``"none"``), never with zeros.
-* ``likelihood``: the probability the client model gives to the candidate's answer block after
-  reading the candidate's own rationale. Agreement looks only at the final answer, so a lucky guess
-  after nonsense reasoning scores the same as a sound derivation; conditioning on the rationale lets
-  the client model judge whether the reasoning leads to that answer (the paper's "score from the
-  client's own model", in its verifier-like reading). It also never abstains on a parseable answer.
+* ``likelihood``: the probability the client model gives to the candidate's final answer (the text
+  inside the tag; the tag tokens themselves are near-certain and would squeeze every score towards
+  1) after reading the candidate's own rationale and the opening tag. Agreement looks only at the
+  final answer, so a lucky guess after nonsense reasoning scores the same as a sound derivation;
+  conditioning on the rationale lets the client model judge whether the reasoning leads to that
+  answer (the paper's "score from the client's own model", in its verifier-like reading).
+  It also never abstains on a parseable answer.
 
 :class:`DualEvaluator` is the paper's gate: answer-based evaluation where the client holds the
 question, model-based evaluation otherwise.
@@ -85,7 +87,10 @@ class ModelEvaluator:
         format_reward: float = 0.1,
         seed: int = 0,
         worked_example: bool = True,
+        adapter: str | None = None,
     ) -> None:
+        """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, activated
+        before every use (clients that share one base take turns); None uses ``model`` as it is."""
         if mode not in ("agreement", "likelihood"):
             raise ValueError(f"unknown model-evaluation mode {mode!r}")
         if samples < 1:
@@ -103,9 +108,12 @@ class ModelEvaluator:
         self.format_reward = format_reward
         self.seed = seed
         self.worked_example = worked_example
+        self.adapter = adapter
 
     def __repr__(self) -> str:
-        return f"ModelEvaluator({type(self.model).__name__}, mode={self.mode!r}, samples={self.samples})"
+        adapter = f", adapter={self.adapter!r}" if self.adapter else ""
+        name = type(self.model).__name__
+        return f"ModelEvaluator({name}, mode={self.mode!r}, samples={self.samples}{adapter})"
 
     # -- public -------------------------------------------------------------------------------
 
@@ -154,6 +162,10 @@ class ModelEvaluator:
             text = text[0]
         return text
 
+    def _activate(self) -> None:
+        if self.adapter is not None and getattr(self.model, "active_adapter", None) != self.adapter:
+            self.model.set_adapter(self.adapter)
+
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -188,6 +200,7 @@ class ModelEvaluator:
         # A private RNG stream: the same question always gets the same samples, and the caller's
         # global RNG (the server's own sampling, say) is left exactly where it was.
         cuda = [device.index or 0] if device.type == "cuda" else []
+        self._activate()
         try:
             model.eval()
             tok.padding_side = "left"  # generation appends on the right
@@ -211,11 +224,11 @@ class ModelEvaluator:
         return tok.batch_decode(new_tokens, skip_special_tokens=True)
 
     def _likelihood_rewards(self, question: str, candidates: list[str]) -> list[float | None]:
-        """Mean per-token probability of each candidate's answer block given prompt + its rationale.
+        """Mean per-token probability of each candidate's answer given prompt, rationale and ``<answer>``.
 
-        Prefix and answer block are tokenized separately and their ids concatenated, so the scored
-        tokens are exactly the block's own (a BPE merge across the boundary would otherwise shift
-        it). Rows are right-padded; one forward pass scores every candidate.
+        Only the answer's own tokens are scored. Prefix and answer are tokenized separately and their
+        ids concatenated, so the scored tokens are exactly the answer's own (a BPE merge across the
+        boundary would otherwise shift it). Rows are right-padded; one forward pass scores them all.
         """
         tok, model = self.tokenizer, self.model
         prompt = self._prompt(question)
@@ -228,8 +241,8 @@ class ModelEvaluator:
             if answer is None:
                 continue
             rationale = text[: list(ANSWER_RE.finditer(text))[-1].start()]
-            prefix = tok(prompt + rationale, add_special_tokens=False)["input_ids"]
-            block = tok(f"<answer>{answer}</answer>", add_special_tokens=False)["input_ids"]
+            prefix = tok(prompt + rationale + "<answer>", add_special_tokens=False)["input_ids"]
+            block = tok(answer, add_special_tokens=False)["input_ids"]
             if limit and len(prefix) + len(block) > limit:  # keep the end of a too-long rationale
                 prefix = prefix[len(prefix) + len(block) - limit :]
             if not prefix or not block:
@@ -256,6 +269,7 @@ class ModelEvaluator:
             kwargs["logits_to_keep"] = torch.arange(first, last + 1, device=device)
             offset = first
         was_training = model.training
+        self._activate()
         try:
             model.eval()
             with torch.no_grad():

@@ -7,7 +7,7 @@ and clients never share an example.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -30,10 +30,14 @@ class FederatedSplit:
     """Everything a federated run needs; only `train_questions` (and `auxiliary`) go to the server."""
 
     clients: dict[str, list[Example]]  # client name -> private labelled data, disjoint between clients
-    train_questions: list[Question]  # server training questions drawn from client data, answers stripped
+    train_questions: list[Question]  # server training questions, answers stripped
     auxiliary: list[Example]  # labelled auxiliary set for the server, disjoint from all client data
     heldout: dict[str, list[Example]]  # per-domain held-out evaluation sets, disjoint from everything
     client_domains: dict[str, dict[str, int]]  # counts per client per domain (for logs/docs)
+    # The training questions with their answers. Never sent to the server or a client: only the
+    # experiment's own audit (reward correctness) reads it.
+    train_examples: list[Example] = field(default_factory=list)
+    ground_truth: bool = True  # False: no client holds any training question (only ME can score)
 
 
 def client_name(k: int) -> str:
@@ -120,6 +124,7 @@ def build_split(
     partition: Literal["iid", "dirichlet"] = "iid",
     alpha: float = 0.5,
     seed: int = 0,
+    ground_truth: bool = True,
 ) -> FederatedSplit:
     """Build a seeded federated split over the given domains.
 
@@ -128,6 +133,11 @@ def build_split(
     domain's client pool is split by proportions ~ Dir(alpha) (numpy default_rng(seed)), so client
     sizes vary around examples_per_client; small alpha means each client is mostly one domain.
     The auxiliary set is spread evenly over domains.
+
+    ``ground_truth=True`` draws the server's training questions from the clients' data, so each is
+    held by exactly one client (answer-based evaluation can score it). ``ground_truth=False`` is the
+    paper's no-ground-truth setting: training questions come from a separate pool, spread evenly over
+    domains, that no client holds, so only the clients' models can score them.
     """
     specs = [resolve_domain(d) for d in domains]
     if not specs:
@@ -146,7 +156,7 @@ def build_split(
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     total_client = num_clients * examples_per_client
-    if num_train_questions > total_client:
+    if ground_truth and num_train_questions > total_client:
         raise ValueError(
             f"num_train_questions={num_train_questions} exceeds the client data it is drawn from "
             f"({num_clients} clients x {examples_per_client} = {total_client})"
@@ -157,16 +167,23 @@ def build_split(
     quota = [_even(examples_per_client, n_dom, offset=k) for k in range(num_clients)]
     client_sizes = [sum(quota[k][d] for k in range(num_clients)) for d in range(n_dom)]
     aux_sizes = _even(num_auxiliary, n_dom)
-    pool_sizes = [heldout_per_domain + a + c for a, c in zip(aux_sizes, client_sizes, strict=True)]
+    unseen_sizes = [0] * n_dom if ground_truth else _even(num_train_questions, n_dom)
+    pool_sizes = [
+        heldout_per_domain + a + u + c for a, u, c in zip(aux_sizes, unseen_sizes, client_sizes, strict=True)
+    ]
     pools = _build_pools(specs, pool_sizes, seed)
 
     heldout: dict[str, list[Example]] = {}
     auxiliary: list[Example] = []
+    unseen: list[Example] = []
     client_pools: list[list[Example]] = []
-    for spec, pool, a in zip(specs, pools, aux_sizes, strict=True):
+    for spec, pool, a, c in zip(specs, pools, aux_sizes, client_sizes, strict=True):
         heldout[spec.name] = pool[:heldout_per_domain]
         auxiliary.extend(pool[heldout_per_domain : heldout_per_domain + a])
-        client_pools.append(pool[heldout_per_domain + a :])
+        client_pools.append(pool[heldout_per_domain + a : heldout_per_domain + a + c])
+        # The unseen share comes last (pools are prefix-stable), so clients hold exactly the same
+        # data in both settings: only where the server's questions come from changes.
+        unseen.extend(pool[heldout_per_domain + a + c :])
 
     rng = np.random.default_rng(seed)
     if partition == "iid":
@@ -187,13 +204,15 @@ def build_split(
         clients[name] = [e for per_dom in assign[k] for e in per_dom]
         client_domains[name] = {spec.name: len(assign[k][d]) for d, spec in enumerate(specs)}
 
-    union = [e for data in clients.values() for e in data]
-    picks = rng.permutation(len(union))[:num_train_questions]
-    train_questions = [to_question(union[i]) for i in picks]
+    source = [e for data in clients.values() for e in data] if ground_truth else unseen
+    picks = rng.permutation(len(source))[:num_train_questions]
+    train_examples = [source[i] for i in picks]
     return FederatedSplit(
         clients=clients,
-        train_questions=train_questions,
+        train_questions=[to_question(e) for e in train_examples],
         auxiliary=auxiliary,
         heldout=heldout,
         client_domains=client_domains,
+        train_examples=train_examples,
+        ground_truth=ground_truth,
     )

@@ -1,0 +1,217 @@
+"""Each client's expert model: a LoRA adapter trained on that client's private data only.
+
+The paper's clients are "domain experts" with small models of their own. Here a client turns the
+shared base model (``clients.model``) into its expert by supervised fine-tuning (TRL's
+``SFTTrainer`` with a PEFT LoRA adapter) on its own labelled examples: the prompt is the one the
+client model is asked with during evaluation, the target is ``<answer>...</answer>``. Nothing leaves
+the client: the adapter is its own, and only the rewards it later produces are sent.
+
+Adapters are cached per client under a key of (base model, the client's data, the training
+settings), so ``fedgrpo train-clients`` and every later run reuse them. For memory, all clients load
+the base model once and attach their adapters to it by name (:func:`load_experts`); a client's
+evaluator switches to its adapter before each use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedgrpo.data import Example
+from fedgrpo.prompting import build_messages
+
+log = logging.getLogger(__name__)
+
+EXPERT_FORMAT = 1  # bump when the training recipe changes, so old cached adapters are not reused
+META_FILE = "expert.json"
+
+
+@dataclass(frozen=True)
+class ExpertRecipe:
+    """Everything that determines a trained adapter besides the client's data."""
+
+    base_model: str
+    epochs: int = 2
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    lora_r: int = 8
+    lora_alpha: int = 16
+    worked_example: bool = False
+    seed: int = 0
+
+
+def default_cache_dir() -> Path:
+    from fedgrpo.models import cache_dir
+
+    return cache_dir() / "experts"
+
+
+def expert_key(recipe: ExpertRecipe, examples: list[Example]) -> str:
+    """A hash of recipe, format version and the client's (question, answer) pairs, in order."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([EXPERT_FORMAT, recipe.__dict__], sort_keys=True).encode())
+    for ex in examples:
+        digest.update(f"{ex.domain}\x00{ex.question}\x00{ex.answer}\x01".encode())
+    return digest.hexdigest()[:20]
+
+
+def sft_dataset(examples: list[Example], worked_example: bool) -> Any:
+    """Conversational prompt/completion rows: TRL then trains on the completion tokens only."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {
+                "prompt": build_messages(ex.question, worked_example),
+                "completion": [{"role": "assistant", "content": f"<answer>{ex.answer}</answer>"}],
+            }
+            for ex in examples
+        ]
+    )
+
+
+def train_expert(recipe: ExpertRecipe, client: str, examples: list[Example], folder: Path) -> dict[str, Any]:
+    """LoRA SFT of the base model on one client's examples into ``folder``; returns its metadata.
+
+    The adapter is written to a temporary folder and moved into place only when complete, so a
+    killed training never leaves an adapter that looks finished.
+    """
+    if not examples:
+        raise ValueError(f"client {client} holds no examples to train an expert on")
+    from peft import LoraConfig
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from fedgrpo.models import load_policy, load_tokenizer
+
+    start = time.perf_counter()
+    tokenizer = load_tokenizer(recipe.base_model)
+    model = load_policy(recipe.base_model)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{client}-", dir=folder.parent))
+    try:
+        args = SFTConfig(
+            output_dir=str(tmp / "trainer"),
+            num_train_epochs=recipe.epochs,
+            learning_rate=recipe.learning_rate,
+            per_device_train_batch_size=recipe.batch_size,
+            lr_scheduler_type="constant",
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=recipe.seed,
+            use_cpu=True,
+            bf16=False,
+            max_length=512,
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=sft_dataset(examples, recipe.worked_example),
+            processing_class=tokenizer,
+            peft_config=LoraConfig(
+                r=recipe.lora_r,
+                lora_alpha=recipe.lora_alpha,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
+        # Our own log lines report progress; the trainer's printed dicts would mix into stdout.
+        trainer.remove_callback(PrinterCallback)
+        result = trainer.train()
+        trainer.model.save_pretrained(tmp / "adapter")
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        meta = {
+            "client": client,
+            "examples": len(examples),
+            "steps": trainer.state.global_step,
+            "first_loss": round(losses[0], 4) if losses else None,
+            "final_loss": round(losses[-1], 4) if losses else None,
+            "train_seconds": round(time.perf_counter() - start, 1),
+            "train_loss": round(float(result.training_loss), 4),
+            "recipe": recipe.__dict__,
+            "format": EXPERT_FORMAT,
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished the same adapter first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def ensure_experts(
+    recipe: ExpertRecipe, clients: dict[str, list[Example]], cache: Path | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every client's adapter folder, training those not cached yet, one after another.
+
+    Returns the folders and, per client whose training failed, the reason: one client's failure
+    leaves that client out, not the whole federation.
+    """
+    cache = cache or default_cache_dir()
+    folders: dict[str, Path] = {}
+    failed: dict[str, str] = {}
+    for i, (client, examples) in enumerate(clients.items(), 1):
+        folder = cache / expert_key(recipe, examples)
+        if (folder / META_FILE).exists():
+            log.info("expert %d/%d %s: cached at %s", i, len(clients), client, folder)
+            folders[client] = folder
+            continue
+        log.info(
+            "expert %d/%d %s: LoRA SFT of %s on its %d private examples",
+            i,
+            len(clients),
+            client,
+            recipe.base_model,
+            len(examples),
+        )
+        try:
+            meta = train_expert(recipe, client, examples, folder)
+        except Exception as err:
+            failed[client] = f"expert training failed: {type(err).__name__}: {err}"
+            log.error("expert %s: %s", client, failed[client])
+            continue
+        log.info(
+            "expert %s: %d steps, loss %s -> %s, %.0f s",
+            client,
+            meta["steps"],
+            meta["first_loss"],
+            meta["final_loss"],
+            meta["train_seconds"],
+        )
+        folders[client] = folder
+    return folders, failed
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / META_FILE).read_text())
+
+
+def load_experts(base: Any, folders: dict[str, Path]) -> Any:
+    """One PEFT model holding every client's adapter by client name, on the single shared base."""
+    from peft import PeftModel
+
+    model = None
+    for client, folder in folders.items():
+        if model is None:
+            model = PeftModel.from_pretrained(base, str(folder / "adapter"), adapter_name=client)
+        else:
+            model.load_adapter(str(folder / "adapter"), adapter_name=client)
+    if model is None:
+        raise ValueError("no expert adapters to load")
+    model.requires_grad_(False)
+    model.eval()
+    return model

@@ -1,0 +1,116 @@
+"""Each client's expert: LoRA SFT on its own data, cached per client, adapters on one shared base.
+
+Real TRL SFT on tiny-random (seconds), real PEFT adapters, and the real ``fedgrpo`` command.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedgrpo.client import ModelEvaluator
+from fedgrpo.client.experts import ExpertRecipe, ensure_experts, expert_key, load_experts, read_meta
+from fedgrpo.data import Example, make_qid
+from fedgrpo.models import load_policy, load_tokenizer
+from tests.test_run import fedgrpo, metric_rows
+
+QUESTION = "What is 3 + 4?"
+# Overfits tiny-random's adapter to one answer in 50 optimiser steps (one batch per epoch).
+RECIPE = ExpertRecipe("tiny-random", epochs=50, learning_rate=1e-2, batch_size=8)
+
+
+def holding(answer: str, n: int = 8) -> list[Example]:
+    """A client's private data: the same question n times with this client's answer."""
+    return [Example(f"{make_qid('d', QUESTION)}{i}", "d", QUESTION, answer) for i in range(n)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], Path]:
+    cache = tmp_path_factory.mktemp("experts")
+    folders, failed = ensure_experts(RECIPE, {"seven": holding("7"), "twelve": holding("12")}, cache)
+    assert failed == {}
+    return folders, cache
+
+
+def test_each_client_keeps_its_own_adapter_on_one_shared_base(trained) -> None:
+    folders, _ = trained
+    model = load_experts(load_policy("tiny-random"), folders)
+    tokenizer = load_tokenizer("tiny-random")
+    assert set(model.peft_config) == {"seven", "twelve"}  # two adapters, one base model object
+
+    def evaluator(adapter: str) -> ModelEvaluator:
+        return ModelEvaluator(
+            model, tokenizer, samples=1, max_new_tokens=8, worked_example=False, adapter=adapter
+        )
+
+    seven, twelve = evaluator("seven"), evaluator("twelve")
+    # Taking turns on the shared base: each client always answers with what its own data taught it.
+    assert [seven.answer(QUESTION), twelve.answer(QUESTION), seven.answer(QUESTION)] == ["7", "12", "7"]
+    scored = twelve.evaluate(QUESTION, ["<answer>12</answer>", "<answer>7</answer>"])
+    assert scored.method == "model" and scored.rewards == [1.1, 0.1]
+
+
+def test_experts_are_cached_under_a_key_of_base_data_and_recipe(trained, caplog) -> None:
+    folders, cache = trained
+    before = {c: read_meta(f) for c, f in folders.items()}
+    with caplog.at_level("INFO", logger="fedgrpo.client.experts"):
+        again, failed = ensure_experts(RECIPE, {"seven": holding("7"), "twelve": holding("12")}, cache)
+    assert again == folders and failed == {}
+    assert "LoRA SFT" not in caplog.text and caplog.text.count("cached at") == 2
+    assert {c: read_meta(f) for c, f in again.items()} == before
+    assert before["seven"]["examples"] == 8 and before["seven"]["final_loss"] < before["seven"]["first_loss"]
+
+    key = expert_key(RECIPE, holding("7"))
+    assert folders["seven"].name == key
+    assert expert_key(RECIPE, holding("8")) != key  # other data
+    assert expert_key(ExpertRecipe("tiny-random", epochs=2), holding("7")) != key  # other recipe
+    assert expert_key(ExpertRecipe("smollm2", epochs=50, learning_rate=1e-2), holding("7")) != key
+
+
+def test_a_client_whose_training_fails_is_left_out_with_the_reason(tmp_path: Path) -> None:
+    recipe = ExpertRecipe("tiny-random", epochs=1)
+    folders, failed = ensure_experts(recipe, {"ok": holding("7", 2), "empty": []}, tmp_path)
+    assert list(folders) == ["ok"]
+    assert "holds no examples" in failed["empty"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no half-written adapter
+
+
+def test_train_clients_command_then_a_no_ground_truth_run_reuses_the_adapters(tmp_path: Path) -> None:
+    cache = tmp_path / "experts"
+    settings = (f"clients.expert.cache_dir={cache}", "clients.expert.epochs=1")
+    proc = fedgrpo("train-clients", "graph-smoke", *settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert sorted(report) == ["client-0", "client-1", "client-2"]
+    for row in report.values():
+        assert row["steps"] >= 1 and Path(row["adapter"]).parent == cache
+
+    run_dir = tmp_path / "run"
+    proc = fedgrpo(
+        "run",
+        "graph-smoke",
+        f"run.output_dir={run_dir}",
+        "clients.expert.method=sft",
+        *settings,
+        "data.setting=no-ground-truth",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("cached at") == 3 and "LoRA SFT" not in proc.stderr
+    split = json.loads((run_dir / "split.json").read_text())
+    assert split["setting"] == "no-ground-truth"
+    rows = metric_rows(run_dir)
+    # No client holds a training question: nothing is scored by answers, only by client models (a
+    # one-epoch tiny-random expert rarely writes an answer tag, so most of its evaluations abstain).
+    methods = {k: sum(r["fed/methods"].get(k, 0) for r in rows) for k in ("answer", "model", "none")}
+    assert methods["answer"] == 0 and methods["model"] + methods["none"] > 0
