@@ -41,7 +41,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
 
 
 @torch.no_grad()
-def generate_greedy(
+def generate_completions(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     questions: list[str],
@@ -49,8 +49,10 @@ def generate_greedy(
     batch_size: int,
     worked_example: bool = True,
     desc: str = "eval",
+    temperature: float = 0.0,
 ) -> list[str]:
-    """Greedy completions for a list of questions, batched with left padding."""
+    """Completions for a list of questions, batched with left padding: greedy unless a temperature
+    is given (then sampled; seed torch first for repeatable samples)."""
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
@@ -67,8 +69,11 @@ def generate_greedy(
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
                 model.device
             )
+            sampling = (
+                {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+            )
             gen = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
             )
             out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
@@ -89,7 +94,7 @@ def evaluate_policy(
     results = {}
     for domain, examples in heldout.items():
         examples = examples[:max_per_domain] if max_per_domain else examples
-        completions = generate_greedy(
+        completions = generate_completions(
             model,
             tokenizer,
             [e.question for e in examples],

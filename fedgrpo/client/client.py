@@ -7,6 +7,7 @@ Nothing on the server side holds a ``Client``; only a transport does, and it onl
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol
 
 from fedgrpo.client.evaluation import AnswerEvaluator, Evaluation
@@ -82,7 +83,16 @@ class Client:
             return encode(ErrorReply(request.request_id, self.name, "no model to answer competence queries"))
         self.requests_served += 1
         bits = []
-        for item in request.items:
+        start = time.perf_counter()
+        for i, item in enumerate(request.items, 1):
             predicted = model.answer(item.question)
             bits.append(int(predicted is not None and answer_key(predicted) == answer_key(item.answer)))
+            if i % 10 == 0 or i == len(request.items):  # a long query should show it is moving
+                log.info(
+                    "%s: answered %d/%d auxiliary questions (%.0f s)",
+                    self.name,
+                    i,
+                    len(request.items),
+                    time.perf_counter() - start,
+                )
         return encode(CompetenceReply(request.request_id, self.name, bits))
