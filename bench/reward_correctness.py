@@ -5,7 +5,8 @@ experts) and, without training, asks every client once to score G sampled candid
 policy for N training questions, through the real protocol. A client's scores of a question do not
 depend on who else was asked (model-based evaluation is seeded per question), so every selector is
 then judged on the same (question, client) scores: the share of expert rewards that agree with the
-candidate's true correctness (reward >= 0.5 vs exact match), with 95% Wilson intervals, per domain.
+candidate's true correctness (reward >= 0.5 vs exact match), with 95% Wilson intervals, per domain,
+and the share of truly right candidates that got a reward >= 0.5.
 
     python bench/reward_correctness.py runs/default-no-gt --questions 60
 """
@@ -93,6 +94,7 @@ def main() -> None:
     }
     for name, draws in selectors.items():
         agree, total = defaultdict(int), defaultdict(int)
+        right_total = right_rewarded = 0
         for selector in draws:
             routed = selector.select(questions, clients, m)
             for q, ok in zip(questions, truth, strict=True):
@@ -103,6 +105,11 @@ def main() -> None:
                         for key in ("all", q.domain):
                             total[key] += 1
                             agree[key] += int((r >= 0.5) == correct)
+                        # Most candidates are wrong, so "always wrong" already agrees often; how
+                        # often a right candidate is rewarded shows whether the expert can tell.
+                        if correct:
+                            right_total += 1
+                            right_rewarded += int(r >= 0.5)
         report["selectors"][name] = {
             key: {
                 "reward_correctness": round(agree[key] / total[key], 3),
@@ -111,6 +118,9 @@ def main() -> None:
             }
             for key in total
         }
+        report["selectors"][name]["right_candidates_rewarded"] = (
+            round(right_rewarded / right_total, 3) if right_total else None
+        )
     print(json.dumps(report, indent=2))
 
 

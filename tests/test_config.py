@@ -95,6 +95,15 @@ def test_selection_config_errors(overrides: list[str], needle: str) -> None:
 def test_graph_preset_and_oracle_opt_in() -> None:
     cfg = load_config("graph-smoke")
     assert cfg.federation.selector == "confidence-graph" and cfg.clients.model == "tiny-random"
-    assert load_config("smoke").clients.model is None  # smoke and default carry no client model
+    assert load_config("smoke").clients.model is None  # smoke carries no client model
+    default = load_config("default")  # the paper's method: graph routing, each client's own expert
+    assert default.federation.selector == "confidence-graph"
+    assert default.clients.model == "smollm2" and default.clients.expert.method == "sft"
+    no_gt = load_config("default", ["data.setting=no-ground-truth"])
+    assert no_gt.data.setting == "no-ground-truth"
+    with pytest.raises(ConfigError, match="no-ground-truth needs clients.model"):
+        load_config("smoke", ["data.setting=no-ground-truth"])
+    with pytest.raises(ConfigError, match="clients.expert.method needs clients.model"):
+        load_config("smoke", ["clients.expert.method=sft"])
     oracle = load_config("smoke", ["federation.selector=oracle", "federation.allow_oracle=true"])
     assert oracle.federation.selector == "oracle"

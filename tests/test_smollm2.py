@@ -23,3 +23,26 @@ def test_smollm2_converts_once_and_answers_in_tags() -> None:
     acc = evaluate_policy(model, tokenizer, heldout, max_new_tokens=32, batch_size=16)["sums_1digit"]
     assert acc.format_rate >= 0.75  # the worked example gets the answer into tags
     assert acc.correct >= 4  # a weak model, but not a random one
+
+
+def test_a_smollm2_client_expert_learns_to_answer_in_tags(tmp_path) -> None:
+    """LoRA SFT on 24 private examples: without any worked example, the expert answers in tags."""
+    from fedgrpo.client import ModelEvaluator
+    from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts
+
+    private = generate("sums_2digit", 24, seed=3)
+    folders, failed = ensure_experts(ExpertRecipe("smollm2"), {"client-0": private}, tmp_path)
+    assert failed == {}
+    tokenizer = load_tokenizer("smollm2")
+    questions = [ex.question for ex in generate("sums_1digit", 8, seed=12)]
+
+    def answered(model, adapter) -> int:
+        ev = ModelEvaluator(
+            model, tokenizer, samples=1, max_new_tokens=16, worked_example=False, adapter=adapter
+        )
+        return sum(ev.answer(q) is not None for q in questions)
+
+    base = load_policy("smollm2")
+    before = answered(base, None)
+    after = answered(load_experts(base, folders), "client-0")
+    assert after >= 7 and after > before  # zero-shot SmolLM2 rarely uses the tags
