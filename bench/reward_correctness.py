@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def main() -> None:
     transport = InProcessTransport(build_clients(cfg, split))
     clients = transport.client_names
     items = [RewardItem(q.qid, q.question, c) for q, c in zip(questions, candidates, strict=True)]
+    start = time.perf_counter()
     deliveries = transport.exchange({c: encode(RewardRequest(f"all-{c}", c, items)) for c in clients})
+    seconds = time.perf_counter() - start
     scores: dict[tuple[str, str], list[float | None]] = {}
     for c, delivery in deliveries.items():
         reply = decode(delivery.reply)
@@ -90,6 +93,7 @@ def main() -> None:
         "G": g,
         "M": m,
         "candidate_accuracy": _share(truth),
+        "client_seconds_per_question": round(seconds / (len(questions) * len(clients)), 2),
         "selectors": {},
     }
     for name, draws in selectors.items():
