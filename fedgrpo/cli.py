@@ -1,4 +1,5 @@
-"""The ``fedgrpo`` command: ``run CONFIG [key=value ...] [--resume]``, ``train-clients``, ``show-config``."""
+"""The ``fedgrpo`` command: ``run CONFIG [key=value ...] [--resume]``, ``train-clients``, ``show-config``,
+and for Flower deployments ``export-client-data`` and ``flower-certs``."""
 
 from __future__ import annotations
 
@@ -35,6 +36,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     experts.add_argument("config")
     experts.add_argument("overrides", nargs="*", metavar="key=value")
+    export = sub.add_parser(
+        "export-client-data",
+        help="write each client's private data to its own file, for its Flower SuperNode",
+        description="Write DIR/<client>.jsonl per client (the run's seeded split); each organisation's "
+        "SuperNode is then started with --node-config 'data-file=\"DIR/<client>.jsonl\"'.",
+    )
+    export.add_argument("config")
+    export.add_argument("dir")
+    export.add_argument("overrides", nargs="*", metavar="key=value")
+    certs = sub.add_parser(
+        "flower-certs",
+        help="make a test CA, a SuperLink TLS certificate and SuperNode key pairs",
+        description="Write DIR/ca.crt, DIR/server.pem, DIR/server.key and DIR/supernode-<i>{,.pub} "
+        "(EC keys in OpenSSH format) for a test Flower deployment. See docs/deployment.md.",
+    )
+    certs.add_argument("dir")
+    certs.add_argument("--host", action="append", help="SuperLink host name or IP (repeatable)")
+    certs.add_argument("--supernodes", type=int, default=3, help="key pairs to make (default 3)")
     show = sub.add_parser("show-config", help="print the resolved, validated config and exit")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*", metavar="key=value")
@@ -48,7 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [a for a in extra if a.startswith("-") or "=" not in a]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.overrides = [*args.overrides, *extra]
+    if args.command == "flower-certs":
+        from pathlib import Path
+
+        from fedgrpo.transport.flower.launch import make_certificates
+
+        hosts = args.host or ["127.0.0.1", "localhost"]
+        print(json.dumps(make_certificates(Path(args.dir), hosts, args.supernodes), indent=2))
+        return 0
+    args.overrides = [*getattr(args, "overrides", []), *extra]
     logging.basicConfig(
         level=os.environ.get("FEDGRPO_LOG", "INFO"),
         stream=sys.stderr,
@@ -67,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     from fedgrpo.trainer import run, train_clients
 
     try:
+        if args.command == "export-client-data":
+            from pathlib import Path
+
+            from fedgrpo.transport.flower.launch import export_client_data
+
+            print(json.dumps(export_client_data(cfg, Path(args.dir)), indent=2))
+            return 0
         if args.command == "train-clients":
             report = train_clients(cfg)
             print(json.dumps(report, indent=2))

@@ -173,7 +173,58 @@ class FederationSettings(_Strict):
     format_reward: float = Field(
         0.1, ge=0.0, description="added by clients when the answer tag is well formed"
     )
-    transport: Literal["in_process"] = "in_process"
+    transport: Literal["in_process", "flower-simulation", "flower-deployment"] = Field(
+        "in_process",
+        description="in_process: clients live in the server's process; flower-simulation: Flower's "
+        "Simulation Engine (Ray, N virtual clients); flower-deployment: a running Flower SuperLink with "
+        "one SuperNode per organisation (see docs/deployment.md). Settings: the flower section",
+    )
+
+
+class FlowerSettings(_Strict):
+    """How the Flower transports run (ignored by ``federation.transport: in_process``)."""
+
+    reward_timeout_s: float = Field(
+        120.0, gt=0.0, description="per round: a client that has not answered by then is missing"
+    )
+    competence_timeout_s: float = Field(
+        3600.0,
+        gt=0.0,
+        description="for the one-off competence queries (clients answer every auxiliary question)",
+    )
+    profile_timeout_s: float = Field(60.0, gt=0.0, description="for the join handshake")
+    connect_timeout_s: float = Field(
+        300.0, gt=0.0, description="how long the server waits at start for num_supernodes clients to join"
+    )
+    rejoin_interval_s: float = Field(
+        15.0, gt=0.0, description="how often a client that missed a round is probed to see if it is back"
+    )
+    max_message_bytes: int = Field(
+        64 * 2**20, ge=1024, description="larger requests or replies are refused on the receiving side"
+    )
+    num_supernodes: int | None = Field(
+        None,
+        ge=1,
+        description="simulation: virtual clients (default data.num_clients); deployment: "
+        "clients to wait for at start (default data.num_clients)",
+    )
+    client_cpus: float = Field(1.0, gt=0.0, description="simulation: CPUs Ray reserves per virtual client")
+    ray_cpus: int | None = Field(None, ge=1, description="simulation: CPUs Ray may use (default: all)")
+    superlink: str = Field(
+        "127.0.0.1:9093", description="deployment: the SuperLink's address (host:port) for `flwr run`"
+    )
+    root_certificates: str | None = Field(
+        None, description="deployment: CA certificate (PEM) that signed the SuperLink's TLS certificate"
+    )
+    insecure: bool = Field(False, description="deployment without TLS (loopback experiments only)")
+
+    @field_validator("superlink")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"flower.superlink must be host:port, got {value!r}")
+        return value
 
 
 class EvalSettings(_Strict):
@@ -204,6 +255,7 @@ class FedGRPOConfig(_Strict):
     grpo: dict[str, Any] = Field(default_factory=dict, description="passed to trl.GRPOConfig")
     eval: EvalSettings = EvalSettings()
     run: RunSettings = RunSettings()
+    flower: FlowerSettings = FlowerSettings()
 
     @field_validator("grpo")
     @classmethod
@@ -247,6 +299,21 @@ class FedGRPOConfig(_Strict):
         if self.clients.expert.method != "none" and self.clients.model is None:
             raise ValueError(
                 "clients.expert.method needs clients.model: the base the experts are trained from"
+            )
+        fl = self.flower
+        if fed.transport == "flower-deployment" and not fl.insecure:
+            if fl.root_certificates is None:
+                raise ValueError(
+                    "federation.transport=flower-deployment needs flower.root_certificates (the CA that "
+                    "signed the SuperLink's certificate; `fedgrpo flower-certs DIR` makes a test one), "
+                    "or flower.insecure=true for a loopback experiment"
+                )
+            if not Path(fl.root_certificates).expanduser().is_file():
+                raise ValueError(f"flower.root_certificates: no file {fl.root_certificates!r}")
+        if fl.reward_timeout_s > fl.competence_timeout_s:
+            raise ValueError(
+                "flower.reward_timeout_s must be <= flower.competence_timeout_s: a competence query "
+                "answers many more questions than one reward round"
             )
         if fed.selector == "oracle" and not fed.allow_oracle:
             raise ValueError(
@@ -320,7 +387,23 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
     """Load a preset or YAML file, apply overrides, validate. Raises ConfigError with readable text."""
-    data = _read_source(source)
+    return config_from_mapping(_read_source(source), overrides)
+
+
+def load_config_text(text: str, overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
+    """A preset name, a YAML file, or YAML text itself (how a Flower run config carries a config)."""
+    if text in PRESETS or Path(text).is_file():
+        return load_config(text, overrides)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config text is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {text[:80]!r} is neither a preset, a file nor a YAML mapping")
+    return config_from_mapping(data, overrides)
+
+
+def config_from_mapping(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
     for assignment in overrides:
         apply_override(data, assignment)
     try:

@@ -70,6 +70,7 @@ class RoundStats:
     routed: Counter = field(default_factory=Counter)  # client -> questions routed to it
     replacements: int = 0
     online_updates: int = 0
+    timed_out: Counter = field(default_factory=Counter)  # client -> requests it did not answer in time
 
     def merge(self, other: RoundStats) -> None:
         for name, value in vars(other).items():
@@ -105,6 +106,7 @@ class RoundStats:
             "fed/routed": dict(sorted(self.routed.items())),
             "fed/replacements": self.replacements,
             "fed/online_updates": self.online_updates,
+            "fed/timed_out": dict(sorted(self.timed_out.items())),
         }
 
 
@@ -347,6 +349,10 @@ class FederatedRewards:
         candidates: Sequence[list[str]],
     ) -> list[tuple[int, list[float | None]]]:
         """The items of one client's reply that pass every check; each failure is counted and logged."""
+        if delivery.timed_out:  # missing for this round; replaced below where the selector can rank
+            stats.timed_out[client] += 1
+            self._reject(stats, "timeout", client, delivery.error or "no reply in time")
+            return []
         if delivery.error is not None or delivery.reply is None:
             self._reject(stats, "client_failed", client, delivery.error or "no reply")
             return []

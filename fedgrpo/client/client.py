@@ -58,6 +58,16 @@ class Client:
     def __repr__(self) -> str:  # never print private data
         return f"Client({self.name!r}, {len(self._examples)} private examples)"
 
+    def profile(self) -> dict[str, object]:
+        """What the client tells the server when it joins: its name, the domains it serves (names only,
+        no examples) and what it can evaluate (``answer``: questions it holds; ``model``: any question)."""
+        evaluates = ["answer"] + (["model"] if _answering_model(self._evaluator) is not None else [])
+        return {
+            "name": self.name,
+            "domains": sorted({ex.domain for ex in self._examples}),
+            "evaluates": evaluates,
+        }
+
     def handle(self, payload: bytes) -> bytes:
         """Decode a request, evaluate it, encode the reply. Malformed input gets an error reply."""
         try:

@@ -15,7 +15,14 @@ from fedgrpo.data.domains import (
     resolve_domain,
     score_answer,
 )
-from fedgrpo.data.partition import FederatedSplit, build_split, client_name, to_question
+from fedgrpo.data.partition import (
+    FederatedSplit,
+    build_split,
+    client_name,
+    read_client_data,
+    to_question,
+    write_client_data,
+)
 
 __all__ = [
     "BUILTIN_DOMAINS",
@@ -32,7 +39,9 @@ __all__ = [
     "normalise_answer",
     "normalise_question",
     "parse_gsm8k_answer",
+    "read_client_data",
     "resolve_domain",
     "score_answer",
     "to_question",
+    "write_client_data",
 ]

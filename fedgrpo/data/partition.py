@@ -7,7 +7,10 @@ and clients never share an example.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -216,3 +219,29 @@ def build_split(
         train_examples=train_examples,
         ground_truth=ground_truth,
     )
+
+
+def write_client_data(examples: list[Example], path: Path) -> None:
+    """One client's private examples as JSON lines: the file its own SuperNode is pointed at."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as fh:
+        for ex in examples:
+            fh.write(json.dumps(dataclasses.asdict(ex), default=str) + "\n")
+    tmp.replace(path)
+
+
+def read_client_data(path: Path) -> list[Example]:
+    """The examples written by :func:`write_client_data` (or by hand: qid, domain, question, answer)."""
+    out = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out.append(
+                Example(row["qid"], row["domain"], row["question"], row["answer"], row.get("entry") or {})
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{n}: not a client example ({err})") from err
+    return out

@@ -23,6 +23,7 @@ class Delivery:
     bytes_down: int
     bytes_up: int
     seconds: float
+    timed_out: bool = False  # no answer within the round's time limit: the client counts as missing
 
 
 class Transport(ABC):
@@ -37,3 +38,7 @@ class Transport(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or processes."""
+
+    def summary(self) -> dict:
+        """What the transport itself measured (messages, timeouts, clients seen); saved with the results."""
+        return {}

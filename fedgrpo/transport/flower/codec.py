@@ -1,0 +1,214 @@
+"""Protocol messages <-> Flower ``RecordDict``: flat ``ConfigRecord``/``MetricRecord`` lists.
+
+Flower carries records, not our JSON bytes, so each protocol message is laid out as flat, typed lists
+(one entry per question or candidate) that Flower can inspect and size. The mapping is lossless: a
+message turned into records and back encodes to the same bytes, so the byte counts of a Flower run
+mean the same as in-process (the receiver reports the size it re-encoded, and the sender checks it).
+
+Anything that does not have exactly the expected records, keys and types raises
+:class:`~fedgrpo.transport.messages.ProtocolError`; callers count and log it and go on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+from fedgrpo.transport.messages import (
+    PROTOCOL_VERSION,
+    CompetenceItem,
+    CompetenceReply,
+    CompetenceRequest,
+    ErrorReply,
+    ItemScores,
+    Message,
+    ProtocolError,
+    RewardItem,
+    RewardReply,
+    RewardRequest,
+    encode,
+)
+
+META, ITEMS, REWARDS, BITS, STATS, PROFILE = "meta", "items", "rewards", "bits", "stats", "profile"
+REQUEST_TYPES = {"reward": "query.reward", "competence": "query.competence"}
+PROFILE_TYPE = "query.profile"
+
+
+def _record(content: RecordDict, name: str, kind: type) -> Any:
+    if name not in content:
+        raise ProtocolError(f"record {name!r} missing")
+    record = content[name]
+    if not isinstance(record, kind):
+        raise ProtocolError(f"record {name!r} is a {type(record).__name__}, expected {kind.__name__}")
+    return record
+
+
+def _field(record: Any, key: str, kind: type | tuple[type, ...], items: type | None = None) -> Any:
+    if key not in record:
+        raise ProtocolError(f"field {key!r} missing")
+    value = record[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ProtocolError(f"field {key!r} is {type(value).__name__}, expected {kind}")
+    if items is not None and not all(isinstance(v, items) and not isinstance(v, bool) for v in value):
+        raise ProtocolError(f"field {key!r} must hold only {items.__name__} values")
+    return value
+
+
+def _split(flat: list[Any], counts: list[int], what: str) -> list[list[Any]]:
+    if any(c < 0 for c in counts) or sum(counts) != len(flat):
+        raise ProtocolError(f"{what}: counts {sum(counts)} do not add up to {len(flat)} values")
+    out, start = [], 0
+    for c in counts:
+        out.append(list(flat[start : start + c]))
+        start += c
+    return out
+
+
+def _meta(message: Message) -> ConfigRecord:
+    return ConfigRecord(
+        {
+            "v": PROTOCOL_VERSION,
+            "kind": message.kind,
+            "request_id": message.request_id,
+            "client": message.client,
+        }
+    )
+
+
+def to_records(message: Message) -> RecordDict:
+    """Lay a protocol message out as flat records (one list entry per item or candidate)."""
+    records: dict[str, Any] = {META: _meta(message)}
+    if isinstance(message, RewardRequest):
+        records[ITEMS] = ConfigRecord(
+            {
+                "qids": [i.qid for i in message.items],
+                "questions": [i.question for i in message.items],
+                "counts": [len(i.candidates) for i in message.items],
+                "candidates": [c for i in message.items for c in i.candidates],
+            }
+        )
+    elif isinstance(message, CompetenceRequest):
+        records[ITEMS] = ConfigRecord(
+            {
+                "qids": [i.qid for i in message.items],
+                "questions": [i.question for i in message.items],
+                "answers": [i.answer for i in message.items],
+            }
+        )
+    elif isinstance(message, RewardReply):
+        records[ITEMS] = ConfigRecord(
+            {"qids": [i.qid for i in message.items], "methods": [i.method for i in message.items]}
+        )
+        flat = [r for i in message.items for r in i.rewards]
+        records[REWARDS] = MetricRecord(
+            {
+                "counts": [len(i.rewards) for i in message.items],
+                "values": [0.0 if r is None else float(r) for r in flat],
+                "present": [0 if r is None else 1 for r in flat],
+            }
+        )
+    elif isinstance(message, CompetenceReply):
+        records[BITS] = MetricRecord({"bits": [int(b) for b in message.bits]})
+    elif isinstance(message, ErrorReply):
+        records[META]["error"] = message.error
+    else:  # pragma: no cover - the union above is exhaustive
+        raise TypeError(f"cannot lay out {type(message).__name__}")
+    return RecordDict(records)
+
+
+def from_records(content: RecordDict) -> Message:
+    """Rebuild a protocol message; wrong or missing records, keys or types raise ProtocolError."""
+    meta = _record(content, META, ConfigRecord)
+    if meta.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {meta.get('v')!r}, expected {PROTOCOL_VERSION}")
+    kind = _field(meta, "kind", str)
+    request_id, client = _field(meta, "request_id", str), _field(meta, "client", str)
+    if kind == "error":
+        return ErrorReply(request_id, client, str(meta.get("error", "")))
+    if kind == "reward":
+        items = _record(content, ITEMS, ConfigRecord)
+        qids, questions = _field(items, "qids", list, str), _field(items, "questions", list, str)
+        counts = _field(items, "counts", list, int)
+        groups = _split(_field(items, "candidates", list, str), counts, "candidates")
+        if not len(qids) == len(questions) == len(groups):
+            raise ProtocolError("reward request lists differ in length")
+        return RewardRequest(
+            request_id, client, [RewardItem(*t) for t in zip(qids, questions, groups, strict=True)]
+        )
+    if kind == "competence":
+        items = _record(content, ITEMS, ConfigRecord)
+        qids, questions = _field(items, "qids", list, str), _field(items, "questions", list, str)
+        answers = _field(items, "answers", list, str)
+        if not len(qids) == len(questions) == len(answers):
+            raise ProtocolError("competence request lists differ in length")
+        return CompetenceRequest(
+            request_id, client, [CompetenceItem(*t) for t in zip(qids, questions, answers, strict=True)]
+        )
+    if kind == "reward_reply":
+        items = _record(content, ITEMS, ConfigRecord)
+        rewards = _record(content, REWARDS, MetricRecord)
+        qids, methods = _field(items, "qids", list, str), _field(items, "methods", list, str)
+        counts = _field(rewards, "counts", list, int)
+        values = _field(rewards, "values", list, (int, float))
+        present = _field(rewards, "present", list, int)
+        if len(values) != len(present) or not len(qids) == len(methods) == len(counts):
+            raise ProtocolError("reward reply lists differ in length")
+        flat = [float(v) if p else None for v, p in zip(values, present, strict=True)]
+        scores = []
+        for qid, method, group in zip(qids, methods, _split(flat, counts, "rewards"), strict=True):
+            if method not in ("answer", "model", "none"):
+                raise ProtocolError(f"unknown evaluation method {method!r}")
+            scores.append(ItemScores(qid, group, method))
+        return RewardReply(request_id, client, scores)
+    if kind == "competence_reply":
+        bits = _field(_record(content, BITS, MetricRecord), "bits", list, int)
+        return CompetenceReply(request_id, client, list(bits))
+    raise ProtocolError(f"unknown message kind {kind!r}")
+
+
+def content_bytes(content: RecordDict) -> int:
+    """Rough payload size of a RecordDict (string bytes + 8 per number), checked before decoding.
+
+    Cheap and independent of Flower's serialisation, so an oversized message is refused before any
+    list is copied into protocol objects.
+    """
+    total = 0
+    for record in content.values():
+        if not isinstance(record, ConfigRecord | MetricRecord):
+            total += 8
+            continue
+        for key, value in record.items():
+            total += len(key)
+            for v in value if isinstance(value, list) else [value]:
+                total += len(v.encode("utf-8")) if isinstance(v, str) else 8
+    return total
+
+
+def stats_record(request_bytes: int, reply: bytes, rejected: int) -> MetricRecord:
+    """What the receiving client measured: the protocol bytes it decoded and the ones it encoded."""
+    return MetricRecord({"request_bytes": request_bytes, "reply_bytes": len(reply), "rejected": rejected})
+
+
+def read_stats(content: RecordDict) -> dict[str, int]:
+    stats = _record(content, STATS, MetricRecord)
+    return {k: int(_field(stats, k, int)) for k in ("request_bytes", "reply_bytes", "rejected")}
+
+
+def reply_records(reply: bytes, request_bytes: int, rejected: int, message: Message) -> RecordDict:
+    """A client's reply: the protocol message as records plus what it measured."""
+    content = to_records(message)
+    content[STATS] = stats_record(request_bytes, reply, rejected)
+    return content
+
+
+__all__ = [
+    "PROFILE_TYPE",
+    "REQUEST_TYPES",
+    "content_bytes",
+    "encode",
+    "from_records",
+    "read_stats",
+    "reply_records",
+    "to_records",
+]

@@ -1,0 +1,304 @@
+"""The Flower transport: the unchanged federation talks to ClientApps through a Flower ``Grid``.
+
+Each exchange turns every client's encoded request into one ``query.reward`` (or ``query.competence``)
+message to that client's node, pushes them all at once and pulls the replies until the round's time
+limit. A client that has not answered by then is *missing* for the round (``Delivery.timed_out``):
+the federation excludes it, replaces it where the selector can rank, and marks it in the metrics.
+The message's TTL is the same limit, so Flower drops work nobody waits for any more.
+
+Nodes are discovered with the Grid and introduced by a ``query.profile`` handshake (client name,
+domains served, what it can evaluate). Nodes that leave are dropped from routing; a client that
+missed a round is skipped and probed again in the background every ``rejoin_interval_s``; when it
+answers it is routed to again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedgrpo.config import FlowerSettings
+from fedgrpo.transport.base import Delivery, Transport
+from fedgrpo.transport.flower.codec import (
+    PROFILE,
+    PROFILE_TYPE,
+    REQUEST_TYPES,
+    content_bytes,
+    from_records,
+    read_stats,
+    to_records,
+)
+from fedgrpo.transport.messages import (
+    CompetenceRequest,
+    ProtocolError,
+    decode,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+
+def read_profile(content: RecordDict) -> dict[str, Any]:
+    """A node's profile record; raises ProtocolError when it is not one."""
+    if PROFILE not in content or not isinstance(content[PROFILE], ConfigRecord):
+        raise ProtocolError("profile reply has no profile ConfigRecord")
+    rec = content[PROFILE]
+    name, domains, evaluates = rec.get("name"), rec.get("domains", []), rec.get("evaluates", [])
+    if not isinstance(name, str) or not name:
+        raise ProtocolError("profile without a client name")
+    if not isinstance(domains, list) or not isinstance(evaluates, list):
+        raise ProtocolError("profile domains/evaluates must be lists")
+    if error := rec.get("error"):
+        raise ProtocolError(f"client {name!r} is unavailable: {error}")
+    return {"name": name, "domains": list(domains), "evaluates": list(evaluates)}
+
+
+class FlowerTransport(Transport):
+    """Reaches ClientApps through a Flower Grid (Simulation or Deployment Engine alike)."""
+
+    def __init__(self, grid: Grid, settings: FlowerSettings, expected_clients: int = 1) -> None:
+        self._grid = grid
+        self._settings = settings
+        self._nodes: dict[str, int] = {}  # client name -> node id, for clients we route to
+        self._node_names: dict[int, str] = {}
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self._suspended: dict[str, float] = {}  # client -> when it was last probed
+        self._probes: dict[str, str] = {}  # message id -> client being probed
+        self._bad_nodes: set[int] = set()  # nodes whose profile was refused; not asked again
+        self._unanswered: dict[int, float] = {}  # node -> when its profile went unanswered
+        self.counts: Counter = Counter()
+        self.events: list[dict[str, Any]] = []
+        self._started = time.perf_counter()
+        self._wait_for(expected_clients)
+        self.startup_seconds = time.perf_counter() - self._started
+
+    # -- membership ---------------------------------------------------------------------------------
+    def _wait_for(self, expected: int) -> None:
+        deadline = time.monotonic() + self._settings.connect_timeout_s
+        while True:
+            self._refresh()
+            if len(self._nodes) >= expected:
+                break
+            if time.monotonic() > deadline:
+                if not self._nodes:
+                    raise RuntimeError(
+                        f"no Flower client joined within {self._settings.connect_timeout_s:.0f} s "
+                        "(flower.connect_timeout_s); are the SuperNodes running and registered?"
+                    )
+                log.warning("only %d of %d clients joined; going on with them", len(self._nodes), expected)
+                break
+            time.sleep(0.5)
+        log.info("Flower clients: %s", {n: self.profiles[n] for n in sorted(self._nodes)})
+
+    def _refresh(self) -> None:
+        """Follow the Grid's node list: profile new nodes, drop gone ones, probe suspended clients."""
+        online = set(self._grid.get_node_ids())
+        for name, node in list(self._nodes.items()):
+            if node not in online:
+                self._nodes.pop(name)
+                self._suspended.pop(name, None)
+                self._event("left", name, "its SuperNode is no longer connected")
+        now = time.monotonic()
+        new = [
+            n
+            for n in online
+            if n not in self._node_names
+            and n not in self._bad_nodes
+            and now - self._unanswered.get(n, -1e9) >= self._settings.rejoin_interval_s
+        ]
+        if new:
+            self._profile(new)
+        self._check_probes()
+
+    def _profile(self, node_ids: list[int]) -> None:
+        messages = [
+            Message(
+                RecordDict(), dst_node_id=n, message_type=PROFILE_TYPE, ttl=self._settings.profile_timeout_s
+            )
+            for n in node_ids
+        ]
+        replies = self._send_and_receive(messages, self._settings.profile_timeout_s).values()
+        answered = {r.metadata.src_node_id for r in replies}
+        for node in set(node_ids) - answered:
+            self._unanswered[node] = time.monotonic()
+            log.warning("node %s did not answer its profile query; asking again later", node)
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            try:
+                if reply.has_error():
+                    raise ProtocolError(f"Flower error {reply.error.code}: {reply.error.reason}")
+                profile = read_profile(reply.content)
+            except ProtocolError as err:
+                self.counts["profile_rejected"] += 1
+                self._bad_nodes.add(node)
+                log.warning("node %s refused as a client: %s", node, err)
+                continue
+            name = profile["name"]
+            if name in self._nodes and self._nodes[name] != node:
+                log.warning(
+                    "node %s claims client name %r, already node %s; ignored", node, name, self._nodes[name]
+                )
+                self._bad_nodes.add(node)
+                continue
+            rejoined = name in self.profiles
+            self._nodes[name], self._node_names[node] = node, name
+            self.profiles[name] = profile
+            self._event("rejoined" if rejoined else "joined", name, f"node {node}")
+
+    def _check_probes(self) -> None:
+        """Resume clients that answered their probe; send a new probe to those due for one."""
+        if self._probes:
+            for reply in self._grid.pull_messages(list(self._probes)):
+                name = self._probes.pop(reply.metadata.reply_to_message_id, None)
+                if name in self._suspended and not reply.has_error():
+                    self._suspended.pop(name)
+                    self._event("rejoined", name, "answered again after missing a round")
+        now = time.monotonic()
+        due = [n for n, t in self._suspended.items() if now - t >= self._settings.rejoin_interval_s]
+        probes = []
+        for name in due:
+            if name in self._probes.values() or name not in self._nodes:
+                continue
+            self._suspended[name] = now
+            probes.append(
+                (name, self._message(RecordDict(), name, PROFILE_TYPE, self._settings.rejoin_interval_s))
+            )
+        if probes:
+            ids = list(self._grid.push_messages([m for _, m in probes]))
+            self._probes.update({i: name for i, (name, _) in zip(ids, probes, strict=True) if i})
+
+    def _event(self, what: str, client: str, detail: str) -> None:
+        self.events.append(
+            {"t": round(time.perf_counter() - self._started, 2), "event": what, "client": client}
+        )
+        self.counts[f"clients_{what}"] += 1
+        log.info("client %s %s (%s)", client, what, detail)
+
+    @property
+    def client_names(self) -> list[str]:
+        self._refresh()
+        return sorted(n for n in self._nodes if n not in self._suspended)
+
+    # -- exchange -----------------------------------------------------------------------------------
+    def _message(self, content: RecordDict, client: str, message_type: str, ttl: float) -> Message:
+        return Message(content, dst_node_id=self._nodes[client], message_type=message_type, ttl=max(ttl, 1.0))
+
+    def _send_and_receive(self, messages: list[Message], timeout: float) -> dict[str, Message]:
+        """Push all, pull until every reply is in or ``timeout``; replies keyed by the sent message id."""
+        if not messages:
+            return {}
+        ids = [i for i in self._grid.push_messages(messages) if i]
+        self.counts["messages_sent"] += len(messages)
+        replies = self._pull(set(ids), timeout)
+        self.counts["messages_received"] += len(replies)
+        return replies
+
+    def exchange(self, requests: Mapping[str, bytes]) -> dict[str, Delivery]:
+        start = time.perf_counter()
+        out: dict[str, Delivery] = {}
+        sent: dict[str, tuple[str, bytes]] = {}  # message id -> (client, request bytes)
+        outgoing: list[tuple[str, bytes, Message]] = []
+        competence = False
+        for name, payload in requests.items():
+            problem, message = self._prepare(name, payload)
+            if problem is not None:
+                self.counts["requests_refused"] += 1
+                out[name] = Delivery(name, None, problem, len(payload), 0, 0.0)
+                continue
+            competence |= message.metadata.message_type == REQUEST_TYPES["competence"]
+            outgoing.append((name, payload, message))
+        s = self._settings
+        timeout = s.competence_timeout_s if competence else s.reward_timeout_s
+        for _, _, message in outgoing:
+            message.metadata.ttl = max(timeout, 1.0)
+        if outgoing:
+            ids = list(self._grid.push_messages([m for _, _, m in outgoing]))
+            self.counts["messages_sent"] += len(outgoing)
+            sent = {i: (name, payload) for i, (name, payload, _) in zip(ids, outgoing, strict=True)}
+            replies = self._pull(set(sent), timeout)
+            self.counts["messages_received"] += len(replies)
+        else:
+            replies = {}
+        for mid, (name, payload) in sent.items():
+            seconds = time.perf_counter() - start
+            reply = replies.get(mid)
+            if reply is None:
+                self.counts["timeouts"] += 1
+                self._suspended.setdefault(name, time.monotonic())
+                out[name] = Delivery(
+                    name, None, f"no answer within {timeout:.0f} s", len(payload), 0, seconds, timed_out=True
+                )
+                continue
+            error, data = self._read_reply(name, payload, reply)
+            out[name] = Delivery(name, data, error, len(payload), len(data or b""), seconds)
+        return out
+
+    def _pull(self, waiting: set[str], timeout: float) -> dict[str, Message]:
+        """Replies to ``waiting`` by sent message id; polls quickly at first and backs off to 0.2 s
+        (Flower's own ``send_and_receive`` sleeps 3 s between pulls over HTTP, too slow per round)."""
+        replies: dict[str, Message] = {}
+        deadline, pause = time.monotonic() + timeout, 0.002
+        while waiting and time.monotonic() < deadline:
+            for reply in self._grid.pull_messages(list(waiting)):
+                sent = reply.metadata.reply_to_message_id
+                if sent in waiting:
+                    waiting.discard(sent)
+                    replies[sent] = reply
+            if waiting:
+                time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+                pause = min(pause * 1.5, 0.2)
+        return replies
+
+    def _prepare(self, name: str, payload: bytes) -> tuple[str | None, Message | None]:
+        if name not in self._nodes:
+            return f"client {name!r} is not connected", None
+        if len(payload) > self._settings.max_message_bytes:
+            return f"request of {len(payload)} bytes exceeds flower.max_message_bytes", None
+        try:
+            request = decode(payload)
+        except ProtocolError as err:
+            return f"malformed request: {err}", None
+        kind = "competence" if isinstance(request, CompetenceRequest) else request.kind
+        if kind not in REQUEST_TYPES:
+            return f"cannot send a {kind!r} message", None
+        content = to_records(request)
+        self.counts["record_bytes_down"] += content_bytes(content)
+        return None, self._message(content, name, REQUEST_TYPES[kind], 1.0)
+
+    def _read_reply(self, name: str, payload: bytes, reply: Message) -> tuple[str | None, bytes | None]:
+        """The reply as protocol bytes, or why it was refused (counted and logged, never raised)."""
+        try:
+            if reply.has_error():
+                raise ProtocolError(f"Flower error {reply.error.code}: {reply.error.reason}")
+            size = content_bytes(reply.content)
+            self.counts["record_bytes_up"] += size
+            if size > self._settings.max_message_bytes:
+                raise ProtocolError(f"reply of about {size} bytes exceeds flower.max_message_bytes")
+            data = encode(from_records(reply.content))
+            stats = read_stats(reply.content)
+        except ProtocolError as err:
+            self.counts["replies_rejected"] += 1
+            log.warning("rejected Flower reply from %s: %s", name, err)
+            return f"bad Flower reply: {err}", None
+        if stats["request_bytes"] != len(payload) or stats["reply_bytes"] != len(data):
+            self.counts["byte_mismatches"] += 1
+            log.warning("byte count mismatch with %s: %s vs %d/%d", name, stats, len(payload), len(data))
+            return "byte counts differ between client and server", None
+        self.counts["bytes_verified"] += len(payload) + len(data)
+        self.counts["client_rejected_total"] = max(self.counts["client_rejected_total"], stats["rejected"])
+        return None, data
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "transport": "flower",
+            "startup_seconds": round(self.startup_seconds, 3),
+            "counts": dict(sorted(self.counts.items())),
+            "clients": {n: self.profiles[n] for n in sorted(self.profiles)},
+            "events": self.events,
+        }
