@@ -392,7 +392,7 @@ def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ())
 
 def load_config_text(text: str, overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
     """A preset name, a YAML file, or YAML text itself (how a Flower run config carries a config)."""
-    if text in PRESETS or Path(text).is_file():
+    if text in PRESETS or ("\n" not in text and len(text) < 4096 and Path(text).is_file()):
         return load_config(text, overrides)
     try:
         data = yaml.safe_load(text)

@@ -133,9 +133,8 @@ def make_client_app(config_text: str | None = None) -> ClientApp:
             record = ConfigRecord(client.profile())
         except Exception as err:  # an unusable node says why instead of crashing its SuperNode
             log.warning("this node cannot serve as a client: %s", err)
-            record = ConfigRecord(
-                {"name": f"node-{context.node_id}", "error": f"{type(err).__name__}: {err}"}
-            )
+            why = f"{type(err).__name__}: {err}"[:500]
+            record = ConfigRecord({"name": f"node-{context.node_id}", "error": why})
         return Message(RecordDict({PROFILE: record}), reply_to=message)
 
     def serve(message: Message, context: Context, kind: str) -> Message:

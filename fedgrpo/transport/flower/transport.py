@@ -71,6 +71,7 @@ class FlowerTransport(Transport):
         self._suspended: dict[str, float] = {}  # client -> when it was last probed
         self._probes: dict[str, str] = {}  # message id -> client being probed
         self._bad_nodes: set[int] = set()  # nodes whose profile was refused; not asked again
+        self.refusals: dict[int, str] = {}  # node -> why its profile was refused
         self._unanswered: dict[int, float] = {}  # node -> when its profile went unanswered
         self.counts: Counter = Counter()
         self.events: list[dict[str, Any]] = []
@@ -85,6 +86,8 @@ class FlowerTransport(Transport):
             self._refresh()
             if len(self._nodes) >= expected:
                 break
+            if not self._nodes and len(self._bad_nodes) >= expected:
+                raise RuntimeError(f"every Flower node refused to serve as a client: {self.refusals}")
             if time.monotonic() > deadline:
                 if not self._nodes:
                     raise RuntimeError(
@@ -137,6 +140,7 @@ class FlowerTransport(Transport):
             except ProtocolError as err:
                 self.counts["profile_rejected"] += 1
                 self._bad_nodes.add(node)
+                self.refusals[node] = str(err)
                 log.warning("node %s refused as a client: %s", node, err)
                 continue
             name = profile["name"]
