@@ -1,0 +1,133 @@
+"""A real Flower deployment on loopback for tests: SuperLink with TLS and SuperNode authentication,
+one SuperNode per client (each pointed at its own data file), all as real processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+@dataclass
+class Deployment:
+    root: Path
+    port: int
+    certs: Path
+    data: Path
+    env: dict[str, str]
+    superlink: subprocess.Popen | None = None
+    supernodes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: list = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = (self.root / f"{name}.log").open("w")
+        self.logs.append(log)
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or self.env)
+
+    def start_superlink(self) -> None:
+        c = self.certs
+        self.superlink = self._spawn(
+            "superlink",
+            [
+                str(BIN / "flower-superlink"),
+                f"--ssl-ca-certfile={c / 'ca.crt'}",
+                f"--ssl-certfile={c / 'server.pem'}",
+                f"--ssl-keyfile={c / 'server.key'}",
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--host=127.0.0.1",
+                f"--port={self.port}",
+            ],
+        )
+        wait_for_port(self.port, self.superlink)
+
+    def flwr(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "flwr"), *args], capture_output=True, text=True, timeout=timeout, env=self.env
+        )
+
+    def register(self, key: str) -> subprocess.CompletedProcess:
+        return self.flwr("supernode", "register", str(self.certs / f"{key}.pub"), "fedgrpo")
+
+    def start_supernode(self, client: str, key: str) -> subprocess.Popen:
+        proc = self._spawn(
+            f"supernode-{client}",
+            [
+                str(BIN / "flower-supernode"),
+                f"--root-certificates={self.certs / 'ca.crt'}",
+                f"--superlink={self.address}",
+                f"--auth-supernode-private-key={self.certs / key}",
+                f"--node-config=data-file='{self.data / (client + '.jsonl')}'",
+                f"--port={free_port()}",
+                "--max-retries=3",
+            ],
+        )
+        self.supernodes[client] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in [*self.supernodes.values(), self.superlink]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for proc in [*self.supernodes.values(), self.superlink]:
+            if proc is not None:
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for log in self.logs:
+            log.close()
+
+
+def make_deployment(root: Path, supernode_keys: int = 4) -> Deployment:
+    """Certificates, keys and client data for the smoke preset, and a FLWR_HOME for the CLI."""
+    from fedgrpo.config import load_config
+    from fedgrpo.transport.flower.launch import export_client_data, flwr_home, make_certificates
+
+    certs, data = root / "certs", root / "data"
+    make_certificates(certs, ["127.0.0.1", "localhost"], supernode_keys)
+    export_client_data(load_config("smoke"), data)
+    port = free_port()
+    cfg = load_config(
+        "smoke",
+        [
+            "federation.transport=flower-deployment",
+            f"flower.superlink=127.0.0.1:{port}",
+            f"flower.root_certificates={certs / 'ca.crt'}",
+        ],
+    )
+    home = flwr_home(cfg, root / "flwr-home")
+    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    return Deployment(root, port, certs, data, env)

@@ -1,0 +1,168 @@
+"""The Flower record codec and the ClientApp's handling of bad input, on real Flower objects."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+
+from fedgrpo.config import ConfigError, load_config, load_config_text  # noqa: E402
+from fedgrpo.transport.flower import apps  # noqa: E402
+from fedgrpo.transport.flower.codec import (  # noqa: E402
+    content_bytes,
+    from_records,
+    read_stats,
+    to_records,
+)
+from fedgrpo.transport.messages import (  # noqa: E402
+    CompetenceItem,
+    CompetenceReply,
+    CompetenceRequest,
+    ErrorReply,
+    ItemScores,
+    ProtocolError,
+    RewardItem,
+    RewardReply,
+    RewardRequest,
+    decode,
+    encode,
+)
+
+MESSAGES = [
+    RewardRequest(
+        "r1",
+        "client-0",
+        [RewardItem("0:q1", "2+2?", ["<answer>4</answer>", "5"]), RewardItem("1:q", "x", [])],
+    ),
+    RewardRequest("r2", "client-1", []),
+    RewardReply("r1", "client-0", [ItemScores("0:q1", [1.1, None], "answer"), ItemScores("1:q", [], "none")]),
+    RewardReply("r3", "client-0", [ItemScores("0:q1", [float("nan"), 0.5], "model")]),
+    CompetenceRequest("c1", "client-2", [CompetenceItem("a1", "3*3?", "9")]),
+    CompetenceReply("c1", "client-2", [1, 0, 1]),
+    ErrorReply("r1", "client-0", "no model"),
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: m.kind)
+def test_records_round_trip_to_the_same_bytes(message) -> None:
+    content = to_records(message)
+    # flat typed lists, not one opaque blob
+    assert all(isinstance(r, ConfigRecord | MetricRecord) for r in content.values())
+    assert not any(isinstance(v, bytes) for r in content.values() for v in r.values())
+    assert encode(from_records(content)) == encode(message)
+
+
+def test_reward_request_is_laid_out_per_candidate() -> None:
+    items = to_records(MESSAGES[0])["items"]
+    assert items["qids"] == ["0:q1", "1:q"] and items["counts"] == [2, 0]
+    assert items["candidates"] == ["<answer>4</answer>", "5"]
+
+
+def _broken(mutate) -> RecordDict:
+    content = to_records(MESSAGES[2])
+    mutate(content)
+    return content
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: c.pop("rewards"),
+        lambda c: c.__setitem__("rewards", ConfigRecord({"values": ["x"]})),  # wrong record type
+        lambda c: c["items"].__setitem__("qids", [1, 2]),  # wrong value type
+        lambda c: c["rewards"].__setitem__("counts", [5, 0]),  # counts do not add up
+        lambda c: c["items"].__setitem__("methods", ["answer", "guess"]),
+        lambda c: c["meta"].__setitem__("v", 99),
+        lambda c: c["meta"].__setitem__("kind", "launch"),
+    ],
+    ids=["missing", "record-type", "value-type", "counts", "method", "version", "kind"],
+)
+def test_malformed_records_raise_protocol_error(mutate) -> None:
+    with pytest.raises(ProtocolError):
+        from_records(_broken(mutate))
+
+
+def _context(node_config: dict) -> Context:
+    return Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def _request(content: RecordDict, kind: str = "query.reward") -> Message:
+    return Message(content, dst_node_id=7, message_type=kind)
+
+
+@pytest.fixture()
+def client_app():
+    from flwr.supercore.task_identity import TaskIdentity
+
+    # what a ServerApp process has set when it builds instruction messages
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    cfg = load_config("smoke")
+    return apps.make_client_app(cfg.to_yaml()), cfg
+
+
+def _call(app, message: Message, node: dict) -> Message:
+    # a real ClientApp called as Flower calls it; the reply must carry records, never raise
+    message.metadata.__dict__["_message_id"] = "m1"
+    return app(message=message, context=_context(node))
+
+
+def test_client_app_profile_and_reward(client_app) -> None:
+    app, cfg = client_app
+    reply = _call(app, _request(RecordDict(), "query.profile"), {"partition-id": 1})
+    profile = reply.content["profile"]
+    assert profile["name"] == "client-1" and profile["evaluates"] == ["answer"] and profile["domains"]
+    request = RewardRequest(
+        "r1", "client-1", [RewardItem("0:unknown", "What is 2+2?", ["<answer>4</answer>"])]
+    )
+    reply = _call(app, _request(to_records(request)), {"partition-id": 1})
+    got = from_records(reply.content)
+    assert isinstance(got, RewardReply) and got.items[0].method == "none"  # it does not hold the question
+    stats = read_stats(reply.content)
+    assert stats["request_bytes"] == len(encode(request)) and stats["reply_bytes"] == len(encode(got))
+
+
+@pytest.mark.parametrize("case", ["oversized", "wrong-records", "wrong-kind", "no-client"])
+def test_client_app_rejects_bad_input_with_a_counted_error(client_app, case: str) -> None:
+    app, cfg = client_app
+    node: dict = {"partition-id": 0}
+    good = RewardRequest("r1", "client-0", [RewardItem("0:q", "2+2?", ["4"])])
+    if case == "oversized":
+        content = to_records(RewardRequest("r1", "client-0", [RewardItem("0:q", "x" * 70_000_000, ["4"])]))
+        message = _request(content)
+    elif case == "wrong-records":
+        content = to_records(good)
+        content["items"] = MetricRecord({"qids": [1.0]})
+        message = _request(content)
+    elif case == "wrong-kind":
+        message = _request(to_records(good), "query.competence")
+    else:
+        message, node = _request(to_records(good)), {"partition-id": 99}
+    before = sum(apps.REJECTED.values())
+    reply = _call(app, message, node)
+    got = from_records(reply.content)
+    assert isinstance(got, ErrorReply) and got.error
+    assert sum(apps.REJECTED.values()) == before + 1
+    assert read_stats(reply.content)["rejected"] == before + 1  # the server sees the client's count
+
+
+def test_content_bytes_tracks_payload_size() -> None:
+    small = content_bytes(to_records(MESSAGES[0]))
+    big = content_bytes(to_records(RewardRequest("r", "c", [RewardItem("q", "y" * 10_000, ["z"])])))
+    assert 0 < small < 300 and big > 10_000
+
+
+def test_config_text_and_flower_settings_validation(tmp_path) -> None:
+    cfg = load_config("smoke")
+    assert load_config_text(cfg.to_yaml()) == cfg
+    with pytest.raises(ConfigError, match="root_certificates"):
+        load_config("smoke", ["federation.transport=flower-deployment"])
+    with pytest.raises(ConfigError, match="no file"):
+        load_config("smoke", ["federation.transport=flower-deployment", "flower.root_certificates=/nope.crt"])
+    with pytest.raises(ConfigError, match="host:port"):
+        load_config("smoke", ["flower.superlink=localhost"])
+    with pytest.raises(ConfigError, match="competence_timeout_s"):
+        load_config("smoke", ["flower.reward_timeout_s=100", "flower.competence_timeout_s=10"])
+    assert load_config("smoke", ["federation.transport=flower-deployment", "flower.insecure=true"])
+    assert decode(encode(MESSAGES[0])) == MESSAGES[0]
