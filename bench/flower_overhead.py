@@ -11,6 +11,7 @@ messages and bytes per round, start-up time, and the peak resident memory of the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -33,10 +34,8 @@ def tree_rss_mb(pid: int) -> float:
         return 0.0
     total = 0
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     # Ray's workers are started by its raylet, which is a child of the driver: all counted above.
     return total / 2**20
 
