@@ -138,7 +138,9 @@ def test_grpo_expert_trains_and_caches_an_adapter_that_loads_beside_sft_ones(tra
     meta = read_meta(folders["seven-grpo"])
     assert meta["method"] == "grpo" and meta["steps"] == 2 * 4  # 8 prompts x 4 samples / batch 8
     assert meta["first_reward"] == 0.0  # the reward function ran: no tagged answer, no reward
-    assert expert_key(recipe, holding("7")) != expert_key(ExpertRecipe("tiny-random", epochs=2), holding("7"))
+    sft = ExpertRecipe("tiny-random", epochs=2, batch_size=8, max_completion_length=8)
+    assert expert_key(recipe, holding("7")) != expert_key(sft, holding("7"))
+    assert expert_key(sft, holding("7")) == expert_key(ExpertRecipe("tiny-random", epochs=2), holding("7"))
 
     sft_folders, _ = trained
     model = load_experts(load_policy("tiny-random"), {**sft_folders, **folders})

@@ -67,8 +67,12 @@ def default_cache_dir() -> Path:
 
 def expert_key(recipe: ExpertRecipe, examples: list[Example]) -> str:
     """A hash of recipe, format version and the client's (question, answer) pairs, in order."""
+    fields = dict(recipe.__dict__)
+    if recipe.method == "sft":  # GRPO-only settings never change an SFT adapter (nor its old keys)
+        for name in ("method", "num_generations", "max_completion_length"):
+            fields.pop(name)
     digest = hashlib.sha256()
-    digest.update(json.dumps([EXPERT_FORMAT, recipe.__dict__], sort_keys=True).encode())
+    digest.update(json.dumps([EXPERT_FORMAT, fields], sort_keys=True).encode())
     for ex in examples:
         digest.update(f"{ex.domain}\x00{ex.question}\x00{ex.answer}\x01".encode())
     return digest.hexdigest()[:20]
