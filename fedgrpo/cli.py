@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     experts = sub.add_parser(
         "train-clients",
-        help="train each client's expert model (LoRA SFT on its private data), cached per client",
+        help="train each client's expert model (LoRA SFT or GRPO on its private data), cached per client",
         description=(
             "Train every client's expert adapter on that client's private data only (the same split and "
             "recipe a run uses, so the run finds them cached). Settings: clients.model, clients.expert.*."

@@ -77,15 +77,16 @@ def _check_model_name(value: str) -> str:
 
 
 class ExpertTraining(_Strict):
-    """How each client turns ``clients.model`` into its own expert: LoRA SFT on its private data.
+    """How each client turns ``clients.model`` into its own expert: a LoRA adapter on its private data.
 
     ``method: sft`` trains one LoRA adapter per client on that client's labelled examples only
-    (prompt -> ``<answer>...</answer>``), cached under ``cache_dir`` keyed by base model, data and
-    these settings, so a second run (or ``fedgrpo train-clients``) reuses it. ``none`` uses the
-    base model as every client's model.
+    (prompt -> ``<answer>...</answer>``); ``grpo`` trains it with TRL's GRPO, rewarded by the client's
+    own answer check. Adapters are cached under ``cache_dir`` keyed by base model, data and these
+    settings, so a second run (or ``fedgrpo train-clients``) reuses them. ``none`` uses the base
+    model as every client's model.
     """
 
-    method: Literal["none", "sft"] = "none"
+    method: Literal["none", "sft", "grpo"] = "none"
     epochs: int = Field(2, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
     batch_size: int = Field(8, ge=1)
@@ -99,6 +100,17 @@ class ExpertTraining(_Strict):
     cache_dir: str | None = Field(
         None, description="where trained adapters are kept; default $FEDGRPO_CACHE/experts or ~/.cache"
     )
+    num_generations: int = Field(4, ge=2, description="grpo: completions sampled per question")
+    max_completion_length: int = Field(32, ge=1, description="grpo: tokens per sampled completion")
+
+    @model_validator(mode="after")
+    def _grpo_batches(self) -> ExpertTraining:
+        if self.method == "grpo" and self.batch_size % self.num_generations:
+            raise ValueError(
+                f"clients.expert.batch_size ({self.batch_size}) must be a multiple of "
+                f"clients.expert.num_generations ({self.num_generations}) for grpo"
+            )
+        return self
 
 
 class ClientSettings(_Strict):

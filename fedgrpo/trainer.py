@@ -134,8 +134,8 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
     """The available clients, each with its private data and, with ``clients.model``, a client model.
 
-    The base ``clients.model`` is loaded once. With ``clients.expert.method: sft`` every client trains
-    (or finds cached) its own LoRA adapter on its private data, and all adapters sit on that one base;
+    The base ``clients.model`` is loaded once. With ``clients.expert.method`` sft or grpo every client
+    trains (or finds cached) its own LoRA adapter on its private data, and all adapters sit on that one base;
     otherwise every client's ModelEvaluator uses the base as it is. A client whose model fails to
     load or train is reported unavailable (logged with the reason) and left out; fewer than M
     available clients is an error.
@@ -185,6 +185,7 @@ def expert_recipe(cfg: FedGRPOConfig) -> ExpertRecipe:
     assert cfg.clients.model is not None
     return ExpertRecipe(
         base_model=cfg.clients.model,
+        method="sft" if ex.method == "none" else ex.method,
         epochs=ex.epochs,
         learning_rate=ex.learning_rate,
         batch_size=ex.batch_size,
@@ -192,6 +193,8 @@ def expert_recipe(cfg: FedGRPOConfig) -> ExpertRecipe:
         lora_alpha=ex.lora_alpha,
         worked_example=ex.worked_example,
         seed=cfg.seed,
+        num_generations=ex.num_generations,
+        max_completion_length=ex.max_completion_length,
     )
 
 
@@ -205,7 +208,7 @@ def train_clients(cfg: FedGRPOConfig) -> dict[str, dict[str, Any]]:
     """``fedgrpo train-clients``: train (or find cached) every client's expert; a table per client.
 
     Runs the same split and recipe as ``fedgrpo run``, so the run afterwards finds every adapter in
-    the cache. ``clients.expert.method`` is taken as ``sft`` here whatever the config says.
+    the cache. ``clients.expert.method: none`` is taken as ``sft`` here (there is nothing else to train).
     """
     if cfg.clients.model is None:
         raise ConfigError("train-clients needs clients.model: the base each client's expert starts from")
@@ -221,6 +224,7 @@ def train_clients(cfg: FedGRPOConfig) -> dict[str, dict[str, Any]]:
         meta = read_meta(folders[name])
         report[name] = {
             "domains": split.client_domains[name],
+            "method": meta.get("method", "sft"),
             "examples": meta["examples"],
             "steps": meta["steps"],
             "loss": f"{meta['first_loss']} -> {meta['final_loss']}",

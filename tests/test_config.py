@@ -84,6 +84,10 @@ def test_cli_rejects_bad_config_without_loading_a_model() -> None:
         (["federation.online_update_rate=0"], "federation.online_update_rate"),
         (["clients.samples=0"], "clients.samples"),
         (["clients.model=/no/such/client/model"], "/no/such/client/model"),
+        (
+            ["clients.model=tiny-random", "clients.expert.method=grpo", "clients.expert.batch_size=6"],
+            "must be a multiple of clients.expert.num_generations",
+        ),
     ],
 )
 def test_selection_config_errors(overrides: list[str], needle: str) -> None:

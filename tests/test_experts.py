@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from fedgrpo.client import ModelEvaluator
-from fedgrpo.client.experts import ExpertRecipe, ensure_experts, expert_key, load_experts, read_meta
+from fedgrpo.client.experts import (
+    ExpertRecipe,
+    answer_reward,
+    ensure_experts,
+    expert_key,
+    load_experts,
+    read_meta,
+)
 from fedgrpo.data import Example, make_qid
 from fedgrpo.models import load_policy, load_tokenizer
 from tests.test_run import fedgrpo, metric_rows
@@ -114,3 +121,27 @@ def test_train_clients_command_then_a_no_ground_truth_run_reuses_the_adapters(tm
     # one-epoch tiny-random expert rarely writes an answer tag, so most of its evaluations abstain).
     methods = {k: sum(r["fed/methods"].get(k, 0) for r in rows) for k in ("answer", "model", "none")}
     assert methods["answer"] == 0 and methods["model"] + methods["none"] > 0
+
+
+def test_grpo_reward_is_the_clients_own_answer_check() -> None:
+    reward = answer_reward(holding("7"))
+    completions = ["<answer>7</answer>", [{"role": "assistant", "content": "<answer>8</answer>"}], "7"]
+    assert reward(completions, question=[QUESTION] * 3) == [1.1, 0.1, 0.0]
+
+
+def test_grpo_expert_trains_and_caches_an_adapter_that_loads_beside_sft_ones(trained, tmp_path: Path) -> None:
+    # Plumbing on tiny-random (its rewards are all 0, so nothing to learn); learning itself is checked
+    # on SmolLM2 in tests/test_smollm2.py.
+    recipe = ExpertRecipe("tiny-random", method="grpo", epochs=2, batch_size=8, max_completion_length=8)
+    folders, failed = ensure_experts(recipe, {"seven-grpo": holding("7")}, tmp_path)
+    assert failed == {}
+    meta = read_meta(folders["seven-grpo"])
+    assert meta["method"] == "grpo" and meta["steps"] == 2 * 4  # 8 prompts x 4 samples / batch 8
+    assert meta["first_reward"] == 0.0  # the reward function ran: no tagged answer, no reward
+    sft = ExpertRecipe("tiny-random", epochs=2, batch_size=8, max_completion_length=8)
+    assert expert_key(recipe, holding("7")) != expert_key(sft, holding("7"))
+    assert expert_key(sft, holding("7")) == expert_key(ExpertRecipe("tiny-random", epochs=2), holding("7"))
+
+    sft_folders, _ = trained
+    model = load_experts(load_policy("tiny-random"), {**sft_folders, **folders})
+    assert set(model.peft_config) == {"seven", "twelve", "seven-grpo"}

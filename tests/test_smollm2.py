@@ -46,3 +46,23 @@ def test_a_smollm2_client_expert_learns_to_answer_in_tags(tmp_path) -> None:
     before = answered(base, None)
     after = answered(load_experts(base, folders), "client-0")
     assert after >= 7 and after > before  # zero-shot SmolLM2 rarely uses the tags
+
+
+def test_a_smollm2_client_expert_trained_by_grpo_on_its_own_answer_check(tmp_path) -> None:
+    """GRPO on 8 private sums: the client's answer check gives varied rewards, so the adapter moves."""
+    from safetensors.torch import load_file
+
+    from fedgrpo.client.experts import ExpertRecipe, ensure_experts, read_meta
+
+    private = generate("sums_1digit", 8, seed=3)
+    recipe = ExpertRecipe(
+        "smollm2", method="grpo", epochs=2, learning_rate=1e-4, worked_example=True, max_completion_length=24
+    )
+    folders, failed = ensure_experts(recipe, {"client-0": private}, tmp_path)
+    assert failed == {}
+    meta = read_meta(folders["client-0"])
+    assert meta["method"] == "grpo" and meta["steps"] == 2 * 4
+    assert meta["first_reward"] is not None and max(meta["first_reward"], meta["final_reward"]) > 0
+    weights = load_file(folders["client-0"] / "adapter" / "adapter_model.safetensors")
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b and any(w.abs().sum() > 0 for w in lora_b)  # LoRA B starts at 0: it was trained

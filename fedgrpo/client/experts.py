@@ -1,10 +1,17 @@
 """Each client's expert model: a LoRA adapter trained on that client's private data only.
 
 The paper's clients are "domain experts" with small models of their own. Here a client turns the
-shared base model (``clients.model``) into its expert by supervised fine-tuning (TRL's
-``SFTTrainer`` with a PEFT LoRA adapter) on its own labelled examples: the prompt is the one the
-client model is asked with during evaluation, the target is ``<answer>...</answer>``. Nothing leaves
-the client: the adapter is its own, and only the rewards it later produces are sent.
+shared base model (``clients.model``) into its expert on its own labelled examples, with a PEFT
+LoRA adapter, in one of two ways:
+
+- ``sft`` (default): supervised fine-tuning (TRL's ``SFTTrainer``); the prompt is the one the client
+  model is asked with during evaluation, the target is ``<answer>...</answer>``.
+- ``grpo``: TRL's ``GRPOTrainer`` on the same prompts, rewarded by the client's own answer check
+  (:class:`~fedgrpo.client.evaluation.AnswerEvaluator`: exact correctness plus the format reward).
+  It needs a base that already answers some questions right: with all rewards equal there is no
+  group-relative signal.
+
+Nothing leaves the client: the adapter is its own, and only the rewards it later produces are sent.
 
 Adapters are cached per client under a key of (base model, the client's data, the training
 settings), so ``fedgrpo train-clients`` and every later run reuse them. For memory, all clients load
@@ -21,12 +28,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedgrpo.data import Example
-from fedgrpo.prompting import build_messages
+from fedgrpo.prompting import build_messages, completion_text
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ class ExpertRecipe:
     """Everything that determines a trained adapter besides the client's data."""
 
     base_model: str
+    method: str = "sft"  # "sft" or "grpo"
     epochs: int = 2
     learning_rate: float = 1e-3
     batch_size: int = 8
@@ -46,6 +55,8 @@ class ExpertRecipe:
     lora_alpha: int = 16
     worked_example: bool = False
     seed: int = 0
+    num_generations: int = 4  # grpo only: completions sampled per question
+    max_completion_length: int = 32  # grpo only
 
 
 def default_cache_dir() -> Path:
@@ -56,8 +67,12 @@ def default_cache_dir() -> Path:
 
 def expert_key(recipe: ExpertRecipe, examples: list[Example]) -> str:
     """A hash of recipe, format version and the client's (question, answer) pairs, in order."""
+    fields = dict(recipe.__dict__)
+    if recipe.method == "sft":  # GRPO-only settings never change an SFT adapter (nor its old keys)
+        for name in ("method", "num_generations", "max_completion_length"):
+            fields.pop(name)
     digest = hashlib.sha256()
-    digest.update(json.dumps([EXPERT_FORMAT, recipe.__dict__], sort_keys=True).encode())
+    digest.update(json.dumps([EXPERT_FORMAT, fields], sort_keys=True).encode())
     for ex in examples:
         digest.update(f"{ex.domain}\x00{ex.question}\x00{ex.answer}\x01".encode())
     return digest.hexdigest()[:20]
@@ -78,17 +93,90 @@ def sft_dataset(examples: list[Example], worked_example: bool) -> Any:
     )
 
 
+def grpo_dataset(examples: list[Example], worked_example: bool) -> Any:
+    """Conversational prompts; the question column reaches the reward function by name."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [{"prompt": build_messages(ex.question, worked_example), "question": ex.question} for ex in examples]
+    )
+
+
+def answer_reward(examples: list[Example]) -> Callable[..., list[float]]:
+    """A TRL reward function: the client's own answer check of each completion (the paper's AE)."""
+    from fedgrpo.client.evaluation import AnswerEvaluator
+
+    evaluator = AnswerEvaluator(examples)
+
+    def reward(completions: list[Any], question: list[str], **_: Any) -> list[float]:
+        pairs = zip(completions, question, strict=True)
+        scores = [evaluator.evaluate(q, [completion_text(c)]).rewards[0] for c, q in pairs]
+        return [0.0 if r is None else r for r in scores]  # every question is the client's own
+
+    reward.__name__ = "client_answer_check"
+    return reward
+
+
+def _trainer(recipe: ExpertRecipe, model: Any, tokenizer: Any, examples: list[Example], out: Path) -> Any:
+    """TRL's SFT or GRPO trainer with a fresh LoRA adapter, per ``recipe.method``."""
+    from peft import LoraConfig
+
+    peft_config = LoraConfig(
+        r=recipe.lora_r, lora_alpha=recipe.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    common = dict(
+        output_dir=str(out),
+        num_train_epochs=recipe.epochs,
+        learning_rate=recipe.learning_rate,
+        per_device_train_batch_size=recipe.batch_size,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=recipe.seed,
+        use_cpu=True,
+        bf16=False,
+        disable_tqdm=True,
+    )
+    if recipe.method == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        return SFTTrainer(
+            model=model,
+            args=SFTConfig(**common, max_length=512),
+            train_dataset=sft_dataset(examples, recipe.worked_example),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    if recipe.method == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOTrainer(
+            model=model,
+            reward_funcs=[answer_reward(examples)],
+            args=GRPOConfig(
+                **common,
+                num_generations=recipe.num_generations,
+                max_completion_length=recipe.max_completion_length,
+                temperature=0.7,
+                beta=0.0,
+            ),
+            train_dataset=grpo_dataset(examples, recipe.worked_example),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    raise ValueError(f"unknown expert training method {recipe.method!r}; use 'sft' or 'grpo'")
+
+
 def train_expert(recipe: ExpertRecipe, client: str, examples: list[Example], folder: Path) -> dict[str, Any]:
-    """LoRA SFT of the base model on one client's examples into ``folder``; returns its metadata.
+    """LoRA SFT or GRPO of the base model on one client's examples into ``folder``; returns its metadata.
 
     The adapter is written to a temporary folder and moved into place only when complete, so a
     killed training never leaves an adapter that looks finished.
     """
     if not examples:
         raise ValueError(f"client {client} holds no examples to train an expert on")
-    from peft import LoraConfig
     from transformers import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
 
     from fedgrpo.models import load_policy, load_tokenizer
 
@@ -98,45 +186,23 @@ def train_expert(recipe: ExpertRecipe, client: str, examples: list[Example], fol
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{client}-", dir=folder.parent))
     try:
-        args = SFTConfig(
-            output_dir=str(tmp / "trainer"),
-            num_train_epochs=recipe.epochs,
-            learning_rate=recipe.learning_rate,
-            per_device_train_batch_size=recipe.batch_size,
-            lr_scheduler_type="constant",
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            seed=recipe.seed,
-            use_cpu=True,
-            bf16=False,
-            max_length=512,
-            disable_tqdm=True,
-        )
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=sft_dataset(examples, recipe.worked_example),
-            processing_class=tokenizer,
-            peft_config=LoraConfig(
-                r=recipe.lora_r,
-                lora_alpha=recipe.lora_alpha,
-                target_modules="all-linear",
-                task_type="CAUSAL_LM",
-            ),
-        )
+        trainer = _trainer(recipe, model, tokenizer, examples, tmp / "trainer")
         # Our own log lines report progress; the trainer's printed dicts would mix into stdout.
         trainer.remove_callback(PrinterCallback)
         result = trainer.train()
         trainer.model.save_pretrained(tmp / "adapter")
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]  # grpo only
         meta = {
             "client": client,
+            "method": recipe.method,
             "examples": len(examples),
             "steps": trainer.state.global_step,
             "first_loss": round(losses[0], 4) if losses else None,
             "final_loss": round(losses[-1], 4) if losses else None,
+            "first_reward": round(rewards[0], 4) if rewards else None,
+            "final_reward": round(rewards[-1], 4) if rewards else None,
             "train_seconds": round(time.perf_counter() - start, 1),
             "train_loss": round(float(result.training_loss), 4),
             "recipe": recipe.__dict__,
@@ -171,10 +237,11 @@ def ensure_experts(
             folders[client] = folder
             continue
         log.info(
-            "expert %d/%d %s: LoRA SFT of %s on its %d private examples",
+            "expert %d/%d %s: LoRA %s of %s on its %d private examples",
             i,
             len(clients),
             client,
+            recipe.method.upper(),
             recipe.base_model,
             len(examples),
         )
@@ -184,12 +251,16 @@ def ensure_experts(
             failed[client] = f"expert training failed: {type(err).__name__}: {err}"
             log.error("expert %s: %s", client, failed[client])
             continue
+        reward = ""
+        if meta["first_reward"] is not None:
+            reward = f", reward {meta['first_reward']} -> {meta['final_reward']}"
         log.info(
-            "expert %s: %d steps, loss %s -> %s, %.0f s",
+            "expert %s: %d steps, loss %s -> %s%s, %.0f s",
             client,
             meta["steps"],
             meta["first_loss"],
             meta["final_loss"],
+            reward,
             meta["train_seconds"],
         )
         folders[client] = folder
