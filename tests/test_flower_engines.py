@@ -125,12 +125,13 @@ def test_supernode_with_unregistered_key_is_refused(deployment: Deployment) -> N
 
 
 def test_simulation_engine_runs_the_smoke_job_with_virtual_clients(tmp_path: Path) -> None:
+    # graph-smoke: client models too, so the confidence graph's competence queries cross Flower as well
     out = tmp_path / "sim"
     proc = subprocess.run(
         [
             str(BIN / "fedgrpo"),
             "run",
-            "smoke",
+            "graph-smoke",
             f"run.output_dir={out}",
             "eval.before=false",
             "eval.after=false",
@@ -148,4 +149,8 @@ def test_simulation_engine_runs_the_smoke_job_with_virtual_clients(tmp_path: Pat
     assert sorted(results["transport"]["clients"]) == [f"client-{i}" for i in range(4)]
     comm = results["communication"]
     assert comm["fed/rewards_received"] > 0 and comm["fed/rejected_total"] == 0
-    assert results["transport"]["counts"]["bytes_verified"] == comm["fed/bytes_down"] + comm["fed/bytes_up"]
+    graph = results["selection"]  # built from competence replies that came back over Flower
+    assert graph["clients"] == 4 and graph["rejected"] == {} and graph["bytes_up"] > 0
+    assert sum(comm["fed/methods"].values()) > 0
+    counted = comm["fed/bytes_down"] + comm["fed/bytes_up"] + graph["bytes_down"] + graph["bytes_up"]
+    assert results["transport"]["counts"]["bytes_verified"] == counted
