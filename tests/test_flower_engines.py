@@ -154,3 +154,30 @@ def test_simulation_engine_runs_the_smoke_job_with_virtual_clients(tmp_path: Pat
     assert sum(comm["fed/methods"].values()) > 0
     counted = comm["fed/bytes_down"] + comm["fed/bytes_up"] + graph["bytes_down"] + graph["bytes_up"]
     assert results["transport"]["counts"]["bytes_verified"] == counted
+
+
+def test_a_simulated_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    args = [
+        str(BIN / "fedgrpo"),
+        "run",
+        "smoke",
+        f"run.output_dir={out}",
+        "eval.before=false",
+        "eval.after=false",
+        "run.save_steps=2",
+        "federation.transport=flower-simulation",
+        "flower.ray_cpus=2",
+    ]
+
+    def fedgrpo(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*args, *extra], capture_output=True, text=True, timeout=400)
+
+    first = fedgrpo("grpo.max_steps=2")
+    assert first.returncode == 0, first.stderr[-4000:]
+    again = fedgrpo("grpo.max_steps=4", "--resume")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "resuming from" in again.stderr and "(step 2)" in again.stderr
+    assert [r["step"] for r in _rows(out)] == [1, 2, 3, 4]  # nothing lost, nothing counted twice
+    assert json.loads((out / "results.json").read_text())["steps"] == 4
+    assert (out / "checkpoints" / "checkpoint-4" / "COMPLETE").exists()

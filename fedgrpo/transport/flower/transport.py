@@ -105,6 +105,7 @@ class FlowerTransport(Transport):
         for name, node in list(self._nodes.items()):
             if node not in online:
                 self._nodes.pop(name)
+                self._node_names.pop(node, None)  # a SuperNode back under the same id is profiled again
                 self._suspended.pop(name, None)
                 self._event("left", name, "its SuperNode is no longer connected")
         now = time.monotonic()
