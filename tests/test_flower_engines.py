@@ -35,19 +35,31 @@ def _start_clients(d: Deployment, n: int = 3) -> None:
         d.start_supernode(f"client-{i}", f"supernode-{i}")
 
 
-def _fedgrpo_run(d: Deployment, out: Path, *overrides: str, wait: bool = True):
-    cmd = [
+def _run_cmd(preset: str, out: Path, *overrides: str) -> list[str]:
+    """``fedgrpo run PRESET`` into ``out`` without evaluations, plus overrides."""
+    return [
         str(BIN / "fedgrpo"),
         "run",
-        "smoke",
+        preset,
         f"run.output_dir={out}",
         "eval.before=false",
         "eval.after=false",
+        *overrides,
+    ]
+
+
+SIMULATION = ("federation.transport=flower-simulation", "flower.ray_cpus=2")
+
+
+def _fedgrpo_run(d: Deployment, out: Path, *overrides: str, wait: bool = True):
+    cmd = _run_cmd(
+        "smoke",
+        out,
         "federation.transport=flower-deployment",
         f"flower.superlink={d.address}",
         f"flower.root_certificates={d.certs / 'ca.crt'}",
         *overrides,
-    ]
+    )
     log = (out.parent / f"{out.name}.log").open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=d.env)
     if wait:
@@ -128,17 +140,7 @@ def test_simulation_engine_runs_the_smoke_job_with_virtual_clients(tmp_path: Pat
     # graph-smoke: client models too, so the confidence graph's competence queries cross Flower as well
     out = tmp_path / "sim"
     proc = subprocess.run(
-        [
-            str(BIN / "fedgrpo"),
-            "run",
-            "graph-smoke",
-            f"run.output_dir={out}",
-            "eval.before=false",
-            "eval.after=false",
-            "data.num_clients=4",
-            "federation.transport=flower-simulation",
-            "flower.ray_cpus=2",
-        ],
+        _run_cmd("graph-smoke", out, "data.num_clients=4", *SIMULATION),
         capture_output=True,
         text=True,
         timeout=400,
@@ -158,20 +160,10 @@ def test_simulation_engine_runs_the_smoke_job_with_virtual_clients(tmp_path: Pat
 
 def test_a_simulated_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "sim"
-    args = [
-        str(BIN / "fedgrpo"),
-        "run",
-        "smoke",
-        f"run.output_dir={out}",
-        "eval.before=false",
-        "eval.after=false",
-        "run.save_steps=2",
-        "federation.transport=flower-simulation",
-        "flower.ray_cpus=2",
-    ]
 
     def fedgrpo(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*args, *extra], capture_output=True, text=True, timeout=400)
+        cmd = _run_cmd("smoke", out, "run.save_steps=2", *SIMULATION, *extra)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=400)
 
     first = fedgrpo("grpo.max_steps=2")
     assert first.returncode == 0, first.stderr[-4000:]
