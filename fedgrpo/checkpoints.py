@@ -19,11 +19,15 @@ COMPLETE_MARKER = "COMPLETE"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON next to its destination, then rename: readers never see half a file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write next to the destination, then rename: readers never see half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:

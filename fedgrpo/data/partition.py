@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from fedgrpo.checkpoints import write_text_atomic
 from fedgrpo.data.domains import (
     DomainSpec,
     Example,
@@ -224,11 +225,8 @@ def build_split(
 def write_client_data(examples: list[Example], path: Path) -> None:
     """One client's private examples as JSON lines: the file its own SuperNode is pointed at."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as fh:
-        for ex in examples:
-            fh.write(json.dumps(dataclasses.asdict(ex), default=str) + "\n")
-    tmp.replace(path)
+    lines = [json.dumps(dataclasses.asdict(ex), default=str) + "\n" for ex in examples]
+    write_text_atomic(path, "".join(lines))
 
 
 def read_client_data(path: Path) -> list[Example]:

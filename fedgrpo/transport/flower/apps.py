@@ -41,13 +41,14 @@ REJECTED: Counter = Counter()  # this process's rejected requests, by reason (re
 _CLIENTS: dict[tuple[str, str], Client] = {}
 
 
-def config_from_run_config(run_config: dict[str, Any], fallback: str | None = None) -> FedGRPOConfig:
-    text = str(run_config.get("config") or fallback or "smoke")
-    return load_config_text(text, str(run_config.get("overrides", "")).split())
+def config_from_run_config(run_config: dict[str, Any]) -> FedGRPOConfig:
+    """The experiment's config from a Flower run config (``config`` and ``overrides``)."""
+    return _config(str(run_config.get("config") or "smoke"), str(run_config.get("overrides", "")))
 
 
 @functools.cache
 def _config(text: str, overrides: str) -> FedGRPOConfig:
+    """Parsed once per process: a ClientApp sees the same run config on every message."""
     return load_config_text(text, overrides.split())
 
 
@@ -123,8 +124,7 @@ def make_client_app(config_text: str | None = None) -> ClientApp:
     def cfg_of(context: Context) -> FedGRPOConfig:
         if config_text is not None:
             return _config(config_text, "")
-        rc = context.run_config
-        return _config(str(rc.get("config") or "smoke"), str(rc.get("overrides", "")))
+        return config_from_run_config(dict(context.run_config))
 
     @app.query("profile")
     def profile(message: Message, context: Context) -> Message:
