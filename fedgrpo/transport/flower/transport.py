@@ -127,7 +127,7 @@ class FlowerTransport(Transport):
             )
             for n in node_ids
         ]
-        replies = self._send_and_receive(messages, self._settings.profile_timeout_s).values()
+        replies = self._send_and_receive(messages, self._settings.profile_timeout_s)[1].values()
         answered = {r.metadata.src_node_id for r in replies}
         for node in set(node_ids) - answered:
             self._unanswered[node] = time.monotonic()
@@ -194,20 +194,25 @@ class FlowerTransport(Transport):
     def _message(self, content: RecordDict, client: str, message_type: str, ttl: float) -> Message:
         return Message(content, dst_node_id=self._nodes[client], message_type=message_type, ttl=max(ttl, 1.0))
 
-    def _send_and_receive(self, messages: list[Message], timeout: float) -> dict[str, Message]:
-        """Push all, pull until every reply is in or ``timeout``; replies keyed by the sent message id."""
+    def _send_and_receive(
+        self, messages: list[Message], timeout: float
+    ) -> tuple[list[str], dict[str, Message]]:
+        """Push all, pull until every reply is in or ``timeout``.
+
+        Returns the sent message ids in the order of ``messages`` (empty where Flower refused one) and
+        the replies keyed by sent message id.
+        """
         if not messages:
-            return {}
-        ids = [i for i in self._grid.push_messages(messages) if i]
+            return [], {}
+        ids = list(self._grid.push_messages(messages))
         self.counts["messages_sent"] += len(messages)
-        replies = self._pull(set(ids), timeout)
+        replies = self._pull({i for i in ids if i}, timeout)
         self.counts["messages_received"] += len(replies)
-        return replies
+        return ids, replies
 
     def exchange(self, requests: Mapping[str, bytes]) -> dict[str, Delivery]:
         start = time.perf_counter()
         out: dict[str, Delivery] = {}
-        sent: dict[str, tuple[str, bytes]] = {}  # message id -> (client, request bytes)
         outgoing: list[tuple[str, bytes, Message]] = []
         competence = False
         for name, payload in requests.items():
@@ -222,14 +227,8 @@ class FlowerTransport(Transport):
         timeout = s.competence_timeout_s if competence else s.reward_timeout_s
         for _, _, message in outgoing:
             message.metadata.ttl = max(timeout, 1.0)
-        if outgoing:
-            ids = list(self._grid.push_messages([m for _, _, m in outgoing]))
-            self.counts["messages_sent"] += len(outgoing)
-            sent = {i: (name, payload) for i, (name, payload, _) in zip(ids, outgoing, strict=True)}
-            replies = self._pull(set(sent), timeout)
-            self.counts["messages_received"] += len(replies)
-        else:
-            replies = {}
+        ids, replies = self._send_and_receive([m for _, _, m in outgoing], timeout)
+        sent = {i: (name, payload) for i, (name, payload, _) in zip(ids, outgoing, strict=True)}
         for mid, (name, payload) in sent.items():
             seconds = time.perf_counter() - start
             reply = replies.get(mid)
