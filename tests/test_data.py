@@ -18,13 +18,17 @@ import pytest  # noqa: E402
 
 from fedgrpo.data import (  # noqa: E402
     BUILTIN_DOMAINS,
+    DataFileError,
     DomainSpec,
     Example,
+    NotEnoughExamplesError,
     Question,
     build_split,
     generate,
     majority_answer_rate,
     normalise_question,
+    parse_gsm8k_answer,
+    read_client_data,
     resolve_domain,
     score_answer,
 )
@@ -284,3 +288,152 @@ def test_split_validation_errors() -> None:
         build_split(["syllogism"], 2, 5, 11, 0, 0, "iid", 1.0, 0)
     with pytest.raises(ValueError, match="unknown domain"):
         build_split(["nope"], 2, 5, 5, 0, 0, "iid", 1.0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad data files: each names the file (and line), none is disguised as "pool too small"
+
+
+def _gsm_spec(path: Path) -> DomainSpec:
+    return DomainSpec(name="gsm_local", source="gsm8k_jsonl", path=str(path))
+
+
+def _good_line(i: int = 0) -> str:
+    return json.dumps(_gsm_rows(i + 1)[i]) + "\n"
+
+
+@pytest.mark.parametrize("bad", ["[1, 2, 3]", "null", '"x"', "7", "true"])
+def test_jsonl_line_that_is_not_an_object_names_path_and_line(tmp_path: Path, bad: str) -> None:
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(_good_line() + "\n" + bad + "\n", encoding="utf-8")  # blank line 2, bad line 3
+    for load in (lambda: generate(_gsm_spec(path), 1, seed=0), lambda: read_client_data(path)):
+        with pytest.raises(DataFileError, match="expected a JSON object") as err:
+            load()
+        assert f"{path}:3:" in str(err.value)
+
+
+def test_invalid_json_names_path_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(_good_line() + '{"question": "q", \n', encoding="utf-8")
+    with pytest.raises(DataFileError, match="not valid JSON") as err:
+        generate(_gsm_spec(path), 1, seed=0)
+    assert f"{path}:2:" in str(err.value)
+
+
+@pytest.mark.parametrize("solution", ["Some work\n####", "Some work\n####   \n", "#### ,"])
+def test_gsm8k_empty_final_answer_is_refused(tmp_path: Path, solution: str) -> None:
+    with pytest.raises(ValueError, match="nothing after '####'"):
+        parse_gsm8k_answer(solution)
+    path = tmp_path / "gsm.jsonl"
+    _write_jsonl(path, [*_gsm_rows(2), {"question": "Empty?", "answer": solution}])
+    with pytest.raises(DataFileError, match="nothing after '####'") as err:
+        generate(_gsm_spec(path), 1, seed=0)
+    assert f"{path}:3:" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"answer": "#### 1"}, "missing required field 'question'"),
+        ({"question": "q"}, "missing required field 'answer'"),
+        ({"question": "  ", "answer": "#### 1"}, "field 'question' is empty"),
+        ({"question": 5, "answer": "#### 1"}, "'question' must be a string, got number"),
+        ({"question": "q", "answer": None}, "'answer' must be a string, got null"),
+    ],
+)
+def test_gsm8k_bad_fields_name_path_and_line(tmp_path: Path, row: dict, message: str) -> None:
+    path = tmp_path / "gsm.jsonl"
+    _write_jsonl(path, [*_gsm_rows(1), row])
+    with pytest.raises(DataFileError, match=message) as err:
+        generate(_gsm_spec(path), 1, seed=0)
+    assert f"{path}:2:" in str(err.value)
+
+
+def test_hf_empty_answer_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    _write_jsonl(path, [{"q": "What is 1 + 1?", "a": "2"}, {"q": "What is 2 + 2?", "a": "  "}])
+    spec = DomainSpec(
+        name="local_hf",
+        source="hf",
+        hf_name="json",
+        data_files=str(path),
+        question_field="q",
+        answer_field="a",
+    )
+    with pytest.raises(DataFileError, match="row 1: empty answer"):
+        generate(spec, 1, seed=0)
+
+
+def test_blank_prediction_never_scores() -> None:
+    golds = [
+        Example("a", "d", "q", ""),
+        Example("b", "d", "q", "   "),
+        Example("c", "d", "q", "0"),
+        Example("d", "d", "q", "yes"),
+        *generate("letter_counting", 3, seed=0),
+        *generate("syllogism", 3, seed=0),
+    ]
+    for ex in golds:
+        for blank in ("", " ", "\n\t "):
+            assert score_answer(ex, blank) == 0.0, (ex, blank)
+
+
+def test_non_utf8_file_names_path_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "gsm.jsonl"
+    path.write_bytes(
+        (_good_line(0) + _good_line(1)).encode() + b'{"question": "caf\xe9?", "answer": "#### 1"}\n'
+    )
+    for load in (lambda: generate(_gsm_spec(path), 1, seed=0), lambda: read_client_data(path)):
+        with pytest.raises(DataFileError, match="not UTF-8") as err:
+            load()
+        assert f"{path}:3:" in str(err.value)
+
+
+def test_utf8_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "gsm.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + "".join(_good_line(i) for i in range(3)).replace("\n", "\r\n").encode()
+    )
+    assert len(generate(_gsm_spec(path), 3, seed=0)) == 3
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "blank_lines"])
+def test_unusable_file_names_the_path(tmp_path: Path, case: str) -> None:
+    path = tmp_path / "data.jsonl"
+    if case == "directory":
+        path.mkdir()
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "blank_lines":
+        path.write_text("\n  \n\n", encoding="utf-8")
+    message = {
+        "missing": "not found",
+        "directory": "is a directory",
+        "empty": "empty",
+        "blank_lines": "empty",
+    }
+    for load in (lambda: generate(_gsm_spec(path), 1, seed=0), lambda: read_client_data(path)):
+        with pytest.raises(DataFileError, match=message[case]) as err:
+            load()
+        assert str(path) in str(err.value)
+
+
+def test_bad_file_is_not_reported_as_a_small_pool(tmp_path: Path) -> None:
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(_good_line() + "null\n", encoding="utf-8")
+    with pytest.raises(DataFileError) as err:
+        build_split([_gsm_spec(path)], 1, 1, 1, 0, 0)
+    assert f"{path}:2:" in str(err.value)
+    assert "too small" not in str(err.value) and "distinct" not in str(err.value)
+    assert not isinstance(err.value, NotEnoughExamplesError)
+
+
+def test_genuine_shortage_is_reported_as_a_small_pool(tmp_path: Path) -> None:
+    path = tmp_path / "gsm.jsonl"
+    _write_jsonl(path, _gsm_rows(3))
+    with pytest.raises(NotEnoughExamplesError, match="only 3 distinct"):
+        generate(_gsm_spec(path), 4, seed=0)
+    with pytest.raises(NotEnoughExamplesError, match=r"too small: need 4 distinct.*only 3 distinct"):
+        build_split([_gsm_spec(path)], 1, 1, 1, 0, 3)
+    with pytest.raises(NotEnoughExamplesError, match="too small"):
+        build_split(["sums_1digit"], 4, 60, 10, 10, 10, "iid", 1.0, 0)

@@ -1,9 +1,11 @@
-"""Task domains, exact scoring and the federated split of data between clients and server."""
+"""Task domains, exact scoring, each party's data files and the federated split between clients and server."""
 
 from fedgrpo.data.domains import (
     BUILTIN_DOMAINS,
+    DataFileError,
     DomainSpec,
     Example,
+    NotEnoughExamplesError,
     Question,
     derive_seed,
     generate,
@@ -15,6 +17,7 @@ from fedgrpo.data.domains import (
     resolve_domain,
     score_answer,
 )
+from fedgrpo.data.files import read_labelled, read_questions, write_labelled, write_questions
 from fedgrpo.data.partition import (
     FederatedSplit,
     build_split,
@@ -26,9 +29,11 @@ from fedgrpo.data.partition import (
 
 __all__ = [
     "BUILTIN_DOMAINS",
+    "DataFileError",
     "DomainSpec",
     "Example",
     "FederatedSplit",
+    "NotEnoughExamplesError",
     "Question",
     "build_split",
     "client_name",
@@ -40,8 +45,12 @@ __all__ = [
     "normalise_question",
     "parse_gsm8k_answer",
     "read_client_data",
+    "read_labelled",
+    "read_questions",
     "resolve_domain",
     "score_answer",
     "to_question",
     "write_client_data",
+    "write_labelled",
+    "write_questions",
 ]

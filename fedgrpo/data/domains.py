@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -20,10 +19,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from fedgrpo.data.jsonl import DataFileError, read_jsonl_objects, required_text
+
 __all__ = [
     "BUILTIN_DOMAINS",
+    "DataFileError",
     "DomainSpec",
     "Example",
+    "NotEnoughExamplesError",
     "Question",
     "derive_seed",
     "generate",
@@ -42,6 +45,14 @@ _WS_RE = re.compile(r"\s+")
 _RG_CHUNK = 500
 # Give up on a task once this many draws in a row produced only already-seen questions.
 _RG_MAX_CONSECUTIVE_DUPLICATES = 3000
+
+
+class NotEnoughExamplesError(ValueError):
+    """A domain cannot supply the number of distinct examples asked for.
+
+    The only error that split building reports as "pool too small": bad files and bad specs raise
+    their own errors and must not be disguised as a size problem.
+    """
 
 
 def normalise_question(text: str) -> str:
@@ -224,7 +235,7 @@ def _generate_rg(spec: DomainSpec, n: int, seed: int) -> list[Example]:
     out: list[Example] = []
     while len(out) < n:
         if not active:
-            raise ValueError(
+            raise NotEnoughExamplesError(
                 f"domain {spec.name!r}: only {len(out)} distinct questions could be generated, "
                 f"{n} requested (the task configs allow too few distinct questions)"
             )
@@ -248,26 +259,35 @@ def _generate_rg(spec: DomainSpec, n: int, seed: int) -> list[Example]:
 
 
 def parse_gsm8k_answer(answer: str) -> str:
-    """The final answer of a GSM8K solution: the text after '####', commas stripped."""
+    """The final answer of a GSM8K solution: the text after '####', commas stripped.
+
+    An empty final answer is refused: it would become an empty gold answer, and an empty prediction
+    would then look correct.
+    """
     if "####" not in answer:
         raise ValueError(f"GSM8K answer has no '#### N' final line: {answer[-80:]!r}")
-    return answer.rsplit("####", 1)[1].strip().replace(",", "")
+    final = answer.rsplit("####", 1)[1].strip().replace(",", "")
+    if not final:
+        raise ValueError(f"GSM8K answer has nothing after '####': {answer[-80:]!r}")
+    return final
 
 
 def _read_gsm8k_jsonl(spec: DomainSpec) -> list[tuple[str, str]]:
+    """(question, final answer) per line; every problem is a DataFileError naming path:line."""
     path = Path(spec.path or "")
-    if not path.is_file():
-        raise ValueError(f"domain {spec.name!r}: GSM8K JSONL file not found: {path}")
+    try:
+        objects = read_jsonl_objects(path)
+    except DataFileError as exc:
+        raise DataFileError(f"domain {spec.name!r}: {exc}") from None
     rows: list[tuple[str, str]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                rows.append((str(obj["question"]), parse_gsm8k_answer(str(obj["answer"]))))
-            except (json.JSONDecodeError, KeyError, ValueError) as exc:
-                raise ValueError(f"domain {spec.name!r}: bad row at {path}:{lineno}: {exc}") from exc
+    for lineno, obj in objects:
+        where = f"domain {spec.name!r}: {path}:{lineno}"
+        question = required_text(obj, "question", where)
+        solution = required_text(obj, "answer", where)
+        try:
+            rows.append((question, parse_gsm8k_answer(solution)))
+        except ValueError as exc:
+            raise DataFileError(f"{where}: {exc}") from None
     return rows
 
 
@@ -290,9 +310,17 @@ def _read_hf(spec: DomainSpec) -> list[tuple[str, str]]:
                 f"columns: {ds.column_names}"
             )
     rows = []
-    for q, a in zip(ds[spec.question_field], ds[spec.answer_field], strict=True):
+    for i, (q, a) in enumerate(zip(ds[spec.question_field], ds[spec.answer_field], strict=True)):
+        where = f"domain {spec.name!r}: HF dataset {spec.hf_name!r} (split {spec.split!r}) row {i}"
+        if q is None or not str(q).strip():
+            raise DataFileError(f"{where}: empty question in column {spec.question_field!r}")
+        if a is None or not str(a).strip():
+            raise DataFileError(f"{where}: empty answer in column {spec.answer_field!r}")
         a = str(a)
-        rows.append((str(q), parse_gsm8k_answer(a) if "####" in a else a.strip()))
+        try:
+            rows.append((str(q), parse_gsm8k_answer(a) if "####" in a else a.strip()))
+        except ValueError as exc:
+            raise DataFileError(f"{where}: {exc}") from None
     return rows
 
 
@@ -304,7 +332,7 @@ def _sample_rows(spec: DomainSpec, rows: list[tuple[str, str]], n: int, seed: in
         unique.setdefault(qid, Example(qid=qid, domain=spec.name, question=q, answer=a, entry={}))
     examples = list(unique.values())
     if len(examples) < n:
-        raise ValueError(
+        raise NotEnoughExamplesError(
             f"domain {spec.name!r}: {n} examples requested but only {len(examples)} distinct ones available"
         )
     order = np.random.default_rng(derive_seed("rows", spec.name, seed)).permutation(len(examples))
@@ -364,12 +392,15 @@ def score_answer(example: Example, predicted: str | None) -> float:
     """Exact correctness, 1.0 or 0.0 (partial credit from reasoning-gym counts as wrong).
 
     Never raises: garbage predictions and scorer failures score 0.0, because a client must always
-    be able to return a reward.
+    be able to return a reward. An empty or blank prediction is always wrong, whatever the gold
+    answer (an empty ``<answer></answer>`` must never earn a reward).
     """
     if predicted is None:
         return 0.0
     try:
         predicted = str(predicted)
+        if not predicted.strip():
+            return 0.0
         if example.entry.get("metadata", {}).get("source_dataset"):
             return _rg_score(example.entry, predicted)
         return _math_score(example.answer, predicted)

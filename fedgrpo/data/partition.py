@@ -7,26 +7,32 @@ and clients never share an example.
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from fedgrpo.checkpoints import write_text_atomic
 from fedgrpo.data.domains import (
     DomainSpec,
     Example,
+    NotEnoughExamplesError,
     Question,
     derive_seed,
     generate,
     normalise_question,
     resolve_domain,
 )
+from fedgrpo.data.files import read_labelled, write_labelled
 
-__all__ = ["FederatedSplit", "build_split", "client_name", "to_question"]
+__all__ = [
+    "FederatedSplit",
+    "build_split",
+    "client_name",
+    "read_client_data",
+    "to_question",
+    "write_client_data",
+]
 
 
 @dataclass
@@ -67,7 +73,8 @@ def _build_pools(specs: list[DomainSpec], sizes: list[int], seed: int) -> list[l
     """One pool per domain, with no normalised question text repeated across domains.
 
     generate() is prefix-stable, so when texts already used by an earlier domain are dropped we
-    simply ask for more until the pool is full.
+    simply ask for more until the pool is full. Only a shortage of distinct examples is reported as
+    "too small"; a bad data file or spec surfaces as its own error.
     """
     seen: set[str] = set()
     pools = []
@@ -77,8 +84,8 @@ def _build_pools(specs: list[DomainSpec], sizes: list[int], seed: int) -> list[l
         while True:
             try:
                 candidates = generate(spec, ask, dom_seed)
-            except ValueError as exc:
-                raise ValueError(
+            except NotEnoughExamplesError as exc:
+                raise NotEnoughExamplesError(
                     f"pool for domain {spec.name!r} too small: need {size} distinct examples "
                     f"(held-out + auxiliary + client share): {exc}"
                 ) from exc
@@ -222,24 +229,11 @@ def build_split(
     )
 
 
-def write_client_data(examples: list[Example], path: Path) -> None:
-    """One client's private examples as JSON lines: the file its own SuperNode is pointed at."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(dataclasses.asdict(ex), default=str) + "\n" for ex in examples]
-    write_text_atomic(path, "".join(lines))
+def write_client_data(examples: list[Example], path: str | os.PathLike[str]) -> None:
+    """One client's private examples: the file its own SuperNode is pointed at (see write_labelled)."""
+    write_labelled(examples, path)
 
 
-def read_client_data(path: Path) -> list[Example]:
-    """The examples written by :func:`write_client_data` (or by hand: qid, domain, question, answer)."""
-    out = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            out.append(
-                Example(row["qid"], row["domain"], row["question"], row["answer"], row.get("entry") or {})
-            )
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}:{n}: not a client example ({err})") from err
-    return out
+def read_client_data(path: str | os.PathLike[str]) -> list[Example]:
+    """A client's private examples, as written by write_client_data or by hand (see read_labelled)."""
+    return read_labelled(path)
