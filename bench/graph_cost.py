@@ -19,8 +19,8 @@ import random
 from pathlib import Path
 
 from fedgrpo.config import load_config
-from fedgrpo.trainer import build_data
-from fedgrpo.transport import CompetenceItem, CompetenceReply, CompetenceRequest, encode
+from fedgrpo.protocol import CompetenceItem, CompetenceReply, CompetenceRequest, encode
+from fedgrpo.run.assemble import build_data
 
 
 def main() -> None:

@@ -22,15 +22,16 @@ from pathlib import Path
 
 import torch
 
+from fedgrpo.answers import is_correct
 from fedgrpo.config import load_config
-from fedgrpo.data import score_answer
 from fedgrpo.evaluate import generate_completions, wilson_interval
 from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.prompting import extract_answer
+from fedgrpo.protocol import RewardItem, RewardReply, RewardRequest
+from fedgrpo.run.assemble import build_data
+from fedgrpo.run.clients import build_clients
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector, OracleSelector, mean_pooled_embedder
 from fedgrpo.selection.base import AllSelector, RandomSelector
-from fedgrpo.trainer import build_clients, build_data
-from fedgrpo.transport import InProcessTransport, RewardItem, RewardReply, RewardRequest, decode, encode
+from fedgrpo.transport import InProcessTransport
 
 
 def main() -> None:
@@ -62,20 +63,17 @@ def main() -> None:
         temperature=float(cfg.grpo.get("temperature", 1.0)),
     )
     candidates = [texts[i * g : (i + 1) * g] for i in range(len(questions))]
-    truth = [
-        [score_answer(ex, extract_answer(t)) >= 1.0 for t in cands]
-        for ex, cands in zip(examples, candidates, strict=True)
-    ]
+    truth = [[is_correct(ex, t) for t in cands] for ex, cands in zip(examples, candidates, strict=True)]
 
     transport = InProcessTransport(build_clients(cfg, split))
     clients = transport.client_names
     items = [RewardItem(q.qid, q.question, c) for q, c in zip(questions, candidates, strict=True)]
     start = time.perf_counter()
-    deliveries = transport.exchange({c: encode(RewardRequest(f"all-{c}", c, items)) for c in clients})
+    deliveries = transport.exchange({c: RewardRequest(f"all-{c}", c, items) for c in clients})
     seconds = time.perf_counter() - start
     scores: dict[tuple[str, str], list[float | None]] = {}
     for c, delivery in deliveries.items():
-        reply = decode(delivery.reply)
+        reply = delivery.reply
         assert isinstance(reply, RewardReply), reply
         for item in reply.items:
             scores[(item.qid, c)] = item.rewards

@@ -20,17 +20,12 @@ import trl.extras.profiling as profiling
 from transformers import TrainerCallback
 
 from fedgrpo.config import load_config
-from fedgrpo.federation import FederatedRewards
 from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.selection import make_selector
-from fedgrpo.trainer import (
-    build_clients,
-    build_data,
-    build_transport,
-    make_trainer,
-    peak_rss_mb,
-    train_dataset,
-)
+from fedgrpo.run.assemble import build_advantage, build_data, build_selector
+from fedgrpo.run.clients import build_clients
+from fedgrpo.run.metrics import peak_rss_mb
+from fedgrpo.run.trl import make_trainer, train_dataset
+from fedgrpo.transport import InProcessTransport
 
 PHASES: dict[int, dict[str, float]] = collections.defaultdict(lambda: collections.defaultdict(float))
 STEP = [0]
@@ -62,23 +57,22 @@ def main() -> None:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     split = build_data(cfg)
-    rewards = FederatedRewards(
-        build_transport(cfg, build_clients(cfg, split)),
-        make_selector(cfg.federation.selector, cfg.seed),
-        cfg.federation.experts_per_question,
-        cfg.num_generations,
-        cfg.federation.aggregation,
-    )
+    transport = InProcessTransport(build_clients(cfg, split))
+    tokenizer = load_tokenizer(cfg.model.name_or_path)
     profiling.ProfilingContext._log_metrics = _record
     with tempfile.TemporaryDirectory() as tmp:
+        # the same selector as a run (for the confidence graph: built by competence queries first)
+        selector, _ = build_selector(
+            cfg, split.auxiliary, transport, tokenizer, Path(tmp), False, split.client_domains
+        )
         cfg.run.save_steps = args.steps + 1
         trainer = make_trainer(
             cfg,
             load_policy(cfg.model.name_or_path, cfg.model.dtype),
-            load_tokenizer(cfg.model.name_or_path),
+            tokenizer,
             train_dataset(split.train_questions, cfg.model.worked_example),
-            rewards,
-            Path(tmp),
+            build_advantage(cfg, transport, selector),
+            Path(tmp) / "checkpoints",
         )
         trainer.add_callback(StepClock())
         trainer.train()

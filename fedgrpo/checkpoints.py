@@ -7,27 +7,13 @@ folders and removes the others.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 STATE_FILE = "fedgrpo_state.json"
 COMPLETE_MARKER = "COMPLETE"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write next to the destination, then rename: readers never see half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -39,6 +25,11 @@ def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
             if m and (child / COMPLETE_MARKER).exists():
                 found.append((int(m.group(1)), child))
     return sorted(found)
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    done = complete_checkpoints(folder)
+    return done[-1][1] if done else None
 
 
 def remove_torn_checkpoints(folder: Path) -> list[Path]:

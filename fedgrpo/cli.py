@@ -8,8 +8,9 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
-from fedgrpo.config import PRESETS, ConfigError, load_config
+from fedgrpo.config import PRESETS, ConfigError, FedGRPOConfig, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "flower-certs":
-        from pathlib import Path
-
-        from fedgrpo.transport.flower.launch import make_certificates
+        from fedgrpo.flower.certs import make_certificates
 
         hosts = args.host or ["127.0.0.1", "localhost"]
         print(json.dumps(make_certificates(Path(args.dir), hosts, args.supernodes), indent=2))
@@ -90,27 +89,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show-config":
         print(cfg.to_yaml(), end="")
         return 0
-    # heavy imports only once the config is known to be good
-    from fedgrpo.trainer import run, train_clients
-
     try:
-        if args.command == "export-client-data":
-            from pathlib import Path
-
-            from fedgrpo.transport.flower.launch import export_client_data
-
-            print(json.dumps(export_client_data(cfg, Path(args.dir)), indent=2))
-            return 0
-        if args.command == "train-clients":
-            report = train_clients(cfg)
-            print(json.dumps(report, indent=2))
-            return 1 if any("error" in r for r in report.values()) else 0
-        run(cfg, resume=args.resume)
+        return _command(args, cfg)
     except (FileExistsError, ConfigError) as err:
         print(f"fedgrpo: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _command(args: argparse.Namespace, cfg: FedGRPOConfig) -> int:
+    """The commands that load models; imported only once the config is known to be good."""
+    if args.command == "export-client-data":
+        from fedgrpo.run.clients import export_client_data
+
+        print(json.dumps(export_client_data(cfg, Path(args.dir)), indent=2))
+        return 0
+    if args.command == "train-clients":
+        from fedgrpo.run.clients import train_clients
+
+        report = train_clients(cfg)
+        print(json.dumps(report, indent=2))
+        return 1 if any("error" in r for r in report.values()) else 0
+    if cfg.federation.transport == "in_process":
+        from fedgrpo.run.experiment import run_in_process
+
+        run_in_process(cfg, resume=args.resume)
+    else:
+        from fedgrpo.flower.launch import run_on_flower
+
+        run_on_flower(cfg, resume=args.resume)
     return 0
 
 

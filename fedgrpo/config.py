@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedgrpo.data import BUILTIN_DOMAINS, DomainSpec, resolve_domain
+
+if TYPE_CHECKING:
+    from trl import GRPOConfig
 
 PRESETS = ("smoke", "default", "graph-smoke")
 EMBEDDED_MODELS = ("smollm2", "tiny-random")
@@ -35,6 +39,37 @@ RESERVED_GRPO_KEYS = {
     "save_steps": "run.save_steps",
     "resume_from_checkpoint": "fedgrpo run --resume",
 }
+
+
+# FedGRPO's GRPO defaults (sized for a CPU), merged under the user's ``grpo`` settings so that
+# ``show-config`` prints every value the run uses. Anything else falls to trl.GRPOConfig's own default.
+GRPO_DEFAULTS: dict[str, Any] = {
+    "max_steps": 20,
+    "num_generations": 8,
+    "per_device_train_batch_size": 16,
+    "max_completion_length": 64,
+    "learning_rate": 5e-5,
+    "beta": 0.0,
+    "temperature": 1.0,
+    "logging_steps": 1,
+    "report_to": "none",
+    "log_completions": False,
+    "bf16": False,
+}
+# Numeric GRPO settings that must be positive (TRL accepts a negative length or learning rate and
+# fails, or silently misbehaves, only once the model is loaded).
+_GRPO_POSITIVE = (
+    "max_completion_length",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_iterations",
+    "temperature",
+    "logging_steps",
+    "max_prompt_length",
+    "generation_batch_size",
+    "steps_per_generation",
+)
 
 
 class _Strict(BaseModel):
@@ -272,17 +307,27 @@ class FedGRPOConfig(_Strict):
     @field_validator("grpo")
     @classmethod
     def _known_grpo_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        allowed = grpo_config_fields()
-        for key in value:
+        fields = grpo_config_fields()
+        for key, given in value.items():
             if key in RESERVED_GRPO_KEYS:
                 raise ValueError(f"grpo.{key} is set by FedGRPO; use {RESERVED_GRPO_KEYS[key]} instead")
-            if key not in allowed:
-                close = [k for k in allowed if key.split("_")[0] in k][:8]
+            if key not in fields:
+                close = [k for k in fields if key.split("_")[0] in k][:8]
                 raise ValueError(f"grpo.{key} is not a trl.GRPOConfig field (similar: {close})")
-        g = value.get("num_generations", 8)
-        if not isinstance(g, int) or g < 2:
+            _check_grpo_type(key, given, fields[key])
+        value = {**GRPO_DEFAULTS, **value}
+        g = value["num_generations"]
+        if not isinstance(g, int) or isinstance(g, bool) or g < 2:
             raise ValueError(
                 f"grpo.num_generations must be an integer >= 2 (got {g!r}): GRPO compares candidates"
+            )
+        for key in _GRPO_POSITIVE:
+            v = value.get(key)
+            if v is not None and not v > 0:
+                raise ValueError(f"grpo.{key} must be > 0, got {v!r}")
+        if value["max_steps"] == 0 or value["max_steps"] < -1:
+            raise ValueError(
+                f"grpo.max_steps must be >= 1 (or -1: train by epochs), got {value['max_steps']!r}"
             )
         return value
 
@@ -332,11 +377,31 @@ class FedGRPOConfig(_Strict):
                 "federation.selector=oracle uses true domain labels; for evaluation only: "
                 "set federation.allow_oracle=true to run it"
             )
+        with tempfile.TemporaryDirectory() as tmp:
+            try:  # TRL's own checks (batch sizes against G, ...), before any model loads
+                self.grpo_arguments(Path(tmp))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"grpo: {err}") from None
         return self
+
+    def grpo_arguments(self, output_dir: Path) -> GRPOConfig:
+        """TRL's ``GRPOConfig`` for this run: the ``grpo`` settings plus those FedGRPO owns."""
+        from trl import GRPOConfig
+
+        return GRPOConfig(
+            **self.grpo,
+            output_dir=str(output_dir),
+            seed=self.seed,
+            use_cpu=self.run.device == "cpu",
+            scale_rewards="none",  # the federated objective already normalised per expert
+            save_strategy="steps",
+            save_steps=self.run.save_steps,
+            save_total_limit=self.run.save_total_limit,
+        )
 
     @property
     def num_generations(self) -> int:
-        return int(self.grpo.get("num_generations", 8))
+        return int(self.grpo["num_generations"])
 
     @property
     def output_dir(self) -> Path:
@@ -347,10 +412,30 @@ class FedGRPOConfig(_Strict):
 
 
 @functools.cache
-def grpo_config_fields() -> frozenset[str]:
+def grpo_config_fields() -> dict[str, Any]:
+    """trl.GRPOConfig's fields and their defaults (MISSING where there is none)."""
     from trl import GRPOConfig
 
-    return frozenset(f.name for f in dataclasses.fields(GRPOConfig))
+    return {
+        f.name: f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
+        for f in dataclasses.fields(GRPOConfig)
+    }
+
+
+def _check_grpo_type(key: str, value: Any, default: Any) -> None:
+    """A value of the kind GRPOConfig's default has (bool, int or float); others pass to TRL."""
+    if value is None or default is None or default is dataclasses.MISSING:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        return
+    if not ok:
+        raise ValueError(f"grpo.{key} must be a {type(default).__name__}, got {value!r}")
 
 
 class ConfigError(ValueError):

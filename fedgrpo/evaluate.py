@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from fedgrpo.answers import extract_answer
 from fedgrpo.data import Example, majority_answer_rate, score_answer
-from fedgrpo.prompting import build_messages, extract_answer
+from fedgrpo.models import inference
+from fedgrpo.prompting import build_messages
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,6 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-@torch.no_grad()
 def generate_completions(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -53,12 +53,8 @@ def generate_completions(
 ) -> list[str]:
     """Completions for a list of questions, batched with left padding: greedy unless a temperature
     is given (then sampled; seed torch first for repeatable samples)."""
-    was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     out: list[str] = []
-    try:
+    with inference(model, tokenizer, padding_side="left"):
         for start in tqdm(range(0, len(questions), batch_size), desc=desc, leave=False):
             prompts = [
                 tokenizer.apply_chat_template(
@@ -76,9 +72,6 @@ def generate_completions(
                 **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
             )
             out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
     return out
 
 

@@ -15,7 +15,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -147,3 +150,32 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
 def load_policy(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
     return AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), dtype=getattr(torch, dtype))
+
+
+@contextmanager
+def inference(
+    model: Any, tokenizer: Any = None, padding_side: Literal["left", "right"] | None = None
+) -> Iterator[None]:
+    """Eval mode and no gradients for a model that may be training, restored afterwards.
+
+    With a tokenizer: its padding side is set (left for generation, right for scoring) and a missing
+    pad token falls back to eos; both are put back, so a shared tokenizer is left as it was found.
+    """
+    was_training = model.training
+    side = getattr(tokenizer, "padding_side", None)
+    pad = getattr(tokenizer, "pad_token", None)
+    model.eval()
+    try:
+        if tokenizer is not None:
+            if padding_side is not None:
+                tokenizer.padding_side = padding_side
+            if pad is None:
+                tokenizer.pad_token = tokenizer.eos_token
+        with torch.no_grad():
+            yield
+    finally:
+        if tokenizer is not None:
+            tokenizer.padding_side = side
+            if pad is None:
+                tokenizer.pad_token = None
+        model.train(was_training)

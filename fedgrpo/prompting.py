@@ -1,14 +1,10 @@
-"""How the server asks a question and how anyone reads the answer back.
+"""How a question is asked: the chat prompt with its answer format (read back by :mod:`fedgrpo.answers`).
 
 One short worked example in the chat fixes the answer format for small instruct models (SmolLM2
 rarely uses tags zero-shot); there is no long system prompt, because prompt tokens cost step time.
 """
 
 from __future__ import annotations
-
-import re
-
-ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 
 INSTRUCTION = "Think briefly, then give the final answer inside <answer></answer>."
 WORKED_EXAMPLE = (
@@ -28,20 +24,6 @@ def build_messages(question: str, worked_example: bool = True) -> list[dict[str,
         ]
     messages.append({"role": "user", "content": f"{question}\n{INSTRUCTION}"})
     return messages
-
-
-def extract_answer(completion: str) -> str | None:
-    """The text of the last <answer>...</answer> block, stripped; None when there is none."""
-    found = ANSWER_RE.findall(completion)
-    if not found:
-        return None
-    return found[-1].strip()
-
-
-def has_answer_format(completion: str) -> bool:
-    """True when the completion carries exactly one non-empty answer block."""
-    found = ANSWER_RE.findall(completion)
-    return len(found) == 1 and bool(found[0].strip())
 
 
 def completion_text(completion: object) -> str:

@@ -8,17 +8,10 @@ import pytest
 
 from fedgrpo.client import AnswerEvaluator, Client
 from fedgrpo.data import Question, generate
-from fedgrpo.federation import FederatedRewards
+from fedgrpo.protocol import ProtocolError, RewardItem, RewardReply, RewardRequest, decode, encode
 from fedgrpo.selection import AllSelector, RandomSelector
-from fedgrpo.transport import (
-    InProcessTransport,
-    ProtocolError,
-    RewardItem,
-    RewardReply,
-    RewardRequest,
-    decode,
-    encode,
-)
+from fedgrpo.server import FederatedAdvantage
+from fedgrpo.transport import InProcessTransport
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +66,23 @@ def test_transport_counts_real_bytes_and_survives_a_crashing_client(sums) -> Non
         def handle(self, request: bytes) -> bytes:
             raise RuntimeError("disk on fire")
 
-    transport = InProcessTransport([Client("c0", sums), Crashing()])
-    req = encode(RewardRequest("r", "c0", [RewardItem("q", sums[0].question, ["a", "b"])]))
-    out = transport.exchange({"c0": req, "boom": req})
-    assert out["c0"].bytes_down == len(req) and out["c0"].bytes_up == len(out["c0"].reply)
-    assert out["boom"].reply is None and "disk on fire" in out["boom"].error
+    class Garbled:
+        name = "garbled"
+
+        def handle(self, request: bytes) -> bytes:
+            return b"\x00 not a message"
+
+    transport = InProcessTransport([Client("c0", sums), Crashing(), Garbled()])
+    req = RewardRequest("r", "c0", [RewardItem("q", sums[0].question, ["a", "b"])])
+    out = transport.exchange({"c0": req, "boom": req, "garbled": req})
+    reply = out["c0"].reply
+    assert isinstance(reply, RewardReply) and out["c0"].failure is None
+    assert out["c0"].bytes_down == len(encode(req)) and out["c0"].bytes_up == len(encode(reply))
+    assert out["boom"].reply is None and out["boom"].failure == "client_failed"
+    assert "disk on fire" in out["boom"].error and out["boom"].bytes_up == 0
+    assert out["garbled"].failure == "malformed_reply" and out["garbled"].bytes_up == len(
+        b"\x00 not a message"
+    )
 
 
 class Scripted:
@@ -114,10 +119,10 @@ def test_bad_replies_are_rejected_counted_and_training_goes_on(sums) -> None:
         Scripted("unknown_q", lambda b: _reply(b, [1.0, 0.0, 1.0], qid="nope")),
         Scripted("garbage", lambda b: "not a reply"),
     ]
-    rewards = FederatedRewards(InProcessTransport(clients), AllSelector(), 7, g, "mean")
+    rewards = FederatedAdvantage(InProcessTransport(clients), AllSelector(), 7, g, "mean")
     q = Question(sums[0].qid, sums[0].domain, sums[0].question)
     cands = [f"<answer>{sums[0].answer}</answer>", "<answer>-1</answer>", "no tags"]
-    adv = rewards.score([q], [cands])[0]
+    adv = rewards.advantages([q], [cands])[0]
     assert rewards.total.rejected == {
         "wrong_length": 1,
         "non_finite": 2,
@@ -138,10 +143,10 @@ def test_reply_from_a_client_that_was_not_asked_is_rejected(sums) -> None:
             return {**out, **extra}
 
     transport = Leaky([Client("a", sums), Client("other", sums)])
-    rewards = FederatedRewards(transport, RandomSelector(0), 1, 2, "mean")
+    rewards = FederatedAdvantage(transport, RandomSelector(0), 1, 2, "mean")
     rewards.selector.select = lambda qs, cl, m: {q.qid: ["a"] for q in qs}
     q = Question(sums[0].qid, sums[0].domain, sums[0].question)
-    rewards.score([q], [["<answer>0</answer>", "x"]])
+    rewards.advantages([q], [["<answer>0</answer>", "x"]])
     assert rewards.total.rejected == {"unasked_client": 1}
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fedgrpo.data import Question
+from fedgrpo.protocol import Rejected, check_competence_bits
 from fedgrpo.selection import (
     SELECTORS,
     AllSelector,
@@ -19,7 +20,6 @@ from fedgrpo.selection import (
     Selector,
     make_selector,
     mean_pooled_embedder,
-    validate_competence_reply,
 )
 
 
@@ -54,12 +54,20 @@ def q(qid: str, angle: float, domain: str = "d") -> Question:
     return Question(qid=qid, domain=domain, question=str(angle))
 
 
-# --------------------------------------------------------------------------- package layout
-def test_old_names_still_exported() -> None:
-    assert SELECTORS == ("random", "all")
-    assert isinstance(make_selector("random", 0), RandomSelector)
-    assert isinstance(make_selector("all", 0), AllSelector)
-    assert issubclass(ConfidenceGraphSelector, Selector) and issubclass(OracleSelector, Selector)
+# --------------------------------------------------------------------------- the one factory
+def test_one_factory_builds_every_selector_and_names_missing_inputs() -> None:
+    assert SELECTORS == ("random", "all", "confidence-graph", "oracle")
+    assert isinstance(make_selector("random", seed=0), RandomSelector)
+    assert isinstance(make_selector("all"), AllSelector)
+    graph = make_selector("confidence-graph", graph=hand_graph(), embed=angle_embed, seed=1)
+    assert isinstance(graph, ConfidenceGraphSelector) and isinstance(graph, Selector)
+    assert isinstance(make_selector("oracle", client_domains={"a": {"d": 1}}), OracleSelector)
+    with pytest.raises(ValueError, match="built graph"):
+        make_selector("confidence-graph")
+    with pytest.raises(ValueError, match="domain counts"):
+        make_selector("oracle")
+    with pytest.raises(ValueError, match="unknown selector"):
+        make_selector("best")
 
 
 # --------------------------------------------------------------------------- hand-checked routing
@@ -266,14 +274,15 @@ def test_save_load_round_trip_is_atomic(tmp_path) -> None:
         ("011", "str"),
     ],
 )
-def test_validate_competence_reply_rejects(reply: object, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        validate_competence_reply(reply, 3)
+def test_competence_bits_are_checked_without_coercion(reply: object, message: str) -> None:
+    with pytest.raises(Rejected, match=message) as err:
+        check_competence_bits(reply, 3)
+    assert err.value.reason == "invalid_bits"
 
 
-def test_validate_competence_reply_accepts() -> None:
-    assert validate_competence_reply([0, 1, 1], 3) == [0, 1, 1]
-    assert validate_competence_reply([], 0) == []
+def test_competence_bits_accepted() -> None:
+    assert check_competence_bits([0, 1, 1], 3) == [0, 1, 1]
+    assert check_competence_bits([], 0) == []
 
 
 # --------------------------------------------------------------------------- selectors

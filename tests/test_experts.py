@@ -5,7 +5,6 @@ Real TRL SFT on tiny-random (seconds), real PEFT adapters, and the real ``fedgrp
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from fedgrpo.client.experts import (
 )
 from fedgrpo.data import Example, make_qid
 from fedgrpo.models import load_policy, load_tokenizer
-from tests.test_run import fedgrpo, metric_rows
 
 QUESTION = "What is 3 + 4?"
 # Overfits tiny-random's adapter to one answer in 50 optimiser steps (one batch per epoch).
@@ -91,36 +89,6 @@ def test_a_client_whose_training_fails_is_left_out_with_the_reason(tmp_path: Pat
     assert list(folders) == ["ok"]
     assert "holds no examples" in failed["empty"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no half-written adapter
-
-
-def test_train_clients_command_then_a_no_ground_truth_run_reuses_the_adapters(tmp_path: Path) -> None:
-    cache = tmp_path / "experts"
-    settings = (f"clients.expert.cache_dir={cache}", "clients.expert.epochs=1")
-    proc = fedgrpo("train-clients", "graph-smoke", *settings)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    assert sorted(report) == ["client-0", "client-1", "client-2"]
-    for row in report.values():
-        assert row["steps"] >= 1 and Path(row["adapter"]).parent == cache
-
-    run_dir = tmp_path / "run"
-    proc = fedgrpo(
-        "run",
-        "graph-smoke",
-        f"run.output_dir={run_dir}",
-        "clients.expert.method=sft",
-        *settings,
-        "data.setting=no-ground-truth",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stderr.count("cached at") == 3 and "LoRA SFT" not in proc.stderr
-    split = json.loads((run_dir / "split.json").read_text())
-    assert split["setting"] == "no-ground-truth"
-    rows = metric_rows(run_dir)
-    # No client holds a training question: nothing is scored by answers, only by client models (a
-    # one-epoch tiny-random expert rarely writes an answer tag, so most of its evaluations abstain).
-    methods = {k: sum(r["fed/methods"].get(k, 0) for r in rows) for k in ("answer", "model", "none")}
-    assert methods["answer"] == 0 and methods["model"] + methods["none"] > 0
 
 
 def test_grpo_reward_is_the_clients_own_answer_check() -> None:

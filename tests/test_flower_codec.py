@@ -9,14 +9,14 @@ pytest.importorskip("flwr")
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
 
 from fedgrpo.config import ConfigError, load_config, load_config_text  # noqa: E402
-from fedgrpo.transport.flower import apps  # noqa: E402
-from fedgrpo.transport.flower.codec import (  # noqa: E402
+from fedgrpo.flower import client_app as apps  # noqa: E402
+from fedgrpo.flower.codec import (  # noqa: E402
     content_bytes,
     from_records,
     read_stats,
     to_records,
 )
-from fedgrpo.transport.messages import (  # noqa: E402
+from fedgrpo.protocol import (  # noqa: E402
     CompetenceItem,
     CompetenceReply,
     CompetenceRequest,

@@ -12,12 +12,12 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from fedgrpo.answers import answer_key
 from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, Evaluation, ModelEvaluator
-from fedgrpo.client.model_evaluation import answer_key
 from fedgrpo.data import Example, make_qid
 from fedgrpo.models import CHATML_TEMPLATE, load_policy, load_tokenizer
 from fedgrpo.prompting import build_messages
-from fedgrpo.transport import (
+from fedgrpo.protocol import (
     CompetenceItem,
     CompetenceReply,
     CompetenceRequest,

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from fedgrpo.objective import EPS, group_advantages, zero_spread
+from tests.helpers import EPS as HAND_EPS
+from tests.helpers import hand_mean_aggregation, sample_std
 
 NAN = float("nan")
 
 
-def sample_std(values: list[float]) -> float:
-    m = sum(values) / len(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-
-
-def hand_mean_aggregation() -> list[float]:
-    """Expert A scores all four candidates, expert B misses candidate 1, expert C misses everything."""
-    a = [1.0, 0.0, 1.0, 0.0]
-    b = [1.1, 0.1, 0.1]  # candidates 0, 2, 3
-    za = [(r - 0.5) / (sample_std(a) + EPS) for r in a]
-    mb = sum(b) / 3
-    zb = {i: (r - mb) / (sample_std(b) + EPS) for i, r in zip([0, 2, 3], b, strict=True)}
-    combined = [(za[0] + zb[0]) / 2, za[1], (za[2] + zb[2]) / 2, (za[3] + zb[3]) / 2]
-    centre = sum(combined) / 4
-    return [c - centre for c in combined]
+def test_hand_calculation_uses_the_objectives_epsilon() -> None:
+    assert HAND_EPS == EPS
 
 
 MATRIX = torch.tensor([[1.0, 0.0, 1.0, 0.0], [1.1, NAN, 0.1, 0.1], [NAN, NAN, NAN, NAN]])

@@ -7,12 +7,12 @@ import pytest
 from fedgrpo.client import Client, Evaluation
 from fedgrpo.config import load_config
 from fedgrpo.data import Question
-from fedgrpo.federation import FederatedRewards
 from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.run.trl import make_trainer, train_dataset
 from fedgrpo.selection import AllSelector
-from fedgrpo.trainer import make_trainer, train_dataset
+from fedgrpo.server import FederatedAdvantage
 from fedgrpo.transport import InProcessTransport
-from tests.test_objective import hand_mean_aggregation
+from tests.helpers import hand_mean_aggregation
 
 NAN = float("nan")
 
@@ -47,7 +47,7 @@ def test_trainer_uses_federated_advantages(tmp_path) -> None:
         Client("c", [], evaluator=TableEvaluator([None] * g)),  # does not hold the question
         Client("d", [], evaluator=TableEvaluator([0.5, NAN, 0.0, 1.0])),  # NaN: whole item rejected
     ]
-    rewards = FederatedRewards(InProcessTransport(clients), AllSelector(), 4, g, "mean")
+    rewards = FederatedAdvantage(InProcessTransport(clients), AllSelector(), 4, g, "mean")
     questions = [Question(f"q{i}", "test", f"What is {i} + 1?") for i in range(n_questions)]
     tokenizer = load_tokenizer("tiny-random")
     trainer = make_trainer(

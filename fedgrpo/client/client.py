@@ -1,7 +1,8 @@
-"""A FedGRPO client: private labelled data and an evaluator behind a bytes-in, bytes-out boundary.
+"""A FedGRPO client: private labelled data and an evaluator behind a message boundary.
 
-Nothing on the server side holds a ``Client``; only a transport does, and it only calls
-:meth:`Client.handle` with encoded requests.
+Nothing on the server side holds a ``Client``; only a transport does: in-process it calls
+:meth:`Client.handle` with encoded bytes, a Flower ClientApp calls :meth:`Client.respond` with the
+request it decoded from its records. Either way only protocol messages cross.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import logging
 import time
 from typing import Protocol
 
-from fedgrpo.client.evaluation import AnswerEvaluator, Evaluation
-from fedgrpo.client.model_evaluation import ModelEvaluator, answer_key
+from fedgrpo.answers import answer_key
+from fedgrpo.client.answer_scoring import AnswerEvaluator, Evaluation
+from fedgrpo.client.model_scoring import ModelEvaluator
 from fedgrpo.data import Example
-from fedgrpo.transport.messages import (
+from fedgrpo.protocol import (
     CompetenceReply,
     CompetenceRequest,
     ErrorReply,
     ItemScores,
+    Message,
     ProtocolError,
     RewardReply,
     RewardRequest,
@@ -53,7 +56,6 @@ class Client:
         self.name = name
         self._examples = list(examples)
         self._evaluator: Evaluator = evaluator or AnswerEvaluator(self._examples, format_reward)
-        self.requests_served = 0
 
     def __repr__(self) -> str:  # never print private data
         return f"Client({self.name!r}, {len(self._examples)} private examples)"
@@ -69,29 +71,31 @@ class Client:
         }
 
     def handle(self, payload: bytes) -> bytes:
-        """Decode a request, evaluate it, encode the reply. Malformed input gets an error reply."""
+        """Decode a request, answer it, encode the reply. Malformed input gets an error reply."""
         try:
             request = decode(payload)
         except ProtocolError as err:
             log.warning("%s: rejected malformed request: %s", self.name, err)
             return encode(ErrorReply("?", self.name, f"malformed request: {err}"))
+        return encode(self.respond(request))
+
+    def respond(self, request: Message) -> Message:
+        """The reply to one decoded request: rewards, competence bits, or an error reply."""
         if isinstance(request, CompetenceRequest):
             return self._competence(request)
         if not isinstance(request, RewardRequest):
-            return encode(ErrorReply(request.request_id, self.name, f"cannot handle {request.kind!r}"))
-        self.requests_served += 1
+            return ErrorReply(request.request_id, self.name, f"cannot handle {request.kind!r}")
         items = []
         for item in request.items:
             result = self._evaluator.evaluate(item.question, item.candidates)
             items.append(ItemScores(item.qid, result.rewards, result.method))
-        return encode(RewardReply(request.request_id, self.name, items))
+        return RewardReply(request.request_id, self.name, items)
 
-    def _competence(self, request: CompetenceRequest) -> bytes:
+    def _competence(self, request: CompetenceRequest) -> Message:
         """Answer each auxiliary question with the client model; 1 where it matches the given answer."""
         model = _answering_model(self._evaluator)
         if model is None:
-            return encode(ErrorReply(request.request_id, self.name, "no model to answer competence queries"))
-        self.requests_served += 1
+            return ErrorReply(request.request_id, self.name, "no model to answer competence queries")
         bits = []
         start = time.perf_counter()
         for i, item in enumerate(request.items, 1):
@@ -105,4 +109,4 @@ class Client:
                     len(request.items),
                     time.perf_counter() - start,
                 )
-        return encode(CompetenceReply(request.request_id, self.name, bits))
+        return CompetenceReply(request.request_id, self.name, bits)

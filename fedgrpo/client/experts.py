@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedgrpo.client.answer_scoring import AnswerEvaluator
 from fedgrpo.data import Example
+from fedgrpo.models import cache_dir, load_policy, load_tokenizer
 from fedgrpo.prompting import build_messages, completion_text
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,15 @@ class ExpertRecipe:
     num_generations: int = 4  # grpo only: completions sampled per question
     max_completion_length: int = 32  # grpo only
 
+    @classmethod
+    def from_settings(cls, base_model: str, settings: Any, seed: int) -> ExpertRecipe:
+        """The recipe of ``clients.expert`` (an ``ExpertTraining``); ``none`` trains as ``sft``."""
+        fields = {f: getattr(settings, f) for f in cls.__dataclass_fields__ if hasattr(settings, f)}
+        fields["method"] = "sft" if settings.method == "none" else settings.method
+        return cls(base_model=base_model, seed=seed, **fields)
+
 
 def default_cache_dir() -> Path:
-    from fedgrpo.models import cache_dir
-
     return cache_dir() / "experts"
 
 
@@ -104,8 +111,6 @@ def grpo_dataset(examples: list[Example], worked_example: bool) -> Any:
 
 def answer_reward(examples: list[Example]) -> Callable[..., list[float]]:
     """A TRL reward function: the client's own answer check of each completion (the paper's AE)."""
-    from fedgrpo.client.evaluation import AnswerEvaluator
-
     evaluator = AnswerEvaluator(examples)
 
     def reward(completions: list[Any], question: list[str], **_: Any) -> list[float]:
@@ -177,8 +182,6 @@ def train_expert(recipe: ExpertRecipe, client: str, examples: list[Example], fol
     if not examples:
         raise ValueError(f"client {client} holds no examples to train an expert on")
     from transformers import PrinterCallback
-
-    from fedgrpo.models import load_policy, load_tokenizer
 
     start = time.perf_counter()
     tokenizer = load_tokenizer(recipe.base_model)

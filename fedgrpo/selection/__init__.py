@@ -1,19 +1,15 @@
 """Expert selection: which M clients judge each question.
 
-``base`` holds the selector interface and the baselines (``random``, ``all``); ``confidence_graph``
-holds the paper's Module 1 (competence routing over a client x exemplar graph) and an oracle for
-evaluation. Everything is re-exported here so ``from fedgrpo.selection import ...`` keeps working.
+``base`` holds the selector interface, the baselines and the oracle; ``confidence_graph`` the paper's
+Module 1 (competence routing over a client x exemplar graph); ``embedding`` the frozen encoder it
+routes with; ``factory`` builds any of them by name. The graph is built from competence queries by
+:mod:`fedgrpo.server.competence`.
 """
 
-from fedgrpo.selection.base import SELECTORS, AllSelector, RandomSelector, Selector, make_selector
-from fedgrpo.selection.build import build_confidence_graph
-from fedgrpo.selection.confidence_graph import (
-    ConfidenceGraph,
-    ConfidenceGraphSelector,
-    OracleSelector,
-    mean_pooled_embedder,
-    validate_competence_reply,
-)
+from fedgrpo.selection.base import AllSelector, OracleSelector, RandomSelector, Selector
+from fedgrpo.selection.confidence_graph import ConfidenceGraph, ConfidenceGraphSelector
+from fedgrpo.selection.embedding import mean_pooled_embedder
+from fedgrpo.selection.factory import SELECTORS, make_selector
 
 __all__ = [
     "SELECTORS",
@@ -23,8 +19,6 @@ __all__ = [
     "OracleSelector",
     "RandomSelector",
     "Selector",
-    "build_confidence_graph",
     "make_selector",
     "mean_pooled_embedder",
-    "validate_competence_reply",
 ]

@@ -1,7 +1,8 @@
-"""Expert selection: which M clients judge each question.
+"""The selector interface and the selectors that need no graph.
 
-The confidence graph (paper's Module 1) plugs in here as another :class:`Selector`. Until then
-``random`` (M clients drawn per question, seeded) and ``all`` (every client) are available.
+``random`` (M clients drawn per question, seeded) and ``all`` (every client) are the baselines;
+``oracle`` routes by true domain labels, for evaluation only. The paper's Module 1 is in
+:mod:`fedgrpo.selection.confidence_graph`; :mod:`fedgrpo.selection.factory` builds any of them.
 """
 
 from __future__ import annotations
@@ -71,12 +72,27 @@ class AllSelector(Selector):
         return {q.qid: list(clients) for q in questions}
 
 
-SELECTORS = ("random", "all")
+class OracleSelector(Selector):
+    """Pick the M clients holding the most examples of the question's domain (ties: order of ``clients``).
 
+    Uses the true domain labels, which training must not see: for evaluation only, as an upper
+    bound on what any text-based routing can achieve.
+    """
 
-def make_selector(name: str, seed: int) -> Selector:
-    if name == "random":
-        return RandomSelector(seed)
-    if name == "all":
-        return AllSelector()
-    raise ValueError(f"unknown selector {name!r}; choose one of {list(SELECTORS)}")
+    name = "oracle"
+
+    def __init__(self, client_domains: dict[str, dict[str, int]]) -> None:
+        self.client_domains = {c: dict(d) for c, d in client_domains.items()}
+
+    def select(self, questions: Sequence[Question], clients: Sequence[str], m: int) -> dict[str, list[str]]:
+        if not 0 <= m <= len(clients):
+            raise ValueError(f"cannot pick M={m} experts from {len(clients)} clients")
+        unknown = [c for c in clients if c not in self.client_domains]
+        if unknown:
+            raise KeyError(f"no domain counts for clients {unknown}")
+        out: dict[str, list[str]] = {}
+        for q in questions:
+            # sorted() is stable, so equal counts keep the order of `clients`
+            ranked = sorted(clients, key=lambda c: -self.client_domains[c].get(q.domain, 0))
+            out[q.qid] = list(ranked[:m])
+        return out

@@ -19,26 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from fedgrpo.data import Question
+from fedgrpo.io import atomic_path
 from fedgrpo.selection.base import Selector
 
 _FORMAT_VERSION = 1
-
-
-def validate_competence_reply(bits: object, expected_len: int) -> list[int]:
-    """Check a client's competence reply: a list of exactly ``expected_len`` ints, each 0 or 1.
-
-    Replies come over the network from clients we do not control, so nothing is coerced: bools,
-    floats (even 1.0), strings and None are rejected rather than silently read as bits.
-    """
-    if not isinstance(bits, list):
-        raise ValueError(f"competence reply must be a list of 0/1 ints, got {type(bits).__name__}")
-    if len(bits) != expected_len:
-        raise ValueError(f"competence reply has {len(bits)} entries, expected {expected_len}")
-    for i, bit in enumerate(bits):
-        # type() is exact on purpose: bool is a subclass of int and must not pass.
-        if type(bit) is not int or bit not in (0, 1):
-            raise ValueError(f"competence reply entry {i} must be the int 0 or 1, got {bit!r}")
-    return list(bits)
 
 
 class ConfidenceGraph:
@@ -238,8 +222,6 @@ class ConfidenceGraph:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the graph to one file atomically (temp file in the same folder, then ``os.replace``),
         so a crash mid-write never leaves a truncated graph where a resumed run would load it."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         state = {
             "format_version": _FORMAT_VERSION,
             "embeddings": self._embeddings,
@@ -247,11 +229,8 @@ class ConfidenceGraph:
             "clients": list(self._clients),
             "neighbours": self.neighbours,
         }
-        try:
+        with atomic_path(Path(path)) as tmp:
             torch.save(state, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ConfidenceGraph:
@@ -326,77 +305,3 @@ class ConfidenceGraphSelector(Selector):
     def load_state_dict(self, state: dict) -> None:
         self.graph.set_correctness(torch.tensor(state["correctness"], dtype=torch.float32))
         self._rng.set_state(torch.tensor(state["rng"], dtype=torch.uint8))
-
-
-class OracleSelector(Selector):
-    """Pick the M clients holding the most examples of the question's domain (ties: order of ``clients``).
-
-    Uses the true domain labels, which training must not see: for evaluation only, as an upper
-    bound on what any text-based routing can achieve.
-    """
-
-    name = "oracle"
-
-    def __init__(self, client_domains: dict[str, dict[str, int]]) -> None:
-        self.client_domains = {c: dict(d) for c, d in client_domains.items()}
-
-    def select(self, questions: Sequence[Question], clients: Sequence[str], m: int) -> dict[str, list[str]]:
-        if not 0 <= m <= len(clients):
-            raise ValueError(f"cannot pick M={m} experts from {len(clients)} clients")
-        unknown = [c for c in clients if c not in self.client_domains]
-        if unknown:
-            raise KeyError(f"no domain counts for clients {unknown}")
-        out: dict[str, list[str]] = {}
-        for q in questions:
-            # sorted() is stable, so equal counts keep the order of `clients`
-            ranked = sorted(clients, key=lambda c: -self.client_domains[c].get(q.domain, 0))
-            out[q.qid] = list(ranked[:m])
-        return out
-
-
-def mean_pooled_embedder(
-    model: torch.nn.Module, tokenizer: Any, batch_size: int = 32, max_length: int = 256
-) -> Callable[[list[str]], torch.Tensor]:
-    """The paper's frozen encoder phi: the server causal LM's last hidden state, mean-pooled over the
-    attention mask and L2-normalised. Returns ``texts -> (N x hidden) float32 CPU tensor``.
-
-    Texts are right-padded whatever the tokenizer's padding side: a causal model's real tokens never
-    attend to later pad tokens and keep their positions, so a text embeds the same alone or in a batch.
-    """
-    if batch_size < 1 or max_length < 1:
-        raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}")
-
-    def embed(texts: list[str]) -> torch.Tensor:
-        texts = list(texts)
-        if not texts:
-            hidden = getattr(getattr(model, "config", None), "hidden_size", 0)
-            return torch.empty(0, hidden)
-        device = next(model.parameters()).device
-        was_training = model.training
-        old_side = tokenizer.padding_side
-        tokenizer.padding_side = "right"
-        model.eval()
-        chunks = []
-        try:
-            with torch.no_grad():
-                for start in range(0, len(texts), batch_size):
-                    enc = tokenizer(
-                        texts[start : start + batch_size],
-                        padding=True,
-                        truncation=True,
-                        max_length=max_length,
-                        return_tensors="pt",
-                    )
-                    ids = enc["input_ids"].to(device)
-                    mask = enc["attention_mask"].to(device)
-                    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-                    hidden = out.hidden_states[-1].float()
-                    w = mask.unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
-                    chunks.append(F.normalize(pooled, dim=1).cpu())
-        finally:
-            tokenizer.padding_side = old_side
-            model.train(was_training)
-        return torch.cat(chunks)
-
-    return embed

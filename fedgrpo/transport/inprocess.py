@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from typing import Protocol
 
+from fedgrpo.protocol import Message, ProtocolError, decode, encode
 from fedgrpo.transport.base import Delivery, Transport
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,10 @@ class BytesHandler(Protocol):
 
 
 class InProcessTransport(Transport):
-    """Calls each client's ``handle(bytes) -> bytes``; exceptions become failed deliveries."""
+    """Encodes each request, calls the client's ``handle(bytes) -> bytes``, decodes the reply.
+
+    A client that raises or answers bytes that do not decode is a failed delivery, never a crash.
+    """
 
     def __init__(self, clients: list[BytesHandler]) -> None:
         names = [c.name for c in clients]
@@ -31,20 +34,24 @@ class InProcessTransport(Transport):
     def client_names(self) -> list[str]:
         return list(self._clients)
 
-    def exchange(self, requests: Mapping[str, bytes]) -> dict[str, Delivery]:
+    def exchange(self, requests: Mapping[str, Message]) -> dict[str, Delivery]:
         out: dict[str, Delivery] = {}
-        for name, payload in requests.items():
-            start = time.perf_counter()
+        for name, request in requests.items():
+            payload = encode(request)
             client = self._clients.get(name)
             if client is None:
-                out[name] = Delivery(name, None, f"unknown client {name!r}", len(payload), 0, 0.0)
+                out[name] = Delivery(name, None, len(payload), 0, "client_failed", f"unknown client {name!r}")
                 continue
             try:
-                reply = client.handle(payload)
-                out[name] = Delivery(name, reply, None, len(payload), len(reply), time.perf_counter() - start)
+                data = client.handle(payload)
             except Exception as err:  # a failing client must not take the server down
                 log.warning("client %s failed: %s", name, err)
                 out[name] = Delivery(
-                    name, None, f"{type(err).__name__}: {err}", len(payload), 0, time.perf_counter() - start
+                    name, None, len(payload), 0, "client_failed", f"{type(err).__name__}: {err}"
                 )
+                continue
+            try:
+                out[name] = Delivery(name, decode(data), len(payload), len(data))
+            except ProtocolError as err:
+                out[name] = Delivery(name, None, len(payload), len(data), "malformed_reply", str(err))
         return out

@@ -1,8 +1,9 @@
 """The Flower transport: the unchanged federation talks to ClientApps through a Flower ``Grid``.
 
-Each exchange turns every client's encoded request into one ``query.reward`` (or ``query.competence``)
-message to that client's node, pushes them all at once and pulls the replies until the round's time
-limit. A client that has not answered by then is *missing* for the round (``Delivery.timed_out``):
+Each exchange lays every client's request out as records in one ``query.reward`` (or
+``query.competence``) message to that client's node, pushes them all at once and pulls the replies
+until the round's time limit. A client that has not answered by then is *missing* for the round
+(a ``timeout`` delivery):
 the federation excludes it, replaces it where the selector can rank, and marks it in the metrics.
 The message's TTL is the same limit, so Flower drops work nobody waits for any more.
 
@@ -23,9 +24,9 @@ from typing import Any
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedgrpo import protocol
 from fedgrpo.config import FlowerSettings
-from fedgrpo.transport.base import Delivery, Transport
-from fedgrpo.transport.flower.codec import (
+from fedgrpo.flower.codec import (
     PROFILE,
     PROFILE_TYPE,
     REQUEST_TYPES,
@@ -34,12 +35,8 @@ from fedgrpo.transport.flower.codec import (
     read_stats,
     to_records,
 )
-from fedgrpo.transport.messages import (
-    CompetenceRequest,
-    ProtocolError,
-    decode,
-    encode,
-)
+from fedgrpo.protocol import ErrorReply, ProtocolError, encode
+from fedgrpo.transport import Delivery, Transport
 
 log = logging.getLogger(__name__)
 
@@ -210,37 +207,32 @@ class FlowerTransport(Transport):
         self.counts["messages_received"] += len(replies)
         return ids, replies
 
-    def exchange(self, requests: Mapping[str, bytes]) -> dict[str, Delivery]:
-        start = time.perf_counter()
+    def exchange(self, requests: Mapping[str, protocol.Message]) -> dict[str, Delivery]:
         out: dict[str, Delivery] = {}
-        outgoing: list[tuple[str, bytes, Message]] = []
+        outgoing: list[tuple[str, int, Message]] = []  # (client, request bytes, Flower message)
         competence = False
-        for name, payload in requests.items():
-            problem, message = self._prepare(name, payload)
-            if problem is not None:
+        for name, request in requests.items():
+            size = len(encode(request))
+            problem, message = self._prepare(name, request, size)
+            if problem is not None or message is None:
                 self.counts["requests_refused"] += 1
-                out[name] = Delivery(name, None, problem, len(payload), 0, 0.0)
+                out[name] = Delivery(name, None, size, 0, "client_failed", problem)
                 continue
             competence |= message.metadata.message_type == REQUEST_TYPES["competence"]
-            outgoing.append((name, payload, message))
+            outgoing.append((name, size, message))
         s = self._settings
         timeout = s.competence_timeout_s if competence else s.reward_timeout_s
         for _, _, message in outgoing:
             message.metadata.ttl = max(timeout, 1.0)
         ids, replies = self._send_and_receive([m for _, _, m in outgoing], timeout)
-        sent = {i: (name, payload) for i, (name, payload, _) in zip(ids, outgoing, strict=True)}
-        for mid, (name, payload) in sent.items():
-            seconds = time.perf_counter() - start
-            reply = replies.get(mid)
+        for mid, (name, size, _) in zip(ids, outgoing, strict=True):
+            reply = replies.get(mid) if mid else None
             if reply is None:
                 self.counts["timeouts"] += 1
                 self._suspended.setdefault(name, time.monotonic())
-                out[name] = Delivery(
-                    name, None, f"no answer within {timeout:.0f} s", len(payload), 0, seconds, timed_out=True
-                )
+                out[name] = Delivery(name, None, size, 0, "timeout", f"no answer within {timeout:.0f} s")
                 continue
-            error, data = self._read_reply(name, payload, reply)
-            out[name] = Delivery(name, data, error, len(payload), len(data or b""), seconds)
+            out[name] = self._read_reply(name, size, reply)
         return out
 
     def _pull(self, waiting: set[str], timeout: float) -> dict[str, Message]:
@@ -259,24 +251,23 @@ class FlowerTransport(Transport):
                 pause = min(pause * 1.5, 0.2)
         return replies
 
-    def _prepare(self, name: str, payload: bytes) -> tuple[str | None, Message | None]:
+    def _prepare(self, name: str, request: protocol.Message, size: int) -> tuple[str | None, Message | None]:
         if name not in self._nodes:
             return f"client {name!r} is not connected", None
-        if len(payload) > self._settings.max_message_bytes:
-            return f"request of {len(payload)} bytes exceeds flower.max_message_bytes", None
-        try:
-            request = decode(payload)
-        except ProtocolError as err:
-            return f"malformed request: {err}", None
-        kind = "competence" if isinstance(request, CompetenceRequest) else request.kind
-        if kind not in REQUEST_TYPES:
-            return f"cannot send a {kind!r} message", None
+        if size > self._settings.max_message_bytes:
+            return f"request of {size} bytes exceeds flower.max_message_bytes", None
+        if request.kind not in REQUEST_TYPES:
+            return f"cannot send a {request.kind!r} message", None
         content = to_records(request)
         self.counts["record_bytes_down"] += content_bytes(content)
-        return None, self._message(content, name, REQUEST_TYPES[kind], 1.0)
+        return None, self._message(content, name, REQUEST_TYPES[request.kind], 1.0)
 
-    def _read_reply(self, name: str, payload: bytes, reply: Message) -> tuple[str | None, bytes | None]:
-        """The reply as protocol bytes, or why it was refused (counted and logged, never raised)."""
+    def _read_reply(self, name: str, request_bytes: int, reply: Message) -> Delivery:
+        """The reply as a protocol message, or why it was refused (counted and logged, never raised).
+
+        A client's error reply is passed on as it is (the server counts it as the client's error);
+        any other reply must report the same byte counts as the server measures.
+        """
         try:
             if reply.has_error():
                 raise ProtocolError(f"Flower error {reply.error.code}: {reply.error.reason}")
@@ -284,19 +275,22 @@ class FlowerTransport(Transport):
             self.counts["record_bytes_up"] += size
             if size > self._settings.max_message_bytes:
                 raise ProtocolError(f"reply of about {size} bytes exceeds flower.max_message_bytes")
-            data = encode(from_records(reply.content))
+            message = from_records(reply.content)
             stats = read_stats(reply.content)
         except ProtocolError as err:
             self.counts["replies_rejected"] += 1
             log.warning("rejected Flower reply from %s: %s", name, err)
-            return f"bad Flower reply: {err}", None
-        if stats["request_bytes"] != len(payload) or stats["reply_bytes"] != len(data):
-            self.counts["byte_mismatches"] += 1
-            log.warning("byte count mismatch with %s: %s vs %d/%d", name, stats, len(payload), len(data))
-            return "byte counts differ between client and server", None
-        self.counts["bytes_verified"] += len(payload) + len(data)
+            return Delivery(name, None, request_bytes, 0, "malformed_reply", f"bad Flower reply: {err}")
+        reply_bytes = len(encode(message))
         self.counts["client_rejected_total"] = max(self.counts["client_rejected_total"], stats["rejected"])
-        return None, data
+        if isinstance(message, ErrorReply):
+            return Delivery(name, message, request_bytes, reply_bytes)
+        if stats["request_bytes"] != request_bytes or stats["reply_bytes"] != reply_bytes:
+            self.counts["byte_mismatches"] += 1
+            log.warning("byte count mismatch with %s: %s vs %d/%d", name, stats, request_bytes, reply_bytes)
+            return Delivery(name, None, request_bytes, reply_bytes, "malformed_reply", "byte counts differ")
+        self.counts["bytes_verified"] += request_bytes + reply_bytes
+        return Delivery(name, message, request_bytes, reply_bytes)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -25,52 +25,46 @@ question, model-based evaluation otherwise.
 from __future__ import annotations
 
 import inspect
-import re
 from collections import Counter
-from fractions import Fraction
 from typing import Literal
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from fedgrpo.client.evaluation import AnswerEvaluator, Evaluation
-from fedgrpo.data import derive_seed, normalise_answer, normalise_question
-from fedgrpo.models import CHATML_TEMPLATE
-from fedgrpo.prompting import ANSWER_RE, build_messages, extract_answer, has_answer_format
+from fedgrpo.answers import answer_key, parsed_answer, rationale, reward_for
+from fedgrpo.client.answer_scoring import AnswerEvaluator, Evaluation
+from fedgrpo.data import derive_seed, normalise_question
+from fedgrpo.models import CHATML_TEMPLATE, inference
+from fedgrpo.prompting import build_messages
 
-__all__ = ["DualEvaluator", "ModelEvaluator", "answer_key"]
+__all__ = ["DualEvaluator", "ModelEvaluator", "majority_answer"]
 
 Mode = Literal["agreement", "likelihood"]
 
-_DECIMAL_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
-_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
-_RATIO_RE = re.compile(r"([+-]?\d+)\s*/\s*(\d+)")
-_MAX_NUMBER_CHARS = 64  # longer "numbers" are compared as strings; keeps Fraction cheap
 
+def majority_answer(completions: list[str]) -> str | None:
+    """The majority final answer of a model's samples; None when no sample has one.
 
-def answer_key(text: str) -> str:
-    """A comparison key under which equal answers match: "7", "7.0", " 7. " and "1,000"/"1000".
-
-    Normalised text, with plain decimals, thousands-grouped numbers and integer ratios mapped to
-    their exact rational value; everything else compares as normalised text. Deliberately small:
-    the full math-verify scorer needs a gold answer, which an ME client does not have.
+    Answers are grouped by :func:`~fedgrpo.answers.answer_key` (so "7" and "7.0" vote together); ties
+    go to the group seen first, and the answer returned is that group's first spelling.
     """
-    norm = normalise_answer(text).rstrip(".").strip()
-    if len(norm) > _MAX_NUMBER_CHARS:
-        return norm
-    plain = norm.replace(",", "") if _THOUSANDS_RE.fullmatch(norm) else norm
-    if _DECIMAL_RE.fullmatch(plain):
-        return f"num:{Fraction(plain)}"
-    ratio = _RATIO_RE.fullmatch(plain)
-    if ratio and int(ratio.group(2)) != 0:
-        return f"num:{Fraction(int(ratio.group(1)), int(ratio.group(2)))}"
-    return norm
+    answers = [a for a in (parsed_answer(t) for t in completions) if a is not None]
+    if not answers:
+        return None
+    keys = [answer_key(a) for a in answers]
+    winner = Counter(keys).most_common(1)[0][0]  # most_common keeps first-seen order on ties
+    return answers[keys.index(winner)]
 
 
-def _parsed_answer(text: str) -> str | None:
-    """The candidate's final answer, or None when it has none or an empty one (nothing to judge)."""
-    answer = extract_answer(text)
-    return answer if answer else None
+def agreement_rewards(reference: str, candidates: list[str], format_reward: float) -> list[float | None]:
+    """1 (plus the format reward) for each candidate whose final answer agrees with ``reference``."""
+    ref_key = answer_key(reference)
+    rewards: list[float | None] = []
+    for text in candidates:
+        predicted = parsed_answer(text)
+        agrees = predicted is not None and answer_key(predicted) == ref_key
+        rewards.append(reward_for(1.0 if agrees else 0.0, text, format_reward))
+    return rewards
 
 
 class ModelEvaluator:
@@ -126,13 +120,7 @@ class ModelEvaluator:
         reference = self.answer(question)
         if reference is None:
             return Evaluation([None] * len(candidates), "none")
-        ref_key = answer_key(reference)
-        rewards: list[float | None] = []
-        for text in candidates:
-            predicted = _parsed_answer(text)
-            correct = 1.0 if predicted is not None and answer_key(predicted) == ref_key else 0.0
-            rewards.append(correct + (self.format_reward if has_answer_format(text) else 0.0))
-        return Evaluation(rewards, "model")
+        return Evaluation(agreement_rewards(reference, candidates, self.format_reward), "model")
 
     def answer(self, question: str) -> str | None:
         """The client model's own majority answer over its samples; None when no sample has one.
@@ -140,12 +128,7 @@ class ModelEvaluator:
         Answers are grouped by :func:`answer_key` (so "7" and "7.0" vote together); ties go to the
         group seen first, and the answer returned is that group's first spelling.
         """
-        answers = [a for a in (_parsed_answer(t) for t in self._sample(question)) if a is not None]
-        if not answers:
-            return None
-        keys = [answer_key(a) for a in answers]
-        winner = Counter(keys).most_common(1)[0][0]  # most_common keeps first-seen order on ties
-        return answers[keys.index(winner)]
+        return majority_answer(self._sample(question))
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -186,7 +169,6 @@ class ModelEvaluator:
     def _sample(self, question: str) -> list[str]:
         """``samples`` completions in one batch, deterministic per (seed, question); greedy for one."""
         tok, model = self.tokenizer, self.model
-        was_training, padding_side, pad_token = model.training, tok.padding_side, tok.pad_token
         device = self._device()
         sampled = self.samples > 1
         config = GenerationConfig(
@@ -201,25 +183,16 @@ class ModelEvaluator:
         # global RNG (the server's own sampling, say) is left exactly where it was.
         cuda = [device.index or 0] if device.type == "cuda" else []
         self._activate()
-        try:
-            model.eval()
-            tok.padding_side = "left"  # generation appends on the right
-            if tok.pad_token is None:
-                tok.pad_token = tok.eos_token
+        with inference(model, tok, padding_side="left"):  # generation appends on the right
             batch = tok(
                 [self._prompt(question)] * self.samples,
                 padding=True,
                 return_tensors="pt",
                 add_special_tokens=False,
             ).to(device)
-            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+            with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(derive_seed("model-evaluation", self.seed, normalise_question(question)))
                 out = model.generate(**batch, generation_config=config)
-        finally:
-            tok.padding_side = padding_side
-            if pad_token is None:
-                tok.pad_token = None
-            model.train(was_training)
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         return tok.batch_decode(new_tokens, skip_special_tokens=True)
 
@@ -237,11 +210,10 @@ class ModelEvaluator:
             model.config, "n_positions", None
         )
         for i, text in enumerate(candidates):
-            answer = _parsed_answer(text)
+            answer = parsed_answer(text)
             if answer is None:
                 continue
-            rationale = text[: list(ANSWER_RE.finditer(text))[-1].start()]
-            prefix = tok(prompt + rationale + "<answer>", add_special_tokens=False)["input_ids"]
+            prefix = tok(prompt + rationale(text) + "<answer>", add_special_tokens=False)["input_ids"]
             block = tok(answer, add_special_tokens=False)["input_ids"]
             if limit and len(prefix) + len(block) > limit:  # keep the end of a too-long rationale
                 prefix = prefix[len(prefix) + len(block) - limit :]
@@ -268,24 +240,18 @@ class ModelEvaluator:
             # A full (batch, length, vocab) logits tensor is gigabytes for a real vocabulary.
             kwargs["logits_to_keep"] = torch.arange(first, last + 1, device=device)
             offset = first
-        was_training = model.training
         self._activate()
-        try:
-            model.eval()
-            with torch.no_grad():
-                logits = model(
-                    input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
-                ).logits
-        finally:
-            model.train(was_training)
+        with inference(model):
+            logits = model(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
+            ).logits
         for r, (i, ids, n) in enumerate(rows):
             start = len(ids) - n  # first answer-block token
             positions = torch.arange(start - 1, len(ids) - 1, device=logits.device) - offset
             logprobs = torch.log_softmax(logits[r, positions].float(), dim=-1)
             targets = torch.tensor(ids[start:], dtype=torch.long, device=logits.device)
             prob = logprobs.gather(-1, targets[:, None]).exp().mean().item()
-            bonus = self.format_reward if has_answer_format(candidates[i]) else 0.0
-            rewards[i] = min(max(prob, 0.0), 1.0) + bonus
+            rewards[i] = reward_for(min(max(prob, 0.0), 1.0), candidates[i], self.format_reward)
         return rewards
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,19 +11,7 @@ from pathlib import Path
 
 import pytest
 
-
-def fedgrpo(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fedgrpo.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "FEDGRPO_LOG": "INFO"},
-    )
-
-
-def metric_rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+from tests.helpers import fedgrpo, metric_rows
 
 
 def test_smoke_run_writes_a_complete_run_folder(tmp_path: Path) -> None:

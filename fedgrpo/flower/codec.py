@@ -2,11 +2,12 @@
 
 Flower carries records, not our JSON bytes, so each protocol message is laid out as flat, typed lists
 (one entry per question or candidate) that Flower can inspect and size. The mapping is lossless: a
-message turned into records and back encodes to the same bytes, so the byte counts of a Flower run
-mean the same as in-process (the receiver reports the size it re-encoded, and the sender checks it).
+message turned into records and back is the same message, so byte counts on Flower are the length of
+the protocol's one encoding, as in-process (the receiver reports the sizes it measured, and the
+sender checks them).
 
 Anything that does not have exactly the expected records, keys and types raises
-:class:`~fedgrpo.transport.messages.ProtocolError`; callers count and log it and go on.
+:class:`~fedgrpo.protocol.ProtocolError`; callers count and log it and go on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-from fedgrpo.transport.messages import (
+from fedgrpo.protocol import (
     PROTOCOL_VERSION,
     CompetenceItem,
     CompetenceReply,
@@ -27,6 +28,7 @@ from fedgrpo.transport.messages import (
     RewardItem,
     RewardReply,
     RewardRequest,
+    check_method,
     encode,
 )
 
@@ -157,9 +159,7 @@ def from_records(content: RecordDict) -> Message:
         flat = [float(v) if p else None for v, p in zip(values, present, strict=True)]
         scores = []
         for qid, method, group in zip(qids, methods, _split(flat, counts, "rewards"), strict=True):
-            if method not in ("answer", "model", "none"):
-                raise ProtocolError(f"unknown evaluation method {method!r}")
-            scores.append(ItemScores(qid, group, method))
+            scores.append(ItemScores(qid, group, check_method(method)))
         return RewardReply(request_id, client, scores)
     if kind == "competence_reply":
         bits = _field(_record(content, BITS, MetricRecord), "bits", list, int)
@@ -185,9 +185,9 @@ def content_bytes(content: RecordDict) -> int:
     return total
 
 
-def stats_record(request_bytes: int, reply: bytes, rejected: int) -> MetricRecord:
-    """What the receiving client measured: the protocol bytes it decoded and the ones it encoded."""
-    return MetricRecord({"request_bytes": request_bytes, "reply_bytes": len(reply), "rejected": rejected})
+def stats_record(request_bytes: int, reply_bytes: int, rejected: int) -> MetricRecord:
+    """What the receiving client measured: the encoded size of the request it read and of its reply."""
+    return MetricRecord({"request_bytes": request_bytes, "reply_bytes": reply_bytes, "rejected": rejected})
 
 
 def read_stats(content: RecordDict) -> dict[str, int]:
@@ -195,10 +195,10 @@ def read_stats(content: RecordDict) -> dict[str, int]:
     return {k: int(_field(stats, k, int)) for k in ("request_bytes", "reply_bytes", "rejected")}
 
 
-def reply_records(reply: bytes, request_bytes: int, rejected: int, message: Message) -> RecordDict:
+def reply_records(reply: Message, request_bytes: int, rejected: int) -> RecordDict:
     """A client's reply: the protocol message as records plus what it measured."""
-    content = to_records(message)
-    content[STATS] = stats_record(request_bytes, reply, rejected)
+    content = to_records(reply)
+    content[STATS] = stats_record(request_bytes, len(encode(reply)), rejected)
     return content
 
 
@@ -206,7 +206,6 @@ __all__ = [
     "PROFILE_TYPE",
     "REQUEST_TYPES",
     "content_bytes",
-    "encode",
     "from_records",
     "read_stats",
     "reply_records",

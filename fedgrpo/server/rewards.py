@@ -1,12 +1,12 @@
-"""The server's side of the federation: route candidates to experts, collect and check their rewards.
+"""The server's round: route candidates to experts, collect their rewards, return advantages.
 
-:class:`FederatedRewards` is a TRL reward function. TRL calls it with every completion of a generation
-batch (each prompt repeated G times in a row); it picks experts per question with the selector,
-sends one batched request per client through the transport, rejects bad replies (counted and
-logged), and returns the federated group-relative advantage of each candidate (see
-:mod:`fedgrpo.objective`). TRL is configured with ``scale_rewards="none"`` and a single reward
-function, so the advantage TRL uses is exactly the value returned here (TRL subtracts the group
-mean, which is already zero).
+:class:`FederatedAdvantage` is what TRL's ``GRPOTrainer`` calls as its one reward function. TRL hands
+it every completion of a generation batch (each prompt repeated G times in a row); it picks experts
+per question with the selector, sends one batched request per client (:mod:`fedgrpo.server.exchange`),
+keeps the rewards that pass every check, and returns the federated group-relative **advantage** of
+each candidate (:mod:`fedgrpo.objective`), not a reward. TRL runs with ``scale_rewards="none"`` and
+this single function, so the advantage TRL uses is exactly the value returned here (TRL subtracts the
+group mean, which is already zero). The rewards themselves go to the ``fed/`` metrics.
 
 With a selector that can rank (the confidence graph), the first M clients per question are asked;
 an expert that returns no reward at all is replaced once, in one extra exchange, by the next most
@@ -17,11 +17,10 @@ towards its agreement with the other experts (online update).
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -29,85 +28,15 @@ import torch
 from fedgrpo.data import Question
 from fedgrpo.objective import group_advantages, zero_spread
 from fedgrpo.prompting import completion_text
+from fedgrpo.protocol import Rejected, RewardItem, RewardReply, RewardRequest, check_reward_item
 from fedgrpo.selection import Selector
-from fedgrpo.transport import (
-    Delivery,
-    ErrorReply,
-    ProtocolError,
-    RewardItem,
-    RewardReply,
-    RewardRequest,
-    Transport,
-    decode,
-    encode,
-)
+from fedgrpo.server.exchange import send
+from fedgrpo.server.stats import RoundStats
+from fedgrpo.transport import Transport
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class RoundStats:
-    """What one or more reward rounds cost and produced; drained into the per-step metrics."""
-
-    rounds: int = 0
-    questions: int = 0
-    candidates: int = 0
-    bytes_down: int = 0
-    bytes_up: int = 0
-    bytes_down_per_client: Counter = field(default_factory=Counter)
-    bytes_up_per_client: Counter = field(default_factory=Counter)
-    experts_asked: int = 0
-    rewards_received: int = 0
-    rewards_missing: int = 0
-    abstentions: int = 0
-    methods: Counter = field(default_factory=Counter)  # evaluations by method: answer / model / none
-    groups_scored: int = 0
-    groups_zero_spread: int = 0
-    reward_sum: float = 0.0
-    advantage_sq_sum: float = 0.0
-    rejected: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
-    routed: Counter = field(default_factory=Counter)  # client -> questions routed to it
-    replacements: int = 0
-    online_updates: int = 0
-    timed_out: Counter = field(default_factory=Counter)  # client -> requests it did not answer in time
-
-    def merge(self, other: RoundStats) -> None:
-        for name, value in vars(other).items():
-            mine = getattr(self, name)
-            if isinstance(mine, Counter):
-                mine.update(value)
-            else:
-                setattr(self, name, mine + value)
-
-    def summary(self) -> dict[str, Any]:
-        scored = max(self.rewards_received, 1)
-        return {
-            "fed/rounds": self.rounds,
-            "fed/questions": self.questions,
-            "fed/reward_mean": self.reward_sum / scored if self.rewards_received else None,
-            "fed/advantage_std": math.sqrt(self.advantage_sq_sum / max(self.candidates, 1)),
-            "fed/groups_scored": self.groups_scored,
-            "fed/zero_spread_share": self.groups_zero_spread / max(self.groups_scored, 1),
-            "fed/unscored_share": 1 - self.groups_scored / max(self.questions, 1),
-            "fed/rewards_received": self.rewards_received,
-            "fed/rewards_missing": self.rewards_missing,
-            "fed/abstentions": self.abstentions,
-            "fed/methods": dict(sorted(self.methods.items())),
-            "fed/bytes_down": self.bytes_down,
-            "fed/bytes_up": self.bytes_up,
-            "fed/bytes_down_per_round": round(self.bytes_down / max(self.rounds, 1)),
-            "fed/bytes_up_per_round": round(self.bytes_up / max(self.rounds, 1)),
-            "fed/bytes_down_per_client": dict(sorted(self.bytes_down_per_client.items())),
-            "fed/bytes_up_per_client": dict(sorted(self.bytes_up_per_client.items())),
-            "fed/rejected": dict(sorted(self.rejected.items())),
-            "fed/rejected_total": sum(self.rejected.values()),
-            "fed/seconds": round(self.seconds, 3),
-            "fed/routed": dict(sorted(self.routed.items())),
-            "fed/replacements": self.replacements,
-            "fed/online_updates": self.online_updates,
-            "fed/timed_out": dict(sorted(self.timed_out.items())),
-        }
+Received = dict[int, dict[str, list[float | None]]]  # group -> client -> accepted rewards
 
 
 def expert_agreement(matrix: torch.Tensor, e: int) -> float | None:
@@ -137,7 +66,7 @@ class GroupRecord:
     rewards: torch.Tensor
 
 
-class FederatedRewards:
+class FederatedAdvantage:
     """TRL reward function that asks the federation for rewards and returns advantages."""
 
     __name__ = "federated_advantage"  # TRL names reward functions by __name__
@@ -157,13 +86,19 @@ class FederatedRewards:
         self.g = num_generations
         self.aggregation = aggregation
         self.online_update_rate = online_update_rate
-        self.pending = RoundStats()  # drained by the metrics callback
         self.total = RoundStats()  # whole run, checkpointed
-        self._round = 0
         self.last_rewards: list[torch.Tensor] = []  # per question: (experts x G), for inspection
-        # What each group got, drained with `pending`; the run audits it against labels it holds
-        # for evaluation (reward correctness, routing), which this server-side object never sees.
-        self.pending_groups: list[GroupRecord] = []
+        self._pending = RoundStats()  # since the last drain()
+        # What each group got, drained with the stats: a simulation audits it against labels it
+        # holds (reward correctness, routing); this server-side object never sees labels.
+        self._pending_groups: list[GroupRecord] = []
+        self._round = 0
+
+    def drain(self) -> tuple[RoundStats, list[GroupRecord]]:
+        """The rounds since the last call (for one metrics row), and reset."""
+        out = self._pending, self._pending_groups
+        self._pending, self._pending_groups = RoundStats(), []
+        return out
 
     # -- TRL hook ---------------------------------------------------------------------------------
     def __call__(
@@ -184,12 +119,13 @@ class FederatedRewards:
                 raise ValueError(f"rows {start}..{start + self.g - 1} mix questions {sorted(ids)}")
             questions.append(Question(qid[start], (domain or [""] * len(qid))[start], question[start]))
             candidates.append([completion_text(c) for c in completions[start : start + self.g]])
-        advantages = self.score(questions, candidates)
-        return [float(a) for group in advantages for a in group]
+        return [float(a) for group in self.advantages(questions, candidates) for a in group]
 
     # -- one round ----------------------------------------------------------------------------------
-    def score(self, questions: Sequence[Question], candidates: Sequence[list[str]]) -> list[torch.Tensor]:
-        """Route, exchange, validate, combine. Returns one advantage vector of length G per question."""
+    def advantages(
+        self, questions: Sequence[Question], candidates: Sequence[list[str]]
+    ) -> list[torch.Tensor]:
+        """Route, exchange, check, combine. Returns one advantage vector of length G per question."""
         start = time.perf_counter()
         stats = RoundStats(rounds=1, questions=len(questions), candidates=sum(len(c) for c in candidates))
         self._round += 1
@@ -216,12 +152,12 @@ class FederatedRewards:
             advantages.append(adv)
             self.last_rewards.append(matrix)
         self._online_update(stats, questions, experts)
-        self.pending_groups += [
+        self._pending_groups += [
             GroupRecord(q, list(candidates[j]), asked[j], experts[j], self.last_rewards[j])
             for j, q in enumerate(questions)
         ]
         stats.seconds = time.perf_counter() - start
-        self.pending.merge(stats)
+        self._pending.merge(stats)
         self.total.merge(stats)
         return advantages
 
@@ -232,7 +168,7 @@ class FederatedRewards:
         candidates: Sequence[list[str]],
         orders: dict[str, list[str]],
         experts: list[list[str]],
-        received: dict[int, dict[str, list[float | None]]],
+        received: Received,
     ) -> list[list[str]]:
         """Replace, once and in one extra exchange, each expert that gave no reward at all (it abstained,
         failed or was rejected) by the next most competent client not yet asked for that group.
@@ -280,7 +216,7 @@ class FederatedRewards:
         candidates: Sequence[list[str]],
         experts: Sequence[Sequence[str]],
         tag: str,
-    ) -> dict[int, dict[str, list[float | None]]]:
+    ) -> Received:
         """One batched request per chosen client; returns, per group, each client's accepted rewards.
 
         ``experts[j]`` are the clients asked about group ``j`` (empty: not asked in this exchange).
@@ -290,32 +226,32 @@ class FederatedRewards:
         for j, q in enumerate(questions):
             for client in experts[j]:
                 item_keys[client][f"{j}:{q.qid}"] = j
-        if not item_keys:
-            return defaultdict(dict)
-        request_ids = {client: f"r{self._round}{tag}-{client}" for client in item_keys}
         requests = {
-            client: encode(
-                RewardRequest(
-                    request_ids[client],
-                    client,
-                    [RewardItem(key, questions[j].question, candidates[j]) for key, j in keys.items()],
-                )
+            client: RewardRequest(
+                f"r{self._round}{tag}-{client}",
+                client,
+                [RewardItem(key, questions[j].question, candidates[j]) for key, j in keys.items()],
             )
             for client, keys in item_keys.items()
         }
-        stats.experts_asked += sum(len(keys) for keys in item_keys.values())
-        received: dict[int, dict[str, list[float | None]]] = defaultdict(dict)
-        for client, delivery in self.transport.exchange(requests).items():
-            stats.bytes_down += delivery.bytes_down
-            stats.bytes_up += delivery.bytes_up
-            stats.bytes_down_per_client[client] += delivery.bytes_down
-            stats.bytes_up_per_client[client] += delivery.bytes_up
-            if client not in item_keys:
-                self._reject(stats, "unasked_client", client, "reply from a client that was not asked")
-                continue
-            for j, rewards in self._accept(
-                stats, client, request_ids[client], delivery, item_keys[client], candidates
-            ):
+        exchanged = send(self.transport, requests, RewardReply)
+        stats.record(exchanged)
+        received: Received = defaultdict(dict)
+        for client, reply in exchanged.replies.items():
+            assert isinstance(reply, RewardReply)
+            keys, seen = item_keys[client], set()
+            for item in reply.items:
+                j = keys.get(item.qid)
+                try:
+                    rewards = check_reward_item(item, None if j is None else len(candidates[j]), seen)
+                except Rejected as err:
+                    stats.rejected[err.reason] += 1
+                    log.warning("rejected reply item from %s (%s): %s", client, err.reason, err.detail)
+                    continue
+                assert j is not None
+                stats.methods[item.method] += 1
+                if item.method == "none":
+                    stats.abstentions += 1  # the client does not hold the question: not an error
                 received[j][client] = rewards
         return received
 
@@ -339,92 +275,11 @@ class FederatedRewards:
             stats.groups_scored += 1
             stats.groups_zero_spread += int(zero_spread(matrix))
 
-    def _accept(
-        self,
-        stats: RoundStats,
-        client: str,
-        request_id: str,
-        delivery: Delivery,
-        expected: dict[str, int],
-        candidates: Sequence[list[str]],
-    ) -> list[tuple[int, list[float | None]]]:
-        """The items of one client's reply that pass every check; each failure is counted and logged."""
-        if delivery.timed_out:  # missing for this round; replaced below where the selector can rank
-            stats.timed_out[client] += 1
-            self._reject(stats, "timeout", client, delivery.error or "no reply in time")
-            return []
-        if delivery.error is not None or delivery.reply is None:
-            self._reject(stats, "client_failed", client, delivery.error or "no reply")
-            return []
-        try:
-            reply = decode(delivery.reply)
-        except ProtocolError as err:
-            self._reject(stats, "malformed_reply", client, str(err))
-            return []
-        if isinstance(reply, ErrorReply):
-            self._reject(stats, "client_error", client, reply.error)
-            return []
-        if not isinstance(reply, RewardReply):
-            self._reject(stats, "malformed_reply", client, f"expected a reward reply, got {reply.kind!r}")
-            return []
-        if reply.client != client or reply.request_id != request_id:
-            self._reject(
-                stats,
-                "unasked_client",
-                client,
-                f"reply names client {reply.client!r} / request {reply.request_id!r}",
-            )
-            return []
-        accepted, seen = [], set()
-        for item in reply.items:
-            key = item.qid
-            j = expected.get(key)
-            if j is None or key in seen:
-                self._reject(stats, "unknown_question", client, f"reply for unknown or repeated item {key!r}")
-                continue
-            seen.add(key)
-            if len(item.rewards) != len(candidates[j]):
-                self._reject(
-                    stats,
-                    "wrong_length",
-                    client,
-                    f"{len(item.rewards)} rewards for {len(candidates[j])} candidates",
-                )
-                continue
-            if any(r is not None and not math.isfinite(r) for r in item.rewards):
-                self._reject(stats, "non_finite", client, f"NaN or infinite reward for {key!r}")
-                continue
-            stats.methods[item.method] += 1
-            if item.method == "none":
-                stats.abstentions += 1  # the client does not hold the question: not an error
-            accepted.append((j, item.rewards))
-        return accepted
-
-    @staticmethod
-    def _reject(stats: RoundStats, reason: str, client: str, detail: str) -> None:
-        stats.rejected[reason] += 1
-        log.warning("rejected reply from %s (%s): %s", client, reason, detail)
-
     # -- checkpointing ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "round": self._round,
-            "selector": self.selector.state_dict(),
-            "total": _stats_to_json(self.total),
-        }
+        return {"round": self._round, "selector": self.selector.state_dict(), "total": self.total.to_json()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._round = int(state["round"])
         self.selector.load_state_dict(state["selector"])
-        self.total = _stats_from_json(state["total"])
-
-
-def _stats_to_json(stats: RoundStats) -> dict[str, Any]:
-    return {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(stats).items()}
-
-
-def _stats_from_json(data: dict[str, Any]) -> RoundStats:
-    stats = RoundStats()
-    for k, v in data.items():
-        setattr(stats, k, Counter(v) if isinstance(getattr(stats, k), Counter) else v)
-    return stats
+        self.total = RoundStats.from_json(state["total"])

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fedgrpo.answers import extract_answer, reward_for
 from fedgrpo.data import Example, normalise_question, score_answer
-from fedgrpo.prompting import extract_answer, has_answer_format
-from fedgrpo.transport.messages import Method
+from fedgrpo.protocol import Method
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class AnswerEvaluator:
         example = self._by_question.get(normalise_question(question))
         if example is None:
             return Evaluation([None] * len(candidates), "none")
-        rewards: list[float | None] = []
-        for text in candidates:
-            correct = score_answer(example, extract_answer(text))
-            rewards.append(correct + (self.format_reward if has_answer_format(text) else 0.0))
+        rewards: list[float | None] = [
+            reward_for(score_answer(example, extract_answer(text)), text, self.format_reward)
+            for text in candidates
+        ]
         return Evaluation(rewards, "answer")

@@ -114,7 +114,9 @@ class Deployment:
 def make_deployment(root: Path, supernode_keys: int = 4) -> Deployment:
     """Certificates, keys and client data for the smoke preset, and a FLWR_HOME for the CLI."""
     from fedgrpo.config import load_config
-    from fedgrpo.transport.flower.launch import export_client_data, flwr_home, make_certificates
+    from fedgrpo.flower.certs import make_certificates
+    from fedgrpo.flower.launch import flwr_home
+    from fedgrpo.run.clients import export_client_data
 
     certs, data = root / "certs", root / "data"
     make_certificates(certs, ["127.0.0.1", "localhost"], supernode_keys)

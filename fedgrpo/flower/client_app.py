@@ -1,11 +1,10 @@
-"""The FedGRPO Flower app: a ServerApp that runs the unchanged trainer, a ClientApp per organisation.
+"""The FedGRPO ClientApp: one organisation's client, answering the server's queries on Flower.
 
 Message types: ``query.profile`` (join handshake), ``query.competence`` (expert selection's one-off
 competence queries), ``query.reward`` (one batched request per client per generation batch).
 
 The run config carries the experiment's config (``config``: a preset, a YAML file or YAML text;
-``overrides``; ``resume``), so the ServerApp and every ClientApp see the same settings. Where a
-ClientApp's client comes from:
+``overrides``; ``resume``). Where a ClientApp's client comes from:
 
 * Deployment Engine: the SuperNode's node config names the organisation's own data file
   (``data-file``, written by ``fedgrpo export-client-data``), optionally its ``name``, its base
@@ -27,13 +26,16 @@ from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
 
 from fedgrpo.client import Client
+from fedgrpo.client.experts import load_experts
 from fedgrpo.config import FedGRPOConfig, load_config_text
 from fedgrpo.data import client_name, read_client_data
-from fedgrpo.transport.flower.codec import PROFILE, content_bytes, from_records, reply_records, to_records
-from fedgrpo.transport.messages import ErrorReply, ProtocolError, decode, encode
+from fedgrpo.flower.codec import PROFILE, content_bytes, from_records, reply_records
+from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.protocol import ErrorReply, ProtocolError, encode
+from fedgrpo.run.assemble import build_data
+from fedgrpo.run.clients import build_clients, make_client
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,12 @@ def _config(text: str, overrides: str) -> FedGRPOConfig:
 @functools.cache
 def _simulated_clients(cfg_yaml: str) -> dict[str, Client]:
     """Every client of the seeded split, built once per process: one base model, shared."""
-    from fedgrpo.trainer import build_clients, build_data
-
     cfg = load_config_text(cfg_yaml)
     return {c.name: c for c in build_clients(cfg, build_data(cfg))}
 
 
 @functools.cache
 def _base_model(name: str) -> tuple[Any, Any]:
-    from fedgrpo.models import load_policy, load_tokenizer
-
     model = load_policy(name)
     model.requires_grad_(False)
     return model, load_tokenizer(name)
@@ -72,8 +70,6 @@ def _base_model(name: str) -> tuple[Any, Any]:
 
 def _deployed_client(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
     """The organisation's own client, from the files its SuperNode's node config points at."""
-    from fedgrpo.trainer import make_client
-
     path = Path(str(node["data-file"])).expanduser()
     name = str(node.get("name") or path.stem)
     examples = read_client_data(path)
@@ -83,8 +79,6 @@ def _deployed_client(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
         base, tokenizer = _base_model(str(model_name))
         adapter = node.get("adapter")
         if adapter:
-            from fedgrpo.client.experts import load_experts
-
             model = (load_experts(base, {name: Path(str(adapter)).expanduser()}), tokenizer, name)
         else:
             model = (base, tokenizer, None)
@@ -114,7 +108,7 @@ def _reject(reason: str, detail: str) -> None:
 
 def _error(message: Message, who: str, request_id: str, error: str) -> Message:
     reply = ErrorReply(request_id, who, error)
-    return Message(reply_records(encode(reply), 0, sum(REJECTED.values()), reply), reply_to=message)
+    return Message(reply_records(reply, 0, sum(REJECTED.values())), reply_to=message)
 
 
 def make_client_app(config_text: str | None = None) -> ClientApp:
@@ -153,14 +147,13 @@ def make_client_app(config_text: str | None = None) -> ClientApp:
         except Exception as err:
             _reject("unavailable", str(err))
             return _error(message, "?", "?", f"client unavailable: {type(err).__name__}: {err}")
-        payload = encode(request)
         try:
-            reply = client.handle(payload)
-            parsed = decode(reply)
+            reply = client.respond(request)
         except Exception as err:  # a failing evaluator must not take the ClientApp down
             log.exception("client %s failed on %s", client.name, request.request_id)
             return _error(message, client.name, request.request_id, f"{type(err).__name__}: {err}")
-        return Message(reply_records(reply, len(payload), sum(REJECTED.values()), parsed), reply_to=message)
+        records = reply_records(reply, len(encode(request)), sum(REJECTED.values()))
+        return Message(records, reply_to=message)
 
     @app.query("reward")
     def reward(message: Message, context: Context) -> Message:
@@ -173,26 +166,5 @@ def make_client_app(config_text: str | None = None) -> ClientApp:
     return app
 
 
-def make_server_app(cfg: FedGRPOConfig | None = None, resume: bool = False) -> ServerApp:
-    """The ServerApp: the whole FedGRPO run (``fedgrpo.trainer.run``) over a FlowerTransport."""
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        from fedgrpo.trainer import run
-        from fedgrpo.transport.flower.transport import FlowerTransport
-
-        config = cfg or config_from_run_config(dict(context.run_config))
-        again = resume or bool(context.run_config.get("resume", False))
-        expected = config.flower.num_supernodes or config.data.num_clients
-        transport = FlowerTransport(grid, config.flower, min(expected, config.data.num_clients))
-        run(config, resume=again, transport=transport)
-
-    return app
-
-
 # What `flwr run` loads (see the app folder's pyproject.toml): the config comes from the run config.
-server_app = make_server_app()
-client_app = make_client_app()
-
-__all__ = ["client_app", "make_client_app", "make_server_app", "server_app", "to_records"]
+app = make_client_app()

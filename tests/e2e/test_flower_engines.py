@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flower_deploy import BIN, Deployment, make_deployment  # noqa: E402
+from tests.e2e.flower_deploy import BIN, Deployment, make_deployment  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

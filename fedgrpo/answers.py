@@ -1,0 +1,74 @@
+"""Reading answers back: the tag extraction, comparison keys and correctness used by server and clients.
+
+The server asks for the final answer inside ``<answer></answer>``. Clients score it (against their
+own answers or their model's), the evaluation and the simulation audit score it against held labels:
+all of them read answers through this one module.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from fedgrpo.data import Example, normalise_answer, score_answer
+
+ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+
+_DECIMAL_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
+_RATIO_RE = re.compile(r"([+-]?\d+)\s*/\s*(\d+)")
+_MAX_NUMBER_CHARS = 64  # longer "numbers" are compared as strings; keeps Fraction cheap
+
+
+def extract_answer(completion: str) -> str | None:
+    """The text of the last <answer>...</answer> block, stripped; None when there is none."""
+    found = ANSWER_RE.findall(completion)
+    if not found:
+        return None
+    return found[-1].strip()
+
+
+def parsed_answer(completion: str) -> str | None:
+    """The final answer, or None when there is none or it is empty (nothing to judge)."""
+    return extract_answer(completion) or None
+
+
+def has_answer_format(completion: str) -> bool:
+    """True when the completion carries exactly one non-empty answer block."""
+    found = ANSWER_RE.findall(completion)
+    return len(found) == 1 and bool(found[0].strip())
+
+
+def rationale(completion: str) -> str:
+    """Everything before the last answer block (the candidate's reasoning)."""
+    blocks = list(ANSWER_RE.finditer(completion))
+    return completion[: blocks[-1].start()] if blocks else completion
+
+
+def answer_key(text: str) -> str:
+    """A comparison key under which equal answers match: "7", "7.0", " 7. " and "1,000"/"1000".
+
+    Normalised text, with plain decimals, thousands-grouped numbers and integer ratios mapped to
+    their exact rational value; everything else compares as normalised text. Deliberately small:
+    the full math-verify scorer needs a gold answer, which a model-based client does not have.
+    """
+    norm = normalise_answer(text).rstrip(".").strip()
+    if len(norm) > _MAX_NUMBER_CHARS:
+        return norm
+    plain = norm.replace(",", "") if _THOUSANDS_RE.fullmatch(norm) else norm
+    if _DECIMAL_RE.fullmatch(plain):
+        return f"num:{Fraction(plain)}"
+    ratio = _RATIO_RE.fullmatch(plain)
+    if ratio and int(ratio.group(2)) != 0:
+        return f"num:{Fraction(int(ratio.group(1)), int(ratio.group(2)))}"
+    return norm
+
+
+def is_correct(example: Example, completion: str) -> bool:
+    """Exact correctness of a completion's tagged answer by the task's own scorer."""
+    return score_answer(example, extract_answer(completion)) >= 1.0
+
+
+def reward_for(correct: float, completion: str, format_reward: float) -> float:
+    """A client's reward: correctness (1/0 or a model's score) plus the format reward when well tagged."""
+    return correct + (format_reward if has_answer_format(completion) else 0.0)

@@ -1,0 +1,119 @@
+"""From the config to the run's parts: the only place the experiment's settings are unpacked.
+
+Data (the seeded split of a simulation), the server's own inputs, the selector (building or loading
+the confidence graph through the clients' competence replies) and the federated advantage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedgrpo.config import ConfigError, FedGRPOConfig
+from fedgrpo.data import Example, FederatedSplit, Question, build_split
+from fedgrpo.io import write_json_atomic
+from fedgrpo.models import load_policy
+from fedgrpo.selection import ConfidenceGraph, Selector, make_selector, mean_pooled_embedder
+from fedgrpo.server import FederatedAdvantage, build_confidence_graph
+from fedgrpo.transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerData:
+    """What the server itself holds: unlabelled training questions, a small labelled auxiliary set
+    (expert selection) and labelled held-out sets per domain (evaluation)."""
+
+    train_questions: list[Question]
+    auxiliary: list[Example]
+    heldout: dict[str, list[Example]]
+
+
+def build_data(cfg: FedGRPOConfig) -> FederatedSplit:
+    """A simulation's seeded split: client data, server questions, auxiliary and held-out sets."""
+    d = cfg.data
+    try:
+        return build_split(
+            d.domain_specs(),
+            d.num_clients,
+            d.examples_per_client,
+            d.num_train_questions,
+            d.num_auxiliary,
+            d.heldout_per_domain,
+            d.partition,
+            d.alpha,
+            cfg.seed,
+            ground_truth=d.setting == "ground-truth",
+        )
+    except ValueError as err:  # sizes the domains cannot fill: a config error, found before any model loads
+        raise ConfigError(f"data: {err}") from err
+
+
+def server_data(split: FederatedSplit) -> ServerData:
+    return ServerData(split.train_questions, split.auxiliary, split.heldout)
+
+
+def split_summary(split: FederatedSplit) -> dict[str, Any]:
+    """Counts only (who holds how many of which domain): the experimenter's view of a simulation."""
+    return {
+        "client_domains": split.client_domains,
+        "setting": "ground-truth" if split.ground_truth else "no-ground-truth",
+        "train_questions": len(split.train_questions),
+        "auxiliary": len(split.auxiliary),
+        "heldout": {d: len(v) for d, v in split.heldout.items()},
+    }
+
+
+def build_selector(
+    cfg: FedGRPOConfig,
+    auxiliary: list[Example],
+    transport: Transport,
+    tokenizer: Any,
+    out: Path,
+    resume: bool,
+    client_domains: dict[str, dict[str, int]] | None = None,
+) -> tuple[Selector, dict[str, Any] | None]:
+    """The configured selector; for the confidence graph, also its build cost (None otherwise).
+
+    The graph is built once per run and saved as ``confidence_graph.pt``; ``--resume`` loads it (the
+    checkpoint's selector state then restores the online updates). Questions and exemplars are
+    embedded by a frozen copy of the server model, so embeddings do not drift as the policy trains.
+    """
+    fed = cfg.federation
+    if fed.selector != "confidence-graph":
+        return make_selector(fed.selector, seed=cfg.seed, client_domains=client_domains), None
+    encoder = load_policy(cfg.model.name_or_path, cfg.model.dtype)
+    encoder.requires_grad_(False)
+    embed = mean_pooled_embedder(encoder, tokenizer)
+    graph_path, stats_path = out / "confidence_graph.pt", out / "selection.json"
+    if resume and graph_path.exists() and stats_path.exists():
+        graph = ConfidenceGraph.load(graph_path)
+        missing = sorted(set(transport.client_names) - set(graph.clients))
+        if missing:
+            raise RuntimeError(f"{graph_path} has no row for clients {missing}; start a new run")
+        stats = json.loads(stats_path.read_text())
+        log.info("loaded the confidence graph from %s", graph_path)
+    else:
+        graph, stats = build_confidence_graph(
+            transport, auxiliary, embed, fed.neighbours, samples=cfg.clients.samples
+        )
+        graph.save(graph_path)
+        write_json_atomic(stats_path, stats)
+    selector = make_selector(fed.selector, seed=cfg.seed, graph=graph, embed=embed, epsilon=fed.epsilon)
+    return selector, stats
+
+
+def build_advantage(cfg: FedGRPOConfig, transport: Transport, selector: Selector) -> FederatedAdvantage:
+    fed = cfg.federation
+    return FederatedAdvantage(
+        transport,
+        selector,
+        fed.experts_per_question,
+        cfg.num_generations,
+        fed.aggregation,
+        online_update_rate=fed.online_update_rate,
+    )

@@ -1,0 +1,142 @@
+"""Simulated clients from the config: each with its private data and, optionally, its own model.
+
+Only a simulation builds clients this way (the experimenter holds every client's data). A deployed
+organisation builds its one client from its own files (:mod:`fedgrpo.flower.client_app`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, ModelEvaluator
+from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts, read_meta
+from fedgrpo.config import ConfigError, FedGRPOConfig
+from fedgrpo.data import Example, FederatedSplit, write_client_data
+from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.run.assemble import build_data
+
+log = logging.getLogger(__name__)
+
+ClientModel = tuple[Any, Any, str | None]  # (model, tokenizer, adapter name on a shared base)
+
+
+def make_client(cfg: FedGRPOConfig, name: str, examples: list[Example], model: ClientModel | None) -> Client:
+    """One client: answer-based evaluation on its examples, plus ``model`` for model-based evaluation and
+    competence queries when it has one."""
+    fmt, cs = cfg.federation.format_reward, cfg.clients
+    model_ev = None
+    if model is not None:
+        net, tokenizer, adapter = model
+        model_ev = ModelEvaluator(
+            net,
+            tokenizer,
+            mode=cs.evaluation,
+            samples=cs.samples,
+            max_new_tokens=cs.max_new_tokens,
+            temperature=cs.temperature,
+            format_reward=fmt,
+            seed=cfg.seed,
+            worked_example=cs.expert.worked_example if adapter else cfg.model.worked_example,
+            adapter=adapter,
+        )
+    return Client(name, examples, DualEvaluator(AnswerEvaluator(examples, fmt), model_ev), fmt)
+
+
+def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
+    """The available clients, each with its private data and, with ``clients.model``, a client model.
+
+    The base ``clients.model`` is loaded once. With ``clients.expert.method`` sft or grpo every client
+    trains (or finds cached) its own LoRA adapter on its private data, and all adapters sit on that one
+    base; otherwise every client uses the base as it is. A client whose model fails to load or train is
+    reported unavailable (logged with the reason) and left out; fewer than M available is an error.
+    """
+    models, unavailable = _client_models(cfg, split)
+    clients = []
+    for name, examples in split.clients.items():
+        if name in unavailable:
+            log.warning("client %s unavailable: %s", name, unavailable[name])
+            continue
+        clients.append(make_client(cfg, name, examples, models.get(name)))
+    m = cfg.federation.experts_per_question
+    if len(clients) < m:
+        raise RuntimeError(
+            f"only {len(clients)} of {len(split.clients)} clients are available, fewer than "
+            f"federation.experts_per_question (M={m}); unavailable: {unavailable}"
+        )
+    return clients
+
+
+def train_client_experts(cfg: FedGRPOConfig, split: FederatedSplit) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each client's cached expert adapter (training the missing ones), and why any client failed."""
+    assert cfg.clients.model is not None
+    ex = cfg.clients.expert
+    cache = Path(ex.cache_dir).expanduser() if ex.cache_dir else None
+    return ensure_experts(ExpertRecipe.from_settings(cfg.clients.model, ex, cfg.seed), split.clients, cache)
+
+
+def train_clients(cfg: FedGRPOConfig) -> dict[str, dict[str, Any]]:
+    """``fedgrpo train-clients``: train (or find cached) every client's expert; a table per client.
+
+    Runs the same split and recipe as ``fedgrpo run``, so the run afterwards finds every adapter in
+    the cache. ``clients.expert.method: none`` is taken as ``sft`` here (there is nothing else to train).
+    """
+    if cfg.clients.model is None:
+        raise ConfigError("train-clients needs clients.model: the base each client's expert starts from")
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    split = build_data(cfg)
+    folders, failed = train_client_experts(cfg, split)
+    report: dict[str, dict[str, Any]] = {}
+    for name in split.clients:
+        if name in failed:
+            report[name] = {"error": failed[name]}
+            continue
+        meta = read_meta(folders[name])
+        report[name] = {
+            "domains": split.client_domains[name],
+            "method": meta.get("method", "sft"),
+            "examples": meta["examples"],
+            "steps": meta["steps"],
+            "loss": f"{meta['first_loss']} -> {meta['final_loss']}",
+            "train_seconds": meta["train_seconds"],
+            "adapter": str(folders[name]),
+        }
+    return report
+
+
+def _client_models(
+    cfg: FedGRPOConfig, split: FederatedSplit
+) -> tuple[dict[str, ClientModel], dict[str, str]]:
+    """(model, tokenizer, adapter name) per client with a model, and the reason per unavailable one."""
+    name = cfg.clients.model
+    if name is None:
+        return {}, {}
+    log.info("loading client model %s (once, shared by all clients)", name)
+    try:
+        tokenizer = load_tokenizer(name)
+        base = load_policy(name)
+    except Exception as err:  # a client that cannot load its model is unavailable, not fatal
+        reason = f"client model {name!r} failed to load: {type(err).__name__}: {err}"
+        return {}, dict.fromkeys(split.clients, reason)
+    base.requires_grad_(False)
+    if cfg.clients.expert.method == "none":
+        return {c: (base, tokenizer, None) for c in split.clients}, {}
+    folders, failed = train_client_experts(cfg, split)
+    if not folders:
+        return {}, failed
+    model = load_experts(base, folders)
+    return {c: (model, tokenizer, c) for c in folders}, failed
+
+
+def export_client_data(cfg: FedGRPOConfig, folder: Path) -> dict[str, str]:
+    """Each simulated client's private examples into its own ``<client>.jsonl`` (owner-readable only)."""
+    out = {}
+    for name, examples in build_data(cfg).clients.items():
+        path = folder / f"{name}.jsonl"
+        write_client_data(examples, path)
+        out[name] = str(path.resolve())
+    return out

@@ -1,0 +1,234 @@
+"""A whole FedGRPO run: evaluate, train with federated advantages, evaluate again, write the run folder.
+
+:func:`run` takes a transport that is already connected (it never starts one): the in-process
+transport from :func:`run_in_process`, or a Flower ServerApp's ``FlowerTransport``. The run folder
+(``config.yaml``, ``metrics.jsonl``, complete-or-ignored checkpoints, ``results.json``, ``run.log``)
+is the same either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import set_seed
+
+from fedgrpo.checkpoints import STATE_FILE, complete_checkpoints, last_checkpoint, remove_torn_checkpoints
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data import FederatedSplit
+from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
+from fedgrpo.io import write_json_atomic
+from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.run.assemble import (
+    ServerData,
+    build_advantage,
+    build_data,
+    build_selector,
+    server_data,
+    split_summary,
+)
+from fedgrpo.run.audit import RoutingAudit
+from fedgrpo.run.clients import build_clients
+from fedgrpo.run.metrics import MetricsCallback, peak_rss_mb, read_metrics, truncate_metrics
+from fedgrpo.run.trl import StopOnInterrupt, make_trainer, train_dataset
+from fedgrpo.server import FederatedAdvantage
+from fedgrpo.transport import InProcessTransport, Transport
+
+log = logging.getLogger(__name__)
+
+
+class RunExists(FileExistsError):
+    """The output folder already holds a run: resume it or choose another folder."""
+
+
+def check_output_dir(cfg: FedGRPOConfig, resume: bool) -> None:
+    """Refuse to start a new run over a folder that holds one (checked before anything is submitted)."""
+    out = cfg.output_dir
+    if resume or not out.exists():
+        return
+    if (
+        complete_checkpoints(out / "checkpoints")
+        or (out / "results.json").exists()
+        or (out / "metrics.jsonl").exists()
+    ):
+        raise RunExists(f"{out} already holds a run; pass --resume to continue it or set run.output_dir")
+
+
+def run_in_process(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
+    """A simulation in this process: the seeded split, its clients behind an in-process transport."""
+    check_output_dir(cfg, resume)
+    split = build_data(cfg)
+    return run_simulation(cfg, InProcessTransport(build_clients(cfg, split)), split, resume)
+
+
+def run_simulation(
+    cfg: FedGRPOConfig, transport: Transport, split: FederatedSplit, resume: bool = False
+) -> dict[str, Any]:
+    """A run whose experimenter holds the whole seeded split: the server side, plus the label audit."""
+    return run(
+        cfg,
+        transport,
+        server_data(split),
+        resume=resume,
+        audit=RoutingAudit(split),
+        client_domains=split.client_domains,
+        split_info=split_summary(split),
+    )
+
+
+def run(
+    cfg: FedGRPOConfig,
+    transport: Transport,
+    data: ServerData,
+    *,
+    resume: bool = False,
+    audit: RoutingAudit | None = None,
+    client_domains: dict[str, dict[str, int]] | None = None,
+    split_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run a whole experiment into ``cfg.output_dir``; returns the results that are also saved there.
+
+    ``audit``, ``client_domains`` and ``split_info`` exist only in a simulation, where the experimenter
+    holds every party's data; a deployment passes none of them.
+    """
+    check_output_dir(cfg, resume)
+    out = cfg.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    attach_log_file(out / "run.log")
+    config_path = out / "config.yaml"
+    if resume and config_path.exists() and config_path.read_text() != cfg.to_yaml():
+        log.warning("resuming with a config that differs from %s; the new one is used", config_path)
+    config_path.write_text(cfg.to_yaml())
+    set_seed(cfg.seed)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    if split_info is not None:
+        write_json_atomic(out / "split.json", split_info)
+
+    log.info("loading policy %s", cfg.model.name_or_path)
+    tokenizer = load_tokenizer(cfg.model.name_or_path)
+    model = load_policy(cfg.model.name_or_path, cfg.model.dtype)
+    selector, selection = build_selector(
+        cfg, data.auxiliary, transport, tokenizer, out, resume, client_domains
+    )
+    advantage = build_advantage(cfg, transport, selector)
+    ev = cfg.eval
+
+    def evaluate(policy: Any, tag: str) -> dict[str, DomainAccuracy]:
+        start = time.perf_counter()
+        res = evaluate_policy(
+            policy,
+            tokenizer,
+            data.heldout,
+            ev.max_new_tokens,
+            ev.batch_size,
+            cfg.model.worked_example,
+            ev.max_per_domain,
+        )
+        log.info("evaluation %s took %.0f s", tag, time.perf_counter() - start)
+        return res
+
+    before = None
+    before_path = out / "eval_before.json"
+    if ev.before:
+        if resume and before_path.exists():
+            before = {k: DomainAccuracy(**v) for k, v in json.loads(before_path.read_text()).items()}
+        else:
+            before = evaluate(model, "before")
+            write_json_atomic(before_path, to_json(before))
+            log.info("before training:\n%s", accuracy_table(before, None))
+
+    checkpoints = out / "checkpoints"
+    dataset = train_dataset(data.train_questions, cfg.model.worked_example)
+    trainer = make_trainer(cfg, model, tokenizer, dataset, advantage, checkpoints)
+    metrics_path = out / "metrics.jsonl"
+    trainer.add_callback(MetricsCallback(metrics_path, advantage, audit))
+    stop = StopOnInterrupt()
+    trainer.add_callback(stop)
+    resume_from = prepare_resume(checkpoints, metrics_path, advantage) if resume else None
+    if not resume:
+        truncate_metrics(metrics_path, 0)
+
+    start = time.perf_counter()
+    stop.install()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except KeyboardInterrupt:
+        stop.interrupted = "SIGINT"
+    finally:
+        stop.uninstall()
+    if stop.interrupted:
+        log.error(
+            "interrupted (%s); last complete checkpoint: %s. Continue with --resume.",
+            stop.interrupted,
+            last_checkpoint(checkpoints) or "none",
+        )
+        raise KeyboardInterrupt
+    train_seconds = time.perf_counter() - start
+    trainer.save_model(str(out / "final"))
+
+    after = evaluate(trainer.model, "after") if ev.after else None
+    rows = read_metrics(metrics_path)
+    step_seconds = [r["seconds"] for r in rows[1:]] or [r["seconds"] for r in rows]
+    results = {
+        "name": cfg.name,
+        "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_step": round(sum(step_seconds) / max(len(step_seconds), 1), 2),
+        "peak_rss_mb": round(peak_rss_mb()),
+        "before": to_json(before),
+        "after": to_json(after),
+        "communication": advantage.total.summary(),
+        "selection": selection,
+        "split": split_info,
+        "transport": transport.summary(),
+    }
+    write_json_atomic(out / "results.json", results)
+    transport.close()
+    comm = advantage.total
+    log.info(
+        "\n%s\ncommunication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); "
+        "%d replies rejected\nresults: %s",
+        accuracy_table(before, after),
+        comm.rounds,
+        comm.bytes_down / 1e3,
+        comm.bytes_up / 1e3,
+        (comm.bytes_down + comm.bytes_up) / 1e3 / max(comm.rounds, 1),
+        sum(comm.rejected.values()),
+        out / "results.json",
+    )
+    return results
+
+
+def prepare_resume(checkpoints: Path, metrics_path: Path, advantage: FederatedAdvantage) -> Path | None:
+    """Drop torn checkpoints, restore the federation's state and the metrics up to the last complete one."""
+    for torn in remove_torn_checkpoints(checkpoints):
+        log.warning("removed incomplete checkpoint %s", torn)
+    done = complete_checkpoints(checkpoints)
+    if not done:
+        log.info("nothing to resume in %s; starting from step 0", checkpoints)
+        truncate_metrics(metrics_path, 0)
+        return None
+    step, folder = done[-1]
+    advantage.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
+    truncate_metrics(metrics_path, step)
+    log.info("resuming from %s (step %d)", folder, step)
+    return folder
+
+
+def attach_log_file(path: Path) -> None:
+    """Everything the ``fedgrpo`` loggers say also goes to the run folder's ``run.log``."""
+    root = logging.getLogger("fedgrpo")
+    if root.level == logging.NOTSET and not logging.getLogger().handlers:
+        root.setLevel(logging.INFO)  # nobody configured logging (a Flower ServerApp): still fill run.log
+    if any(
+        isinstance(h, logging.FileHandler) and h.baseFilename == str(path.resolve()) for h in root.handlers
+    ):
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)

@@ -1,0 +1,84 @@
+"""Per-step metrics: one JSON line per logged step, TRL's numbers beside the federation's."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from fedgrpo.run.audit import RoutingAudit
+from fedgrpo.server import FederatedAdvantage
+
+log = logging.getLogger(__name__)
+
+# TRL logs the mean of what the reward function returns as "reward": here that is an advantage (zero
+# mean by construction), not a reward. The real rewards are fed/reward_mean; these keys are renamed.
+_TRL_RENAMES = {"reward": "advantage_mean", "reward_std": "advantage_std"}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such a number is written as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+class MetricsCallback(TrainerCallback):
+    """Writes ``metrics.jsonl``: step, seconds, peak memory, ``trl/*`` and the ``fed/*`` round numbers."""
+
+    def __init__(self, path: Path, advantage: FederatedAdvantage, audit: RoutingAudit | None = None) -> None:
+        self.path = path
+        self.advantage = advantage
+        self.audit = audit
+        self._last = time.perf_counter()
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        if not logs or "train_runtime" in logs:
+            return
+        now = time.perf_counter()
+        row: dict[str, Any] = {
+            "step": state.global_step,
+            "seconds": round(now - self._last, 3),
+            "peak_rss_mb": round(peak_rss_mb()),
+        }
+        self._last = now
+        for key, value in logs.items():
+            if not key.startswith("rewards/federated_advantage/"):  # the same as reward, reward_std
+                row[f"trl/{_TRL_RENAMES.get(key, key)}"] = _finite(value)
+        stats, groups = self.advantage.drain()
+        row.update(stats.summary())
+        if self.audit is not None:
+            row.update(self.audit.summary(groups))
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row, allow_nan=False) + "\n")
+        if row["fed/rejected_total"]:
+            log.warning(
+                "step %d: %d replies rejected %s",
+                state.global_step,
+                row["fed/rejected_total"],
+                row["fed/rejected"],
+            )
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines for steps after the checkpoint we resume from: they will be run again."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in keep))

@@ -1,0 +1,123 @@
+"""TRL's ``GRPOTrainer`` on the federated advantage, through TRL's public hooks only.
+
+TRL does generation, clipping, KL and the loss; FedGRPO hands it one reward function (the
+federated advantage, :class:`~fedgrpo.server.FederatedAdvantage`) and two callbacks: one completes
+each checkpoint with the federation's state and a marker written last, one turns Ctrl-C into
+"save, then stop" so that an interrupt can never be swallowed halfway through a step.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import GRPOTrainer
+
+from fedgrpo.checkpoints import COMPLETE_MARKER, STATE_FILE
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data import Question
+from fedgrpo.io import write_json_atomic
+from fedgrpo.prompting import build_messages
+from fedgrpo.server import FederatedAdvantage
+
+log = logging.getLogger(__name__)
+
+
+def train_dataset(questions: list[Question], worked_example: bool) -> Dataset:
+    """What the server trains on: questions only. There is no answer column to leak."""
+    return Dataset.from_list(
+        [
+            {
+                "prompt": build_messages(q.question, worked_example),
+                "qid": q.qid,
+                "question": q.question,
+                "domain": q.domain,
+            }
+            for q in questions
+        ]
+    )
+
+
+class CompleteCheckpoints(TrainerCallback):
+    """After TRL saves ``checkpoint-N``: the federation's state, then the ``COMPLETE`` marker, last."""
+
+    def __init__(self, advantage: FederatedAdvantage) -> None:
+        self.advantage = advantage
+
+    def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        write_json_atomic(folder / STATE_FILE, self.advantage.state_dict())
+        (folder / COMPLETE_MARKER).write_text(str(state.global_step))
+
+
+class StopOnInterrupt(TrainerCallback):
+    """Ctrl-C (SIGINT) or SIGTERM during training: finish the step, save a checkpoint, stop.
+
+    Python delivers KeyboardInterrupt wherever it happens to be, and a finaliser or a library
+    callback can swallow it, letting the run go on as if nothing happened. Here the signal only sets a
+    flag; the trainer checks it after every step. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach only the main thread (a Flower ServerApp may run elsewhere)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.interrupted is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.interrupted = signal.Signals(signum).name
+        log.warning("%s received: saving a checkpoint after this step, then stopping", self.interrupted)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if self.interrupted is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def make_trainer(
+    cfg: FedGRPOConfig,
+    model: Any,
+    tokenizer: Any,
+    dataset: Dataset,
+    advantage: FederatedAdvantage,
+    checkpoints: Path,
+) -> GRPOTrainer:
+    """TRL's trainer on the federated advantage, with LoRA when the config asks for it."""
+    peft_config = None
+    if cfg.model.lora.enabled:
+        from peft import LoraConfig
+
+        lo = cfg.model.lora
+        peft_config = LoraConfig(
+            r=lo.r,
+            lora_alpha=lo.alpha,
+            lora_dropout=lo.dropout,
+            target_modules=lo.target_modules,
+            task_type="CAUSAL_LM",
+        )
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=[advantage],
+        args=cfg.grpo_arguments(checkpoints),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[CompleteCheckpoints(advantage)],
+    )
