@@ -1,5 +1,5 @@
 """The ``fedgrpo`` command: ``run CONFIG [key=value ...] [--resume]``, ``train-clients``, ``show-config``,
-and for Flower deployments ``export-client-data`` and ``flower-certs``."""
+and for Flower deployments ``example-data`` and ``flower-certs``."""
 
 from __future__ import annotations
 
@@ -37,15 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     experts.add_argument("config")
     experts.add_argument("overrides", nargs="*", metavar="key=value")
-    export = sub.add_parser(
-        "export-client-data",
-        help="write each client's private data to its own file, for its Flower SuperNode",
-        description="Write DIR/<client>.jsonl per client (the run's seeded split); each organisation's "
-        "SuperNode is then started with --node-config 'data-file=\"DIR/<client>.jsonl\"'.",
+    example = sub.add_parser(
+        "example-data",
+        help="write stand-in files for a deployment demo: the server's files and one per organisation",
+        description="Write DIR/server/{questions,auxiliary,heldout}.jsonl and DIR/<client>/data.jsonl "
+        "(owner-readable only) from the config's data section, drawn with a fresh random seed so that "
+        "no party can rebuild another's file from the run config. Real parties bring their own files "
+        "(format: docs/deployment.md).",
     )
-    export.add_argument("config")
-    export.add_argument("dir")
-    export.add_argument("overrides", nargs="*", metavar="key=value")
+    example.add_argument("config")
+    example.add_argument("dir")
+    example.add_argument("overrides", nargs="*", metavar="key=value")
     certs = sub.add_parser(
         "flower-certs",
         help="make a test CA, a SuperLink TLS certificate and SuperNode key pairs",
@@ -96,14 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except RuntimeError as err:  # a run that failed (a Flower run's status, too few clients, ...)
+        print(f"fedgrpo: {err}", file=sys.stderr)
+        return 1
 
 
 def _command(args: argparse.Namespace, cfg: FedGRPOConfig) -> int:
     """The commands that load models; imported only once the config is known to be good."""
-    if args.command == "export-client-data":
-        from fedgrpo.run.clients import export_client_data
+    if args.command == "example-data":
+        from fedgrpo.run.assemble import write_example_files
 
-        print(json.dumps(export_client_data(cfg, Path(args.dir)), indent=2))
+        print(json.dumps(write_example_files(cfg, Path(args.dir)), indent=2))
         return 0
     if args.command == "train-clients":
         from fedgrpo.run.clients import train_clients

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,12 +34,58 @@ def test_presets_load_and_overrides_apply() -> None:
         ("grpo.not_a_trl_field=1", "grpo.not_a_trl_field"),
         ("grpo.scale_rewards=group", "federation.aggregation"),
         ("data.alpha=0", "data.alpha"),
+        ("grpo.max_completion_length=-4", "grpo.max_completion_length"),
+        ("grpo.learning_rate=-0.001", "grpo.learning_rate"),
+        ("grpo.learning_rate=fast", "grpo.learning_rate must be a float"),
+        ("grpo.per_device_train_batch_size=6", "divisible by num_generations"),
+        ("grpo.max_steps=0", "grpo.max_steps"),
+        ("grpo.log_completions=3", "grpo.log_completions must be a bool"),
+        ("data.domains=[{name: g, source: gsm8k_jsonl, path: /no/such.jsonl}]", "no file '/no/such.jsonl'"),
     ],
 )
 def test_bad_values_name_the_field(override: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config("smoke", [override])
     assert needle in str(err.value)
+
+
+def test_show_config_prints_every_effective_grpo_setting() -> None:
+    cfg = load_config("smoke")
+    for key in ("beta", "temperature", "logging_steps", "report_to", "max_steps", "num_generations"):
+        assert key in cfg.grpo, key
+    args = cfg.grpo_arguments(Path("/tmp/unused"))
+    assert args.beta == cfg.grpo["beta"] and args.temperature == cfg.grpo["temperature"]
+    assert args.scale_rewards == "none" and args.seed == cfg.seed  # the settings FedGRPO owns
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (
+            ["federation.transport=flower-deployment", "flower.insecure=true"],
+            "server.questions, server.heldout",
+        ),
+        (["server.questions=/no/such/file.jsonl"], "no file"),
+        (
+            [
+                "federation.transport=flower-deployment",
+                "flower.insecure=true",
+                "server.questions={q}",
+                "server.heldout={q}",
+            ],
+            "flower.num_supernodes",
+        ),
+        (["server.questions={q}"], "server.* files are for federation.transport=flower-deployment"),
+    ],
+)
+def test_deployment_needs_the_servers_own_files(tmp_path, overrides: list[str], needle: str) -> None:
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"question": "What is 1 + 1?"}\n')
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config("smoke", [o.format(q=q) for o in overrides])
+    ok = ["federation.transport=flower-deployment", "flower.insecure=true", "flower.num_supernodes=2"]
+    cfg = load_config("smoke", [*ok, f"server.questions={q}", f"server.heldout={q}"])
+    assert cfg.server.questions == str(q)
 
 
 def test_unknown_domain_lists_the_allowed_ones() -> None:

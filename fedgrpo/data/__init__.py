@@ -8,16 +8,15 @@ from fedgrpo.data.domains import (
     NotEnoughExamplesError,
     Question,
     derive_seed,
-    generate,
     majority_answer_rate,
     make_qid,
     normalise_answer,
     normalise_question,
-    parse_gsm8k_answer,
     resolve_domain,
     score_answer,
 )
 from fedgrpo.data.files import read_labelled, read_questions, write_labelled, write_questions
+from fedgrpo.data.generate import generate, parse_gsm8k_answer
 from fedgrpo.data.partition import (
     FederatedSplit,
     build_split,

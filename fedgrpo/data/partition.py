@@ -19,11 +19,11 @@ from fedgrpo.data.domains import (
     NotEnoughExamplesError,
     Question,
     derive_seed,
-    generate,
     normalise_question,
     resolve_domain,
 )
 from fedgrpo.data.files import read_labelled, write_labelled
+from fedgrpo.data.generate import generate
 
 __all__ = [
     "FederatedSplit",

@@ -14,31 +14,45 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from flwr.simulation import run_simulation
 
 from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.flower.client_app import make_client_app
 from fedgrpo.flower.server_app import make_server_app
+from fedgrpo.run.experiment import check_output_dir
 
 log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).parent / "app"  # the Flower app folder (pyproject.toml with [tool.flwr.app])
 
 
+TRIPLE = "'" * 3
+
+
+class RunFailed(RuntimeError):
+    """The Flower run did not complete; the message carries Flower's status and its reason."""
+
+
 def _absolute(cfg: FedGRPOConfig) -> FedGRPOConfig:
-    """The config with an absolute output folder: the ServerApp may run in another working directory."""
+    """The config with absolute paths: the ServerApp runs in the SuperLink's working directory."""
     data = cfg.model_dump(mode="json")
     data["run"]["output_dir"] = str(cfg.output_dir.resolve())
+    for key, value in data["server"].items():
+        if value is not None:
+            data["server"][key] = str(Path(value).expanduser().resolve())
     return FedGRPOConfig.model_validate(data)
 
 
-def _results(cfg: FedGRPOConfig) -> dict[str, Any]:
+def _results(cfg: FedGRPOConfig, since: float = 0.0) -> dict[str, Any]:
+    """This run's ``results.json``; a file left by an earlier run is never returned."""
     path = cfg.output_dir / "results.json"
-    if not path.exists():
-        raise RuntimeError(f"the Flower run ended without {path}; see {cfg.output_dir / 'run.log'}")
+    if not path.exists() or path.stat().st_mtime < since:
+        raise RunFailed(f"the Flower run ended without writing {path}; see {cfg.output_dir / 'run.log'}")
     return json.loads(path.read_text())
 
 
@@ -76,20 +90,65 @@ def flwr_home(cfg: FedGRPOConfig, folder: Path) -> Path:
     return folder
 
 
+def deployment_run_config(cfg: FedGRPOConfig, resume: bool) -> str:
+    """The run config ``flwr run`` sends, as TOML. Flower hands it to every ClientApp too, so it carries
+    the server's settings without the ``data`` recipe (a deployment derives nothing from it): no party
+    learns from it anything about another party's data."""
+    data = cfg.model_dump(mode="json")
+    data.pop("data")
+    yaml_text = yaml.safe_dump(data, sort_keys=False)
+    if TRIPLE in yaml_text:
+        raise ConfigError(f"the config contains {TRIPLE} and cannot travel in a TOML run config")
+    return f'config = {TRIPLE}\n{yaml_text}{TRIPLE}\noverrides = ""\nresume = {str(resume).lower()}\n'
+
+
+def _flwr(home: Path, *args: str, capture: bool = True) -> subprocess.CompletedProcess:
+    flwr = shutil.which("flwr", path=str(Path(sys.executable).parent)) or "flwr"
+    env = {**os.environ, "FLWR_HOME": str(home)}
+    return subprocess.run([flwr, *args], env=env, check=False, capture_output=capture, text=True)
+
+
+def _json_out(proc: subprocess.CompletedProcess, what: str) -> dict[str, Any]:
+    """The JSON object a ``flwr ... --format json`` printed (it may print other lines before it)."""
+    text = proc.stdout or ""
+    start = text.find("{")
+    try:
+        body = json.loads(text[start:]) if start >= 0 else None
+    except json.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise RunFailed(f"{what} failed (exit {proc.returncode}): {(proc.stderr or text).strip()[-2000:]}")
+    if not body.get("success", False):
+        raise RunFailed(f"{what} failed: {body.get('error-message') or body}")
+    return body
+
+
 def run_deployment(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
-    """Submit the app to the SuperLink with ``flwr run`` (logs streamed) and wait for the run."""
+    """Submit the app to the SuperLink, stream its log, and fail unless Flower says it completed.
+
+    ``flwr run --stream`` exits 0 even when the ServerApp fails, so the run is submitted, its log
+    streamed with ``flwr log``, and its final status read with ``flwr list``; anything other than
+    ``finished:completed`` raises :class:`RunFailed` with Flower's reason. A run folder that already
+    holds a run is refused before anything is submitted.
+    """
+    check_output_dir(cfg, resume)
     out = cfg.output_dir
     out.mkdir(parents=True, exist_ok=True)
     home = flwr_home(cfg, out / "flwr-home")
-    yaml_text = cfg.to_yaml()
-    if "'''" in yaml_text:
-        raise ConfigError("the config contains ''' and cannot travel in a TOML run config")
     run_config = out / "flower_run_config.toml"
-    run_config.write_text(f"config = '''\n{yaml_text}'''\noverrides = \"\"\nresume = {str(resume).lower()}\n")
-    flwr = shutil.which("flwr", path=str(Path(sys.executable).parent)) or "flwr"
-    cmd = [flwr, "run", str(APP_DIR), "fedgrpo", "--run-config", str(run_config), "--stream"]
-    log.info("submitting to the SuperLink at %s: %s", cfg.flower.superlink, " ".join(cmd))
-    proc = subprocess.run(cmd, env={**os.environ, "FLWR_HOME": str(home)}, check=False)
-    if proc.returncode:
-        raise RuntimeError(f"`flwr run` failed with exit code {proc.returncode}")
-    return _results(cfg)
+    run_config.write_text(deployment_run_config(cfg, resume))
+    log.info("submitting to the SuperLink at %s", cfg.flower.superlink)
+    submitted = time.time()
+    started = _json_out(
+        _flwr(home, "run", str(APP_DIR), "fedgrpo", "--run-config", str(run_config), "--format", "json"),
+        "`flwr run`",
+    )
+    run_id = str(started["run-id"])
+    log.info("Flower run %s started; streaming its log", run_id)
+    _flwr(home, "log", run_id, "fedgrpo", "--stream", capture=False)
+    listed = _json_out(_flwr(home, "list", "fedgrpo", "--run-id", run_id, "--format", "json"), "`flwr list`")
+    runs = listed.get("runs") or [{}]
+    status, details = runs[0].get("status"), runs[0].get("status-details")
+    if status != "finished:completed":
+        raise RunFailed(f"Flower run {run_id} ended as {status!r}: {details}")
+    return _results(cfg, since=submitted)

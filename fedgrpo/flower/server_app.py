@@ -1,4 +1,9 @@
-"""The FedGRPO ServerApp: the same run as in-process, over a FlowerTransport to the ClientApps."""
+"""The FedGRPO ServerApp: the same run as in-process, over a FlowerTransport to the ClientApps.
+
+On the Deployment Engine the server holds only its own files (``server.*``) and knows each client by
+the name registered for its SuperNode key; there is no label audit. On the Simulation Engine the
+experimenter holds the whole seeded split, as in an in-process run.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from flwr.serverapp import Grid, ServerApp
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.flower.client_app import config_from_run_config
 from fedgrpo.flower.transport import FlowerTransport
-from fedgrpo.run.assemble import build_data
-from fedgrpo.run.experiment import run_simulation
+from fedgrpo.run.assemble import build_data, server_data_from_files
+from fedgrpo.run.experiment import attach_log_file, check_output_dir, run, run_simulation
 
 
 def make_server_app(cfg: FedGRPOConfig | None = None, resume: bool = False) -> ServerApp:
@@ -20,9 +25,17 @@ def make_server_app(cfg: FedGRPOConfig | None = None, resume: bool = False) -> S
     def main(grid: Grid, context: Context) -> None:
         config = cfg or config_from_run_config(dict(context.run_config))
         again = resume or bool(context.run_config.get("resume", False))
-        expected = config.flower.num_supernodes or config.data.num_clients
-        transport = FlowerTransport(grid, config.flower, min(expected, config.data.num_clients))
-        run_simulation(config, transport, build_data(config), again)
+        check_output_dir(config, again)
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        attach_log_file(config.output_dir / "run.log")  # joins and refusals are logged before run()
+        if config.federation.transport == "flower-deployment":
+            expected = config.flower.num_supernodes or 1  # required by the config in a deployment
+            transport = FlowerTransport(grid, config.flower, expected, identity="registered")
+            run(config, transport, server_data_from_files(config.server), resume=again)
+        else:
+            expected = min(config.flower.num_supernodes or config.data.num_clients, config.data.num_clients)
+            transport = FlowerTransport(grid, config.flower, expected, identity="profile")
+            run_simulation(config, transport, build_data(config), again)
 
     return app
 

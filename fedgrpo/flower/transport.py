@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
@@ -46,9 +46,9 @@ def read_profile(content: RecordDict) -> dict[str, Any]:
     if PROFILE not in content or not isinstance(content[PROFILE], ConfigRecord):
         raise ProtocolError("profile reply has no profile ConfigRecord")
     rec = content[PROFILE]
-    name, domains, evaluates = rec.get("name"), rec.get("domains", []), rec.get("evaluates", [])
-    if not isinstance(name, str) or not name:
-        raise ProtocolError("profile without a client name")
+    name, domains, evaluates = rec.get("name", ""), rec.get("domains", []), rec.get("evaluates", [])
+    if not isinstance(name, str):
+        raise ProtocolError("profile name must be a string")
     if not isinstance(domains, list) or not isinstance(evaluates, list):
         raise ProtocolError("profile domains/evaluates must be lists")
     if error := rec.get("error"):
@@ -57,11 +57,26 @@ def read_profile(content: RecordDict) -> dict[str, Any]:
 
 
 class FlowerTransport(Transport):
-    """Reaches ClientApps through a Flower Grid (Simulation or Deployment Engine alike)."""
+    """Reaches ClientApps through a Flower Grid (Simulation or Deployment Engine alike).
 
-    def __init__(self, grid: Grid, settings: FlowerSettings, expected_clients: int = 1) -> None:
+    ``identity="registered"`` (deployment): a client's name is the one its operator registered for
+    the SuperNode's key (``flwr supernode register KEY.pub --name NAME``); the SuperLink authenticates
+    every node by that key, so a node cannot answer as another. A node without a registered name,
+    one whose profile claims another name, or a second node under a name already serving is refused
+    and counted. ``identity="profile"`` (simulation, where the experimenter runs every virtual
+    client): the name a client's profile gives.
+    """
+
+    def __init__(
+        self,
+        grid: Grid,
+        settings: FlowerSettings,
+        expected_clients: int = 1,
+        identity: Literal["registered", "profile"] = "profile",
+    ) -> None:
         self._grid = grid
         self._settings = settings
+        self._identity = identity
         self._nodes: dict[str, int] = {}  # client name -> node id, for clients we route to
         self._node_names: dict[int, str] = {}
         self.profiles: dict[str, dict[str, Any]] = {}
@@ -125,6 +140,7 @@ class FlowerTransport(Transport):
             for n in node_ids
         ]
         replies = self._send_and_receive(messages, self._settings.profile_timeout_s)[1].values()
+        registered = self._registered_names() if self._identity == "registered" else {}
         answered = {r.metadata.src_node_id for r in replies}
         for node in set(node_ids) - answered:
             self._unanswered[node] = time.monotonic()
@@ -141,17 +157,44 @@ class FlowerTransport(Transport):
                 self.refusals[node] = str(err)
                 log.warning("node %s refused as a client: %s", node, err)
                 continue
-            name = profile["name"]
-            if name in self._nodes and self._nodes[name] != node:
-                log.warning(
-                    "node %s claims client name %r, already node %s; ignored", node, name, self._nodes[name]
-                )
+            try:
+                name = self._name_of(node, profile["name"], registered)
+            except ProtocolError as err:
                 self._bad_nodes.add(node)
+                self.refusals[node] = str(err)
+                log.warning("node %s refused as a client: %s", node, err)
                 continue
             rejoined = name in self.profiles
             self._nodes[name], self._node_names[node] = node, name
-            self.profiles[name] = profile
+            self.profiles[name] = {**profile, "name": name}
             self._event("rejoined" if rejoined else "joined", name, f"node {node}")
+
+    def _registered_names(self) -> dict[int, str]:
+        """Node id -> the name its operator registered with its key (empty where none was given)."""
+        return {int(n.node_id): str(getattr(n, "name", "") or "") for n in self._grid.get_nodes()}
+
+    def _name_of(self, node: int, claimed: str, registered: dict[int, str]) -> str:
+        """The client name a node serves under; raises ProtocolError (counted) when it may not serve."""
+        if self._identity == "registered":
+            name = registered.get(node, "")
+            if not name:
+                self.counts["unnamed_refused"] += 1
+                raise ProtocolError(
+                    "its SuperNode key was registered without a name: register it with "
+                    "`flwr supernode register KEY.pub --name CLIENT-NAME`"
+                )
+            if claimed and claimed != name:
+                self.counts["impostor_refused"] += 1
+                raise ProtocolError(f"registered as {name!r} but its profile claims {claimed!r}")
+        elif not claimed:
+            self.counts["profile_rejected"] += 1
+            raise ProtocolError("profile without a client name")
+        else:
+            name = claimed
+        if name in self._nodes and self._nodes[name] != node:
+            self.counts["duplicate_name_refused"] += 1
+            raise ProtocolError(f"client name {name!r} is already served by node {self._nodes[name]}")
+        return name
 
     def _check_probes(self) -> None:
         """Resume clients that answered their probe; send a new probe to those due for one."""

@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.config import ConfigError, FedGRPOConfig
-from fedgrpo.data import Example, FederatedSplit, Question, build_split
+from fedgrpo.config import ConfigError, FedGRPOConfig, ServerFiles
+from fedgrpo.data import (
+    Example,
+    FederatedSplit,
+    Question,
+    build_split,
+    read_labelled,
+    read_questions,
+    write_labelled,
+    write_questions,
+)
 from fedgrpo.io import write_json_atomic
 from fedgrpo.models import load_policy
 from fedgrpo.selection import ConfidenceGraph, Selector, make_selector, mean_pooled_embedder
@@ -33,7 +44,7 @@ class ServerData:
     heldout: dict[str, list[Example]]
 
 
-def build_data(cfg: FedGRPOConfig) -> FederatedSplit:
+def build_data(cfg: FedGRPOConfig, seed: int | None = None) -> FederatedSplit:
     """A simulation's seeded split: client data, server questions, auxiliary and held-out sets."""
     d = cfg.data
     try:
@@ -46,7 +57,7 @@ def build_data(cfg: FedGRPOConfig) -> FederatedSplit:
             d.heldout_per_domain,
             d.partition,
             d.alpha,
-            cfg.seed,
+            cfg.seed if seed is None else seed,
             ground_truth=d.setting == "ground-truth",
         )
     except ValueError as err:  # sizes the domains cannot fill: a config error, found before any model loads
@@ -55,6 +66,47 @@ def build_data(cfg: FedGRPOConfig) -> FederatedSplit:
 
 def server_data(split: FederatedSplit) -> ServerData:
     return ServerData(split.train_questions, split.auxiliary, split.heldout)
+
+
+def server_data_from_files(files: ServerFiles) -> ServerData:
+    """A deployed server's data: its own files, nothing derived from a seed or from any client."""
+    if files.questions is None or files.heldout is None:
+        raise ConfigError("a deployed server needs server.questions and server.heldout")
+    try:
+        questions = read_questions(Path(files.questions).expanduser())
+        auxiliary = read_labelled(Path(files.auxiliary).expanduser()) if files.auxiliary else []
+        heldout: dict[str, list[Example]] = defaultdict(list)
+        for ex in read_labelled(Path(files.heldout).expanduser()):
+            heldout[ex.domain].append(ex)
+    except ValueError as err:  # a bad file of the server's own: the server's operator must fix it
+        raise ConfigError(f"server files: {err}") from err
+    log.info(
+        "server files: %d training questions, %d auxiliary, held-out %s",
+        len(questions),
+        len(auxiliary),
+        {d: len(v) for d, v in heldout.items()},
+    )
+    return ServerData(questions, auxiliary, dict(heldout))
+
+
+def write_example_files(cfg: FedGRPOConfig, folder: Path, seed: int | None = None) -> dict[str, Any]:
+    """Stand-in files for a deployment demo: the server's three files and one labelled file per
+    organisation, from a split drawn with a fresh random seed (not the config's), so that nobody can
+    rebuild any party's file from the run config. Real parties bring their own files instead."""
+    split = build_data(cfg, secrets.randbits(40) if seed is None else seed)
+    server = folder / "server"
+    server.mkdir(parents=True, exist_ok=True)
+    write_questions(split.train_questions, server / "questions.jsonl")
+    write_labelled(split.auxiliary, server / "auxiliary.jsonl")
+    write_labelled([ex for exs in split.heldout.values() for ex in exs], server / "heldout.jsonl")
+    out: dict[str, Any] = {
+        "server": {k: str((server / f"{k}.jsonl").resolve()) for k in ("questions", "auxiliary", "heldout")}
+    }
+    for name, examples in split.clients.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        write_labelled(examples, folder / name / "data.jsonl")
+        out[name] = str((folder / name / "data.jsonl").resolve())
+    return out
 
 
 def split_summary(split: FederatedSplit) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import torch
 from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, ModelEvaluator
 from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts, read_meta
 from fedgrpo.config import ConfigError, FedGRPOConfig
-from fedgrpo.data import Example, FederatedSplit, write_client_data
+from fedgrpo.data import Example, FederatedSplit
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data
 
@@ -130,13 +130,3 @@ def _client_models(
         return {}, failed
     model = load_experts(base, folders)
     return {c: (model, tokenizer, c) for c in folders}, failed
-
-
-def export_client_data(cfg: FedGRPOConfig, folder: Path) -> dict[str, str]:
-    """Each simulated client's private examples into its own ``<client>.jsonl`` (owner-readable only)."""
-    out = {}
-    for name, examples in build_data(cfg).clients.items():
-        path = folder / f"{name}.jsonl"
-        write_client_data(examples, path)
-        out[name] = str(path.resolve())
-    return out

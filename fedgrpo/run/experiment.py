@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,31 @@ def run(
     """
     check_output_dir(cfg, resume)
     out = cfg.output_dir
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    attach_log_file(out / "run.log")
+    handler = attach_log_file(out / "run.log")
+    try:
+        return _run(cfg, transport, data, resume, audit, client_domains, split_info)
+    except BaseException:
+        if created and not complete_checkpoints(out / "checkpoints"):
+            # nothing to resume from: do not leave a half-made run folder behind
+            logging.getLogger("fedgrpo").removeHandler(handler)
+            handler.close()
+            shutil.rmtree(out, ignore_errors=True)
+            log.error("the run failed before its first checkpoint; removed %s", out)
+        raise
+
+
+def _run(
+    cfg: FedGRPOConfig,
+    transport: Transport,
+    data: ServerData,
+    resume: bool,
+    audit: RoutingAudit | None,
+    client_domains: dict[str, dict[str, int]] | None,
+    split_info: dict[str, Any] | None,
+) -> dict[str, Any]:
+    out = cfg.output_dir
     config_path = out / "config.yaml"
     if resume and config_path.exists() and config_path.read_text() != cfg.to_yaml():
         log.warning("resuming with a config that differs from %s; the new one is used", config_path)
@@ -220,15 +244,15 @@ def prepare_resume(checkpoints: Path, metrics_path: Path, advantage: FederatedAd
     return folder
 
 
-def attach_log_file(path: Path) -> None:
+def attach_log_file(path: Path) -> logging.Handler:
     """Everything the ``fedgrpo`` loggers say also goes to the run folder's ``run.log``."""
     root = logging.getLogger("fedgrpo")
     if root.level == logging.NOTSET and not logging.getLogger().handlers:
         root.setLevel(logging.INFO)  # nobody configured logging (a Flower ServerApp): still fill run.log
-    if any(
-        isinstance(h, logging.FileHandler) and h.baseFilename == str(path.resolve()) for h in root.handlers
-    ):
-        return
+    for h in root.handlers:
+        if isinstance(h, logging.FileHandler) and h.baseFilename == str(path.resolve()):
+            return h
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
+    return handler

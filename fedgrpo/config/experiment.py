@@ -1,0 +1,163 @@
+"""The whole experiment's config: its sections, the checks across them, and TRL's ``GRPOConfig``."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from fedgrpo.config.grpo import check_grpo_settings
+from fedgrpo.config.sections import (
+    ClientSettings,
+    DataSettings,
+    EvalSettings,
+    FederationSettings,
+    FlowerSettings,
+    ModelSettings,
+    RunSettings,
+    ServerFiles,
+    _Strict,
+)
+
+if TYPE_CHECKING:
+    from trl import GRPOConfig
+
+
+class FedGRPOConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    model: ModelSettings = ModelSettings()
+    data: DataSettings = DataSettings()
+    federation: FederationSettings = FederationSettings()
+    clients: ClientSettings = ClientSettings()
+    grpo: dict[str, Any] = Field(default_factory=dict, description="passed to trl.GRPOConfig")
+    eval: EvalSettings = EvalSettings()
+    run: RunSettings = RunSettings()
+    flower: FlowerSettings = FlowerSettings()
+    server: ServerFiles = ServerFiles()
+
+    @field_validator("grpo")
+    @classmethod
+    def _grpo(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_grpo_settings(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FedGRPOConfig:
+        fed = self.federation
+        if fed.transport == "flower-deployment":
+            self._deployment()  # each party brings its own files and models: the data section is unused
+        else:
+            self._simulation()
+        fl = self.flower
+        if fed.transport == "flower-deployment" and not fl.insecure:
+            if fl.root_certificates is None:
+                raise ValueError(
+                    "federation.transport=flower-deployment needs flower.root_certificates (the CA that "
+                    "signed the SuperLink's certificate; `fedgrpo flower-certs DIR` makes a test one), "
+                    "or flower.insecure=true for a loopback experiment"
+                )
+            if not Path(fl.root_certificates).expanduser().is_file():
+                raise ValueError(f"flower.root_certificates: no file {fl.root_certificates!r}")
+        if fl.reward_timeout_s > fl.competence_timeout_s:
+            raise ValueError(
+                "flower.reward_timeout_s must be <= flower.competence_timeout_s: a competence query "
+                "answers many more questions than one reward round"
+            )
+        if fed.selector == "oracle" and not fed.allow_oracle:
+            raise ValueError(
+                "federation.selector=oracle uses true domain labels; for evaluation only: "
+                "set federation.allow_oracle=true to run it"
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            try:  # TRL's own checks (batch sizes against G, ...), before any model loads
+                self.grpo_arguments(Path(tmp))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"grpo: {err}") from None
+        return self
+
+    def _simulation(self) -> None:
+        """Checks for a run whose experimenter builds every party's data and models from this config."""
+        m, k = self.federation.experts_per_question, self.data.num_clients
+        if m > k:
+            raise ValueError(f"federation.experts_per_question (M={m}) must be <= data.num_clients (K={k})")
+        if self.server.given:
+            raise ValueError(
+                "server.* files are for federation.transport=flower-deployment; a simulation builds "
+                "every party's data from the data section"
+            )
+        fed = self.federation
+        if fed.selector == "confidence-graph":
+            if self.clients.model is None:
+                raise ValueError(
+                    "federation.selector=confidence-graph needs clients.model: the clients must answer "
+                    "the auxiliary questions with a model of their own"
+                )
+            if self.data.num_auxiliary < 1:
+                raise ValueError(
+                    "federation.selector=confidence-graph needs data.num_auxiliary >= 1 "
+                    "(the auxiliary questions are the graph's exemplars)"
+                )
+        if self.data.setting == "no-ground-truth" and self.clients.model is None:
+            raise ValueError(
+                "data.setting=no-ground-truth needs clients.model: no client holds the training "
+                "questions' answers, so only the clients' own models can score them"
+            )
+        if self.clients.expert.method != "none" and self.clients.model is None:
+            raise ValueError(
+                "clients.expert.method needs clients.model: the base the experts are trained from"
+            )
+
+    def _deployment(self) -> None:
+        """Checks for a deployment: the server's own files, and how many organisations to wait for."""
+        files = self.server
+        missing = [k for k in ("questions", "heldout") if getattr(files, k) is None]
+        if self.federation.selector == "confidence-graph" and files.auxiliary is None:
+            missing.append("auxiliary")
+        if missing:
+            raise ValueError(
+                "federation.transport=flower-deployment needs the server's own files: "
+                + ", ".join(f"server.{k}" for k in missing)
+                + " (nothing is derived from a seed in a deployment; see docs/deployment.md)"
+            )
+        if self.federation.selector == "oracle":
+            raise ValueError("federation.selector=oracle needs the clients' domain labels: simulation only")
+        k = self.flower.num_supernodes
+        if k is None:
+            raise ValueError(
+                "federation.transport=flower-deployment needs flower.num_supernodes: the organisations "
+                "the server waits for at start (the data section is not used in a deployment)"
+            )
+        if self.federation.experts_per_question > k:
+            raise ValueError(
+                f"federation.experts_per_question (M={self.federation.experts_per_question}) must be <= "
+                f"flower.num_supernodes ({k})"
+            )
+
+    def grpo_arguments(self, output_dir: Path) -> GRPOConfig:
+        """TRL's ``GRPOConfig`` for this run: the ``grpo`` settings plus those FedGRPO owns."""
+        from trl import GRPOConfig
+
+        return GRPOConfig(
+            **self.grpo,
+            output_dir=str(output_dir),
+            seed=self.seed,
+            use_cpu=self.run.device == "cpu",
+            scale_rewards="none",  # the federated objective already normalised per expert
+            save_strategy="steps",
+            save_steps=self.run.save_steps,
+            save_total_limit=self.run.save_total_limit,
+        )
+
+    @property
+    def num_generations(self) -> int:
+        return int(self.grpo["num_generations"])
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.run.output_dir.format(name=self.name))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,260 @@
+"""The sections of a FedGRPO config: one typed, validated model per section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fedgrpo.data import BUILTIN_DOMAINS, DomainSpec, resolve_domain
+
+EMBEDDED_MODELS = ("smollm2", "tiny-random")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSettings(_Strict):
+    enabled: bool = True
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+
+
+class ModelSettings(_Strict):
+    """The server policy: an embedded model name, a Hugging Face id, or a local folder."""
+
+    name_or_path: str = "smollm2"
+    lora: LoraSettings = LoraSettings()
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    worked_example: bool = True
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _path_exists(cls, value: str) -> str:
+        return _check_model_name(value)
+
+
+def _check_model_name(value: str) -> str:
+    """An embedded model name, a Hugging Face id, or an existing local folder."""
+    if value in EMBEDDED_MODELS:
+        return value
+    looks_local = value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists()
+    if looks_local and not Path(value).expanduser().is_dir():
+        raise ValueError(
+            f"model folder {value!r} does not exist; give an existing folder, a Hugging Face id, "
+            f"or one of the embedded models {list(EMBEDDED_MODELS)}"
+        )
+    return value
+
+
+class ExpertTraining(_Strict):
+    """How each client turns ``clients.model`` into its own expert: a LoRA adapter on its private data.
+
+    ``method: sft`` trains one LoRA adapter per client on that client's labelled examples only
+    (prompt -> ``<answer>...</answer>``); ``grpo`` trains it with TRL's GRPO, rewarded by the client's
+    own answer check. Adapters are cached under ``cache_dir`` keyed by base model, data and these
+    settings, so a second run (or ``fedgrpo train-clients``) reuses them. ``none`` uses the base
+    model as every client's model.
+    """
+
+    method: Literal["none", "sft", "grpo"] = "none"
+    epochs: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    worked_example: bool = Field(
+        False,
+        description="put the worked example in the expert's prompt; an expert is trained to answer in "
+        "tags, so it needs none, and the prompt is half as long (training and evaluation twice as fast)",
+    )
+    cache_dir: str | None = Field(
+        None, description="where trained adapters are kept; default $FEDGRPO_CACHE/experts or ~/.cache"
+    )
+    num_generations: int = Field(4, ge=2, description="grpo: completions sampled per question")
+    max_completion_length: int = Field(32, ge=1, description="grpo: tokens per sampled completion")
+
+    @model_validator(mode="after")
+    def _grpo_batches(self) -> ExpertTraining:
+        if self.method == "grpo" and self.batch_size % self.num_generations:
+            raise ValueError(
+                f"clients.expert.batch_size ({self.batch_size}) must be a multiple of "
+                f"clients.expert.num_generations ({self.num_generations}) for grpo"
+            )
+        return self
+
+
+class ClientSettings(_Strict):
+    """The clients' own models, for model-based evaluation (ME) and for competence queries.
+
+    ``model`` is an embedded name (``tiny-random``, ``smollm2``), a Hugging Face id or a local folder;
+    None means no client model: clients then only score questions they hold (AE) and cannot answer
+    the confidence graph's competence queries. The base model is loaded ONCE and shared: with
+    ``expert.method: sft`` each client adds its own LoRA adapter on that one base (K clients cost one
+    model plus K small adapters), otherwise every client uses the base as it is.
+    """
+
+    model: str | None = None
+    expert: ExpertTraining = ExpertTraining()
+    evaluation: Literal["agreement", "likelihood"] = "agreement"
+    samples: int = Field(4, ge=1, description="answers the client model samples per question")
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(0.7, gt=0.0)
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str | None) -> str | None:
+        return None if value is None else _check_model_name(value)
+
+
+class DataSettings(_Strict):
+    domains: list[str | DomainSpec] = ["sums_1digit", "sums_2digit", "syllogism"]
+    setting: Literal["ground-truth", "no-ground-truth"] = Field(
+        "ground-truth",
+        description="ground-truth: training questions come from client data (one client holds each); "
+        "no-ground-truth: no client holds any (the paper's Table 2), so only client models score them",
+    )
+    num_clients: int = Field(5, ge=1)
+    partition: Literal["iid", "dirichlet"] = "dirichlet"
+    alpha: float = Field(0.5, gt=0.0)
+    examples_per_client: int = Field(100, ge=1)
+    num_train_questions: int = Field(200, ge=1)
+    num_auxiliary: int = Field(100, ge=0)
+    heldout_per_domain: int = Field(100, ge=1)
+
+    @field_validator("domains")
+    @classmethod
+    def _known_domains(cls, value: list[str | DomainSpec]) -> list[str | DomainSpec]:
+        if not value:
+            raise ValueError(f"give at least one domain; built-in domains: {sorted(BUILTIN_DOMAINS)}")
+        for item in value:
+            spec = resolve_domain(item)  # raises ValueError naming the allowed domains
+            if spec.source == "gsm8k_jsonl" and not Path(spec.path or "").expanduser().is_file():
+                raise ValueError(f"domain {spec.name!r}: no file {spec.path!r}")
+        return value
+
+    def domain_specs(self) -> list[DomainSpec]:
+        return [resolve_domain(item) for item in self.domains]
+
+
+class ServerFiles(_Strict):
+    """The server's own files, for a deployment (``federation.transport: flower-deployment``).
+
+    In a deployment nothing is derived from a shared seed: the server brings its task (unlabelled
+    questions), a small labelled auxiliary set (expert selection) and a labelled held-out set
+    (evaluation), and each organisation brings its own labelled file to its SuperNode. JSONL, one
+    object per line (see :mod:`fedgrpo.data.files`): ``question``, optional ``domain``, and ``answer``
+    in the labelled files only.
+    """
+
+    questions: str | None = Field(None, description="unlabelled training questions (no answers)")
+    auxiliary: str | None = Field(None, description="labelled auxiliary set, for the confidence graph")
+    heldout: str | None = Field(None, description="labelled held-out set, for evaluation")
+
+    @field_validator("questions", "auxiliary", "heldout")
+    @classmethod
+    def _exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError(f"no file {value!r}")
+        return value
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.questions, self.auxiliary, self.heldout))
+
+
+class FederationSettings(_Strict):
+    experts_per_question: int = Field(2, ge=1, description="M: experts asked per question")
+    selector: Literal["random", "all", "confidence-graph", "oracle"] = Field(
+        "random",
+        description="confidence-graph: the paper's competence routing (needs clients.model and an "
+        "auxiliary set); oracle: true domain labels, for evaluation only (needs allow_oracle)",
+    )
+    neighbours: int = Field(20, ge=1, description="L: auxiliary exemplars a question attaches to")
+    epsilon: float = Field(0.0, ge=0.0, le=1.0, description="share of questions routed at random")
+    online_update_rate: float = Field(
+        0.1, gt=0.0, le=1.0, description="EMA rate of the confidence graph's online updates"
+    )
+    allow_oracle: bool = Field(False, description="permit the oracle selector (evaluation only)")
+    aggregation: Literal["mean", "pooled"] = Field(
+        "mean",
+        description="mean: normalise each expert's rewards over its G candidates, then average experts; "
+        "pooled: normalise all of a question's rewards together",
+    )
+    format_reward: float = Field(
+        0.1, ge=0.0, description="added by clients when the answer tag is well formed"
+    )
+    transport: Literal["in_process", "flower-simulation", "flower-deployment"] = Field(
+        "in_process",
+        description="in_process: clients live in the server's process; flower-simulation: Flower's "
+        "Simulation Engine (Ray, N virtual clients); flower-deployment: a running Flower SuperLink with "
+        "one SuperNode per organisation (see docs/deployment.md). Settings: the flower section",
+    )
+
+
+class FlowerSettings(_Strict):
+    """How the Flower transports run (ignored by ``federation.transport: in_process``)."""
+
+    reward_timeout_s: float = Field(
+        120.0, gt=0.0, description="per round: a client that has not answered by then is missing"
+    )
+    competence_timeout_s: float = Field(
+        3600.0,
+        gt=0.0,
+        description="for the one-off competence queries (clients answer every auxiliary question)",
+    )
+    profile_timeout_s: float = Field(60.0, gt=0.0, description="for the join handshake")
+    connect_timeout_s: float = Field(
+        300.0, gt=0.0, description="how long the server waits at start for num_supernodes clients to join"
+    )
+    rejoin_interval_s: float = Field(
+        15.0, gt=0.0, description="how often a client that missed a round is probed to see if it is back"
+    )
+    max_message_bytes: int = Field(
+        64 * 2**20, ge=1024, description="larger requests or replies are refused on the receiving side"
+    )
+    num_supernodes: int | None = Field(
+        None,
+        ge=1,
+        description="simulation: virtual clients (default data.num_clients); deployment: "
+        "clients to wait for at start (default data.num_clients)",
+    )
+    client_cpus: float = Field(1.0, gt=0.0, description="simulation: CPUs Ray reserves per virtual client")
+    ray_cpus: int | None = Field(None, ge=1, description="simulation: CPUs Ray may use (default: all)")
+    superlink: str = Field(
+        "127.0.0.1:9093", description="deployment: the SuperLink's address (host:port) for `flwr run`"
+    )
+    root_certificates: str | None = Field(
+        None, description="deployment: CA certificate (PEM) that signed the SuperLink's TLS certificate"
+    )
+    insecure: bool = Field(False, description="deployment without TLS (loopback experiments only)")
+
+    @field_validator("superlink")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"flower.superlink must be host:port, got {value!r}")
+        return value
+
+
+class EvalSettings(_Strict):
+    before: bool = True
+    after: bool = True
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_per_domain: int | None = Field(None, ge=1)
+
+
+class RunSettings(_Strict):
+    output_dir: str = "runs/{name}"
+    save_steps: int = Field(10, ge=1)
+    save_total_limit: int = Field(
+        2, ge=2, description="at least 2, so a torn save never leaves no checkpoint"
+    )
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
+    device: Literal["cpu", "auto"] = "cpu"
