@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("dir")
     certs.add_argument("--host", action="append", help="SuperLink host name or IP (repeatable)")
     certs.add_argument("--supernodes", type=int, default=3, help="key pairs to make (default 3)")
+    folder = sub.add_parser(
+        "model-folder",
+        help="print the local folder of an embedded model (smollm2, tiny-random), converting it once",
+        description="Print the folder of an embedded model, e.g. to serve it with "
+        '`transformers serve "$(fedgrpo model-folder smollm2)" --device cpu`.',
+    )
+    folder.add_argument("name", choices=["smollm2", "tiny-random"])
     show = sub.add_parser("show-config", help="print the resolved, validated config and exit")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*", metavar="key=value")
@@ -75,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
 
         hosts = args.host or ["127.0.0.1", "localhost"]
         print(json.dumps(make_certificates(Path(args.dir), hosts, args.supernodes), indent=2))
+        return 0
+    if args.command == "model-folder":
+        from fedgrpo.models import resolve_model
+
+        print(resolve_model(args.name))
         return 0
     args.overrides = [*getattr(args, "overrides", []), *extra]
     logging.basicConfig(
