@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from fedgrpo.data import BUILTIN_DOMAINS, DomainSpec, resolve_domain
 
@@ -164,11 +172,54 @@ class ClientSettings(_Strict):
     samples: int = Field(4, ge=1, description="answers the client model samples per question")
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(0.7, gt=0.0)
+    endpoint: str | None = Field(
+        None,
+        description="instead of model: base URL of an OpenAI-compatible server (transformers serve, "
+        "vLLM) with the clients' model, e.g. http://127.0.0.1:8000/v1; every simulated client scores "
+        "through it",
+    )
+    endpoint_model: str | None = Field(
+        None, description="the model name the endpoint expects (transformers serve: its FOLDER argument)"
+    )
 
     @field_validator("model")
     @classmethod
     def _model_exists(cls, value: str | None) -> str | None:
         return None if value is None else _check_model_name(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"clients.endpoint must start with http:// or https://, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> ClientSettings:
+        if self.endpoint is None:
+            if self.endpoint_model is not None:
+                raise ValueError("clients.endpoint_model needs clients.endpoint")
+            return self
+        if self.endpoint_model is None:
+            raise ValueError(
+                "clients.endpoint needs clients.endpoint_model: the model name the server expects"
+            )
+        if self.model is not None:
+            raise ValueError(
+                "clients.endpoint and clients.model are alternatives: the client model runs behind the "
+                "endpoint or in this process, not both"
+            )
+        if self.expert.method != "none":
+            raise ValueError(
+                "clients.endpoint and clients.expert.method are exclusive: an organisation behind an "
+                "endpoint serves its own expert"
+            )
+        return self
+
+    @property
+    def has_model(self) -> bool:
+        """Whether clients have a model of their own, in process or behind an endpoint."""
+        return self.model is not None or self.endpoint is not None
 
 
 class DataSettings(_Strict):
@@ -306,11 +357,13 @@ class FedGRPOConfig(_Strict):
 
     @field_validator("grpo")
     @classmethod
-    def _known_grpo_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        fields = grpo_config_fields()
+    def _known_grpo_keys(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        fields = grpo_config_fields() if _trl_checks(info) else None
         for key, given in value.items():
             if key in RESERVED_GRPO_KEYS:
                 raise ValueError(f"grpo.{key} is set by FedGRPO; use {RESERVED_GRPO_KEYS[key]} instead")
+            if fields is None:
+                continue
             if key not in fields:
                 close = [k for k in fields if key.split("_")[0] in k][:8]
                 raise ValueError(f"grpo.{key} is not a trl.GRPOConfig field (similar: {close})")
@@ -332,26 +385,26 @@ class FedGRPOConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> FedGRPOConfig:
+    def _consistent(self, info: ValidationInfo) -> FedGRPOConfig:
         m, k = self.federation.experts_per_question, self.data.num_clients
         if m > k:
             raise ValueError(f"federation.experts_per_question (M={m}) must be <= data.num_clients (K={k})")
         fed = self.federation
         if fed.selector == "confidence-graph":
-            if self.clients.model is None:
+            if not self.clients.has_model:
                 raise ValueError(
-                    "federation.selector=confidence-graph needs clients.model: the clients must answer "
-                    "the auxiliary questions with a model of their own"
+                    "federation.selector=confidence-graph needs clients.model (or clients.endpoint): the "
+                    "clients must answer the auxiliary questions with a model of their own"
                 )
             if self.data.num_auxiliary < 1:
                 raise ValueError(
                     "federation.selector=confidence-graph needs data.num_auxiliary >= 1 "
                     "(the auxiliary questions are the graph's exemplars)"
                 )
-        if self.data.setting == "no-ground-truth" and self.clients.model is None:
+        if self.data.setting == "no-ground-truth" and not self.clients.has_model:
             raise ValueError(
-                "data.setting=no-ground-truth needs clients.model: no client holds the training "
-                "questions' answers, so only the clients' own models can score them"
+                "data.setting=no-ground-truth needs clients.model (or clients.endpoint): no client holds "
+                "the training questions' answers, so only the clients' own models can score them"
             )
         if self.clients.expert.method != "none" and self.clients.model is None:
             raise ValueError(
@@ -377,11 +430,12 @@ class FedGRPOConfig(_Strict):
                 "federation.selector=oracle uses true domain labels; for evaluation only: "
                 "set federation.allow_oracle=true to run it"
             )
-        with tempfile.TemporaryDirectory() as tmp:
-            try:  # TRL's own checks (batch sizes against G, ...), before any model loads
-                self.grpo_arguments(Path(tmp))
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"grpo: {err}") from None
+        if _trl_checks(info):
+            with tempfile.TemporaryDirectory() as tmp:
+                try:  # TRL's own checks (batch sizes against G, ...), before any model loads
+                    self.grpo_arguments(Path(tmp))
+                except (ValueError, TypeError) as err:
+                    raise ValueError(f"grpo: {err}") from None
         return self
 
     def grpo_arguments(self, output_dir: Path) -> GRPOConfig:
@@ -409,6 +463,12 @@ class FedGRPOConfig(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _trl_checks(info: ValidationInfo) -> bool:
+    """False when validating with ``trl_checks=False``: a client process trains nothing, and TRL
+    (with torch and transformers) is a heavy import it need not have; the server checked ``grpo``."""
+    return bool((info.context or {}).get("trl_checks", True))
 
 
 @functools.cache
@@ -482,29 +542,37 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"override {assignment!r}: cannot parse value: {err}") from err
 
 
-def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
-    """Load a preset or YAML file, apply overrides, validate. Raises ConfigError with readable text."""
-    return config_from_mapping(_read_source(source), overrides)
+def load_config(
+    source: str | Path, overrides: list[str] | tuple[str, ...] = (), *, trl_checks: bool = True
+) -> FedGRPOConfig:
+    """Load a preset or YAML file, apply overrides, validate. Raises ConfigError with readable text.
+
+    ``trl_checks=False`` skips checking ``grpo`` against TRL (a client process; see _trl_checks)."""
+    return config_from_mapping(_read_source(source), overrides, trl_checks=trl_checks)
 
 
-def load_config_text(text: str, overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
+def load_config_text(
+    text: str, overrides: list[str] | tuple[str, ...] = (), *, trl_checks: bool = True
+) -> FedGRPOConfig:
     """A preset name, a YAML file, or YAML text itself (how a Flower run config carries a config)."""
     if text in PRESETS or ("\n" not in text and len(text) < 4096 and Path(text).is_file()):
-        return load_config(text, overrides)
+        return load_config(text, overrides, trl_checks=trl_checks)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"config text is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"config {text[:80]!r} is neither a preset, a file nor a YAML mapping")
-    return config_from_mapping(data, overrides)
+    return config_from_mapping(data, overrides, trl_checks=trl_checks)
 
 
-def config_from_mapping(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
+def config_from_mapping(
+    data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), *, trl_checks: bool = True
+) -> FedGRPOConfig:
     for assignment in overrides:
         apply_override(data, assignment)
     try:
-        return FedGRPOConfig.model_validate(data)
+        return FedGRPOConfig.model_validate(data, context={"trl_checks": trl_checks})
     except ValidationError as err:
         lines = []
         for e in err.errors():
