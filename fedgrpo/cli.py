@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from fedgrpo.config import PRESETS, ConfigError, FedGRPOConfig, load_config
@@ -64,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
         '`transformers serve "$(fedgrpo model-folder smollm2)" --device cpu`.',
     )
     folder.add_argument("name", choices=["smollm2", "tiny-random"])
+    check = sub.add_parser(
+        "check-endpoint",
+        help="check that an organisation's model endpoint answers (one greedy token), waiting if asked",
+        description="Ask MODEL at the OpenAI-compatible URL for one token; exit 0 when it answers, 1 with "
+        "the reason when it does not within --wait seconds.",
+    )
+    check.add_argument("url", help="base URL, e.g. http://127.0.0.1:8000/v1")
+    check.add_argument("model", help="the model name the server expects (transformers serve: its folder)")
+    check.add_argument("--wait", type=float, default=0.0, help="seconds to keep trying (a starting server)")
     show = sub.add_parser("show-config", help="print the resolved, validated config and exit")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*", metavar="key=value")
@@ -83,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         hosts = args.host or ["127.0.0.1", "localhost"]
         print(json.dumps(make_certificates(Path(args.dir), hosts, args.supernodes), indent=2))
         return 0
+    if args.command == "check-endpoint":
+        return _check_endpoint(args.url, args.model, args.wait)
     if args.command == "model-folder":
         from fedgrpo.models import resolve_model
 
@@ -113,6 +125,24 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:  # a run that failed (a Flower run's status, too few clients, ...)
         print(f"fedgrpo: {err}", file=sys.stderr)
         return 1
+
+
+def _check_endpoint(url: str, model: str, wait: float) -> int:
+    from fedgrpo.client.endpoint import EndpointError, EndpointModel
+
+    endpoint = EndpointModel(url, model, timeout_s=60.0)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            endpoint.sample([{"role": "user", "content": "Say OK."}], 1, 0.0, 1, 0)
+        except EndpointError as err:
+            if time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            print(f"fedgrpo: {err}", file=sys.stderr)
+            return 1
+        print(f"{url} answers for {model}")
+        return 0
 
 
 def _command(args: argparse.Namespace, cfg: FedGRPOConfig) -> int:

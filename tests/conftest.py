@@ -1,14 +1,20 @@
-"""Shared fixtures: offline hub, a private model cache per session; tests under e2e/ are marked e2e."""
+"""Shared fixtures: offline hub, a private model cache per session, a real ``transformers serve``;
+tests under e2e/ are marked e2e."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+
+if TYPE_CHECKING:
+    from fedgrpo.client.endpoint import EndpointModel
 
 E2E = Path(__file__).parent / "e2e"
 
@@ -24,3 +30,14 @@ def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Keep the user's cache (and a converted SmolLM2) when it is set; otherwise a throwaway one.
     if "FEDGRPO_CACHE" not in os.environ:
         os.environ["FEDGRPO_CACHE"] = str(tmp_path_factory.mktemp("fedgrpo-cache"))
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointModel]:
+    """The tiny random model behind a real ``transformers serve`` (about 7 s to start), shared by every
+    test module that asks for it."""
+    from fedgrpo.models import tiny_random_folder
+    from tests.helpers import transformers_serve
+
+    with transformers_serve(str(tiny_random_folder()), tmp_path_factory.mktemp("serve")) as endpoint:
+        yield endpoint

@@ -1,8 +1,9 @@
 """A client model behind an OpenAI-compatible endpoint: a real ``transformers serve``, plus loopback stubs.
 
-The ``served`` fixture starts ``transformers serve`` on the tiny random model as a real subprocess on
-loopback. The stubs (tiny ``http.server`` servers in a thread) stand in only for what cannot run
-here: broken servers, and vLLM's prompt log-probabilities, in the reply format vLLM documents.
+The ``served`` fixture (tests/conftest.py) starts ``transformers serve`` on the tiny random model as a
+real subprocess on loopback. The stubs (tiny ``http.server`` servers in a thread, tests/helpers.py)
+stand in only for what cannot run here: broken servers, and vLLM's prompt log-probabilities, in the
+reply format vLLM documents.
 """
 
 from __future__ import annotations
@@ -11,92 +12,21 @@ import ast
 import importlib.util
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fedgrpo.client.dual import ModelUnavailableError
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
-from fedgrpo.client.endpoint_evaluation import EndpointEvaluator, chatml_prompt
+from fedgrpo.client.endpoint_scoring import EndpointEvaluator, chatml_prompt
 from fedgrpo.data import derive_seed, normalise_question
 from fedgrpo.prompting import build_messages
+from tests.helpers import Reply, chat_reply, free_port, json_reply, stub_server, transformers_serve
 
-SERVE_START_S = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# -- a real transformers serve ------------------------------------------------------------------
-
-
-@contextmanager
-def transformers_serve(folder: str, tmp: Path) -> Iterator[EndpointModel]:
-    """``transformers serve FOLDER --device cpu`` on a free loopback port, stopped on exit."""
-    from transformers.utils.import_utils import is_serve_available
-
-    if not is_serve_available():
-        pytest.skip('transformers serve needs its extra: pip install "transformers[serving]"')
-    cli = Path(sys.executable).with_name("transformers")
-    if not cli.exists():
-        pytest.skip(f"no transformers command next to {sys.executable}")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        # GET /v1/models scans the hub cache and answers 500 when the folder does not exist.
-        "HF_HUB_CACHE": str(tmp / "hub"),
-        "OMP_NUM_THREADS": "1",
-    }
-    (tmp / "hub").mkdir()
-    cmd = [str(cli), "serve", folder, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = tmp / "serve.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    endpoint = EndpointModel(f"http://127.0.0.1:{port}/v1", folder, timeout_s=60, max_retries=0)
-    try:
-        deadline = time.monotonic() + SERVE_START_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                endpoint.health()
-                break
-            except EndpointError:
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"transformers serve not up in {SERVE_START_S:g} s:\n{log_path.read_text()[-3000:]}"
-                    )
-                time.sleep(0.3)
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointModel]:
-    """The tiny random model behind a real ``transformers serve`` (about 7 s to start)."""
-    from fedgrpo.models import tiny_random_folder
-
-    with transformers_serve(str(tiny_random_folder()), tmp_path_factory.mktemp("serve")) as endpoint:
-        yield endpoint
+# -- a real transformers serve (the served fixture) ---------------------------------------------
 
 
 def test_transformers_serve_sampling_honours_do_sample_and_seed(served: EndpointModel) -> None:
@@ -152,8 +82,9 @@ def test_transformers_serve_has_no_logprobs_for_likelihood(served: EndpointModel
         served.answer_logprobs("1 + 2 = 3. <answer>", "3")
     assert "clients.evaluation=agreement" in str(err.value) and served.base_url in str(err.value)
     evaluator = EndpointEvaluator(served, mode="likelihood")
-    with pytest.raises(EndpointError, match="no log-probabilities"):
+    with pytest.raises(ModelUnavailableError, match="no log-probabilities") as unavailable:
         evaluator.evaluate("What is 1 + 2?", ["1 + 2 = 3 <answer>3</answer>"])
+    assert isinstance(unavailable.value.__cause__, EndpointError)
 
 
 def test_transformers_serve_wrong_model_name_is_an_endpoint_error(served: EndpointModel) -> None:
@@ -165,57 +96,9 @@ def test_transformers_serve_wrong_model_name_is_an_endpoint_error(served: Endpoi
 
 # -- loopback stubs --------------------------------------------------------------------------------
 
-Reply = tuple[int, str, bytes]  # status, content type, body
-
-
-@contextmanager
-def stub_server(respond: Callable[[str, str, dict[str, Any] | None], Reply]) -> Iterator[tuple[str, list]]:
-    """A threaded loopback HTTP server answering with ``respond(method, path, json_body)``.
-
-    Yields the ``/v1`` base URL and the list of (method, path, body, headers) it received.
-    """
-    seen: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            seen.append((self.command, self.path, body, dict(self.headers)))
-            status, ctype, payload = respond(self.command, self.path, body)
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting
-                pass
-
-        do_GET = do_POST = _handle
-
-        def log_message(self, *args: object) -> None:  # keep test output quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _json(obj: object, status: int = 200) -> Reply:
-    return status, "application/json", json.dumps(obj).encode()
-
-
-def _chat(content: object) -> Reply:
-    return _json({"object": "chat.completion", "choices": [{"index": 0, "message": {"content": content}}]})
-
 
 def test_down_endpoint_fails_fast_naming_the_url() -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     endpoint = EndpointModel(url, "m", max_retries=1, retry_wait_s=0.05)
     started = time.monotonic()
     with pytest.raises(EndpointError, match="cannot connect after 2 attempts") as err:
@@ -230,14 +113,14 @@ def test_down_endpoint_fails_fast_naming_the_url() -> None:
     ("reply", "expected"),
     [
         ((200, "text/html", b"<html>not an API</html>"), "not JSON"),
-        (_json(["a", "list"]), "not a JSON object"),
-        (_json({"object": "chat.completion"}), "no choices"),
-        (_json({"choices": []}), "no choices"),
-        (_json({"choices": [{"index": 0, "text": "legacy"}]}), "no message content"),
-        (_chat(["not", "text"]), "not text"),
+        (json_reply(["a", "list"]), "not a JSON object"),
+        (json_reply({"object": "chat.completion"}), "no choices"),
+        (json_reply({"choices": []}), "no choices"),
+        (json_reply({"choices": [{"index": 0, "text": "legacy"}]}), "no message content"),
+        (chat_reply(["not", "text"]), "not text"),
         ((500, "text/plain", b"Internal Server Error"), "HTTP 500"),
-        (_json({"detail": "Unexpected fields"}, 422), "HTTP 422"),
-        (_json({"error": "bad key"}, 401), "api_key"),
+        (json_reply({"detail": "Unexpected fields"}, 422), "HTTP 422"),
+        (json_reply({"error": "bad key"}, 401), "api_key"),
     ],
 )
 def test_garbage_replies_are_endpoint_errors(reply: Reply, expected: str) -> None:
@@ -250,7 +133,7 @@ def test_garbage_replies_are_endpoint_errors(reply: Reply, expected: str) -> Non
 
 def test_health_rejects_a_reply_without_a_model_list_and_explains_a_500() -> None:
     with (
-        stub_server(lambda *_: _json({"models": []})) as (url, _),
+        stub_server(lambda *_: json_reply({"models": []})) as (url, _),
         pytest.raises(EndpointError, match="no 'data' list"),
     ):
         EndpointModel(url, "m").health()
@@ -260,14 +143,14 @@ def test_health_rejects_a_reply_without_a_model_list_and_explains_a_500() -> Non
     ):
         EndpointModel(url, "m").health()
     models = {"object": "list", "data": [{"id": "org/expert", "object": "model"}]}
-    with stub_server(lambda *_: _json(models)) as (url, _):
+    with stub_server(lambda *_: json_reply(models)) as (url, _):
         assert EndpointModel(url, "m").health() == ["org/expert"]
 
 
 def test_a_slow_endpoint_times_out_as_an_endpoint_error() -> None:
     def slow(*_: object) -> Reply:
         time.sleep(1.0)
-        return _chat("late")
+        return chat_reply("late")
 
     with stub_server(slow) as (url, _):
         endpoint = EndpointModel(url, "m", timeout_s=0.2, max_retries=3)
@@ -286,7 +169,7 @@ def test_agreement_requests_and_scores_with_a_scripted_endpoint() -> None:
 
     def respond(method: str, path: str, body: dict[str, Any] | None) -> Reply:
         assert (method, path) == ("POST", "/v1/chat/completions") and body is not None
-        return _chat(script[(body["seed"] - first_seed) % len(script)])
+        return chat_reply(script[(body["seed"] - first_seed) % len(script)])
 
     with stub_server(respond) as (url, seen):
         endpoint = EndpointModel(url, "org/expert", api_key="secret")
@@ -325,12 +208,35 @@ def test_agreement_requests_and_scores_with_a_scripted_endpoint() -> None:
 
 
 def test_agreement_abstains_and_one_sample_is_greedy() -> None:
-    with stub_server(lambda *_: _chat("I do not know.")) as (url, seen):
+    with stub_server(lambda *_: chat_reply("I do not know.")) as (url, seen):
         evaluator = EndpointEvaluator(EndpointModel(url, "m"), samples=1)
         result = evaluator.evaluate("What is 1 + 1?", ["<answer>2</answer>", "2"])
     assert result.method == "none" and result.rewards == [None, None]
     body = seen[0][2]
     assert body["temperature"] == 0.0 and json.loads(body["generation_config"])["do_sample"] is False
+
+
+def test_a_failing_endpoint_is_unavailable_and_rests_for_the_cooldown() -> None:
+    """The first failure reaches the server; later calls within ``cooldown_s`` fail at once without
+    contacting it (a hanging endpoint costs one timeout per request, not one per question); after
+    the cooldown the endpoint is tried again and a success clears the failure."""
+    replies = [json_reply({"error": "overloaded"}, 503)]
+
+    def respond(*_: object) -> Reply:
+        return replies[0]
+
+    with stub_server(respond) as (url, seen):
+        evaluator = EndpointEvaluator(EndpointModel(url, "m", max_retries=0), samples=1, cooldown_s=0.3)
+        with pytest.raises(ModelUnavailableError, match=f"{url}/chat/completions: HTTP 503"):
+            evaluator.evaluate("What is 1 + 1?", ["<answer>2</answer>"])
+        with pytest.raises(ModelUnavailableError, match="not tried again for 0.3 s"):
+            evaluator.answer("What is 2 + 2?")
+        assert len(seen) == 1
+        time.sleep(0.35)
+        replies[0] = chat_reply("<answer>4</answer>")
+        assert evaluator.answer("What is 2 + 2?") == "4"
+        assert evaluator.evaluate("What is 1 + 1?", ["<answer>4</answer>"]).method == "model"
+        assert len(seen) == 3
 
 
 _SPECIAL = ("<|im_start|>", "<|im_end|>")
@@ -376,7 +282,7 @@ def _vllm_echo_completion(body: dict[str, Any], usage: bool = True) -> Reply:
     reply: dict[str, Any] = {"object": "text_completion", "model": body["model"], "choices": [choice]}
     if usage:
         reply["usage"] = {"prompt_tokens": len(prompt_tokens), "completion_tokens": 1}
-    return _json(reply)
+    return json_reply(reply)
 
 
 @pytest.mark.parametrize("usage", [True, False])
@@ -411,7 +317,7 @@ def test_logprobs_of_generated_tokens_only_are_refused(usage: dict[str, int] | N
     choice = {"text": "!", "logprobs": {"tokens": ["!"], "token_logprobs": [-0.5], "text_offset": [0]}}
     reply = {"choices": [choice], **({"usage": usage} if usage else {})}
     with (
-        stub_server(lambda *_: _json(reply)) as (url, _),
+        stub_server(lambda *_: json_reply(reply)) as (url, _),
         pytest.raises(EndpointError, match="did not echo the prompt"),
     ):
         EndpointModel(url, "m").answer_logprobs("prompt <answer>", "3")

@@ -156,13 +156,51 @@ def test_content_bytes_tracks_payload_size() -> None:
 def test_config_text_and_flower_settings_validation(tmp_path) -> None:
     cfg = load_config("smoke")
     assert load_config_text(cfg.to_yaml()) == cfg
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n')
+    deploy = [
+        "federation.transport=flower-deployment",
+        "flower.num_supernodes=3",
+        f"server.questions={tmp_path / 'questions.jsonl'}",
+        f"server.heldout={q}",
+    ]
+    (tmp_path / "questions.jsonl").write_text('{"question": "What is 1 + 1?"}\n')
     with pytest.raises(ConfigError, match="root_certificates"):
-        load_config("smoke", ["federation.transport=flower-deployment"])
+        load_config("smoke", deploy)
     with pytest.raises(ConfigError, match="no file"):
-        load_config("smoke", ["federation.transport=flower-deployment", "flower.root_certificates=/nope.crt"])
+        load_config("smoke", [*deploy, "flower.root_certificates=/nope.crt"])
     with pytest.raises(ConfigError, match="host:port"):
         load_config("smoke", ["flower.superlink=localhost"])
     with pytest.raises(ConfigError, match="competence_timeout_s"):
         load_config("smoke", ["flower.reward_timeout_s=100", "flower.competence_timeout_s=10"])
-    assert load_config("smoke", ["federation.transport=flower-deployment", "flower.insecure=true"])
+    assert load_config("smoke", [*deploy, "flower.insecure=true"])
+
+
+def test_a_client_reads_only_its_part_of_a_deployments_run_config(tmp_path) -> None:
+    """An organisation's machine has none of the server's paths: its ClientApp must not need them."""
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n')
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not checked here")
+    cfg = load_config(
+        "smoke",
+        [
+            "federation.transport=flower-deployment",
+            "flower.num_supernodes=3",
+            f"server.questions={q}",
+            f"server.heldout={q}",
+            f"flower.root_certificates={ca}",
+            "clients.samples=3",
+            "seed=7",
+        ],
+    )
+    text = cfg.to_yaml()
+    q.unlink(), ca.unlink()  # now "on another machine"
+    seen = apps.config_from_run_config({"config": text, "overrides": ""})
+    assert (
+        seen.clients.samples == 3
+        and seen.seed == 7
+        and seen.federation.format_reward == cfg.federation.format_reward
+    )
+    assert seen.server.questions is None and seen.flower.root_certificates is None
     assert decode(encode(MESSAGES[0])) == MESSAGES[0]

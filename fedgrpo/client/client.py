@@ -3,6 +3,10 @@
 Nothing on the server side holds a ``Client``; only a transport does: in-process it calls
 :meth:`Client.handle` with encoded bytes, a Flower ClientApp calls :meth:`Client.respond` with the
 request it decoded from its records. Either way only protocol messages cross.
+
+A client model that is unavailable (an endpoint that is down) never fails a request: reward items
+only the model could score abstain (None, method "none"), a competence query gets an error reply
+naming the model's error, and both are counted in :attr:`Client.model_unavailable`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Protocol
 
 from fedgrpo.answers import answer_key
 from fedgrpo.client.answer_scoring import AnswerEvaluator, Evaluation
-from fedgrpo.client.model_scoring import ModelEvaluator
+from fedgrpo.client.dual import ClientModel, ModelUnavailableError
 from fedgrpo.data import Example
 from fedgrpo.protocol import (
     CompetenceReply,
@@ -35,12 +39,13 @@ class Evaluator(Protocol):
     def evaluate(self, question: str, candidates: list[str]) -> Evaluation: ...
 
 
-def _answering_model(evaluator: object) -> ModelEvaluator | None:
-    """The client model that answers competence queries: the evaluator's own, if it has one."""
-    if isinstance(evaluator, ModelEvaluator):
+def _answering_model(evaluator: object) -> ClientModel | None:
+    """The client model that answers competence queries: the evaluator itself when it is a client
+    model (in process or behind an endpoint), else the one it gates to (DualEvaluator.model)."""
+    if isinstance(evaluator, ClientModel):
         return evaluator
     model = getattr(evaluator, "model", None)
-    return model if isinstance(model, ModelEvaluator) else None
+    return model if isinstance(model, ClientModel) else None
 
 
 class Client:
@@ -56,6 +61,7 @@ class Client:
         self.name = name
         self._examples = list(examples)
         self._evaluator: Evaluator = evaluator or AnswerEvaluator(self._examples, format_reward)
+        self.model_unavailable = 0  # requests the client model could not serve (abstained or refused)
 
     def __repr__(self) -> str:  # never print private data
         return f"Client({self.name!r}, {len(self._examples)} private examples)"
@@ -86,9 +92,24 @@ class Client:
         if not isinstance(request, RewardRequest):
             return ErrorReply(request.request_id, self.name, f"cannot handle {request.kind!r}")
         items = []
+        failed: ModelUnavailableError | None = None
+        abstained = 0
         for item in request.items:
-            result = self._evaluator.evaluate(item.question, item.candidates)
+            try:
+                result = self._evaluator.evaluate(item.question, item.candidates)
+            except ModelUnavailableError as err:  # answer-based items still score; these abstain
+                failed, abstained = failed or err, abstained + 1
+                result = Evaluation([None] * len(item.candidates), "none")
             items.append(ItemScores(item.qid, result.rewards, result.method))
+        if failed is not None:
+            self.model_unavailable += 1
+            log.warning(
+                "%s: client model unavailable, %d of %d items abstain: %s",
+                self.name,
+                abstained,
+                len(request.items),
+                failed,
+            )
         return RewardReply(request.request_id, self.name, items)
 
     def _competence(self, request: CompetenceRequest) -> Message:
@@ -99,7 +120,12 @@ class Client:
         bits = []
         start = time.perf_counter()
         for i, item in enumerate(request.items, 1):
-            predicted = model.answer(item.question)
+            try:
+                predicted = model.answer(item.question)
+            except ModelUnavailableError as err:  # partial bits would read as "incompetent"
+                self.model_unavailable += 1
+                log.warning("%s: client model unavailable for a competence query: %s", self.name, err)
+                return ErrorReply(request.request_id, self.name, f"client model unavailable: {err}")
             bits.append(int(predicted is not None and answer_key(predicted) == answer_key(item.answer)))
             if i % 10 == 0 or i == len(request.items):  # a long query should show it is moving
                 log.info(

@@ -7,7 +7,7 @@ LoRA adapter, in one of two ways:
 - ``sft`` (default): supervised fine-tuning (TRL's ``SFTTrainer``); the prompt is the one the client
   model is asked with during evaluation, the target is ``<answer>...</answer>``.
 - ``grpo``: TRL's ``GRPOTrainer`` on the same prompts, rewarded by the client's own answer check
-  (:class:`~fedgrpo.client.evaluation.AnswerEvaluator`: exact correctness plus the format reward).
+  (:class:`~fedgrpo.client.answer_scoring.AnswerEvaluator`: exact correctness plus the format reward).
   It needs a base that already answers some questions right: with all rewards equal there is no
   group-relative signal.
 

@@ -18,53 +18,25 @@ Two scorers:
   answer (the paper's "score from the client's own model", in its verifier-like reading).
   It also never abstains on a parseable answer.
 
-:class:`DualEvaluator` is the paper's gate: answer-based evaluation where the client holds the
-question, model-based evaluation otherwise.
+The agreement rule itself and the dual gate are torch-free (:mod:`fedgrpo.client.agreement`,
+:mod:`fedgrpo.client.dual`); only this in-process scorer needs torch and transformers.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections import Counter
-from typing import Literal
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from fedgrpo.answers import answer_key, parsed_answer, rationale, reward_for
-from fedgrpo.client.answer_scoring import AnswerEvaluator, Evaluation
+from fedgrpo.answers import parsed_answer, rationale, reward_for
+from fedgrpo.client.agreement import Mode, agreement_rewards, check_sampling, majority_answer
+from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.data import derive_seed, normalise_question
 from fedgrpo.models import CHATML_TEMPLATE, inference
 from fedgrpo.prompting import build_messages
 
-__all__ = ["DualEvaluator", "ModelEvaluator", "majority_answer"]
-
-Mode = Literal["agreement", "likelihood"]
-
-
-def majority_answer(completions: list[str]) -> str | None:
-    """The majority final answer of a model's samples; None when no sample has one.
-
-    Answers are grouped by :func:`~fedgrpo.answers.answer_key` (so "7" and "7.0" vote together); ties
-    go to the group seen first, and the answer returned is that group's first spelling.
-    """
-    answers = [a for a in (parsed_answer(t) for t in completions) if a is not None]
-    if not answers:
-        return None
-    keys = [answer_key(a) for a in answers]
-    winner = Counter(keys).most_common(1)[0][0]  # most_common keeps first-seen order on ties
-    return answers[keys.index(winner)]
-
-
-def agreement_rewards(reference: str, candidates: list[str], format_reward: float) -> list[float | None]:
-    """1 (plus the format reward) for each candidate whose final answer agrees with ``reference``."""
-    ref_key = answer_key(reference)
-    rewards: list[float | None] = []
-    for text in candidates:
-        predicted = parsed_answer(text)
-        agrees = predicted is not None and answer_key(predicted) == ref_key
-        rewards.append(reward_for(1.0 if agrees else 0.0, text, format_reward))
-    return rewards
+__all__ = ["ModelEvaluator"]
 
 
 class ModelEvaluator:
@@ -85,14 +57,7 @@ class ModelEvaluator:
     ) -> None:
         """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, activated
         before every use (clients that share one base take turns); None uses ``model`` as it is."""
-        if mode not in ("agreement", "likelihood"):
-            raise ValueError(f"unknown model-evaluation mode {mode!r}")
-        if samples < 1:
-            raise ValueError("samples must be at least 1")
-        if max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1")
-        if samples > 1 and temperature <= 0:
-            raise ValueError("sampling more than one answer needs a positive temperature")
+        check_sampling(mode, samples, max_new_tokens, temperature)
         self.model = model
         self.tokenizer = tokenizer
         self.mode: Mode = mode
@@ -123,11 +88,8 @@ class ModelEvaluator:
         return Evaluation(agreement_rewards(reference, candidates, self.format_reward), "model")
 
     def answer(self, question: str) -> str | None:
-        """The client model's own majority answer over its samples; None when no sample has one.
-
-        Answers are grouped by :func:`answer_key` (so "7" and "7.0" vote together); ties go to the
-        group seen first, and the answer returned is that group's first spelling.
-        """
+        """The client model's own majority answer over its samples (:func:`majority_answer`); None
+        when no sample has one."""
         return majority_answer(self._sample(question))
 
     # -- internals ----------------------------------------------------------------------------
@@ -253,22 +215,3 @@ class ModelEvaluator:
             prob = logprobs.gather(-1, targets[:, None]).exp().mean().item()
             rewards[i] = reward_for(min(max(prob, 0.0), 1.0), candidates[i], self.format_reward)
         return rewards
-
-
-class DualEvaluator:
-    """The paper's dual gate: answer-based where the client holds the question, model-based otherwise.
-
-    A trusted answer always wins over the client model's opinion; a client with neither abstains
-    (all None, "none"), so the server can tell "cannot judge" from "wrong".
-    """
-
-    def __init__(self, answers: AnswerEvaluator, model: ModelEvaluator | None) -> None:
-        self.answers = answers
-        self.model = model
-
-    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
-        if self.answers.holds(question):
-            return self.answers.evaluate(question, candidates)
-        if self.model is not None:
-            return self.model.evaluate(question, candidates)
-        return Evaluation([None] * len(candidates), "none")

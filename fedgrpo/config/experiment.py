@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from fedgrpo.config.grpo import check_grpo_settings
 from fedgrpo.config.sections import (
@@ -41,11 +41,11 @@ class FedGRPOConfig(_Strict):
 
     @field_validator("grpo")
     @classmethod
-    def _grpo(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_grpo_settings(value)
+    def _grpo(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return check_grpo_settings(value, trl_fields=_trl_checks(info))
 
     @model_validator(mode="after")
-    def _consistent(self) -> FedGRPOConfig:
+    def _consistent(self, info: ValidationInfo) -> FedGRPOConfig:
         fed = self.federation
         if fed.transport == "flower-deployment":
             self._deployment()  # each party brings its own files and models: the data section is unused
@@ -71,11 +71,12 @@ class FedGRPOConfig(_Strict):
                 "federation.selector=oracle uses true domain labels; for evaluation only: "
                 "set federation.allow_oracle=true to run it"
             )
-        with tempfile.TemporaryDirectory() as tmp:
-            try:  # TRL's own checks (batch sizes against G, ...), before any model loads
-                self.grpo_arguments(Path(tmp))
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"grpo: {err}") from None
+        if _trl_checks(info):
+            with tempfile.TemporaryDirectory() as tmp:
+                try:  # TRL's own checks (batch sizes against G, ...), before any model loads
+                    self.grpo_arguments(Path(tmp))
+                except (ValueError, TypeError) as err:
+                    raise ValueError(f"grpo: {err}") from None
         return self
 
     def _simulation(self) -> None:
@@ -90,20 +91,20 @@ class FedGRPOConfig(_Strict):
             )
         fed = self.federation
         if fed.selector == "confidence-graph":
-            if self.clients.model is None:
+            if not self.clients.has_model:
                 raise ValueError(
-                    "federation.selector=confidence-graph needs clients.model: the clients must answer "
-                    "the auxiliary questions with a model of their own"
+                    "federation.selector=confidence-graph needs clients.model (or clients.endpoint): the "
+                    "clients must answer the auxiliary questions with a model of their own"
                 )
             if self.data.num_auxiliary < 1:
                 raise ValueError(
                     "federation.selector=confidence-graph needs data.num_auxiliary >= 1 "
                     "(the auxiliary questions are the graph's exemplars)"
                 )
-        if self.data.setting == "no-ground-truth" and self.clients.model is None:
+        if self.data.setting == "no-ground-truth" and not self.clients.has_model:
             raise ValueError(
-                "data.setting=no-ground-truth needs clients.model: no client holds the training "
-                "questions' answers, so only the clients' own models can score them"
+                "data.setting=no-ground-truth needs clients.model (or clients.endpoint): no client holds "
+                "the training questions' answers, so only the clients' own models can score them"
             )
         if self.clients.expert.method != "none" and self.clients.model is None:
             raise ValueError(
@@ -161,3 +162,9 @@ class FedGRPOConfig(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _trl_checks(info: ValidationInfo) -> bool:
+    """False when validating with ``trl_checks=False``: a client process trains nothing, and TRL
+    (with torch and transformers) is a heavy import it need not have; the server checked ``grpo``."""
+    return bool((info.context or {}).get("trl_checks", True))

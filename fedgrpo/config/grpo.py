@@ -83,12 +83,17 @@ def _check_type(key: str, value: Any, default: Any) -> None:
         raise ValueError(f"grpo.{key} must be a {type(default).__name__}, got {value!r}")
 
 
-def check_grpo_settings(value: dict[str, Any]) -> dict[str, Any]:
-    """The user's ``grpo`` settings over FedGRPO's defaults, each key known and in range."""
-    fields = grpo_config_fields()
+def check_grpo_settings(value: dict[str, Any], trl_fields: bool = True) -> dict[str, Any]:
+    """The user's ``grpo`` settings over FedGRPO's defaults, each key known and in range.
+
+    ``trl_fields=False`` skips the check against TRL's fields (which imports TRL, torch and
+    transformers): for a client process, which trains nothing; the server checks them."""
+    fields = grpo_config_fields() if trl_fields else {}
     for key, given in value.items():
         if key in RESERVED_GRPO_KEYS:
             raise ValueError(f"grpo.{key} is set by FedGRPO; use {RESERVED_GRPO_KEYS[key]} instead")
+        if not trl_fields:
+            continue
         if key not in fields:
             close = [k for k in fields if key.split("_")[0] in k][:8]
             raise ValueError(f"grpo.{key} is not a trl.GRPOConfig field (similar: {close})")

@@ -58,29 +58,38 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"override {assignment!r}: cannot parse value: {err}") from err
 
 
-def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
-    """Load a preset or YAML file, apply overrides, validate. Raises ConfigError with readable text."""
-    return config_from_mapping(_read_source(source), overrides)
+def load_config(
+    source: str | Path, overrides: list[str] | tuple[str, ...] = (), *, trl_checks: bool = True
+) -> FedGRPOConfig:
+    """Load a preset or YAML file, apply overrides, validate. Raises ConfigError with readable text.
+
+    ``trl_checks=False`` skips checking ``grpo`` against TRL (for a client process, which trains
+    nothing and need not import TRL)."""
+    return config_from_mapping(_read_source(source), overrides, trl_checks=trl_checks)
 
 
-def load_config_text(text: str, overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
+def load_config_text(
+    text: str, overrides: list[str] | tuple[str, ...] = (), *, trl_checks: bool = True
+) -> FedGRPOConfig:
     """A preset name, a YAML file, or YAML text itself (how a Flower run config carries a config)."""
     if text in PRESETS or ("\n" not in text and len(text) < 4096 and Path(text).is_file()):
-        return load_config(text, overrides)
+        return load_config(text, overrides, trl_checks=trl_checks)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"config text is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"config {text[:80]!r} is neither a preset, a file nor a YAML mapping")
-    return config_from_mapping(data, overrides)
+    return config_from_mapping(data, overrides, trl_checks=trl_checks)
 
 
-def config_from_mapping(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> FedGRPOConfig:
+def config_from_mapping(
+    data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), *, trl_checks: bool = True
+) -> FedGRPOConfig:
     for assignment in overrides:
         apply_override(data, assignment)
     try:
-        return FedGRPOConfig.model_validate(data)
+        return FedGRPOConfig.model_validate(data, context={"trl_checks": trl_checks})
     except ValidationError as err:
         lines = []
         for e in err.errors():

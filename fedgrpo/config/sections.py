@@ -104,11 +104,54 @@ class ClientSettings(_Strict):
     samples: int = Field(4, ge=1, description="answers the client model samples per question")
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(0.7, gt=0.0)
+    endpoint: str | None = Field(
+        None,
+        description="instead of model: base URL of an OpenAI-compatible server (transformers serve, "
+        "vLLM) with the clients' model, e.g. http://127.0.0.1:8000/v1; every simulated client scores "
+        "through it",
+    )
+    endpoint_model: str | None = Field(
+        None, description="the model name the endpoint expects (transformers serve: its FOLDER argument)"
+    )
 
     @field_validator("model")
     @classmethod
     def _model_exists(cls, value: str | None) -> str | None:
         return None if value is None else _check_model_name(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"clients.endpoint must start with http:// or https://, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> ClientSettings:
+        if self.endpoint is None:
+            if self.endpoint_model is not None:
+                raise ValueError("clients.endpoint_model needs clients.endpoint")
+            return self
+        if self.endpoint_model is None:
+            raise ValueError(
+                "clients.endpoint needs clients.endpoint_model: the model name the server expects"
+            )
+        if self.model is not None:
+            raise ValueError(
+                "clients.endpoint and clients.model are alternatives: the client model runs behind the "
+                "endpoint or in this process, not both"
+            )
+        if self.expert.method != "none":
+            raise ValueError(
+                "clients.endpoint and clients.expert.method are exclusive: an organisation behind an "
+                "endpoint serves its own expert"
+            )
+        return self
+
+    @property
+    def has_model(self) -> bool:
+        """Whether clients have a model of their own, in process or behind an endpoint."""
+        return self.model is not None or self.endpoint is not None
 
 
 class DataSettings(_Strict):

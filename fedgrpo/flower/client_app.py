@@ -6,36 +6,58 @@ competence queries), ``query.reward`` (one batched request per client per genera
 The run config carries the experiment's config (``config``: a preset, a YAML file or YAML text;
 ``overrides``; ``resume``). Where a ClientApp's client comes from:
 
-* Deployment Engine: the SuperNode's node config names the organisation's own data file
-  (``data-file``, written by ``fedgrpo export-client-data``), optionally its ``name``, its base
-  ``model`` and its expert ``adapter`` folder. Nothing else about other clients is known to it.
+* Deployment Engine: the SuperNode's node config (``--node-config 'key="value" ...'``) describes the
+  organisation's own client; nothing about other clients is known to it:
+
+  - ``data-file`` (required): its labelled examples as JSON lines (``fedgrpo export-client-data``).
+  - ``name``: its client name; default the data file's stem.
+  - ``model``: a client base model loaded in this process (embedded name, hub id or folder);
+    ``adapter``: its expert LoRA folder on that base. Without both, the run's ``clients.model``.
+  - ``endpoint``: instead of ``model``/``adapter``, the base URL of an OpenAI-compatible server the
+    organisation runs with its model (``transformers serve``, vLLM), e.g.
+    ``http://127.0.0.1:8000/v1``; ``endpoint-model``: the model name that server expects (for
+    ``transformers serve FOLDER``, FOLDER); ``endpoint-key-env``: the name of an environment
+    variable holding its API key (never the key itself: node config is not secret).
+  - Neither ``endpoint`` nor ``model``/``adapter``: the run's ``clients.endpoint`` or
+    ``clients.model``, if any; with none, the client scores only questions it holds.
+
+  An endpoint client is scored with the run's ``clients.*`` settings, ``federation.format_reward``
+  and ``seed``, answer-based evaluation first. If its endpoint is down, model-scored items of a
+  reward request abstain (None, method "none"; counted as ``model_unavailable`` in the reply's
+  ``rejected`` count) and a competence query gets an error reply naming the endpoint's error.
 * Simulation Engine: the virtual node's ``partition-id`` picks ``client-<id>`` from the seeded split;
   all virtual clients in one Ray worker share one loaded base model (their adapters sit on it).
 
-Clients are cached per process across messages. Bad input (oversized content, wrong records or types,
-a message of the wrong kind) is answered with an error reply, counted and logged; it never raises.
+An answer-only or endpoint-served ClientApp imports neither torch nor transformers (nor TRL: the
+config is read without TRL's checks, which the server made). Clients are cached per process across
+messages. Bad input (oversized content, wrong records or types, a message of the wrong kind) is
+answered with an error reply, counted and logged; it never raises.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedgrpo.client import Client
-from fedgrpo.client.experts import load_experts
-from fedgrpo.config import FedGRPOConfig, load_config_text
+from fedgrpo.client import Client, ClientModel
+from fedgrpo.config import FedGRPOConfig, config_from_mapping, load_config_text
 from fedgrpo.data import client_name, read_client_data
 from fedgrpo.flower.codec import PROFILE, content_bytes, from_records, reply_records
-from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.protocol import ErrorReply, ProtocolError, encode
-from fedgrpo.run.assemble import build_data
-from fedgrpo.run.clients import build_clients, make_client
+from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_client
+
+# Not imported here: fedgrpo.models, fedgrpo.client.experts, fedgrpo.run.clients and run.assemble.
+# They need torch and transformers, an optional heavy dependency that only in-process client models
+# and the simulated split use (not an import cycle); the functions that need them import them.
 
 log = logging.getLogger(__name__)
 
@@ -50,45 +72,111 @@ def config_from_run_config(run_config: dict[str, Any]) -> FedGRPOConfig:
 
 @functools.cache
 def _config(text: str, overrides: str) -> FedGRPOConfig:
-    """Parsed once per process: a ClientApp sees the same run config on every message."""
-    return load_config_text(text, overrides.split())
+    """Parsed once per process: a ClientApp sees the same run config on every message. Without
+    TRL's checks: the client trains nothing, and the server checked ``grpo`` before submitting.
+
+    In a deployment only the settings a client uses are read (:func:`client_view`): the server's own
+    paths (its files, its CA certificate, its model folder) do not exist on an organisation's machine.
+    """
+    cfg = load_config_text(text, overrides.split(), trl_checks=False) if "\n" not in text else None
+    if cfg is None:
+        data = yaml.safe_load(text)
+        if isinstance(data, dict) and (data.get("federation") or {}).get("transport") == "flower-deployment":
+            data = client_view(data)
+        cfg = config_from_mapping(data, overrides.split(), trl_checks=False)
+    return cfg
+
+
+CLIENT_KEYS = {
+    "clients": ("evaluation", "samples", "max_new_tokens", "temperature"),
+    "federation": ("format_reward",),
+    "flower": ("max_message_bytes", "reward_timeout_s", "competence_timeout_s"),
+    "model": ("worked_example",),
+}
+
+
+def client_view(data: dict[str, Any]) -> dict[str, Any]:
+    """The part of a deployment's run config an organisation's client uses: how to score (sampling
+    settings, format reward, seed), message limits and timeouts; nothing of the server's paths."""
+    view: dict[str, Any] = {"seed": data.get("seed", 0), "name": data.get("name", "run")}
+    for section, keys in CLIENT_KEYS.items():
+        given = data.get(section) or {}
+        view[section] = {k: given[k] for k in keys if k in given}
+    return view
 
 
 @functools.cache
 def _simulated_clients(cfg_yaml: str) -> dict[str, Client]:
     """Every client of the seeded split, built once per process: one base model, shared."""
-    cfg = load_config_text(cfg_yaml)
+    from fedgrpo.run.assemble import build_data  # heavy: see the note on the imports
+    from fedgrpo.run.clients import build_clients
+
+    cfg = load_config_text(cfg_yaml, trl_checks=False)
     return {c.name: c for c in build_clients(cfg, build_data(cfg))}
 
 
 @functools.cache
 def _base_model(name: str) -> tuple[Any, Any]:
+    from fedgrpo.models import load_policy, load_tokenizer  # heavy: see the note on the imports
+
     model = load_policy(name)
     model.requires_grad_(False)
     return model, load_tokenizer(name)
 
 
-def _deployed_client(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
-    """The organisation's own client, from the files its SuperNode's node config points at."""
-    path = Path(str(node["data-file"])).expanduser()
-    name = str(node.get("name") or path.stem)
-    examples = read_client_data(path)
-    model_name = node.get("model") or cfg.clients.model
-    model = None
-    if model_name:
-        base, tokenizer = _base_model(str(model_name))
-        adapter = node.get("adapter")
+def _in_process_model(cfg: FedGRPOConfig, name: str, base_name: str, adapter: str | None) -> ClientModel:
+    base, tokenizer = _base_model(base_name)
+    if not adapter:
+        return in_process_model(cfg, base, tokenizer, None)
+    from fedgrpo.client.experts import load_experts  # heavy: see the note on the imports
+
+    return in_process_model(cfg, load_experts(base, {name: Path(adapter).expanduser()}), tokenizer, name)
+
+
+def _api_key(node: dict[str, Any]) -> str | None:
+    """The endpoint's API key from the environment variable the node config names, if it names one."""
+    var = node.get("endpoint-key-env")
+    if not var:
+        return None
+    key = os.environ.get(str(var))
+    if not key:
+        raise ValueError(f"node config endpoint-key-env={var!r}: that environment variable is not set")
+    return key
+
+
+def _node_model(cfg: FedGRPOConfig, name: str, node: dict[str, Any]) -> ClientModel | None:
+    """The client's model: the node config's own choice, else the run's ``clients.*``, else none."""
+    url, base, adapter = node.get("endpoint"), node.get("model"), node.get("adapter")
+    if url:
+        if base or adapter:
+            raise ValueError("node config: endpoint and model/adapter are alternatives; give one")
+        if not node.get("endpoint-model"):
+            raise ValueError("node config endpoint needs endpoint-model: the model name the server expects")
+        return endpoint_model(cfg, str(url), str(node["endpoint-model"]), _api_key(node))
+    cs = cfg.clients
+    if not (base or adapter) and cs.endpoint is not None:
+        assert cs.endpoint_model is not None  # the config requires it with an endpoint
+        return endpoint_model(cfg, cs.endpoint, cs.endpoint_model)
+    base = base or cs.model
+    if not base:
         if adapter:
-            model = (load_experts(base, {name: Path(str(adapter)).expanduser()}), tokenizer, name)
-        else:
-            model = (base, tokenizer, None)
-    return make_client(cfg, name, examples, model)
+            raise ValueError("node config adapter needs a base model: give model=... (or clients.model)")
+        return None
+    return _in_process_model(cfg, name, str(base), str(adapter) if adapter else None)
+
+
+def _deployed_client(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
+    """The organisation's own client, from the files (and endpoint) its SuperNode's node config names."""
+    path = Path(str(node["data-file"])).expanduser()
+    name = str(node.get("name") or "")  # the server knows it by its registered name; a claim is checked
+    examples = read_client_data(path)
+    return make_client(cfg, name, examples, _node_model(cfg, name or "expert", node))
 
 
 def client_for(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
     """This node's client (cached per process); raises LookupError when the node config names none."""
     if "data-file" in node:
-        key = (cfg.to_yaml(), f"file:{node['data-file']}:{node.get('name', '')}")
+        key = (cfg.to_yaml(), repr(sorted(node.items())))  # the whole node config: file, model, endpoint
         if key not in _CLIENTS:
             _CLIENTS[key] = _deployed_client(cfg, node)
         return _CLIENTS[key]
@@ -147,11 +235,19 @@ def make_client_app(config_text: str | None = None) -> ClientApp:
         except Exception as err:
             _reject("unavailable", str(err))
             return _error(message, "?", "?", f"client unavailable: {type(err).__name__}: {err}")
+        unavailable = client.model_unavailable
         try:
             reply = client.respond(request)
         except Exception as err:  # a failing evaluator must not take the ClientApp down
             log.exception("client %s failed on %s", client.name, request.request_id)
             return _error(message, client.name, request.request_id, f"{type(err).__name__}: {err}")
+        # An unavailable client model (endpoint down) abstained or refused; the client logged why.
+        if client.model_unavailable > unavailable:
+            REJECTED["model_unavailable"] += client.model_unavailable - unavailable
+        if reply.client != request.client and "data-file" in context.node_config:
+            # a deployed client answers under the name the server knows it by: the name registered
+            # for its SuperNode key (the SuperLink authenticated the node; the name is not its claim)
+            reply = dataclasses.replace(reply, client=request.client)
         records = reply_records(reply, len(encode(request)), sum(REJECTED.values()))
         return Message(records, reply_to=message)
 

@@ -12,47 +12,26 @@ from typing import Any
 
 import torch
 
-from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, ModelEvaluator
+from fedgrpo.client import Client, ClientModel
 from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts, read_meta
 from fedgrpo.config import ConfigError, FedGRPOConfig
-from fedgrpo.data import Example, FederatedSplit
+from fedgrpo.data import FederatedSplit
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data
+from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_client
 
 log = logging.getLogger(__name__)
 
-ClientModel = tuple[Any, Any, str | None]  # (model, tokenizer, adapter name on a shared base)
-
-
-def make_client(cfg: FedGRPOConfig, name: str, examples: list[Example], model: ClientModel | None) -> Client:
-    """One client: answer-based evaluation on its examples, plus ``model`` for model-based evaluation and
-    competence queries when it has one."""
-    fmt, cs = cfg.federation.format_reward, cfg.clients
-    model_ev = None
-    if model is not None:
-        net, tokenizer, adapter = model
-        model_ev = ModelEvaluator(
-            net,
-            tokenizer,
-            mode=cs.evaluation,
-            samples=cs.samples,
-            max_new_tokens=cs.max_new_tokens,
-            temperature=cs.temperature,
-            format_reward=fmt,
-            seed=cfg.seed,
-            worked_example=cs.expert.worked_example if adapter else cfg.model.worked_example,
-            adapter=adapter,
-        )
-    return Client(name, examples, DualEvaluator(AnswerEvaluator(examples, fmt), model_ev), fmt)
-
 
 def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
-    """The available clients, each with its private data and, with ``clients.model``, a client model.
+    """The available clients, each with its private data and, with ``clients.model`` or
+    ``clients.endpoint``, a client model.
 
     The base ``clients.model`` is loaded once. With ``clients.expert.method`` sft or grpo every client
     trains (or finds cached) its own LoRA adapter on its private data, and all adapters sit on that one
-    base; otherwise every client uses the base as it is. A client whose model fails to load or train is
-    reported unavailable (logged with the reason) and left out; fewer than M available is an error.
+    base; otherwise every client uses the base as it is. With ``clients.endpoint`` every client scores
+    through that one endpoint. A client whose model fails to load or train is reported unavailable
+    (logged with the reason) and left out; fewer than M available is an error.
     """
     models, unavailable = _client_models(cfg, split)
     clients = []
@@ -111,8 +90,15 @@ def train_clients(cfg: FedGRPOConfig) -> dict[str, dict[str, Any]]:
 def _client_models(
     cfg: FedGRPOConfig, split: FederatedSplit
 ) -> tuple[dict[str, ClientModel], dict[str, str]]:
-    """(model, tokenizer, adapter name) per client with a model, and the reason per unavailable one."""
-    name = cfg.clients.model
+    """The model of each client that has one, and the reason per unavailable client."""
+    cs = cfg.clients
+    if cs.endpoint is not None:
+        assert cs.endpoint_model is not None  # the config requires it with an endpoint
+        # One evaluator for all: one reference cache, and one view of whether the endpoint is up.
+        shared = endpoint_model(cfg, cs.endpoint, cs.endpoint_model)
+        log.info("client model: %s at %s (shared by all clients)", cs.endpoint_model, cs.endpoint)
+        return dict.fromkeys(split.clients, shared), {}
+    name = cs.model
     if name is None:
         return {}, {}
     log.info("loading client model %s (once, shared by all clients)", name)
@@ -123,10 +109,10 @@ def _client_models(
         reason = f"client model {name!r} failed to load: {type(err).__name__}: {err}"
         return {}, dict.fromkeys(split.clients, reason)
     base.requires_grad_(False)
-    if cfg.clients.expert.method == "none":
-        return {c: (base, tokenizer, None) for c in split.clients}, {}
+    if cs.expert.method == "none":
+        return {c: in_process_model(cfg, base, tokenizer, None) for c in split.clients}, {}
     folders, failed = train_client_experts(cfg, split)
     if not folders:
         return {}, failed
     model = load_experts(base, folders)
-    return {c: (model, tokenizer, c) for c in folders}, failed
+    return {c: in_process_model(cfg, model, tokenizer, c) for c in folders}, failed

@@ -5,6 +5,7 @@ in the block's process group and are stopped at the end."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -66,8 +67,6 @@ class Machines:
     def stop(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pgid in self.groups:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
             time.sleep(2 if sig == signal.SIGTERM else 0)

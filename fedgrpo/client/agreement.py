@@ -1,0 +1,55 @@
+"""The agreement rule of model-based evaluation, shared by every client model wherever it runs.
+
+A client model (in this process: :class:`~fedgrpo.client.model_scoring.ModelEvaluator`; behind an
+endpoint: :class:`~fedgrpo.client.endpoint_scoring.EndpointEvaluator`) answers a question itself a
+few times; its majority answer is the reference, and each candidate scores 1/0 on agreeing with it,
+plus the format reward. Torch-free, so an endpoint-served client never imports a model library.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+from fedgrpo.answers import answer_key, parsed_answer, reward_for
+
+__all__ = ["Mode", "agreement_rewards", "check_sampling", "majority_answer"]
+
+Mode = Literal["agreement", "likelihood"]
+
+
+def check_sampling(mode: str, samples: int, max_new_tokens: int, temperature: float) -> None:
+    """The settings every client model checks the same way; raises ValueError naming the bad one."""
+    if mode not in ("agreement", "likelihood"):
+        raise ValueError(f"unknown model-evaluation mode {mode!r}")
+    if samples < 1:
+        raise ValueError("samples must be at least 1")
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be at least 1")
+    if samples > 1 and temperature <= 0:
+        raise ValueError("sampling more than one answer needs a positive temperature")
+
+
+def majority_answer(completions: list[str]) -> str | None:
+    """The majority final answer of a model's samples; None when no sample has one.
+
+    Answers are grouped by :func:`~fedgrpo.answers.answer_key` (so "7" and "7.0" vote together); ties
+    go to the group seen first, and the answer returned is that group's first spelling.
+    """
+    answers = [a for a in (parsed_answer(t) for t in completions) if a is not None]
+    if not answers:
+        return None
+    keys = [answer_key(a) for a in answers]
+    winner = Counter(keys).most_common(1)[0][0]  # most_common keeps first-seen order on ties
+    return answers[keys.index(winner)]
+
+
+def agreement_rewards(reference: str, candidates: list[str], format_reward: float) -> list[float | None]:
+    """1 (plus the format reward) for each candidate whose final answer agrees with ``reference``."""
+    ref_key = answer_key(reference)
+    rewards: list[float | None] = []
+    for text in candidates:
+        predicted = parsed_answer(text)
+        agrees = predicted is not None and answer_key(predicted) == ref_key
+        rewards.append(reward_for(1.0 if agrees else 0.0, text, format_reward))
+    return rewards

@@ -1,0 +1,70 @@
+"""One client from the config and its model, for simulated clients and a deployed ClientApp alike.
+
+A client's model is one of: none (answer-based scoring only), a model in this process (a base with
+an optional expert adapter), or a model behind an OpenAI-compatible endpoint the organisation runs.
+All of them are scored with the run's ``clients.*`` settings, ``federation.format_reward`` and
+``seed``.
+
+Torch-free at import: an answer-only or endpoint-served client (on Flower's Deployment Engine, a
+fresh ClientApp process per message) must not pay for torch and transformers. Only
+:func:`in_process_model` imports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedgrpo.client import AnswerEvaluator, Client, ClientModel, DualEvaluator
+from fedgrpo.client.endpoint import EndpointModel
+from fedgrpo.client.endpoint_scoring import EndpointEvaluator
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data import Example
+
+__all__ = ["endpoint_model", "in_process_model", "make_client"]
+
+
+def make_client(cfg: FedGRPOConfig, name: str, examples: list[Example], model: ClientModel | None) -> Client:
+    """One client: answer-based evaluation on its examples, plus ``model`` for model-based evaluation and
+    competence queries when it has one."""
+    fmt = cfg.federation.format_reward
+    return Client(name, examples, DualEvaluator(AnswerEvaluator(examples, fmt), model), fmt)
+
+
+def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str | None) -> ClientModel:
+    """A model loaded in this process (``adapter``: the client's LoRA adapter on a shared base)."""
+    # Imported here: torch and transformers are an optional, heavy dependency that only in-process
+    # client models need (not an import cycle).
+    from fedgrpo.client.model_scoring import ModelEvaluator
+
+    cs = cfg.clients
+    return ModelEvaluator(
+        net,
+        tokenizer,
+        mode=cs.evaluation,
+        samples=cs.samples,
+        max_new_tokens=cs.max_new_tokens,
+        temperature=cs.temperature,
+        format_reward=cfg.federation.format_reward,
+        seed=cfg.seed,
+        worked_example=cs.expert.worked_example if adapter else cfg.model.worked_example,
+        adapter=adapter,
+    )
+
+
+def endpoint_model(cfg: FedGRPOConfig, url: str, model: str, api_key: str | None = None) -> EndpointEvaluator:
+    """A model behind an OpenAI-compatible endpoint; ``model`` is the name the server expects.
+
+    No call outlasts one reward round (``flower.reward_timeout_s``). Nothing is contacted here: an
+    endpoint that is down makes the client abstain on model-scored items, it does not stop it.
+    """
+    cs = cfg.clients
+    return EndpointEvaluator(
+        EndpointModel(url, model, api_key=api_key, timeout_s=cfg.flower.reward_timeout_s),
+        mode=cs.evaluation,
+        samples=cs.samples,
+        max_new_tokens=cs.max_new_tokens,
+        temperature=cs.temperature,
+        format_reward=cfg.federation.format_reward,
+        seed=cfg.seed,
+        worked_example=cfg.model.worked_example,
+    )
