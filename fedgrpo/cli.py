@@ -4,11 +4,13 @@ and for Flower deployments ``example-data`` and ``flower-certs``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from fedgrpo.config import PRESETS, ConfigError, FedGRPOConfig, load_config
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "model-folder":
         from fedgrpo.models import resolve_model
 
-        print(resolve_model(args.name))
+        with _stdout_to_stderr():  # a first conversion's progress (from native code too) is not the answer
+            folder = resolve_model(args.name)
+        print(folder)
         return 0
     args.overrides = [*getattr(args, "overrides", []), *extra]
     logging.basicConfig(
@@ -125,6 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:  # a run that failed (a Flower run's status, too few clients, ...)
         print(f"fedgrpo: {err}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr for a while: native libraries write there directly."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _check_endpoint(url: str, model: str, wait: float) -> int:

@@ -10,11 +10,17 @@ from __future__ import annotations
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedgrpo.config import FedGRPOConfig
-from fedgrpo.flower.client_app import config_from_run_config
+from fedgrpo.config import FedGRPOConfig, load_config_text
 from fedgrpo.flower.transport import FlowerTransport
 from fedgrpo.run.assemble import build_data, server_data_from_files
 from fedgrpo.run.experiment import attach_log_file, check_output_dir, run, run_simulation
+
+
+def server_config(run_config: dict) -> FedGRPOConfig:
+    """The whole config, fully checked (the ClientApps read only their part of the same run config)."""
+    return load_config_text(
+        str(run_config.get("config") or "smoke"), str(run_config.get("overrides", "")).split()
+    )
 
 
 def make_server_app(cfg: FedGRPOConfig | None = None, resume: bool = False) -> ServerApp:
@@ -23,7 +29,7 @@ def make_server_app(cfg: FedGRPOConfig | None = None, resume: bool = False) -> S
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        config = cfg or config_from_run_config(dict(context.run_config))
+        config = cfg or server_config(dict(context.run_config))
         again = resume or bool(context.run_config.get("resume", False))
         check_output_dir(config, again)
         config.output_dir.mkdir(parents=True, exist_ok=True)
