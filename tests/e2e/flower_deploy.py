@@ -1,5 +1,6 @@
 """A real Flower deployment on loopback for tests: SuperLink with TLS and SuperNode authentication,
-one SuperNode per client (each pointed at its own data file), all as real processes."""
+one SuperNode per organisation (its key registered under its name, pointed at its own data file),
+the server with its own files; all as real processes."""
 
 from __future__ import annotations
 
@@ -74,10 +75,11 @@ class Deployment:
             [str(BIN / "flwr"), *args], capture_output=True, text=True, timeout=timeout, env=self.env
         )
 
-    def register(self, key: str) -> subprocess.CompletedProcess:
-        return self.flwr("supernode", "register", str(self.certs / f"{key}.pub"), "fedgrpo")
+    def register(self, key: str, name: str | None = None) -> subprocess.CompletedProcess:
+        named = ["--name", name] if name else []
+        return self.flwr("supernode", "register", str(self.certs / f"{key}.pub"), "fedgrpo", *named)
 
-    def start_supernode(self, client: str, key: str) -> subprocess.Popen:
+    def start_supernode(self, client: str, key: str, port: int | None = None) -> subprocess.Popen:
         proc = self._spawn(
             f"supernode-{client}",
             [
@@ -85,13 +87,25 @@ class Deployment:
                 f"--root-certificates={self.certs / 'ca.crt'}",
                 f"--superlink={self.address}",
                 f"--auth-supernode-private-key={self.certs / key}",
-                f"--node-config=data-file='{self.data / (client + '.jsonl')}'",
-                f"--port={free_port()}",
+                f"--node-config=data-file='{self.data / client / 'data.jsonl'}'",
+                f"--port={port or free_port()}",
                 "--max-retries=3",
             ],
         )
         self.supernodes[client] = proc
         return proc
+
+    def server_overrides(self) -> list[str]:
+        """The server's side of ``fedgrpo run``: its own files, the SuperLink, the CA."""
+        files = self.data / "server"
+        return [
+            "federation.transport=flower-deployment",
+            f"flower.superlink={self.address}",
+            f"flower.root_certificates={self.certs / 'ca.crt'}",
+            f"server.questions={files / 'questions.jsonl'}",
+            f"server.auxiliary={files / 'auxiliary.jsonl'}",
+            f"server.heldout={files / 'heldout.jsonl'}",
+        ]
 
     def log(self, name: str) -> str:
         path = self.root / f"{name}.log"
@@ -112,20 +126,19 @@ class Deployment:
 
 
 def make_deployment(root: Path, supernode_keys: int = 4) -> Deployment:
-    """Certificates, keys and client data for the smoke preset, and a FLWR_HOME for the CLI."""
+    """Certificates, keys and every party's files for the smoke preset, and a FLWR_HOME for the CLI."""
     from fedgrpo.config import load_config
     from fedgrpo.flower.certs import make_certificates
     from fedgrpo.flower.launch import flwr_home
-    from fedgrpo.run.clients import export_client_data
+    from fedgrpo.run.assemble import write_example_files
 
     certs, data = root / "certs", root / "data"
     make_certificates(certs, ["127.0.0.1", "localhost"], supernode_keys)
-    export_client_data(load_config("smoke"), data)
+    write_example_files(load_config("smoke"), data)
     port = free_port()
     cfg = load_config(
         "smoke",
         [
-            "federation.transport=flower-deployment",
             f"flower.superlink=127.0.0.1:{port}",
             f"flower.root_certificates={certs / 'ca.crt'}",
         ],
