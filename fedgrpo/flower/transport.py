@@ -212,7 +212,7 @@ class FlowerTransport(Transport):
                 continue
             self._suspended[name] = now
             probes.append(
-                (name, self._message(RecordDict(), name, PROFILE_TYPE, self._settings.rejoin_interval_s))
+                (name, self._message(RecordDict(), name, PROFILE_TYPE, self._settings.profile_timeout_s))
             )
         if probes:
             ids = list(self._grid.push_messages([m for _, m in probes]))
@@ -311,9 +311,13 @@ class FlowerTransport(Transport):
         A client's error reply is passed on as it is (the server counts it as the client's error);
         any other reply must report the same byte counts as the server measures.
         """
+        if reply.has_error():  # Flower could not deliver (node gone, message expired, ClientApp died)
+            self.counts["flower_errors"] += 1
+            self._suspended.setdefault(name, time.monotonic())  # probed until it answers again
+            error = f"Flower error {reply.error.code}: {reply.error.reason}"
+            log.warning("no reply from %s: %s", name, error)
+            return Delivery(name, None, request_bytes, 0, "client_failed", error)
         try:
-            if reply.has_error():
-                raise ProtocolError(f"Flower error {reply.error.code}: {reply.error.reason}")
             size = content_bytes(reply.content)
             self.counts["record_bytes_up"] += size
             if size > self._settings.max_message_bytes:

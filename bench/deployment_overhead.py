@@ -1,0 +1,162 @@
+"""Deployment Engine against in-process on the same job: seconds per step, bytes per round, start-up.
+
+Sets a deployment up exactly as docs/deployment.md says (its commands, run by the same harness as
+``tests/e2e/test_deployment_guide.py``: a TLS SuperLink, three organisations in their own folders,
+``client-2`` serving its model with ``transformers serve``), then trains the job there and, for
+comparison, the same job in-process with every client scoring through that same endpoint
+(``clients.endpoint``; the bench points ``client-0`` and ``client-1`` at it too, so both runs do the
+same scoring work). ``--job smoke`` is the tiny model; ``--job smollm2`` puts SmolLM2 behind the
+endpoint and trains SmolLM2 with LoRA on the server (the default preset's GRPO settings). It also
+times a ClientApp's start-up on the answer-check path (a fresh Python process importing the
+ClientApp, building an answer-only client from its data file and answering one reward request),
+which Flower 1.41 pays once per message. One JSON line per measurement.
+
+    python bench/deployment_overhead.py --job smoke --steps 4
+    python bench/deployment_overhead.py --job smollm2 --steps 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from tests.e2e.guide import Machines, guide_blocks  # noqa: E402
+
+JOBS = {
+    "smoke": [],
+    "smollm2": [
+        "model.name_or_path=smollm2",
+        "model.lora.enabled=true",
+        "grpo.num_generations=8",
+        "grpo.per_device_train_batch_size=16",
+        "grpo.max_completion_length=40",
+        "grpo.learning_rate=2e-4",
+        "grpo.temperature=0.7",
+        "run.threads=2",
+        "clients.samples=3",
+        "clients.max_new_tokens=16",
+    ],
+}
+CLIENT_APP_START = """
+import json, time, sys
+t = time.perf_counter()
+from fedgrpo.flower.client_app import client_for, config_from_run_config
+from fedgrpo.protocol import RewardItem, RewardRequest
+cfg = config_from_run_config({"config": "smoke"})
+client = client_for(cfg, {"data-file": sys.argv[1]})
+q = client._examples[0].question
+client.respond(RewardRequest("r", "c", [RewardItem("k", q, ["<answer>1</answer>"] * 8)]))
+heavy = [m for m in ("torch", "transformers", "trl") if m in sys.modules]
+print(json.dumps({"seconds": round(time.perf_counter() - t, 3), "heavy_modules": heavy}))
+"""
+
+
+def results(path: Path) -> dict:
+    return json.loads((path / "results.json").read_text())
+
+
+def summary(res: dict) -> dict:
+    comm = res["communication"]
+    return {
+        "seconds_per_step": res["seconds_per_step"],
+        "bytes_down_per_round": comm["fed/bytes_down_per_round"],
+        "bytes_up_per_round": comm["fed/bytes_up_per_round"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--job", choices=sorted(JOBS), default="smoke")
+    parser.add_argument("--steps", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        m = Machines(Path(tmp))
+        try:
+            blocks = guide_blocks()
+            *setup, (_, train) = blocks
+            model = "smollm2" if args.job == "smollm2" else "tiny-random"
+            plain = 'data-file=\\"$PWD/data.jsonl\\""'
+            served = (
+                'data-file=\\"$PWD/data.jsonl\\" endpoint=\\"http://127.0.0.1:8002/v1\\" '
+                f'endpoint-model=\\"$(fedgrpo model-folder {model})\\""'
+            )
+            for party, commands in setup:
+                commands = commands.replace("model-folder tiny-random", f"model-folder {model}")
+                if party in ("client-0", "client-1"):  # every organisation scores through the endpoint,
+                    commands = commands.replace(plain, served)  # as every in-process client will
+                m.sh(party, commands)
+            extra = [*JOBS[args.job], f"grpo.max_steps={args.steps}", "eval.before=false", "eval.after=false"]
+            start = time.perf_counter()
+            m.sh("server", train.replace("grpo.max_steps=2", " ".join(extra)), timeout=3600)
+            deployed = results(m.folder("server") / "runs" / "demo")
+            print(
+                json.dumps(
+                    {
+                        "job": args.job,
+                        "where": "deployment",
+                        **summary(deployed),
+                        "wall_seconds": round(time.perf_counter() - start, 1),
+                        "startup_seconds": deployed["transport"]["startup_seconds"],
+                    }
+                ),
+                flush=True,
+            )
+            folder = m.folder("client-2")
+            model_dir = subprocess.run(
+                [str(Path(sys.executable).parent / "fedgrpo"), "model-folder", model],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            out = Path(tmp) / "in-process"
+            start = time.perf_counter()
+            subprocess.run(
+                [
+                    str(Path(sys.executable).parent / "fedgrpo"),
+                    "run",
+                    "smoke",
+                    f"run.output_dir={out}",
+                    *extra,
+                    "clients.endpoint=http://127.0.0.1:8002/v1",
+                    f"clients.endpoint_model={model_dir}",
+                ],
+                check=True,
+                capture_output=True,
+                cwd=folder,
+            )
+            local = results(out)
+            print(
+                json.dumps(
+                    {
+                        "job": args.job,
+                        "where": "in-process (same endpoint)",
+                        **summary(local),
+                        "wall_seconds": round(time.perf_counter() - start, 1),
+                    }
+                ),
+                flush=True,
+            )
+            ratio = deployed["seconds_per_step"] / max(local["seconds_per_step"], 1e-9)
+            print(json.dumps({"job": args.job, "deployment_over_in_process": round(ratio, 2)}), flush=True)
+            for _ in range(3):
+                probe = subprocess.run(
+                    [sys.executable, "-c", CLIENT_APP_START, str(folder / "data.jsonl")],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                print(json.dumps({"client_app_start": json.loads(probe.stdout.strip().splitlines()[-1])}))
+        finally:
+            m.stop()
+
+
+if __name__ == "__main__":
+    main()
