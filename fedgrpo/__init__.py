@@ -1,13 +1,14 @@
 """FedGRPO: improve a server language model with GRPO from scalar rewards of private domain clients.
 
-Where things are:
-  fedgrpo.selection   expert selection (which clients judge a question)
-  fedgrpo.client      client side: private data and evaluation of candidates
+Where things are (the method, then the wiring):
+  fedgrpo.selection   expert selection: which clients judge a question (the confidence graph)
+  fedgrpo.client      client side: private data, answer- and model-based scoring (dual evaluation)
   fedgrpo.objective   the federated group-relative advantage
-  fedgrpo.federation  the server's side: routing, reply checks, the TRL reward function
-  fedgrpo.transport   how requests and replies travel (in-process; Flower later)
-  fedgrpo.data        domains, client partitions, held-out sets
-  fedgrpo.trainer     a whole run on TRL's GRPOTrainer
+  fedgrpo.protocol    the wire messages and every check of a reply
+  fedgrpo.server      the server's rounds: exchange, rewards -> advantages, competence queries
+  fedgrpo.transport   how messages travel (in-process); fedgrpo.flower: the Flower apps
+  fedgrpo.data        domains, scoring, each party's files, the simulated split
+  fedgrpo.run         a run assembled from the config on TRL's GRPOTrainer
   fedgrpo.cli         the ``fedgrpo`` command
 """
 

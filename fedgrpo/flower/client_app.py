@@ -9,8 +9,9 @@ The run config carries the experiment's config (``config``: a preset, a YAML fil
 * Deployment Engine: the SuperNode's node config (``--node-config 'key="value" ...'``) describes the
   organisation's own client; nothing about other clients is known to it:
 
-  - ``data-file`` (required): its labelled examples as JSON lines (``fedgrpo export-client-data``).
-  - ``name``: its client name; default the data file's stem.
+  - ``data-file`` (required): its labelled examples as JSON lines (format: ``fedgrpo.data.files``).
+  - ``name``: optional, the name it claims. The server knows each client by the name registered for
+    its SuperNode key and refuses a node whose claim differs; the client answers under that name.
   - ``model``: a client base model loaded in this process (embedded name, hub id or folder);
     ``adapter``: its expert LoRA folder on that base. Without both, the run's ``clients.model``.
   - ``endpoint``: instead of ``model``/``adapter``, the base URL of an OpenAI-compatible server the
