@@ -45,7 +45,7 @@ def main() -> None:
     for q in range(questions):
         for c in range(k):
             picked = rng.sample(auxiliary, lnn)
-            items = [CompetenceItem(x.qid, x.question, x.answer) for x in picked]
+            items = [CompetenceItem(str(i), x.question, x.answer) for i, x in enumerate(picked)]
             down += len(encode(CompetenceRequest(f"requery-{q}-{c}", f"client-{c}", items)))
             up += len(encode(CompetenceReply(f"requery-{q}-{c}", f"client-{c}", [1] * lnn)))
     answered_requery = questions * k * lnn

@@ -67,6 +67,7 @@ def main() -> None:
 
     transport = InProcessTransport(build_clients(cfg, split))
     clients = transport.client_names
+    # keyed by qid here: a benchmark of its own, it maps replies back by the key it chose
     items = [RewardItem(q.qid, q.question, c) for q, c in zip(questions, candidates, strict=True)]
     start = time.perf_counter()
     deliveries = transport.exchange({c: RewardRequest(f"all-{c}", c, items) for c in clients})
@@ -76,7 +77,7 @@ def main() -> None:
         reply = delivery.reply
         assert isinstance(reply, RewardReply), reply
         for item in reply.items:
-            scores[(item.qid, c)] = item.rewards
+            scores[(item.key, c)] = item.rewards
 
     graph = ConfidenceGraph.load(args.run_dir / "confidence_graph.pt")
     embed = mean_pooled_embedder(load_policy(cfg.model.name_or_path).requires_grad_(False), tokenizer)

@@ -2,23 +2,35 @@
 
 Requests and replies are plain dataclasses with one encoding (compact JSON bytes); byte counts are
 the length of that encoding on every transport. A reply is always decoded and checked here before
-the server trusts it, for reward rounds and competence queries alike. What goes down: question ids,
-question texts and candidate completions. What comes up: one reward per candidate (or None) and the
-evaluation method used.
+the server trusts it, for reward rounds and competence queries alike.
+
+Nothing crosses that the protocol does not need. Down: per item an opaque ``key`` (chosen by the
+server for this request only: it says nothing about the question, its id or its domain), the
+question text and the candidate completions. Up: per item its key and one reward per candidate (or
+None: the client cannot judge it), and per reply how many items were scored by answer, by model or
+not at all (``methods``, aggregate counts for ``fed/methods`` and ``fed/abstentions``). Which item a
+client could score by its own answers would tell the server which questions it holds, so the
+per-item ``method`` is sent only when the run's operator asks for it
+(``federation.per_item_methods``, for debugging).
 
 Competence queries (building the confidence graph) send the server's own auxiliary questions with
-their answers down (the auxiliary set is the server's, so this discloses nothing private) and bring
-one bit per question up: did the client's model answer it correctly.
+their answers down (the auxiliary set is the server's, so this discloses nothing private), keyed
+like reward items, and bring one bit per question up: did the client's model answer it correctly.
+
+Every receiver refuses a payload longer than its limit (default :data:`MAX_MESSAGE_BYTES`) before
+parsing it, and every reward must lie in the range the server declared (``[0, 1 + format_reward]``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: opaque item keys, aggregate method counts, optional per-item methods
+MAX_MESSAGE_BYTES = 64 * 2**20  # the default receiving limit, on every transport
 Method = Literal["answer", "model", "none"]
 METHODS: tuple[str, ...] = get_args(Method)
 
@@ -29,7 +41,7 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class RewardItem:
-    qid: str
+    key: str  # opaque, per request: the server maps it back to its question
     question: str
     candidates: list[str]
 
@@ -46,17 +58,26 @@ class RewardRequest:
 
 @dataclass(frozen=True)
 class ItemScores:
-    qid: str
+    key: str
     rewards: list[float | None]
-    method: Method
+    method: Method | None = None  # only with federation.per_item_methods: it reveals what a client holds
 
 
 @dataclass(frozen=True)
 class RewardReply:
+    """Per item its rewards; per reply how many items each method scored (``none``: abstained)."""
+
     request_id: str
     client: str
     items: list[ItemScores]
+    methods: dict[str, int]
     kind: str = field(default="reward_reply", init=False)
+
+
+def method_counts(methods: list[Method]) -> dict[str, int]:
+    """The aggregate a reward reply carries: items per method, every method named, in METHODS order."""
+    tally = Counter(methods)
+    return {m: tally[m] for m in METHODS}
 
 
 @dataclass(frozen=True)
@@ -71,7 +92,7 @@ class ErrorReply:
 
 @dataclass(frozen=True)
 class CompetenceItem:
-    qid: str
+    key: str  # opaque, like a reward item's
     question: str
     answer: str
 
@@ -106,8 +127,21 @@ Message = RewardRequest | RewardReply | ErrorReply | CompetenceRequest | Compete
 def encode(message: Message) -> bytes:
     body = asdict(message)
     body["v"] = PROTOCOL_VERSION
+    if isinstance(message, RewardReply):  # an absent per-item method is absent on the wire, not null
+        for item in body["items"]:
+            if item["method"] is None:
+                del item["method"]
     # NaN/inf are allowed on the wire on purpose: the receiver rejects them with a counted error.
     return json.dumps(body, separators=(",", ":"), allow_nan=True).encode("utf-8")
+
+
+def brief(value: object) -> str:
+    """A received value for an error message: short, and never the repr of a deep container."""
+    if isinstance(value, int) and value.bit_length() > 64:  # repr of a huge int can itself fail
+        return "a large int"
+    if isinstance(value, str | int | float | None):
+        return repr(value)[:40]
+    return f"a {type(value).__name__}"
 
 
 def _require(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -116,62 +150,87 @@ def _require(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> A
     return body[key]
 
 
-def decode(payload: bytes) -> Message:
-    """Parse bytes into a message; anything malformed raises ProtocolError, never something else."""
+def _objects(body: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    items = _require(body, "items", list)
+    if not all(isinstance(raw, dict) for raw in items):
+        raise ProtocolError(f"{what} item is not an object")
+    return items
+
+
+def _reward(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ProtocolError("rewards must be numbers or null")
+    try:
+        return float(value)
+    except OverflowError as err:  # an integer too large for a float
+        raise ProtocolError("reward is not a representable number") from err
+
+
+def _reward_reply(body: dict[str, Any], request_id: str, client: str) -> RewardReply:
+    raws = _objects(body, "reply")
+    with_method = sum("method" in raw for raw in raws)
+    if with_method not in (0, len(raws)):
+        raise ProtocolError("per-item methods must be on every item or on none")
+    scores = [
+        ItemScores(
+            _require(raw, "key", str),
+            [_reward(r) for r in _require(raw, "rewards", list)],
+            check_method(raw["method"]) if with_method else None,
+        )
+        for raw in raws
+    ]
+    counts = _require(body, "methods", dict)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts.values()):
+        raise ProtocolError("method counts must be integers")
+    return RewardReply(request_id, client, scores, dict(counts))
+
+
+def decode(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
+    """Parse bytes into a message; anything malformed raises ProtocolError, never something else.
+
+    A payload longer than ``max_bytes`` is refused before it is parsed.
+    """
+    if len(payload) > max_bytes:
+        raise ProtocolError(f"message of {len(payload)} bytes exceeds the limit of {max_bytes}")
     try:
         body = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ProtocolError(f"not a JSON message: {err}") from err
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # ValueError: also 4300+ digit ints
+        raise ProtocolError(f"not a JSON message: {str(err)[:200]}") from err
     if not isinstance(body, dict):
         raise ProtocolError("message is not a JSON object")
-    if body.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {body.get('v')!r}, expected {PROTOCOL_VERSION}")
+    if type(body.get("v")) is not int or body["v"] != PROTOCOL_VERSION:  # not 2.0, not True
+        raise ProtocolError(f"protocol version {brief(body.get('v'))}, expected {PROTOCOL_VERSION}")
     kind = body.get("kind")
     request_id = _require(body, "request_id", str)
     client = _require(body, "client", str)
     if kind == "reward":
         items = []
-        for raw in _require(body, "items", list):
-            if not isinstance(raw, dict):
-                raise ProtocolError("request item is not an object")
+        for raw in _objects(body, "request"):
             cands = _require(raw, "candidates", list)
             if not all(isinstance(c, str) for c in cands):
                 raise ProtocolError("candidates must be strings")
-            items.append(RewardItem(_require(raw, "qid", str), _require(raw, "question", str), cands))
+            items.append(RewardItem(_require(raw, "key", str), _require(raw, "question", str), cands))
         return RewardRequest(request_id, client, items)
     if kind == "reward_reply":
-        scores = []
-        for raw in _require(body, "items", list):
-            if not isinstance(raw, dict):
-                raise ProtocolError("reply item is not an object")
-            rewards = _require(raw, "rewards", list)
-            if not all(
-                r is None or (isinstance(r, int | float) and not isinstance(r, bool)) for r in rewards
-            ):
-                raise ProtocolError("rewards must be numbers or null")
-            method = check_method(raw.get("method"))
-            scores.append(
-                ItemScores(
-                    _require(raw, "qid", str), [None if r is None else float(r) for r in rewards], method
-                )
-            )
-        return RewardReply(request_id, client, scores)
+        return _reward_reply(body, request_id, client)
     if kind == "competence":
-        citems = []
-        for raw in _require(body, "items", list):
-            if not isinstance(raw, dict):
-                raise ProtocolError("competence item is not an object")
-            citems.append(
-                CompetenceItem(
-                    _require(raw, "qid", str), _require(raw, "question", str), _require(raw, "answer", str)
-                )
+        citems = [
+            CompetenceItem(
+                _require(raw, "key", str), _require(raw, "question", str), _require(raw, "answer", str)
             )
+            for raw in _objects(body, "competence")
+        ]
         return CompetenceRequest(request_id, client, citems)
     if kind == "competence_reply":
         return CompetenceReply(request_id, client, list(_require(body, "bits", list)))
     if kind == "error":
-        return ErrorReply(request_id, client, str(body.get("error", "")))
-    raise ProtocolError(f"unknown message kind {kind!r}")
+        error = body.get("error", "")
+        if not isinstance(error, str):
+            raise ProtocolError("error must be a string")
+        return ErrorReply(request_id, client, error)
+    raise ProtocolError(f"unknown message kind {brief(kind)}")
 
 
 # -- checks the server applies to every reply ----------------------------------------------------------
@@ -185,33 +244,53 @@ class Rejected(Exception):
 
 
 def check_method(method: object) -> Method:
-    if method not in METHODS:
-        raise ProtocolError(f"unknown evaluation method {method!r}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise ProtocolError(f"unknown evaluation method {brief(method)}")
     return method  # type: ignore[return-value]
 
 
 def check_reply(reply: Message, expected: type, client: str, request_id: str) -> Message:
     """The reply itself: not an error reply, of the expected kind, from the client and request asked."""
     if isinstance(reply, ErrorReply):
-        raise Rejected("client_error", reply.error)
+        raise Rejected("client_error", reply.error[:500])
     if not isinstance(reply, expected):
         raise Rejected("malformed_reply", f"expected a {expected.__name__}, got {reply.kind!r}")
     if reply.client != client or reply.request_id != request_id:
         raise Rejected(
-            "unasked_client", f"reply names client {reply.client!r} / request {reply.request_id!r}"
+            "unasked_client", f"reply names client {reply.client[:80]!r} / request {reply.request_id[:80]!r}"
         )
     return reply
 
 
-def check_reward_item(item: ItemScores, expected_len: int | None, seen: set[str]) -> list[float | None]:
-    """One reply item: asked for, not repeated, one finite reward per candidate."""
-    if expected_len is None or item.qid in seen:
-        raise Rejected("unknown_question", f"reply for unknown or repeated item {item.qid!r}")
-    seen.add(item.qid)
+def check_method_counts(reply: RewardReply) -> dict[str, int]:
+    """A reward reply's aggregate: a count per method (each named once), adding up to its items, and
+    equal to the tally of its per-item methods when it carries them."""
+    counts = reply.methods
+    if set(counts) != set(METHODS) or any(n < 0 for n in counts.values()):
+        raise Rejected("bad_methods", f"method counts must name {list(METHODS)} with counts >= 0")
+    if sum(counts.values()) != len(reply.items):
+        raise Rejected(
+            "bad_methods", f"method counts add up to {sum(counts.values())}, not {len(reply.items)}"
+        )
+    methods = [i.method for i in reply.items if i.method is not None]
+    if methods and method_counts(methods) != counts:
+        raise Rejected("bad_methods", "method counts differ from the per-item methods")
+    return {m: counts[m] for m in METHODS}
+
+
+def check_reward_item(
+    item: ItemScores, expected_len: int | None, seen: set[str], max_reward: float
+) -> list[float | None]:
+    """One reply item: asked for, not repeated, one finite reward in ``[0, max_reward]`` per candidate."""
+    if expected_len is None or item.key in seen:
+        raise Rejected("unknown_question", f"reply for unknown or repeated item {item.key[:80]!r}")
+    seen.add(item.key)
     if len(item.rewards) != expected_len:
         raise Rejected("wrong_length", f"{len(item.rewards)} rewards for {expected_len} candidates")
     if any(r is not None and not math.isfinite(r) for r in item.rewards):
-        raise Rejected("non_finite", f"NaN or infinite reward for {item.qid!r}")
+        raise Rejected("non_finite", f"NaN or infinite reward for item {item.key[:80]!r}")
+    if any(r is not None and not 0.0 <= r <= max_reward for r in item.rewards):
+        raise Rejected("out_of_range", f"a reward for item {item.key[:80]!r} is outside [0, {max_reward:g}]")
     return item.rewards
 
 
@@ -230,5 +309,7 @@ def check_competence_bits(bits: object, expected_len: int) -> list[int]:
     for i, bit in enumerate(bits):
         # type() is exact on purpose: bool is a subclass of int and must not pass.
         if type(bit) is not int or bit not in (0, 1):
-            raise Rejected("invalid_bits", f"competence reply entry {i} must be the int 0 or 1, got {bit!r}")
+            raise Rejected(
+                "invalid_bits", f"competence reply entry {i} must be the int 0 or 1, got {brief(bit)}"
+            )
     return list(bits)

@@ -8,7 +8,15 @@ import pytest
 
 from fedgrpo.client import AnswerEvaluator, Client
 from fedgrpo.data import Question, generate
-from fedgrpo.protocol import ProtocolError, RewardItem, RewardReply, RewardRequest, decode, encode
+from fedgrpo.protocol import (
+    PROTOCOL_VERSION,
+    ProtocolError,
+    RewardItem,
+    RewardReply,
+    RewardRequest,
+    decode,
+    encode,
+)
 from fedgrpo.selection import AllSelector, RandomSelector
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.transport import InProcessTransport
@@ -48,10 +56,31 @@ def test_client_handle_round_trip_and_malformed_request(sums) -> None:
     "payload",
     [
         b"[]",
-        b'{"v": 1, "kind": "reward"}',
         b'{"v": 2, "kind": "reward"}',
-        b'{"v":1,"kind":"reward_reply","request_id":"r","client":"c",'
-        b'"items":[{"qid":"q","rewards":["x"],"method":"answer"}]}',
+        b'{"v": 1, "kind": "reward"}',
+        b'{"v": 2.0, "kind": "error", "request_id": "r", "client": "c"}',
+        b'{"v":2,"kind":"reward_reply","request_id":"r","client":"c",'
+        b'"items":[{"key":"q","rewards":["x"]}],"methods":{"answer":1,"model":0,"none":0}}',
+        b'{"v":2,"kind":"reward_reply","request_id":"r","client":"c",'
+        b'"items":[{"key":"q","rewards":[1]}]}',  # no method counts
+        b'{"v":2,"kind":"reward_reply","request_id":"r","client":"c","items":[{"key":"q","rewards":[1],'
+        b'"method":"answer"},{"key":"p","rewards":[1]}],"methods":{"answer":2,"model":0,"none":0}}',
+        b'{"v":2,"kind":"reward_reply","request_id":"r","client":"c",'
+        b'"items":[{"key":"q","rewards":[1' + b"0" * 400 + b']}],"methods":{"answer":1,"model":0,"none":0}}',
+        b"[" * 100_000,  # too deep for the parser
+        b'{"v":2,"kind":"error","request_id":"r","client":"c","error":' + b"9" * 5000 + b"}",
+    ],
+    ids=[
+        "array",
+        "fields",
+        "version",
+        "float-version",
+        "reward-type",
+        "no-counts",
+        "mixed-methods",
+        "huge-int",
+        "deep",
+        "digits",
     ],
 )
 def test_decode_rejects_malformed(payload: bytes) -> None:
@@ -97,13 +126,15 @@ class Scripted:
         return json.dumps(self.script(body), allow_nan=True).encode()
 
 
-def _reply(body, rewards, client=None, qid=None):
+def _reply(body, rewards, client=None, key=None):
+    n = len(body["items"])
     return {
-        "v": 1,
+        "v": PROTOCOL_VERSION,
         "kind": "reward_reply",
         "request_id": body["request_id"],
         "client": client or body["client"],
-        "items": [{"qid": qid or it["qid"], "rewards": rewards, "method": "answer"} for it in body["items"]],
+        "items": [{"key": key or it["key"], "rewards": rewards} for it in body["items"]],
+        "methods": {"answer": n, "model": 0, "none": 0},
     }
 
 
@@ -116,10 +147,14 @@ def test_bad_replies_are_rejected_counted_and_training_goes_on(sums) -> None:
         Scripted("nan", lambda b: _reply(b, [1.0, float("nan"), 0.0])),
         Scripted("inf", lambda b: _reply(b, [1.0, float("inf"), 0.0])),
         Scripted("impostor", lambda b: _reply(b, [1.0, 0.0, 1.0], client="good")),
-        Scripted("unknown_q", lambda b: _reply(b, [1.0, 0.0, 1.0], qid="nope")),
+        Scripted("unknown_q", lambda b: _reply(b, [1.0, 0.0, 1.0], key="nope")),
+        Scripted("too_big", lambda b: _reply(b, [1.0, 5.0, 0.0])),
+        Scripted("overflow", lambda b: _reply(b, [1.0, 1.7e308, 1.7e308])),
+        Scripted("negative", lambda b: _reply(b, [1.0, -0.1, 0.0])),
+        Scripted("miscounted", lambda b: {**_reply(b, [1.0, 0.0, 1.0]), "methods": {"answer": 9}}),
         Scripted("garbage", lambda b: "not a reply"),
     ]
-    rewards = FederatedAdvantage(InProcessTransport(clients), AllSelector(), 7, g, "mean")
+    rewards = FederatedAdvantage(InProcessTransport(clients), AllSelector(), len(clients), g, "mean")
     q = Question(sums[0].qid, sums[0].domain, sums[0].question)
     cands = [f"<answer>{sums[0].answer}</answer>", "<answer>-1</answer>", "no tags"]
     adv = rewards.advantages([q], [cands])[0]
@@ -129,6 +164,8 @@ def test_bad_replies_are_rejected_counted_and_training_goes_on(sums) -> None:
         "unasked_client": 1,
         "unknown_question": 1,
         "malformed_reply": 1,
+        "out_of_range": 3,
+        "bad_methods": 1,
     }
     assert rewards.total.rewards_received == g  # only the good client's rewards survive
     assert adv[0] > 0 > adv[2] and adv[0] > adv[1] > adv[2]

@@ -98,9 +98,9 @@ def test_client_scores_and_answers_competence_through_its_endpoint() -> None:
         reply = client.respond(_reward_request())
         assert isinstance(reply, RewardReply)
         held, dozen, triple = reply.items
-        assert held.method == "answer" and held.rewards == pytest.approx([1.1, 0.1])
-        assert dozen.method == "model" and dozen.rewards == pytest.approx([1.1, 0.0, 0.1])
-        assert triple.method == "model" and triple.rewards == pytest.approx([1.1])
+        assert reply.methods == {"answer": 1, "model": 2, "none": 0}
+        assert held.rewards == pytest.approx([1.1, 0.1])
+        assert dozen.rewards == pytest.approx([1.1, 0.0, 0.1]) and triple.rewards == pytest.approx([1.1])
         assert _asked(seen) == [DOZEN, TRIPLE]  # the held question never reaches the model
         # Competence: "12.0" matches the model's 12; "4" is not its 3; "Why?" gets no answer at all.
         assert client.respond(COMPETENCE) == CompetenceReply("c1", "org", [1, 0, 0])
@@ -114,9 +114,9 @@ def test_a_failing_endpoint_abstains_on_model_items_and_refuses_competence() -> 
         reply = client.respond(_reward_request())
         assert isinstance(reply, RewardReply)
         held, dozen, triple = reply.items
-        assert held.method == "answer" and held.rewards == pytest.approx([1.1, 0.1])
-        assert (dozen.method, dozen.rewards) == ("none", [None, None, None])
-        assert (triple.method, triple.rewards) == ("none", [None])
+        assert reply.methods == {"answer": 1, "model": 0, "none": 2}
+        assert held.rewards == pytest.approx([1.1, 0.1])
+        assert (dozen.rewards, triple.rewards) == ([None, None, None], [None])
         assert len(seen) == 1  # the second model item did not try again (cooldown)
         assert client.model_unavailable == 1
         refused = client.respond(COMPETENCE)
@@ -169,7 +169,7 @@ def test_simulated_clients_score_through_one_shared_endpoint() -> None:
         deliveries = transport.exchange({c.name: request for c in clients})
         for delivery in deliveries.values():
             assert isinstance(delivery.reply, RewardReply)
-            assert delivery.reply.items[0].method == "model"
+            assert delivery.reply.methods == {"answer": 0, "model": 1, "none": 0}
             assert delivery.reply.items[0].rewards == pytest.approx([1.1, 0.0])
         bits = transport.exchange({clients[0].name: COMPETENCE})[clients[0].name].reply
         assert isinstance(bits, CompetenceReply) and bits.bits == [1, 0, 0]
@@ -232,7 +232,7 @@ def test_client_app_endpoint_node_config_scores_and_answers(app, tmp_path, monke
         assert profile["name"] == "org" and profile["evaluates"] == ["answer", "model"]
         reply, stats = _call(app, _reward_request(), "query.reward", node)
         assert isinstance(reply, RewardReply)
-        assert [i.method for i in reply.items] == ["answer", "model", "model"]
+        assert reply.methods == {"answer": 1, "model": 2, "none": 0}
         assert reply.items[1].rewards == pytest.approx([1.1, 0.0, 0.1])
         bits, _ = _call(app, COMPETENCE, "query.competence", node)
         assert bits == CompetenceReply("c1", "org", [1, 0, 0])
@@ -252,7 +252,7 @@ def test_client_app_with_a_down_endpoint_abstains_counts_and_refuses_competence(
     before = client_app.REJECTED["model_unavailable"]
     reply, stats = _call(app, _reward_request(), "query.reward", node)
     assert isinstance(reply, RewardReply)
-    assert [i.method for i in reply.items] == ["answer", "none", "none"]
+    assert reply.methods == {"answer": 1, "model": 0, "none": 2}
     assert reply.items[0].rewards == pytest.approx([1.1, 0.1]) and reply.items[1].rewards == [None] * 3
     assert client_app.REJECTED["model_unavailable"] == before + 1
     assert stats["rejected"] == sum(client_app.REJECTED.values())  # the server sees the count
@@ -313,6 +313,6 @@ def test_client_app_through_a_real_transformers_serve(app, tmp_path, served: End
         started = time.monotonic()
         request = RewardRequest("r1", "org", [RewardItem("dozen", DOZEN, ["<answer>12</answer>", "12"])])
         reply, _ = _call(app, request, "query.reward", node)
-    assert isinstance(reply, RewardReply) and reply.items[0].method in ("model", "none")
+    assert isinstance(reply, RewardReply) and reply.methods["model"] + reply.methods["none"] == 1
     assert [(m, p) for m, p, _, _ in seen] == [("POST", "/v1/chat/completions")] and statuses == [200]
     assert seen[0][2]["model"] == served.model and time.monotonic() - started < 60

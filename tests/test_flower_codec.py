@@ -37,8 +37,22 @@ MESSAGES = [
         [RewardItem("0:q1", "2+2?", ["<answer>4</answer>", "5"]), RewardItem("1:q", "x", [])],
     ),
     RewardRequest("r2", "client-1", []),
-    RewardReply("r1", "client-0", [ItemScores("0:q1", [1.1, None], "answer"), ItemScores("1:q", [], "none")]),
-    RewardReply("r3", "client-0", [ItemScores("0:q1", [float("nan"), 0.5], "model")]),
+    RewardReply(
+        "r1",
+        "client-0",
+        [ItemScores("0", [1.1, None]), ItemScores("1", [])],
+        {"answer": 1, "model": 0, "none": 1},
+    ),
+    RewardReply(
+        "r3", "client-0", [ItemScores("0", [float("nan"), 0.5])], {"answer": 0, "model": 1, "none": 0}
+    ),
+    RewardReply(  # per-item methods: only with federation.per_item_methods
+        "r4",
+        "client-0",
+        [ItemScores("0", [1.1, None], "answer"), ItemScores("1", [], "none")],
+        {"answer": 1, "model": 0, "none": 1},
+    ),
+    RewardReply("r5", "client-0", [], {"answer": 0, "model": 0, "none": 0}),
     CompetenceRequest("c1", "client-2", [CompetenceItem("a1", "3*3?", "9")]),
     CompetenceReply("c1", "client-2", [1, 0, 1]),
     ErrorReply("r1", "client-0", "no model"),
@@ -56,7 +70,7 @@ def test_records_round_trip_to_the_same_bytes(message) -> None:
 
 def test_reward_request_is_laid_out_per_candidate() -> None:
     items = to_records(MESSAGES[0])["items"]
-    assert items["qids"] == ["0:q1", "1:q"] and items["counts"] == [2, 0]
+    assert items["keys"] == ["0:q1", "1:q"] and items["counts"] == [2, 0]
     assert items["candidates"] == ["<answer>4</answer>", "5"]
 
 
@@ -71,13 +85,29 @@ def _broken(mutate) -> RecordDict:
     [
         lambda c: c.pop("rewards"),
         lambda c: c.__setitem__("rewards", ConfigRecord({"values": ["x"]})),  # wrong record type
-        lambda c: c["items"].__setitem__("qids", [1, 2]),  # wrong value type
+        lambda c: c["items"].__setitem__("keys", [1, 2]),  # wrong value type
         lambda c: c["rewards"].__setitem__("counts", [5, 0]),  # counts do not add up
         lambda c: c["items"].__setitem__("methods", ["answer", "guess"]),
+        lambda c: c["items"].__setitem__("methods", ["answer"]),  # not one per item
+        lambda c: c["rewards"].__setitem__("present", [1, 2]),
+        lambda c: c.pop("methods"),
+        lambda c: c["methods"].__setitem__("answer", 1.0),
         lambda c: c["meta"].__setitem__("v", 99),
         lambda c: c["meta"].__setitem__("kind", "launch"),
     ],
-    ids=["missing", "record-type", "value-type", "counts", "method", "version", "kind"],
+    ids=[
+        "missing",
+        "record-type",
+        "value-type",
+        "counts",
+        "method",
+        "method-count",
+        "present",
+        "no-method-counts",
+        "float-count",
+        "version",
+        "kind",
+    ],
 )
 def test_malformed_records_raise_protocol_error(mutate) -> None:
     with pytest.raises(ProtocolError):
@@ -118,7 +148,8 @@ def test_client_app_profile_and_reward(client_app) -> None:
     )
     reply = _call(app, _request(to_records(request)), {"partition-id": 1})
     got = from_records(reply.content)
-    assert isinstance(got, RewardReply) and got.items[0].method == "none"  # it does not hold the question
+    assert isinstance(got, RewardReply) and got.methods["none"] == 1  # it does not hold the question
+    assert got.items[0].method is None and got.items[0].rewards == [None]  # no per-item method
     stats = read_stats(reply.content)
     assert stats["request_bytes"] == len(encode(request)) and stats["reply_bytes"] == len(encode(got))
 
@@ -204,3 +235,86 @@ def test_a_client_reads_only_its_part_of_a_deployments_run_config(tmp_path) -> N
     )
     assert seen.server.questions is None and seen.flower.root_certificates is None
     assert decode(encode(MESSAGES[0])) == MESSAGES[0]
+
+
+def test_per_item_methods_only_when_the_run_asks_for_them() -> None:
+    """By default a ClientApp's reply counts methods per reply; ``federation.per_item_methods`` adds
+    them per item, and a deployed client reads that switch from its part of the run config."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    request = RewardRequest("r1", "client-1", [RewardItem("0", "What is 2+2?", ["<answer>4</answer>"])])
+    for switch, expected in [(False, None), (True, "none")]:
+        cfg = load_config("smoke", [f"federation.per_item_methods={switch}"])
+        reply = _call(apps.make_client_app(cfg.to_yaml()), _request(to_records(request)), {"partition-id": 1})
+        got = from_records(reply.content)
+        assert isinstance(got, RewardReply) and got.items[0].method == expected
+        assert got.methods == {"answer": 0, "model": 0, "none": 1}
+        items = reply.content["items"]
+        assert ("methods" in items) is switch  # nothing per item on the wire unless asked
+    assert "per_item_methods" in apps.CLIENT_KEYS["federation"]
+
+
+def test_flower_transport_refuses_an_oversized_reply_before_reading_it(monkeypatch) -> None:
+    from collections import Counter
+
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedgrpo.config import FlowerSettings
+    from fedgrpo.flower import transport as flower_transport
+    from fedgrpo.flower.codec import reply_records
+
+    server = flower_transport.FlowerTransport.__new__(flower_transport.FlowerTransport)  # no Grid needed
+    server._settings, server.counts = FlowerSettings(max_message_bytes=4096), Counter()
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1  # as in a ServerApp process
+    big = RewardReply("r1", "c", [ItemScores("0", [0.5] * 1000)], {"answer": 1, "model": 0, "none": 0})
+
+    def unreachable(content):
+        raise AssertionError("an oversized reply must not be parsed")
+
+    monkeypatch.setattr(flower_transport, "from_records", unreachable)
+    delivery = server._read_reply(
+        "c", 100, Message(reply_records(big, 100, 0), dst_node_id=1, message_type="query.reward")
+    )
+    assert delivery.reply is None and delivery.failure == "malformed_reply" and "exceeds" in delivery.error
+    assert server.counts["replies_rejected"] == 1
+
+
+def test_flower_transport_refuses_an_oversized_profile(monkeypatch) -> None:
+    from collections import Counter
+
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedgrpo.config import FlowerSettings
+    from fedgrpo.flower import transport as flower_transport
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    server = flower_transport.FlowerTransport.__new__(flower_transport.FlowerTransport)  # no Grid needed
+    server._settings, server.counts, server._identity = (
+        FlowerSettings(max_message_bytes=4096),
+        Counter(),
+        "profile",
+    )
+    server._bad_nodes, server.refusals, server._unanswered = set(), {}, {}
+    replies = {}
+    for node, domains in [(5, ["d" * 5000]), (6, ["d"])]:
+        profile = RecordDict(
+            {"profile": ConfigRecord({"name": f"n{node}", "domains": domains, "evaluates": []})}
+        )
+        reply = Message(profile, dst_node_id=1, message_type="query.profile")
+        reply.metadata.__dict__["_src_node_id"] = node
+        replies[f"m{node}"] = reply
+    monkeypatch.setattr(server, "_send_and_receive", lambda messages, timeout: ([], replies))
+    monkeypatch.setattr(server, "_event", lambda *a: None)
+    server._nodes, server._node_names, server.profiles = {}, {}, {}
+    monkeypatch.setattr(flower_transport, "read_profile", _only_small(flower_transport.read_profile))
+    server._profile([5, 6])
+    assert server._bad_nodes == {5} and "exceeds" in server.refusals[5] and server._nodes == {"n6": 6}
+
+
+def _only_small(read):
+    def guarded(content):
+        assert content_bytes(content) < 4096, "an oversized profile must not be read"
+        return read(content)
+
+    return guarded

@@ -14,7 +14,15 @@ from fedgrpo.client import Client, Evaluation
 from fedgrpo.client.answer_scoring import AnswerEvaluator
 from fedgrpo.config import load_config
 from fedgrpo.data import Question, generate
-from fedgrpo.protocol import CompetenceItem, CompetenceReply, CompetenceRequest, ProtocolError, decode, encode
+from fedgrpo.protocol import (
+    PROTOCOL_VERSION,
+    CompetenceItem,
+    CompetenceReply,
+    CompetenceRequest,
+    ProtocolError,
+    decode,
+    encode,
+)
 from fedgrpo.run.assemble import build_data
 from fedgrpo.run.clients import build_clients
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector
@@ -147,7 +155,7 @@ class Scripted:
 
 def _bits(bits):
     def reply(body):
-        head = {"v": 1, "kind": "competence_reply", "request_id": body["request_id"]}
+        head = {"v": PROTOCOL_VERSION, "kind": "competence_reply", "request_id": body["request_id"]}
         return json.dumps({**head, "client": body["client"], "bits": bits}).encode()
 
     return reply
@@ -178,10 +186,11 @@ def test_competence_messages_round_trip_and_reject_malformed() -> None:
     reply = CompetenceReply("r", "c", [1, 0])
     assert decode(encode(reply)) == reply
     for bad in (
-        b'{"v":1,"kind":"competence","request_id":"r","client":"c","items":[{"qid":"q"}]}',
-        b'{"v":1,"kind":"competence","request_id":"r","client":"c","items":["x"]}',
-        b'{"v":1,"kind":"competence_reply","request_id":"r","client":"c","bits":"101"}',
-        b'{"v":1,"kind":"competence_reply","request_id":"r","client":"c"}',
+        b'{"v":2,"kind":"competence","request_id":"r","client":"c","items":[{"key":"q"}]}',
+        b'{"v":2,"kind":"competence","request_id":"r","client":"c","items":["x"]}',
+        b'{"v":2,"kind":"competence_reply","request_id":"r","client":"c","bits":"101"}',
+        b'{"v":2,"kind":"competence_reply","request_id":"r","client":"c"}',
+        b'{"v":1,"kind":"competence_reply","request_id":"r","client":"c","bits":[1]}',  # old version
     ):
         with pytest.raises(ProtocolError):
             decode(bad)

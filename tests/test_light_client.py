@@ -49,9 +49,11 @@ from fedgrpo.protocol import RewardItem, RewardRequest
 cfg = config_from_run_config({"config": "smoke", "overrides": "clients.samples=1"})
 request = RewardRequest("r", "org", [RewardItem("a", sys.argv[3], ["<answer>1</answer>"])])
 node = {"data-file": sys.argv[1]}
-answer_only = client_for(cfg, node).respond(request).items[0].method
+def method(reply):
+    return next(m for m, n in reply.methods.items() if n)
+answer_only = method(client_for(cfg, node).respond(request))
 endpoint = {**node, "endpoint": sys.argv[2], "endpoint-model": "m"}
-served = client_for(cfg, endpoint).respond(request).items[0].method
+served = method(client_for(cfg, endpoint).respond(request))
 heavy = [m for m in ("torch", "transformers", "trl") if m in sys.modules]
 print(json.dumps([answer_only, served, heavy]))
 """

@@ -243,9 +243,9 @@ def test_client_serves_model_based_rewards_over_the_wire(knowing) -> None:
     reply = decode(client.handle(encode(request)))
     assert isinstance(reply, RewardReply)
     held, not_held = reply.items
-    assert held.method == "answer" and held.rewards == pytest.approx([1.1, 0.1])
-    assert not_held.qid == "not-held" and not_held.method == "model"
-    assert not_held.rewards == pytest.approx([1.1, 0.0])
+    assert reply.methods == {"answer": 1, "model": 1, "none": 0}  # counts only, not per item
+    assert held.method is None and held.rewards == pytest.approx([1.1, 0.1])
+    assert not_held.key == "not-held" and not_held.rewards == pytest.approx([1.1, 0.0])
 
 
 def test_client_answers_competence_queries_with_its_model(knowing) -> None:

@@ -1,18 +1,27 @@
-"""No label crosses to the server: inspect everything the transport carries in a real training run."""
+"""Nothing crosses that the protocol does not need: every byte both ways, in a real training run.
+
+Down: per item an opaque key, the question text and the policy's candidates; no label, no domain,
+no question id (which hashes the domain). Up: per item the key it was sent and its rewards, per
+reply the method counts; no per-item method (which would say which questions a client holds), and
+no string at all but the ones the server itself sent.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import torch
 
 from fedgrpo.config import load_config
-from fedgrpo.data import Question
+from fedgrpo.data import Question, make_qid
 from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.protocol import RewardRequest, decode
+from fedgrpo.protocol import METHODS, CompetenceRequest, RewardRequest, decode
 from fedgrpo.run.assemble import build_data
 from fedgrpo.run.clients import build_clients
 from fedgrpo.run.trl import make_trainer, train_dataset
 from fedgrpo.selection import AllSelector
-from fedgrpo.server import FederatedAdvantage
+from fedgrpo.server import FederatedAdvantage, build_confidence_graph
 from fedgrpo.transport import InProcessTransport
 
 
@@ -29,7 +38,18 @@ class Recording:
         return reply
 
 
-def test_only_questions_and_candidates_go_down_and_only_scalars_come_up(tmp_path) -> None:
+def _strings(value: Any) -> list[str]:
+    """Every string in a JSON value, object keys excepted."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_only_opaque_keys_questions_and_candidates_go_down_and_only_scalars_come_up(tmp_path) -> None:
     cfg = load_config("smoke", ["grpo.max_steps=2"])
     split = build_data(cfg)
     assert not any(hasattr(q, "answer") or hasattr(q, "entry") for q in split.train_questions)
@@ -40,29 +60,54 @@ def test_only_questions_and_candidates_go_down_and_only_scalars_come_up(tmp_path
     down: list[bytes] = []
     up: list[bytes] = []
     transport = InProcessTransport([Recording(c, down, up) for c in build_clients(cfg, split)])
+    # the competence exchange too (these clients have no model: each answers with an error reply)
+    build_confidence_graph(transport, split.auxiliary, lambda t: torch.ones(len(t), 2), neighbours=2)
+    competence = len(down)
     rewards = FederatedAdvantage(transport, AllSelector(), 2, cfg.num_generations)
     trainer = make_trainer(
         cfg, load_policy("tiny-random"), load_tokenizer("tiny-random"), dataset, rewards, tmp_path / "ckpt"
     )
     trainer.train()
-    assert down and up
+    assert competence == len(transport.client_names) and len(down) > competence and len(up) == len(down)
 
+    domains = {d for held in split.client_domains.values() for d in held} | set(split.heldout)
+    assert "syllogism" in domains and len(domains) == 3
+    examples = [*split.train_examples, *split.auxiliary, *(e for v in split.clients.values() for e in v)]
+    qids = {e.qid for e in examples} | {make_qid(d, e.question) for d in domains for e in examples}
     server_texts = {q.question for q in split.train_questions}
     private = {ex.question: ex for examples in split.clients.values() for ex in examples}
-    for payload in down:
-        body = json.loads(payload)
+    methods_seen = dict.fromkeys(METHODS, 0)
+    for request_bytes, reply_bytes in zip(down, up, strict=True):
+        request, body, reply = decode(request_bytes), json.loads(request_bytes), json.loads(reply_bytes)
         assert set(body) == {"v", "kind", "request_id", "client", "items"}
-        assert isinstance(decode(payload), RewardRequest)
+        keys = [item["key"] for item in body["items"]]
+        assert keys == [str(k) for k in range(len(keys))]  # a counter: it says nothing
+        # everything but the candidates (which the policy wrote): no question id, no domain name
+        ours = json.dumps({**body, "items": [{**i, "candidates": []} for i in body["items"]]})
+        for text in (ours, reply_bytes.decode()):
+            assert not any(q in text for q in qids), "a question id crossed"
+            assert not any(d in text for d in domains) and "qid" not in text and "domain" not in text
+        meta = json.dumps({**body, "items": keys})
+        if isinstance(request, CompetenceRequest):  # the server's own auxiliary set, its own answers
+            assert reply["kind"] == "error" and reply["error"] == "no model to answer competence queries"
+            assert set(_strings(reply)) == {"error", body["request_id"], body["client"], reply["error"]}
+            continue
+        assert isinstance(request, RewardRequest)
         for item in body["items"]:
-            assert set(item) == {"qid", "question", "candidates"}
+            assert set(item) == {"key", "question", "candidates"}
             assert item["question"] in server_texts  # nothing appended to the question
             ex = private[item["question"]]
             # the label is nowhere in the request except where the model itself wrote it
-            others = json.dumps({k: v for k, v in body.items() if k != "items"})
-            assert f"<answer>{ex.answer}</answer>" not in item["question"] + others
-    for payload in up:
-        body = json.loads(payload)
-        assert set(body) == {"v", "kind", "request_id", "client", "items"}
-        for item in body["items"]:
-            assert set(item) == {"qid", "rewards", "method"}
-            assert all(r is None or isinstance(r, float | int) for r in item["rewards"])
+            assert f"<answer>{ex.answer}</answer>" not in item["question"] + meta
+        # up: the keys it was sent, numbers, and the method counts; nothing per item but rewards
+        assert set(reply) == {"v", "kind", "request_id", "client", "items", "methods"}
+        assert reply["kind"] == "reward_reply" and set(reply["methods"]) == set(METHODS)
+        assert all(set(item) == {"key", "rewards"} for item in reply["items"])  # no per-item method
+        assert [item["key"] for item in reply["items"]] == keys
+        assert set(_strings(reply)) <= {"reward_reply", body["request_id"], body["client"], *keys}
+        for item in reply["items"]:
+            assert all(r is None or type(r) is float for r in item["rewards"])
+        assert all(type(n) is int for n in reply["methods"].values())
+        for m, n in reply["methods"].items():
+            methods_seen[m] += n
+    assert methods_seen["answer"] > 0 and methods_seen["none"] > 0  # both kinds of items were in the run

@@ -7,6 +7,10 @@ request it decoded from its records. Either way only protocol messages cross.
 A client model that is unavailable (an endpoint that is down) never fails a request: reward items
 only the model could score abstain (None, method "none"), a competence query gets an error reply
 naming the model's error, and both are counted in :attr:`Client.model_unavailable`.
+
+A reward reply says how the client scored each item only as counts per reply (answer / model /
+none): per item, the method would tell the server which questions the client holds. With
+``per_item_methods`` (``federation.per_item_methods``, debugging) each item carries it as well.
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ from fedgrpo.client.answer_scoring import AnswerEvaluator, Evaluation
 from fedgrpo.client.dual import ClientModel, ModelUnavailableError
 from fedgrpo.data import Example
 from fedgrpo.protocol import (
+    MAX_MESSAGE_BYTES,
     CompetenceReply,
     CompetenceRequest,
     ErrorReply,
     ItemScores,
     Message,
+    Method,
     ProtocolError,
     RewardReply,
     RewardRequest,
     decode,
     encode,
+    method_counts,
 )
 
 log = logging.getLogger(__name__)
@@ -57,8 +64,12 @@ class Client:
         examples: list[Example],
         evaluator: Evaluator | None = None,
         format_reward: float = 0.1,
+        per_item_methods: bool = False,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.name = name
+        self.per_item_methods = per_item_methods
+        self.max_message_bytes = max_message_bytes  # longer requests are refused unread
         self._examples = list(examples)
         self._evaluator: Evaluator = evaluator or AnswerEvaluator(self._examples, format_reward)
         self.model_unavailable = 0  # requests the client model could not serve (abstained or refused)
@@ -79,7 +90,7 @@ class Client:
     def handle(self, payload: bytes) -> bytes:
         """Decode a request, answer it, encode the reply. Malformed input gets an error reply."""
         try:
-            request = decode(payload)
+            request = decode(payload, self.max_message_bytes)
         except ProtocolError as err:
             log.warning("%s: rejected malformed request: %s", self.name, err)
             return encode(ErrorReply("?", self.name, f"malformed request: {err}"))
@@ -91,7 +102,8 @@ class Client:
             return self._competence(request)
         if not isinstance(request, RewardRequest):
             return ErrorReply(request.request_id, self.name, f"cannot handle {request.kind!r}")
-        items = []
+        items: list[ItemScores] = []
+        methods: list[Method] = []
         failed: ModelUnavailableError | None = None
         abstained = 0
         for item in request.items:
@@ -100,7 +112,10 @@ class Client:
             except ModelUnavailableError as err:  # answer-based items still score; these abstain
                 failed, abstained = failed or err, abstained + 1
                 result = Evaluation([None] * len(item.candidates), "none")
-            items.append(ItemScores(item.qid, result.rewards, result.method))
+            methods.append(result.method)
+            items.append(
+                ItemScores(item.key, result.rewards, result.method if self.per_item_methods else None)
+            )
         if failed is not None:
             self.model_unavailable += 1
             log.warning(
@@ -110,7 +125,7 @@ class Client:
                 len(request.items),
                 failed,
             )
-        return RewardReply(request.request_id, self.name, items)
+        return RewardReply(request.request_id, self.name, items, method_counts(methods))
 
     def _competence(self, request: CompetenceRequest) -> Message:
         """Answer each auxiliary question with the client model; 1 where it matches the given answer."""

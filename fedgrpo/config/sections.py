@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedgrpo.data import BUILTIN_DOMAINS, DomainSpec, resolve_domain
+from fedgrpo.protocol import MAX_MESSAGE_BYTES
 
 EMBEDDED_MODELS = ("smollm2", "tiny-random")
 
@@ -229,7 +230,15 @@ class FederationSettings(_Strict):
         "pooled: normalise all of a question's rewards together",
     )
     format_reward: float = Field(
-        0.1, ge=0.0, description="added by clients when the answer tag is well formed"
+        0.1,
+        ge=0.0,
+        description="added by clients when the answer tag is well formed; the server rejects any reward "
+        "outside [0, 1 + format_reward]",
+    )
+    per_item_methods: bool = Field(
+        False,
+        description="clients report how they scored each item (answer/model/none), not only counts per "
+        "reply; this tells the server which questions each client holds: for debugging only",
     )
     transport: Literal["in_process", "flower-simulation", "flower-deployment"] = Field(
         "in_process",
@@ -240,7 +249,8 @@ class FederationSettings(_Strict):
 
 
 class FlowerSettings(_Strict):
-    """How the Flower transports run (ignored by ``federation.transport: in_process``)."""
+    """How the Flower transports run (ignored by ``federation.transport: in_process``, but for
+    ``max_message_bytes``, which every receiver applies)."""
 
     reward_timeout_s: float = Field(
         120.0, gt=0.0, description="per round: a client that has not answered by then is missing"
@@ -258,7 +268,9 @@ class FlowerSettings(_Strict):
         15.0, gt=0.0, description="how often a client that missed a round is probed to see if it is back"
     )
     max_message_bytes: int = Field(
-        64 * 2**20, ge=1024, description="larger requests or replies are refused on the receiving side"
+        MAX_MESSAGE_BYTES,
+        ge=1024,
+        description="larger requests or replies are refused by the receiver before parsing (in-process too)",
     )
     num_supernodes: int | None = Field(
         None,

@@ -90,7 +90,7 @@ def _config(text: str, overrides: str) -> FedGRPOConfig:
 
 CLIENT_KEYS = {
     "clients": ("evaluation", "samples", "max_new_tokens", "temperature"),
-    "federation": ("format_reward",),
+    "federation": ("format_reward", "per_item_methods"),
     "flower": ("max_message_bytes", "reward_timeout_s", "competence_timeout_s"),
     "model": ("worked_example",),
 }

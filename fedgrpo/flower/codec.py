@@ -6,8 +6,13 @@ message turned into records and back is the same message, so byte counts on Flow
 the protocol's one encoding, as in-process (the receiver reports the sizes it measured, and the
 sender checks them).
 
+A reward reply is three records: ``items`` (the item keys, and only with per-item methods their
+``methods``), ``rewards`` (flat values with a presence flag and a count per item) and ``methods``
+(items per evaluation method: ``answer``, ``model``, ``none``).
+
 Anything that does not have exactly the expected records, keys and types raises
-:class:`~fedgrpo.protocol.ProtocolError`; callers count and log it and go on.
+:class:`~fedgrpo.protocol.ProtocolError`; callers count and log it and go on. Receivers check
+:func:`content_bytes` against their limit before calling :func:`from_records`.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from fedgrpo.protocol import (
     RewardItem,
     RewardReply,
     RewardRequest,
+    brief,
     check_method,
     encode,
 )
 
 META, ITEMS, REWARDS, BITS, STATS, PROFILE = "meta", "items", "rewards", "bits", "stats", "profile"
+METHOD_COUNTS = "methods"
 REQUEST_TYPES = {"reward": "query.reward", "competence": "query.competence"}
 PROFILE_TYPE = "query.profile"
 
@@ -84,7 +91,7 @@ def to_records(message: Message) -> RecordDict:
     if isinstance(message, RewardRequest):
         records[ITEMS] = ConfigRecord(
             {
-                "qids": [i.qid for i in message.items],
+                "keys": [i.key for i in message.items],
                 "questions": [i.question for i in message.items],
                 "counts": [len(i.candidates) for i in message.items],
                 "candidates": [c for i in message.items for c in i.candidates],
@@ -93,15 +100,19 @@ def to_records(message: Message) -> RecordDict:
     elif isinstance(message, CompetenceRequest):
         records[ITEMS] = ConfigRecord(
             {
-                "qids": [i.qid for i in message.items],
+                "keys": [i.key for i in message.items],
                 "questions": [i.question for i in message.items],
                 "answers": [i.answer for i in message.items],
             }
         )
     elif isinstance(message, RewardReply):
-        records[ITEMS] = ConfigRecord(
-            {"qids": [i.qid for i in message.items], "methods": [i.method for i in message.items]}
-        )
+        items: dict[str, Any] = {"keys": [i.key for i in message.items]}
+        methods = [i.method for i in message.items]
+        if any(m is not None for m in methods):
+            if None in methods:
+                raise ProtocolError("per-item methods must be on every item or on none")
+            items["methods"] = methods
+        records[ITEMS] = ConfigRecord(items)
         flat = [r for i in message.items for r in i.rewards]
         records[REWARDS] = MetricRecord(
             {
@@ -110,6 +121,7 @@ def to_records(message: Message) -> RecordDict:
                 "present": [0 if r is None else 1 for r in flat],
             }
         )
+        records[METHOD_COUNTS] = MetricRecord(dict(message.methods))
     elif isinstance(message, CompetenceReply):
         records[BITS] = MetricRecord({"bits": [int(b) for b in message.bits]})
     elif isinstance(message, ErrorReply):
@@ -122,49 +134,64 @@ def to_records(message: Message) -> RecordDict:
 def from_records(content: RecordDict) -> Message:
     """Rebuild a protocol message; wrong or missing records, keys or types raise ProtocolError."""
     meta = _record(content, META, ConfigRecord)
-    if meta.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {meta.get('v')!r}, expected {PROTOCOL_VERSION}")
+    if type(meta.get("v")) is not int or meta["v"] != PROTOCOL_VERSION:  # not 2.0, not True
+        raise ProtocolError(f"protocol version {brief(meta.get('v'))}, expected {PROTOCOL_VERSION}")
     kind = _field(meta, "kind", str)
     request_id, client = _field(meta, "request_id", str), _field(meta, "client", str)
     if kind == "error":
         return ErrorReply(request_id, client, str(meta.get("error", "")))
     if kind == "reward":
         items = _record(content, ITEMS, ConfigRecord)
-        qids, questions = _field(items, "qids", list, str), _field(items, "questions", list, str)
+        keys, questions = _field(items, "keys", list, str), _field(items, "questions", list, str)
         counts = _field(items, "counts", list, int)
         groups = _split(_field(items, "candidates", list, str), counts, "candidates")
-        if not len(qids) == len(questions) == len(groups):
+        if not len(keys) == len(questions) == len(groups):
             raise ProtocolError("reward request lists differ in length")
         return RewardRequest(
-            request_id, client, [RewardItem(*t) for t in zip(qids, questions, groups, strict=True)]
+            request_id, client, [RewardItem(*t) for t in zip(keys, questions, groups, strict=True)]
         )
     if kind == "competence":
         items = _record(content, ITEMS, ConfigRecord)
-        qids, questions = _field(items, "qids", list, str), _field(items, "questions", list, str)
+        keys, questions = _field(items, "keys", list, str), _field(items, "questions", list, str)
         answers = _field(items, "answers", list, str)
-        if not len(qids) == len(questions) == len(answers):
+        if not len(keys) == len(questions) == len(answers):
             raise ProtocolError("competence request lists differ in length")
         return CompetenceRequest(
-            request_id, client, [CompetenceItem(*t) for t in zip(qids, questions, answers, strict=True)]
+            request_id, client, [CompetenceItem(*t) for t in zip(keys, questions, answers, strict=True)]
         )
     if kind == "reward_reply":
-        items = _record(content, ITEMS, ConfigRecord)
-        rewards = _record(content, REWARDS, MetricRecord)
-        qids, methods = _field(items, "qids", list, str), _field(items, "methods", list, str)
-        counts = _field(rewards, "counts", list, int)
-        values = _field(rewards, "values", list, (int, float))
-        present = _field(rewards, "present", list, int)
-        if len(values) != len(present) or not len(qids) == len(methods) == len(counts):
-            raise ProtocolError("reward reply lists differ in length")
-        flat = [float(v) if p else None for v, p in zip(values, present, strict=True)]
-        scores = []
-        for qid, method, group in zip(qids, methods, _split(flat, counts, "rewards"), strict=True):
-            scores.append(ItemScores(qid, group, check_method(method)))
-        return RewardReply(request_id, client, scores)
+        return _reward_reply(content, request_id, client)
     if kind == "competence_reply":
         bits = _field(_record(content, BITS, MetricRecord), "bits", list, int)
         return CompetenceReply(request_id, client, list(bits))
-    raise ProtocolError(f"unknown message kind {kind!r}")
+    raise ProtocolError(f"unknown message kind {brief(kind)}")
+
+
+def _float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError as err:  # an int beyond any float (protobuf's int64 never is; a Python one can be)
+        raise ProtocolError("reward is not a representable number") from err
+
+
+def _reward_reply(content: RecordDict, request_id: str, client: str) -> RewardReply:
+    items = _record(content, ITEMS, ConfigRecord)
+    rewards = _record(content, REWARDS, MetricRecord)
+    keys = _field(items, "keys", list, str)
+    methods = [check_method(m) for m in _field(items, "methods", list, str)] if "methods" in items else None
+    counts = _field(rewards, "counts", list, int)
+    values = _field(rewards, "values", list, (int, float))
+    present = _field(rewards, "present", list, int)
+    per_item = [None] * len(keys) if methods is None else methods
+    if len(values) != len(present) or not len(keys) == len(counts) == len(per_item):
+        raise ProtocolError("reward reply lists differ in length")
+    if any(p not in (0, 1) for p in present):
+        raise ProtocolError("reward presence flags must be 0 or 1")
+    flat = [_float(v) if p else None for v, p in zip(values, present, strict=True)]
+    groups = _split(flat, counts, "rewards")
+    scores = [ItemScores(*t) for t in zip(keys, groups, per_item, strict=True)]
+    tally = _record(content, METHOD_COUNTS, MetricRecord)
+    return RewardReply(request_id, client, scores, {m: _field(tally, m, int) for m in tally})
 
 
 def content_bytes(content: RecordDict) -> int:
@@ -181,7 +208,7 @@ def content_bytes(content: RecordDict) -> int:
         for key, value in record.items():
             total += len(key)
             for v in value if isinstance(value, list) else [value]:
-                total += len(v.encode("utf-8")) if isinstance(v, str) else 8
+                total += len(v.encode("utf-8", "surrogatepass")) if isinstance(v, str) else 8
     return total
 
 

@@ -150,6 +150,8 @@ class FlowerTransport(Transport):
             try:
                 if reply.has_error():
                     raise ProtocolError(f"Flower error {reply.error.code}: {reply.error.reason}")
+                if content_bytes(reply.content) > self._settings.max_message_bytes:
+                    raise ProtocolError("profile reply exceeds flower.max_message_bytes")
                 profile = read_profile(reply.content)
             except ProtocolError as err:
                 self.counts["profile_rejected"] += 1

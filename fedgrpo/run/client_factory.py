@@ -27,7 +27,14 @@ def make_client(cfg: FedGRPOConfig, name: str, examples: list[Example], model: C
     """One client: answer-based evaluation on its examples, plus ``model`` for model-based evaluation and
     competence queries when it has one."""
     fmt = cfg.federation.format_reward
-    return Client(name, examples, DualEvaluator(AnswerEvaluator(examples, fmt), model), fmt)
+    return Client(
+        name,
+        examples,
+        DualEvaluator(AnswerEvaluator(examples, fmt), model),
+        fmt,
+        per_item_methods=cfg.federation.per_item_methods,
+        max_message_bytes=cfg.flower.max_message_bytes,
+    )
 
 
 def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str | None) -> ClientModel:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import resource
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from transformers import TrainerCallback
 
 from fedgrpo.run.audit import RoutingAudit
 from fedgrpo.server import FederatedAdvantage
+from fedgrpo.server.stats import finite
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,6 @@ _TRL_RENAMES = {"reward": "advantage_mean", "reward_std": "advantage_std"}
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: such a number is written as null."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class MetricsCallback(TrainerCallback):
@@ -54,11 +49,13 @@ class MetricsCallback(TrainerCallback):
         self._last = now
         for key, value in logs.items():
             if not key.startswith("rewards/federated_advantage/"):  # the same as reward, reward_std
-                row[f"trl/{_TRL_RENAMES.get(key, key)}"] = _finite(value)
+                row[f"trl/{_TRL_RENAMES.get(key, key)}"] = value
         stats, groups = self.advantage.drain()
         row.update(stats.summary())
         if self.audit is not None:
             row.update(self.audit.summary(groups))
+        # JSON has no NaN or infinity: any such number, wherever it came from, is written as null.
+        row = finite(row)
         with self.path.open("a") as fh:
             fh.write(json.dumps(row, allow_nan=False) + "\n")
         if row["fed/rejected_total"]:

@@ -4,6 +4,7 @@ The server embeds its auxiliary questions, sends each client one :class:`Compete
 of them (questions and the server's own answers) and gets one bit per question back. A client whose
 reply is missing or fails a check (:mod:`fedgrpo.protocol`) gets an all-zero row (it is not routed to
 until online updates say otherwise); the rejection is logged and counted in the returned statistics.
+Items are keyed by their position, never by their qid (which hashes the question's domain).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def build_confidence_graph(
     start = time.perf_counter()
     clients = list(transport.client_names)
     embeddings = embed([ex.question for ex in auxiliary])
-    items = [CompetenceItem(ex.qid, ex.question, ex.answer) for ex in auxiliary]
+    items = [CompetenceItem(str(k), ex.question, ex.answer) for k, ex in enumerate(auxiliary)]
     requests = {c: CompetenceRequest(f"competence-{c}", c, items) for c in clients}
     exchanged = send(transport, requests, CompetenceReply)
     correctness = torch.zeros(len(clients), len(auxiliary))

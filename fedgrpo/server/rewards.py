@@ -12,6 +12,11 @@ With a selector that can rank (the confidence graph), the first M clients per qu
 an expert that returns no reward at all is replaced once, in one extra exchange, by the next most
 competent client not yet asked, and after the round each expert's graph edges near the question move
 towards its agreement with the other experts (online update).
+
+Item keys are opaque (a counter per request), never the question id: a qid hashes the question's
+domain, so it would tell a client every question's domain. Every reward must lie in
+``[0, max_reward]`` (``1 + federation.format_reward``: exact correctness or a model score in [0, 1]
+plus the format reward); a reply's per-method counts feed ``fed/methods`` and ``fed/abstentions``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ import torch
 from fedgrpo.data import Question
 from fedgrpo.objective import group_advantages, zero_spread
 from fedgrpo.prompting import completion_text
-from fedgrpo.protocol import Rejected, RewardItem, RewardReply, RewardRequest, check_reward_item
+from fedgrpo.protocol import (
+    Rejected,
+    RewardItem,
+    RewardReply,
+    RewardRequest,
+    check_method_counts,
+    check_reward_item,
+)
 from fedgrpo.selection import Selector
 from fedgrpo.server.exchange import send
 from fedgrpo.server.stats import RoundStats
@@ -79,13 +91,17 @@ class FederatedAdvantage:
         num_generations: int,
         aggregation: Literal["mean", "pooled"] = "mean",
         online_update_rate: float = 0.1,
+        max_reward: float = 1.1,
     ) -> None:
+        """``max_reward``: the largest reward a client may give (1 + the run's format reward; 1.1 for
+        the default 0.1); larger or negative ones reject their item (``out_of_range``)."""
         self.transport = transport
         self.selector = selector
         self.m = experts_per_question
         self.g = num_generations
         self.aggregation = aggregation
         self.online_update_rate = online_update_rate
+        self.max_reward = max_reward
         self.total = RoundStats()  # whole run, checkpointed
         self.last_rewards: list[torch.Tensor] = []  # per question: (experts x G), for inspection
         self._pending = RoundStats()  # since the last drain()
@@ -221,11 +237,12 @@ class FederatedAdvantage:
 
         ``experts[j]`` are the clients asked about group ``j`` (empty: not asked in this exchange).
         """
-        # Several groups in one batch may share a question; items are keyed by group position too.
+        # Keys are a counter per request, mapped back to groups here (groups may share a question).
         item_keys: dict[str, dict[str, int]] = defaultdict(dict)
-        for j, q in enumerate(questions):
-            for client in experts[j]:
-                item_keys[client][f"{j}:{q.qid}"] = j
+        for j in range(len(questions)):
+            for client in dict.fromkeys(experts[j]):
+                keys = item_keys[client]
+                keys[str(len(keys))] = j
         requests = {
             client: RewardRequest(
                 f"r{self._round}{tag}-{client}",
@@ -239,21 +256,32 @@ class FederatedAdvantage:
         received: Received = defaultdict(dict)
         for client, reply in exchanged.replies.items():
             assert isinstance(reply, RewardReply)
+            try:
+                counts = check_method_counts(reply)
+            except Rejected as err:  # a reply that miscounts its own items is not trusted at all
+                self._rejected(stats, client, err)
+                continue
+            stats.methods.update({m: n for m, n in counts.items() if n})
+            stats.abstentions += counts["none"]  # items the client cannot judge: not an error
             keys, seen = item_keys[client], set()
             for item in reply.items:
-                j = keys.get(item.qid)
+                j = keys.get(item.key)
                 try:
-                    rewards = check_reward_item(item, None if j is None else len(candidates[j]), seen)
+                    expected = None if j is None else len(candidates[j])
+                    rewards = check_reward_item(item, expected, seen, self.max_reward)
                 except Rejected as err:
-                    stats.rejected[err.reason] += 1
-                    log.warning("rejected reply item from %s (%s): %s", client, err.reason, err.detail)
+                    self._rejected(stats, client, err)
                     continue
                 assert j is not None
-                stats.methods[item.method] += 1
-                if item.method == "none":
-                    stats.abstentions += 1  # the client does not hold the question: not an error
+                if item.method is not None:  # only with federation.per_item_methods (debugging)
+                    log.debug("%s scored question %s by %s", client, questions[j].qid, item.method)
                 received[j][client] = rewards
         return received
+
+    @staticmethod
+    def _rejected(stats: RoundStats, client: str, err: Rejected) -> None:
+        stats.rejected[err.reason] += 1
+        log.warning("rejected reply from %s (%s): %s", client, err.reason, err.detail)
 
     @staticmethod
     def _reward_matrix(experts: list[str], received: dict[str, list[float | None]], g: int) -> torch.Tensor:

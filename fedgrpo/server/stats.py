@@ -1,4 +1,8 @@
-"""What reward rounds cost and produced: the numbers behind every ``fed/`` metric."""
+"""What reward rounds cost and produced: the numbers behind every ``fed/`` metric.
+
+Every number that leaves here is finite or None (:func:`finite`): ``metrics.jsonl`` is strict JSON,
+and a sum that overflowed must show up as a missing value, not stop the run.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedgrpo.server.exchange import Exchanged
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in dicts and lists too) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def _sqrt(value: float) -> float:
+    return math.sqrt(value) if value >= 0 else math.nan  # NaN (then None), never a ValueError
 
 
 @dataclass
@@ -24,7 +43,7 @@ class RoundStats:
     rewards_received: int = 0
     rewards_missing: int = 0
     abstentions: int = 0
-    methods: Counter = field(default_factory=Counter)  # evaluations by method: answer / model / none
+    methods: Counter = field(default_factory=Counter)  # items per method, as accepted replies count them
     groups_scored: int = 0
     groups_zero_spread: int = 0
     reward_sum: float = 0.0
@@ -46,11 +65,14 @@ class RoundStats:
 
     def summary(self) -> dict[str, Any]:
         scored = max(self.rewards_received, 1)
+        return finite(self._summary(scored))
+
+    def _summary(self, scored: int) -> dict[str, Any]:
         return {
             "fed/rounds": self.rounds,
             "fed/questions": self.questions,
             "fed/reward_mean": self.reward_sum / scored if self.rewards_received else None,
-            "fed/advantage_std": math.sqrt(self.advantage_sq_sum / max(self.candidates, 1)),
+            "fed/advantage_std": _sqrt(self.advantage_sq_sum / max(self.candidates, 1)),
             "fed/groups_scored": self.groups_scored,
             "fed/zero_spread_share": self.groups_zero_spread / max(self.groups_scored, 1),
             "fed/unscored_share": 1 - self.groups_scored / max(self.questions, 1),
