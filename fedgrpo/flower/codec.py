@@ -229,8 +229,24 @@ def reply_records(reply: Message, request_bytes: int, rejected: int) -> RecordDi
     return content
 
 
+def read_profile(content: RecordDict) -> dict[str, Any]:
+    """A node's profile record; raises ProtocolError when it is not one."""
+    if PROFILE not in content or not isinstance(content[PROFILE], ConfigRecord):
+        raise ProtocolError("profile reply has no profile ConfigRecord")
+    rec = content[PROFILE]
+    name, domains, evaluates = rec.get("name", ""), rec.get("domains", []), rec.get("evaluates", [])
+    if not isinstance(name, str):
+        raise ProtocolError("profile name must be a string")
+    if not isinstance(domains, list) or not isinstance(evaluates, list):
+        raise ProtocolError("profile domains/evaluates must be lists")
+    if error := rec.get("error"):
+        raise ProtocolError(f"client {name!r} is unavailable: {error}")
+    return {"name": name, "domains": list(domains), "evaluates": list(evaluates)}
+
+
 __all__ = [
     "PROFILE_TYPE",
+    "read_profile",
     "REQUEST_TYPES",
     "content_bytes",
     "from_records",

@@ -21,17 +21,17 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedgrpo import protocol
 from fedgrpo.config import FlowerSettings
 from fedgrpo.flower.codec import (
-    PROFILE,
     PROFILE_TYPE,
     REQUEST_TYPES,
     content_bytes,
     from_records,
+    read_profile,
     read_stats,
     to_records,
 )
@@ -39,21 +39,6 @@ from fedgrpo.protocol import ErrorReply, ProtocolError, encode
 from fedgrpo.transport import Delivery, Transport
 
 log = logging.getLogger(__name__)
-
-
-def read_profile(content: RecordDict) -> dict[str, Any]:
-    """A node's profile record; raises ProtocolError when it is not one."""
-    if PROFILE not in content or not isinstance(content[PROFILE], ConfigRecord):
-        raise ProtocolError("profile reply has no profile ConfigRecord")
-    rec = content[PROFILE]
-    name, domains, evaluates = rec.get("name", ""), rec.get("domains", []), rec.get("evaluates", [])
-    if not isinstance(name, str):
-        raise ProtocolError("profile name must be a string")
-    if not isinstance(domains, list) or not isinstance(evaluates, list):
-        raise ProtocolError("profile domains/evaluates must be lists")
-    if error := rec.get("error"):
-        raise ProtocolError(f"client {name!r} is unavailable: {error}")
-    return {"name": name, "domains": list(domains), "evaluates": list(evaluates)}
 
 
 class FlowerTransport(Transport):
