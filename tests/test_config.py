@@ -49,6 +49,11 @@ def test_bad_values_name_the_field(override: str, needle: str) -> None:
     assert needle in str(err.value)
 
 
+def test_a_float_written_with_an_exponent_is_read_as_a_number() -> None:
+    # YAML 1.1 reads 2e-4 (no dot) as a string; the config reads it as the number it spells
+    assert load_config("smoke", ["grpo.learning_rate=2e-4"]).grpo["learning_rate"] == 2e-4
+
+
 def test_show_config_prints_every_effective_grpo_setting() -> None:
     cfg = load_config("smoke")
     for key in ("beta", "temperature", "logging_steps", "report_to", "max_steps", "num_generations"):

@@ -67,10 +67,18 @@ def grpo_config_fields() -> dict[str, Any]:
     }
 
 
-def _check_type(key: str, value: Any, default: Any) -> None:
-    """A value of the kind GRPOConfig's default has (bool, int or float); others pass to TRL."""
+def _checked(key: str, value: Any, default: Any) -> Any:
+    """A value of the kind GRPOConfig's default has (bool, int or float); others pass to TRL.
+
+    A float written like ``2e-4`` reaches us as a string (YAML 1.1 wants ``2.0e-4``): it is read as
+    the number it spells rather than refused."""
     if value is None or default is None or default is dataclasses.MISSING:
-        return
+        return value
+    if isinstance(default, float) and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -78,9 +86,10 @@ def _check_type(key: str, value: Any, default: Any) -> None:
     elif isinstance(default, float):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     else:
-        return
+        return value
     if not ok:
         raise ValueError(f"grpo.{key} must be a {type(default).__name__}, got {value!r}")
+    return value
 
 
 def check_grpo_settings(value: dict[str, Any], trl_fields: bool = True) -> dict[str, Any]:
@@ -89,6 +98,7 @@ def check_grpo_settings(value: dict[str, Any], trl_fields: bool = True) -> dict[
     ``trl_fields=False`` skips the check against TRL's fields (which imports TRL, torch and
     transformers): for a client process, which trains nothing; the server checks them."""
     fields = grpo_config_fields() if trl_fields else {}
+    value = dict(value)
     for key, given in value.items():
         if key in RESERVED_GRPO_KEYS:
             raise ValueError(f"grpo.{key} is set by FedGRPO; use {RESERVED_GRPO_KEYS[key]} instead")
@@ -97,7 +107,7 @@ def check_grpo_settings(value: dict[str, Any], trl_fields: bool = True) -> dict[
         if key not in fields:
             close = [k for k in fields if key.split("_")[0] in k][:8]
             raise ValueError(f"grpo.{key} is not a trl.GRPOConfig field (similar: {close})")
-        _check_type(key, given, fields[key])
+        value[key] = _checked(key, given, fields[key])
     value = {**GRPO_DEFAULTS, **value}
     g = value["num_generations"]
     if not isinstance(g, int) or isinstance(g, bool) or g < 2:
