@@ -8,6 +8,7 @@ all of them read answers through this one module.
 from __future__ import annotations
 
 import re
+import threading
 from fractions import Fraction
 
 from fedgrpo.data import Example, normalise_answer, score_answer
@@ -18,6 +19,11 @@ _DECIMAL_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 _RATIO_RE = re.compile(r"([+-]?\d+)\s*/\s*(\d+)")
 _MAX_NUMBER_CHARS = 64  # longer "numbers" are compared as strings; keeps Fraction cheap
+# A number as written in prose: thousands-grouped ("1,000") before plain, so "1,000" is one number.
+_NUMBER_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[+-]?\d+(?:\.\d+)?|[+-]?\.\d+")
+# math-verify reads only the end of an untagged completion: the final answer is there, and sympy
+# parsing of long text is what can be slow (without a timeout outside the main thread, see below).
+_MAX_PARSE_CHARS = 2000
 
 
 def extract_answer(completion: str) -> str | None:
@@ -31,6 +37,48 @@ def extract_answer(completion: str) -> str | None:
 def parsed_answer(completion: str) -> str | None:
     """The final answer, or None when there is none or it is empty (nothing to judge)."""
     return extract_answer(completion) or None
+
+
+def last_number(text: str) -> str | None:
+    """The last number written in the text ("1,000" as "1000"), or None when there is none."""
+    found = _NUMBER_RE.findall(text)
+    return found[-1].replace(",", "") if found else None
+
+
+def math_verify_answer(text: str) -> str | None:
+    """math-verify's final answer in free text (``\\boxed{..}`` first, else the last expression).
+
+    math-verify times its parsing out by SIGALRM, which only the main thread may set (elsewhere it
+    raises ValueError): other threads (a Flower ServerApp) parse without the timeout, on the bounded tail.
+    """
+    try:
+        from math_verify import parse
+
+        timeout = 5 if threading.current_thread() is threading.main_thread() else None
+        found = parse(text[-_MAX_PARSE_CHARS:], parsing_timeout=timeout)
+    except Exception:
+        return None
+    strings = [f for f in found if isinstance(f, str) and f.strip()]
+    if strings:
+        return strings[0].strip()
+    return str(found[0]) if found else None
+
+
+def final_answer(completion: str) -> str | None:
+    """The final answer wherever the model wrote it, for *answer accuracy* (evaluation only).
+
+    Tried in order, the first that finds one wins:
+
+    1. the tagged answer (non-empty ``<answer>..</answer>``): what strict accuracy and the rewards read,
+       so answer accuracy is never below strict accuracy;
+    2. math-verify's extraction from the whole completion (``\\boxed{7}``, "so the answer is 42.");
+    3. the last number in the completion (when math-verify finds nothing or fails).
+
+    Strict accuracy rewards the format as much as the reasoning; this one asks only whether the right
+    answer was given at all, so the gap between them is what answering in tags is worth. Answers that
+    are not numbers (Yes/No, names) count only when tagged.
+    """
+    return parsed_answer(completion) or math_verify_answer(completion) or last_number(completion)
 
 
 def has_answer_format(completion: str) -> bool:

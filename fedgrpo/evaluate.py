@@ -1,18 +1,24 @@
-"""Held-out evaluation of the server policy: greedy exact accuracy per domain with a 95% interval.
+"""Held-out evaluation of the server policy: greedy accuracy per domain with 95% intervals.
 
-Every accuracy is reported next to the domain's majority-answer rate, because a policy that learns
-to always say "Yes" looks good on a domain where "Yes" is usually right.
+Two accuracies, because a gain can be the model learning to answer in the requested form rather than
+to reason better: *strict* accuracy scores only the answer inside ``<answer>`` tags (what the
+clients reward), *answer* accuracy scores the final answer wherever the model wrote it
+(:func:`fedgrpo.answers.final_answer`), both with the task's exact scorer. Strict rising towards
+answer accuracy is format learned; answer accuracy rising is reasoning learned. Every accuracy is
+reported next to the domain's majority-answer rate, because a policy that learns to always say "Yes"
+looks good on a domain where "Yes" is usually right.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from fedgrpo.answers import extract_answer
+from fedgrpo.answers import extract_answer, final_answer
 from fedgrpo.data import Example, majority_answer_rate, score_answer
 from fedgrpo.models import inference
 from fedgrpo.prompting import build_messages
@@ -20,6 +26,10 @@ from fedgrpo.prompting import build_messages
 
 @dataclass(frozen=True)
 class DomainAccuracy:
+    """One domain's held-out result. ``correct``/``accuracy``/``ci_*``: strict (tagged answer);
+    ``format_rate``: share of completions with an answer tag; ``answer_*``: the final answer wherever
+    written (None in results written before it existed)."""
+
     domain: str
     n: int
     correct: int
@@ -28,6 +38,10 @@ class DomainAccuracy:
     ci_high: float
     format_rate: float
     majority_rate: float
+    answer_correct: int | None = None
+    answer_accuracy: float | None = None
+    answer_ci_low: float | None = None
+    answer_ci_high: float | None = None
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -96,37 +110,75 @@ def evaluate_policy(
             worked_example,
             desc=f"eval {domain}",
         )
-        answers = [extract_answer(c) for c in completions]
-        correct = sum(int(score_answer(e, a) >= 1.0) for e, a in zip(examples, answers, strict=True))
-        low, high = wilson_interval(correct, len(examples))
-        results[domain] = DomainAccuracy(
-            domain=domain,
-            n=len(examples),
-            correct=correct,
-            accuracy=correct / max(len(examples), 1),
-            ci_low=low,
-            ci_high=high,
-            format_rate=sum(a is not None for a in answers) / max(len(answers), 1),
-            majority_rate=majority_answer_rate(examples),
-        )
+        results[domain] = score_completions(domain, examples, completions)
     return results
 
 
+def score_completions(domain: str, examples: list[Example], completions: list[str]) -> DomainAccuracy:
+    """One domain's accuracies from its examples and the policy's completions (one each, in order)."""
+    if len(examples) != len(completions):
+        raise ValueError(f"{len(examples)} examples but {len(completions)} completions")
+    n = len(examples)
+    tagged = [extract_answer(c) for c in completions]
+    strict = [score_answer(e, a) >= 1.0 for e, a in zip(examples, tagged, strict=True)]
+    # A non-empty tag is also the final answer: reuse its score instead of scoring it again.
+    answered = [
+        ok if a else score_answer(e, final_answer(c)) >= 1.0
+        for e, a, c, ok in zip(examples, tagged, completions, strict, strict=True)
+    ]
+    correct, answer_correct = sum(strict), sum(answered)
+    low, high = wilson_interval(correct, n)
+    answer_low, answer_high = wilson_interval(answer_correct, n)
+    return DomainAccuracy(
+        domain=domain,
+        n=n,
+        correct=correct,
+        accuracy=correct / max(n, 1),
+        ci_low=low,
+        ci_high=high,
+        format_rate=sum(a is not None for a in tagged) / max(n, 1),
+        majority_rate=majority_answer_rate(examples),
+        answer_correct=answer_correct,
+        answer_accuracy=answer_correct / max(n, 1),
+        answer_ci_low=answer_low,
+        answer_ci_high=answer_high,
+    )
+
+
+def _cell(acc: float | None, low: float | None = None, high: float | None = None) -> str:
+    if acc is None:
+        return "-"
+    return f"{acc:.3f}" if low is None or high is None else f"{acc:.3f} [{low:.2f}, {high:.2f}]"
+
+
+# The table's three lines per domain: strict, answer (each with its interval), tag rate.
+_MEASURES: list[tuple[str, Callable[[DomainAccuracy], str]]] = [
+    ("strict", lambda x: _cell(x.accuracy, x.ci_low, x.ci_high)),
+    ("answer", lambda x: _cell(x.answer_accuracy, x.answer_ci_low, x.answer_ci_high)),
+    ("tags", lambda x: _cell(x.format_rate)),
+]
+
+
 def accuracy_table(before: dict[str, DomainAccuracy] | None, after: dict[str, DomainAccuracy] | None) -> str:
-    """A plain-text table a person can read at the end of a run."""
-    domains = list((after or before or {}).keys())
-    head = f"{'domain':<22}{'n':>5}  {'majority':>8}  {'before [95% CI]':>22}  {'after [95% CI]':>22}"
-    lines = [head, "-" * len(head)]
+    """A plain-text table a person can read at the end of a run (about 80 columns).
 
-    def cell(acc: DomainAccuracy | None) -> str:
-        return "-" if acc is None else f"{acc.accuracy:.3f} [{acc.ci_low:.2f}, {acc.ci_high:.2f}]"
-
+    Before and after side by side; three lines per domain: ``strict`` (the tagged answer), ``answer``
+    (the final answer wherever written) and ``tags`` (the answer-tag rate). "-" where there is none.
+    """
+    domains = list(dict.fromkeys([*(before or {}), *(after or {})]))
+    w = max([6, *(len(d) for d in domains)])
+    head = f"{'domain':<{w}}{'n':>5}{'majority':>9}  {'':<7}{'before [95% CI]':<18}  after [95% CI]"
+    lines = [head, "-" * (len(head) + 4)]
     for d in domains:
         b = (before or {}).get(d)
         a = (after or {}).get(d)
         ref = a or b
         assert ref is not None
-        lines.append(f"{d:<22}{ref.n:>5}  {ref.majority_rate:>8.3f}  {cell(b):>22}  {cell(a):>22}")
+        for i, (name, cell) in enumerate(_MEASURES):
+            lead = f"{d:<{w}}{ref.n:>5}{ref.majority_rate:>9.3f}" if i == 0 else " " * (w + 14)
+            cb, ca = ("-" if x is None else cell(x) for x in (b, a))
+            lines.append(f"{lead}  {name:<7}{cb:<18}  {ca}")
+    lines.append("strict: answer in <answer> tags; answer: final answer wherever written; tags: tag rate")
     return "\n".join(lines)
 
 
