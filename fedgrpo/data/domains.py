@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -217,9 +218,12 @@ def _math_score(gold: str, predicted: str) -> float:
     try:
         from math_verify import parse, verify
 
-        gold_parsed = parse(gold)
-        pred_parsed = parse(predicted)
-        if gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed):
+        # math-verify's timeouts use signals, which only the main thread may set: elsewhere (a Flower
+        # ServerApp's thread, a bench's trainer thread) it would raise and be skipped, so run untimed
+        timeout = 5 if threading.current_thread() is threading.main_thread() else None
+        gold_parsed = parse(gold, parsing_timeout=timeout)
+        pred_parsed = parse(predicted, parsing_timeout=timeout)
+        if gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=timeout):
             return 1.0
     except Exception:
         pass
