@@ -7,6 +7,7 @@ real ``GRPOConfig`` once to run TRL's own checks too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any
@@ -75,10 +76,8 @@ def _checked(key: str, value: Any, default: Any) -> Any:
     if value is None or default is None or default is dataclasses.MISSING:
         return value
     if isinstance(default, float) and isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
