@@ -2,11 +2,11 @@
 
 Sets a deployment up exactly as docs/deployment.md says (its commands, run by the same harness as
 ``tests/e2e/test_deployment_guide.py``: a TLS SuperLink, three organisations in their own folders,
-``client-2`` serving its model with ``transformers serve``), then trains the job there and, for
-comparison, the same job in-process with every client scoring through that same endpoint
-(``clients.endpoint``; the bench points ``client-0`` and ``client-1`` at it too, so both runs do the
-same scoring work). ``--job smoke`` is the tiny model; ``--job smollm2`` puts SmolLM2 behind the
-endpoint and trains SmolLM2 with LoRA on the server (the default preset's GRPO settings). It also
+each serving its model with ``transformers serve``), then trains the job there and, for comparison,
+the same job in-process with every client scoring through one of those endpoints
+(``clients.endpoint``), so that both runs do the same scoring work. ``--job smoke`` is the tiny
+model; ``--job smollm2`` puts SmolLM2 behind the endpoints and trains SmolLM2 with LoRA on the
+server (the default preset's GRPO settings). It also
 times a ClientApp's start-up on the answer-check path (a fresh Python process importing the
 ClientApp, building an answer-only client from its data file and answering one reward request),
 which Flower 1.41 pays once per message. One JSON line per measurement.
@@ -83,15 +83,8 @@ def main() -> None:
             blocks = guide_blocks()
             *setup, (_, train) = blocks
             model = "smollm2" if args.job == "smollm2" else "tiny-random"
-            plain = 'data-file=\\"$PWD/data.jsonl\\""'
-            served = (
-                'data-file=\\"$PWD/data.jsonl\\" endpoint=\\"http://127.0.0.1:8002/v1\\" '
-                f'endpoint-model=\\"$(fedgrpo model-folder {model})\\""'
-            )
             for party, commands in setup:
                 commands = commands.replace("model-folder tiny-random", f"model-folder {model}")
-                if party in ("client-0", "client-1"):  # every organisation scores through the endpoint,
-                    commands = commands.replace(plain, served)  # as every in-process client will
                 m.sh(party, commands)
             extra = [*JOBS[args.job], f"grpo.max_steps={args.steps}", "eval.before=false", "eval.after=false"]
             start = time.perf_counter()
