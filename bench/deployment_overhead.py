@@ -65,6 +65,7 @@ def summary(res: dict) -> dict:
     comm = res["communication"]
     return {
         "seconds_per_step": res["seconds_per_step"],
+        "methods": comm["fed/methods"],  # "model": scored through an endpoint (abstentions are "none")
         "bytes_down_per_round": comm["fed/bytes_down_per_round"],
         "bytes_up_per_round": comm["fed/bytes_up_per_round"],
     }
@@ -103,12 +104,8 @@ def main() -> None:
                 flush=True,
             )
             folder = m.folder("client-2")
-            model_dir = subprocess.run(
-                [str(Path(sys.executable).parent / "fedgrpo"), "model-folder", model],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
+            # the name client-2's server is pinned to: the folder under its own home directory
+            model_dir = m.sh("client-2", f"fedgrpo model-folder {model} 2>/dev/null").stdout.strip()
             out = Path(tmp) / "in-process"
             start = time.perf_counter()
             subprocess.run(
@@ -124,6 +121,7 @@ def main() -> None:
                 check=True,
                 capture_output=True,
                 cwd=folder,
+                env=m.env("client-2"),  # the same machine as the endpoint it scores through
             )
             local = results(out)
             print(
