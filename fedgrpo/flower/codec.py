@@ -22,6 +22,7 @@ from typing import Any
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from fedgrpo.protocol import (
+    METHODS,
     PROTOCOL_VERSION,
     CompetenceItem,
     CompetenceReply,
@@ -61,7 +62,13 @@ def _field(record: Any, key: str, kind: type | tuple[type, ...], items: type | N
         raise ProtocolError(f"field {key!r} is {type(value).__name__}, expected {kind}")
     if items is not None and not all(isinstance(v, items) and not isinstance(v, bool) for v in value):
         raise ProtocolError(f"field {key!r} must hold only {items.__name__} values")
+    # Flower carries 64-bit integers; a larger one is no record Flower sent (and would not encode)
+    if any(isinstance(v, int) and abs(v) >= _INT64 for v in (value if isinstance(value, list) else [value])):
+        raise ProtocolError(f"field {key!r} holds an integer outside 64 bits")
     return value
+
+
+_INT64 = 2**63
 
 
 def _split(flat: list[Any], counts: list[int], what: str) -> list[list[Any]]:
@@ -190,8 +197,12 @@ def _reward_reply(content: RecordDict, request_id: str, client: str) -> RewardRe
     flat = [_float(v) if p else None for v, p in zip(values, present, strict=True)]
     groups = _split(flat, counts, "rewards")
     scores = [ItemScores(*t) for t in zip(keys, groups, per_item, strict=True)]
-    tally = _record(content, METHOD_COUNTS, MetricRecord)
-    return RewardReply(request_id, client, scores, {m: _field(tally, m, int) for m in tally})
+    record = _record(content, METHOD_COUNTS, MetricRecord)
+    tally = {m: _field(record, m, int) for m in record}
+    if set(tally) != set(METHODS) or not all(0 <= n <= len(scores) for n in tally.values()):
+        # bounded here, not only by the server's check: a count is at most the number of items
+        raise ProtocolError(f"method counts must name {list(METHODS)}, each between 0 and {len(scores)}")
+    return RewardReply(request_id, client, scores, tally)
 
 
 def content_bytes(content: RecordDict) -> int:
