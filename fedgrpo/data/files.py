@@ -65,8 +65,8 @@ from fedgrpo.data.jsonl import (
     optional_text,
     read_jsonl_objects,
     required_text,
-    write_text_private,
 )
+from fedgrpo.io import write_text_atomic
 
 __all__ = ["read_labelled", "read_questions", "write_labelled", "write_questions"]
 
@@ -213,7 +213,7 @@ def write_labelled(examples: Iterable[Example], path: str | os.PathLike[str]) ->
         for what in ("question", "answer", "domain"):
             _check_text(getattr(ex, what), what, i)
         lines.append(json.dumps(dataclasses.asdict(ex), default=str) + "\n")
-    write_text_private(path, "".join(lines), private=True)
+    write_text_atomic(path, "".join(lines), private=True)
 
 
 def write_questions(questions: Iterable[Question | Example], path: str | os.PathLike[str]) -> None:
@@ -227,4 +227,4 @@ def write_questions(questions: Iterable[Question | Example], path: str | os.Path
             _check_text(getattr(q, what), what, i)
         row = {"qid": q.qid, "domain": q.domain, "question": q.question}
         lines.append(json.dumps(row) + "\n")
-    write_text_private(path, "".join(lines), private=False)
+    write_text_atomic(path, "".join(lines))

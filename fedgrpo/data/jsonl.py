@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ __all__ = [
     "optional_text",
     "read_jsonl_objects",
     "required_text",
-    "write_text_private",
 ]
 
 
@@ -113,26 +111,3 @@ def required_text(row: dict[str, Any], key: str, where: str) -> str:
 def optional_text(row: dict[str, Any], key: str, where: str) -> str | None:
     """Like :func:`required_text` when the key is present; None when it is absent."""
     return required_text(row, key, where) if key in row else None
-
-
-def write_text_private(path: str | os.PathLike[str], text: str, private: bool) -> None:
-    """Write through a temp file in the same folder, then ``os.replace``: readers never see half a file.
-
-    ``private=True`` makes the file readable and writable by its owner only (0o600) from the moment
-    it exists, so labelled data never sits world-readable even briefly; otherwise the umask applies.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            if private:
-                os.fchmod(fh.fileno(), 0o600)
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
