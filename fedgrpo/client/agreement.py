@@ -13,21 +13,41 @@ from typing import Literal
 
 from fedgrpo.answers import answer_key, parsed_answer, reward_for
 
-__all__ = ["Mode", "agreement_rewards", "check_sampling", "majority_answer"]
+__all__ = ["Mode", "SampledScorer", "agreement_rewards", "majority_answer"]
 
 Mode = Literal["agreement", "likelihood"]
 
 
-def check_sampling(mode: str, samples: int, max_new_tokens: int, temperature: float) -> None:
-    """The settings every client model checks the same way; raises ValueError naming the bad one."""
-    if mode not in ("agreement", "likelihood"):
-        raise ValueError(f"unknown model-evaluation mode {mode!r}")
-    if samples < 1:
-        raise ValueError("samples must be at least 1")
-    if max_new_tokens < 1:
-        raise ValueError("max_new_tokens must be at least 1")
-    if samples > 1 and temperature <= 0:
-        raise ValueError("sampling more than one answer needs a positive temperature")
+class SampledScorer:
+    """The sampling settings every client model shares, checked once: how it answers a question
+    itself (``samples`` answers of ``max_new_tokens`` at ``temperature``, seeded per question) and
+    how a candidate is then scored (``mode``, plus ``format_reward``)."""
+
+    def __init__(
+        self,
+        mode: Mode,
+        samples: int,
+        max_new_tokens: int,
+        temperature: float,
+        format_reward: float,
+        seed: int,
+        worked_example: bool,
+    ) -> None:
+        if mode not in ("agreement", "likelihood"):
+            raise ValueError(f"unknown model-evaluation mode {mode!r}")
+        if samples < 1:
+            raise ValueError("samples must be at least 1")
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if samples > 1 and temperature <= 0:
+            raise ValueError("sampling more than one answer needs a positive temperature")
+        self.mode: Mode = mode
+        self.samples = samples
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.format_reward = format_reward
+        self.seed = seed
+        self.worked_example = worked_example
 
 
 def majority_answer(completions: list[str]) -> str | None:

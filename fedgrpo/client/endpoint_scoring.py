@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from fedgrpo.answers import parsed_answer, rationale, reward_for
-from fedgrpo.client.agreement import Mode, agreement_rewards, check_sampling, majority_answer
+from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.client.dual import ModelUnavailableError
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
@@ -52,7 +52,7 @@ def chatml_prompt(messages: list[dict[str, str]]) -> str:
     return turns + "<|im_start|>assistant\n"
 
 
-class EndpointEvaluator:
+class EndpointEvaluator(SampledScorer):
     """Scores candidates with the client's model behind an endpoint (the paper's ME, served remotely)."""
 
     def __init__(
@@ -73,19 +73,12 @@ class EndpointEvaluator:
         sends chat messages and the server applies the model's own template); ``cache_size``
         bounds the reference answers kept (least recently used go first); ``cooldown_s`` is how
         long after a failure the endpoint is not tried again."""
-        check_sampling(mode, samples, max_new_tokens, temperature)
+        super().__init__(mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example)
         if cache_size < 0:
             raise ValueError("cache_size must be at least 0")
         if cooldown_s < 0:
             raise ValueError("cooldown_s must be at least 0")
         self.endpoint = endpoint
-        self.mode: Mode = mode
-        self.samples = samples
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.format_reward = format_reward
-        self.seed = seed
-        self.worked_example = worked_example
         self.prompt_format = prompt_format
         self.cache_size = cache_size
         self.cooldown_s = cooldown_s

@@ -30,7 +30,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from fedgrpo.answers import parsed_answer, rationale, reward_for
-from fedgrpo.client.agreement import Mode, agreement_rewards, check_sampling, majority_answer
+from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.data import derive_seed, normalise_question
 from fedgrpo.models import CHATML_TEMPLATE, inference
@@ -39,7 +39,7 @@ from fedgrpo.prompting import build_messages
 __all__ = ["ModelEvaluator"]
 
 
-class ModelEvaluator:
+class ModelEvaluator(SampledScorer):
     """Scores candidates with the client's own model when it has no trusted answer (the paper's ME)."""
 
     def __init__(
@@ -57,16 +57,9 @@ class ModelEvaluator:
     ) -> None:
         """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, activated
         before every use (clients that share one base take turns); None uses ``model`` as it is."""
-        check_sampling(mode, samples, max_new_tokens, temperature)
+        super().__init__(mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example)
         self.model = model
         self.tokenizer = tokenizer
-        self.mode: Mode = mode
-        self.samples = samples
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.format_reward = format_reward
-        self.seed = seed
-        self.worked_example = worked_example
         self.adapter = adapter
 
     def __repr__(self) -> str:

@@ -37,25 +37,28 @@ def make_client(cfg: FedGRPOConfig, name: str, examples: list[Example], model: C
     )
 
 
+def _scoring(cfg: FedGRPOConfig, worked_example: bool) -> dict[str, Any]:
+    """The run's scoring settings, the same for a model in this process and one behind an endpoint."""
+    cs = cfg.clients
+    return {
+        "mode": cs.evaluation,
+        "samples": cs.samples,
+        "max_new_tokens": cs.max_new_tokens,
+        "temperature": cs.temperature,
+        "format_reward": cfg.federation.format_reward,
+        "seed": cfg.seed,
+        "worked_example": worked_example,
+    }
+
+
 def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str | None) -> ClientModel:
     """A model loaded in this process (``adapter``: the client's LoRA adapter on a shared base)."""
     # Imported here: torch and transformers are an optional, heavy dependency that only in-process
     # client models need (not an import cycle).
     from fedgrpo.client.model_scoring import ModelEvaluator
 
-    cs = cfg.clients
-    return ModelEvaluator(
-        net,
-        tokenizer,
-        mode=cs.evaluation,
-        samples=cs.samples,
-        max_new_tokens=cs.max_new_tokens,
-        temperature=cs.temperature,
-        format_reward=cfg.federation.format_reward,
-        seed=cfg.seed,
-        worked_example=cs.expert.worked_example if adapter else cfg.model.worked_example,
-        adapter=adapter,
-    )
+    worked = cfg.clients.expert.worked_example if adapter else cfg.model.worked_example
+    return ModelEvaluator(net, tokenizer, adapter=adapter, **_scoring(cfg, worked))
 
 
 def endpoint_model(cfg: FedGRPOConfig, url: str, model: str, api_key: str | None = None) -> EndpointEvaluator:
@@ -64,14 +67,5 @@ def endpoint_model(cfg: FedGRPOConfig, url: str, model: str, api_key: str | None
     No call outlasts one reward round (``flower.reward_timeout_s``). Nothing is contacted here: an
     endpoint that is down makes the client abstain on model-scored items, it does not stop it.
     """
-    cs = cfg.clients
-    return EndpointEvaluator(
-        EndpointModel(url, model, api_key=api_key, timeout_s=cfg.flower.reward_timeout_s),
-        mode=cs.evaluation,
-        samples=cs.samples,
-        max_new_tokens=cs.max_new_tokens,
-        temperature=cs.temperature,
-        format_reward=cfg.federation.format_reward,
-        seed=cfg.seed,
-        worked_example=cfg.model.worked_example,
-    )
+    endpoint = EndpointModel(url, model, api_key=api_key, timeout_s=cfg.flower.reward_timeout_s)
+    return EndpointEvaluator(endpoint, **_scoring(cfg, cfg.model.worked_example))
