@@ -129,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:  # a run that failed (a Flower run's status, too few clients, ...)
         print(f"fedgrpo: {err}", file=sys.stderr)
         return 1
+    except Exception as err:  # anything else: the reason in one line, the traceback for whoever asks
+        logging.getLogger("fedgrpo").debug("the command failed", exc_info=True)
+        where = "FEDGRPO_LOG=DEBUG shows where"
+        print(f"fedgrpo: failed: {type(err).__name__}: {err} ({where})", file=sys.stderr)
+        return 1
 
 
 @contextlib.contextmanager

@@ -112,3 +112,14 @@ def test_selectors_run(tmp_path: Path, selector: str) -> None:
     row = metric_rows(tmp_path / selector)[0]
     asked = len(row["fed/bytes_down_per_client"])
     assert asked == 3 if selector == "all" else 1 <= asked <= 3
+
+
+def test_a_run_that_fails_exits_1_with_one_line_and_leaves_no_folder(tmp_path: Path) -> None:
+    run_dir = tmp_path / "doomed"
+    # a policy folder with no model in it: loading fails (an OSError, not one of fedgrpo's own errors)
+    bad = tmp_path / "not-a-model"
+    bad.mkdir()
+    proc = fedgrpo("run", "smoke", f"run.output_dir={run_dir}", f"model.name_or_path={bad}")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "\nfedgrpo: failed: " in proc.stderr and "Traceback" not in proc.stderr
+    assert not run_dir.exists()
