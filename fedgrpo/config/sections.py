@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fedgrpo.aggregation import MIN_ROBUST_EXPERTS, ROBUST_AGGREGATIONS, Aggregation
 from fedgrpo.data import BUILTIN_DOMAINS, DomainSpec, resolve_domain
 from fedgrpo.protocol import MAX_MESSAGE_BYTES
 
@@ -224,10 +225,12 @@ class FederationSettings(_Strict):
         0.1, gt=0.0, le=1.0, description="EMA rate of the confidence graph's online updates"
     )
     allow_oracle: bool = Field(False, description="permit the oracle selector (evaluation only)")
-    aggregation: Literal["mean", "pooled"] = Field(
+    aggregation: Aggregation = Field(
         "mean",
         description="mean: normalise each expert's rewards over its G candidates, then average experts; "
-        "pooled: normalise all of a question's rewards together",
+        "pooled: normalise all of a question's rewards together; median / trimmed-mean (robust to one "
+        "lying expert, need experts_per_question >= 3): per expert normalised, then per candidate the "
+        "median, or the mean without the lowest and highest value",
     )
     format_reward: float = Field(
         0.1,
@@ -246,6 +249,17 @@ class FederationSettings(_Strict):
         "Simulation Engine (Ray, N virtual clients); flower-deployment: a running Flower SuperLink with "
         "one SuperNode per organisation (see docs/deployment.md). Settings: the flower section",
     )
+
+    @model_validator(mode="after")
+    def _robust_needs_three(self) -> FederationSettings:
+        m = self.experts_per_question
+        if self.aggregation in ROBUST_AGGREGATIONS and m < MIN_ROBUST_EXPERTS:
+            raise ValueError(
+                f"federation.aggregation={self.aggregation} needs federation.experts_per_question >= "
+                f"{MIN_ROBUST_EXPERTS} (got M={m}): it outvotes one lying expert only with two honest "
+                "ones beside it; with fewer it is the mean"
+            )
+        return self
 
 
 class FlowerSettings(_Strict):

@@ -26,10 +26,11 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from fedgrpo.aggregation import Aggregation
 from fedgrpo.data import Question
 from fedgrpo.objective import group_advantages, zero_spread
 from fedgrpo.prompting import completion_text
@@ -89,7 +90,7 @@ class FederatedAdvantage:
         selector: Selector,
         experts_per_question: int,
         num_generations: int,
-        aggregation: Literal["mean", "pooled"] = "mean",
+        aggregation: Aggregation = "mean",
         online_update_rate: float = 0.1,
         max_reward: float = 1.1,
     ) -> None:
