@@ -21,6 +21,7 @@ from fedgrpo.config.sections import (
     ServerFiles,
     _Strict,
 )
+from fedgrpo.data import client_name
 
 if TYPE_CHECKING:
     from trl import GRPOConfig
@@ -110,9 +111,25 @@ class FedGRPOConfig(_Strict):
             raise ValueError(
                 "clients.expert.method needs clients.model: the base the experts are trained from"
             )
+        self._adversaries()
+
+    def _adversaries(self) -> None:
+        """Adversaries name clients of this simulation; colluding takes at least two."""
+        adversaries = self.clients.adversaries
+        known = [client_name(k) for k in range(self.data.num_clients)]
+        unknown = sorted(set(adversaries) - set(known))
+        if unknown:
+            raise ValueError(f"clients.adversaries: no client named {unknown}; the clients are {known}")
+        colluders = [c for c, b in adversaries.items() if b == "colluding"]
+        if len(colluders) == 1:
+            raise ValueError(
+                f"clients.adversaries: colluding needs two or more clients, got only {colluders[0]}"
+            )
 
     def _deployment(self) -> None:
         """Checks for a deployment: the server's own files, and how many organisations to wait for."""
+        if self.clients.adversaries:
+            raise ValueError("clients.adversaries are simulated liars for experiments: simulation only")
         files = self.server
         missing = [k for k in ("questions", "heldout") if getattr(files, k) is None]
         if self.federation.selector == "confidence-graph" and files.auxiliary is None:

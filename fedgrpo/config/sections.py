@@ -12,6 +12,7 @@ from fedgrpo.data import BUILTIN_DOMAINS, DomainSpec, resolve_domain
 from fedgrpo.protocol import MAX_MESSAGE_BYTES
 
 EMBEDDED_MODELS = ("smollm2", "tiny-random")
+AdversaryBehaviour = Literal["flip", "always-high", "random", "colluding"]
 
 
 class _Strict(BaseModel):
@@ -114,6 +115,11 @@ class ClientSettings(_Strict):
     )
     endpoint_model: str | None = Field(
         None, description="the model name the endpoint expects (transformers serve: its FOLDER argument)"
+    )
+    adversaries: dict[str, AdversaryBehaviour] = Field(
+        default_factory=dict,
+        description="simulation only, for robustness experiments: client name -> flip, always-high, "
+        "random or colluding (two or more clients); see fedgrpo/run/adversaries.py",
     )
 
     @field_validator("model")

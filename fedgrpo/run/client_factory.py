@@ -12,9 +12,10 @@ fresh ClientApp process per message) must not pay for torch and transformers. On
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fedgrpo.client import AnswerEvaluator, Client, ClientModel, DualEvaluator
+from fedgrpo.client import AnswerEvaluator, Client, ClientModel, DualEvaluator, Evaluator
 from fedgrpo.client.endpoint import EndpointModel
 from fedgrpo.client.endpoint_scoring import EndpointEvaluator
 from fedgrpo.config import FedGRPOConfig
@@ -23,14 +24,22 @@ from fedgrpo.data import Example
 __all__ = ["endpoint_model", "in_process_model", "make_client"]
 
 
-def make_client(cfg: FedGRPOConfig, name: str, examples: list[Example], model: ClientModel | None) -> Client:
+def make_client(
+    cfg: FedGRPOConfig,
+    name: str,
+    examples: list[Example],
+    model: ClientModel | None,
+    wrap: Callable[[Evaluator], Evaluator] | None = None,
+) -> Client:
     """One client: answer-based evaluation on its examples, plus ``model`` for model-based evaluation and
-    competence queries when it has one."""
+    competence queries when it has one. ``wrap``: lays something over that honest evaluator (a
+    simulation's adversaries, :mod:`fedgrpo.run.adversaries`; never a deployed client)."""
     fmt = cfg.federation.format_reward
+    evaluator: Evaluator = DualEvaluator(AnswerEvaluator(examples, fmt), model)
     return Client(
         name,
         examples,
-        DualEvaluator(AnswerEvaluator(examples, fmt), model),
+        wrap(evaluator) if wrap is not None else evaluator,
         fmt,
         per_item_methods=cfg.federation.per_item_methods,
         max_message_bytes=cfg.flower.max_message_bytes,

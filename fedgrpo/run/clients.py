@@ -7,16 +7,18 @@ organisation builds its one client from its own files (:mod:`fedgrpo.flower.clie
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fedgrpo.client import Client, ClientModel
+from fedgrpo.client import Client, ClientModel, Evaluator
 from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts, read_meta
 from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.data import FederatedSplit
 from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.run.adversaries import AdversarialEvaluator
 from fedgrpo.run.assemble import build_data
 from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_client
 
@@ -31,7 +33,8 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
     trains (or finds cached) its own LoRA adapter on its private data, and all adapters sit on that one
     base; otherwise every client uses the base as it is. With ``clients.endpoint`` every client scores
     through that one endpoint. A client whose model fails to load or train is reported unavailable
-    (logged with the reason) and left out; fewer than M available is an error.
+    (logged with the reason) and left out; fewer than M available is an error. The clients named in
+    ``clients.adversaries`` lie as told (experiments only).
     """
     models, unavailable = _client_models(cfg, split)
     clients = []
@@ -39,7 +42,7 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
         if name in unavailable:
             log.warning("client %s unavailable: %s", name, unavailable[name])
             continue
-        clients.append(make_client(cfg, name, examples, models.get(name)))
+        clients.append(make_client(cfg, name, examples, models.get(name), adversary(cfg, name)))
     m = cfg.federation.experts_per_question
     if len(clients) < m:
         raise RuntimeError(
@@ -47,6 +50,16 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
             f"federation.experts_per_question (M={m}); unavailable: {unavailable}"
         )
     return clients
+
+
+def adversary(cfg: FedGRPOConfig, name: str) -> Callable[[Evaluator], Evaluator] | None:
+    """How ``clients.adversaries`` makes client ``name`` lie, or None for an honest client."""
+    behaviour = cfg.clients.adversaries.get(name)
+    if behaviour is None:
+        return None
+    log.warning("client %s is a simulated adversary: %s", name, behaviour)
+    fmt = cfg.federation.format_reward
+    return lambda honest: AdversarialEvaluator(honest, behaviour, fmt, cfg.seed, name)
 
 
 def train_client_experts(cfg: FedGRPOConfig, split: FederatedSplit) -> tuple[dict[str, Path], dict[str, str]]:

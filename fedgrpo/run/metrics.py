@@ -27,7 +27,8 @@ def peak_rss_mb() -> float:
 
 
 class MetricsCallback(TrainerCallback):
-    """Writes ``metrics.jsonl``: step, seconds, peak memory, ``trl/*`` and the ``fed/*`` round numbers."""
+    """Writes ``metrics.jsonl``: step, seconds, peak memory, ``trl/*`` and the ``fed/*`` round numbers,
+    with each client's competence (``fed/competence``) where the selector keeps one."""
 
     def __init__(self, path: Path, advantage: FederatedAdvantage, audit: RoutingAudit | None = None) -> None:
         self.path = path
@@ -52,6 +53,9 @@ class MetricsCallback(TrainerCallback):
                 row[f"trl/{_TRL_RENAMES.get(key, key)}"] = value
         stats, groups = self.advantage.drain()
         row.update(stats.summary())
+        competence = self.advantage.selector.competences()
+        if competence is not None:  # after this step's online updates
+            row["fed/competence"] = {c: round(v, 4) for c, v in sorted(competence.items())}
         if self.audit is not None:
             row.update(self.audit.summary(groups))
         # JSON has no NaN or infinity: any such number, wherever it came from, is written as null.

@@ -34,6 +34,11 @@ class Selector(ABC):
         """How well ``client`` agreed with the other experts on ``question``; True if it was used."""
         return False
 
+    def competences(self) -> dict[str, float] | None:
+        """Each client's overall competence as this selector now sees it (``fed/competence``), or None
+        for selectors that keep none: how the online updates move a client, e.g. a persistent liar."""
+        return None
+
     def state_dict(self) -> dict:
         return {}
 

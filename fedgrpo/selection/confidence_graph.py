@@ -275,6 +275,10 @@ class ConfidenceGraphSelector(Selector):
         self.graph.update(client, self.embedding(question.qid), agreement, rate)
         return True
 
+    def competences(self) -> dict[str, float]:
+        """Each client's mean edge weight over all exemplars (the graph's global competence)."""
+        return dict(zip(self.graph.clients, self.graph.global_competence().tolist(), strict=True))
+
     def rank_questions(self, questions: Sequence[Question], clients: Sequence[str]) -> dict[str, list[str]]:
         """Full preference order of the available ``clients`` per question id.
 
