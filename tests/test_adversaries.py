@@ -124,17 +124,22 @@ def test_bad_adversaries_fail_at_validation_naming_the_field() -> None:
 
 
 # --------------------------------------------------------------------------- caught by the online update
+def graph_federation(cfg, examples) -> tuple[ConfidenceGraphSelector, FederatedAdvantage]:
+    """K=5 clients that all hold ``examples`` (adversaries as configured), M=3 by a real confidence graph
+    that starts with every client fully competent, median aggregation, online update rate 0.3."""
+    clients = [make_client(cfg, c, examples, None, adversary(cfg, c)) for c in NAMES]
+    graph, embed = flat_graph(NAMES)
+    selector = ConfidenceGraphSelector(graph, embed, seed=0)
+    transport = InProcessTransport(clients)
+    return selector, FederatedAdvantage(transport, selector, 3, 4, "median", online_update_rate=0.3)
+
+
 @pytest.mark.parametrize("behaviour", ["flip", "always-high", "random"])
 def test_online_updates_route_a_persistent_liar_away(sums, behaviour: str) -> None:
     """Five clients that all hold the questions, one lying; M=3 of K=5 by a real confidence graph that
     starts with every client fully competent, the liar ranked first among equals."""
     cfg = config({"client-0": behaviour})
-    clients = [make_client(cfg, c, sums, None, adversary(cfg, c)) for c in NAMES]
-    graph, embed = flat_graph(NAMES)
-    selector = ConfidenceGraphSelector(graph, embed, seed=0)
-    rewards = FederatedAdvantage(
-        InProcessTransport(clients), selector, 3, 4, "median", online_update_rate=0.3
-    )
+    selector, rewards = graph_federation(cfg, sums)
     liar_routed = []
     for ex in sums:
         rewards.advantages([Question(ex.qid, ex.domain, ex.question)], [candidates_for(ex)])
@@ -150,12 +155,7 @@ def test_two_colluders_among_three_experts_are_a_majority_the_update_cannot_see(
     """The limit of agreement-based trust: two colluders routed with one honest expert agree with each
     other, so it is the honest expert whose competence falls."""
     cfg = config({"client-0": "colluding", "client-1": "colluding"})
-    clients = [make_client(cfg, c, sums, None, adversary(cfg, c)) for c in NAMES]
-    graph, embed = flat_graph(NAMES)
-    selector = ConfidenceGraphSelector(graph, embed, seed=0)
-    rewards = FederatedAdvantage(
-        InProcessTransport(clients), selector, 3, 4, "median", online_update_rate=0.3
-    )
+    selector, rewards = graph_federation(cfg, sums)
     ex = sums[0]
     rewards.advantages([Question(ex.qid, ex.domain, ex.question)], [candidates_for(ex)])
     competence = selector.competences()
