@@ -97,6 +97,7 @@ def run_setting(
     gap = 0.0
     by_liars: dict[int, list[int]] = {}  # liars among a group's experts -> [ordered, groups]
     liar_slots: list[int] = []
+    liar_competence: list[float] = []  # after each round, with the graph
     for start in range(0, len(examples), PER_ROUND):
         batch = examples[start : start + PER_ROUND]
         qs = [Question(ex.qid, ex.domain, ex.question) for ex in batch]
@@ -104,6 +105,9 @@ def run_setting(
         advs = fed.advantages(qs, candidates[start : start + PER_ROUND])
         liar_slots.append(sum(fed.total.routed[c] for c in liars) - before)
         _, records = fed.drain()
+        competence = selector.competences()
+        if competence is not None:
+            liar_competence.append(min(competence[c] for c in liars))
         for ex, cands, adv, record in zip(
             batch, candidates[start : start + PER_ROUND], advs, records, strict=True
         ):
@@ -135,6 +139,8 @@ def run_setting(
     }
     competence = selector.competences()
     if competence is not None:
+        ends = [third - 1, 2 * third - 1, len(liar_competence) - 1]
+        out["liar_competence_by_third"] = [round(liar_competence[i], 3) for i in ends]
         out["liar_competence"] = round(min(competence[c] for c in liars), 3)
         out["honest_competence_min"] = round(min(v for c, v in competence.items() if c not in liars), 3)
     return out

@@ -113,15 +113,26 @@ def test_corrupt_and_missing_files(tmp_path) -> None:
         load_config("smoke", ["grpo.max_steps"])
 
 
-def test_cli_rejects_bad_config_without_loading_a_model() -> None:
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("federation.experts_per_question=5", ["experts_per_question"]),
+        # robust aggregation with too few experts per question, and why
+        ("federation.aggregation=median", ["federation.aggregation=median", "experts_per_question >= 3"]),
+        # an adversarial behaviour that does not exist, and one for a client that does not
+        ("clients.adversaries={client-1: liar}", ["clients.adversaries.client-1", "'always-high'"]),
+        ("clients.adversaries={client-9: flip}", ["clients.adversaries", "client-9"]),
+    ],
+)
+def test_cli_rejects_bad_config_without_loading_a_model(override: str, needles: list[str]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "fedgrpo.cli", "run", "smoke", "federation.experts_per_question=5"],
+        [sys.executable, "-m", "fedgrpo.cli", "run", "smoke", override],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "experts_per_question" in proc.stderr and "loading policy" not in proc.stderr
+    assert all(n in proc.stderr for n in needles) and "loading policy" not in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,8 @@ def test_graph_smoke_run_routes_by_the_graph(tmp_path: Path) -> None:
         for key in ("fed/routed", "fed/reward_correctness", "fed/routed_domain_share", "fed/replacements"):
             assert key in row
         assert sum(row["fed/routed"].values()) == m * row["fed/questions"] + row["fed/replacements"]
+        assert sorted(row["fed/competence"]) == graph.clients  # after the step's online updates
+        assert all(0 <= v <= 1 for v in row["fed/competence"].values())
         assert 0 <= row["fed/routed_domain_share"] <= 1
         if row["fed/rewards_received"]:
             assert 0 <= row["fed/reward_correctness"] <= 1
@@ -38,6 +40,26 @@ def test_graph_smoke_run_routes_by_the_graph(tmp_path: Path) -> None:
     assert more.returncode == 0, more.stderr[-3000:]
     assert "loaded the confidence graph" in more.stderr
     assert json.loads((run_dir / "results.json").read_text())["selection"] == sel
+
+
+def test_run_with_an_adversary_and_median_aggregation(tmp_path: Path) -> None:
+    """The whole path from the command line: the named client lies in every reply, the server accepts
+    its replies (they keep the protocol) and the audit sees the wrong rewards."""
+    args = ["grpo.max_steps=1", "eval.before=false", "eval.after=false"]
+    runs = {}
+    for name, extra in {"clean": [], "liar": ["clients.adversaries={client-1: always-high}"]}.items():
+        run_dir = tmp_path / name
+        fed = ["federation.experts_per_question=3", "federation.aggregation=median"]
+        proc = fedgrpo("run", "smoke", f"run.output_dir={run_dir}", *fed, *args, *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = metric_rows(run_dir)[0]
+        assert runs[name]["fed/rejected_total"] == 0 and "fed/competence" not in runs[name]  # selector: all
+    assert (
+        "client client-1 is a simulated adversary: always-high" in (tmp_path / "liar" / "run.log").read_text()
+    )
+    assert runs["clean"]["fed/reward_correctness"] == 1.0  # honest answer-based scoring is exact
+    assert runs["liar"]["fed/reward_correctness"] < 1.0
+    assert runs["liar"]["fed/abstentions"] < runs["clean"]["fed/abstentions"]  # it judges what it cannot
 
 
 def test_oracle_run_when_allowed(tmp_path: Path) -> None:
