@@ -46,17 +46,17 @@ def test_run_with_an_adversary_and_median_aggregation(tmp_path: Path) -> None:
     """The whole path from the command line: the named client lies in every reply, the server accepts
     its replies (they keep the protocol) and the audit sees the wrong rewards."""
     args = ["grpo.max_steps=1", "eval.before=false", "eval.after=false"]
-    runs = {}
+    runs, stderr = {}, {}
     for name, extra in {"clean": [], "liar": ["clients.adversaries={client-1: always-high}"]}.items():
         run_dir = tmp_path / name
         fed = ["federation.experts_per_question=3", "federation.aggregation=median"]
         proc = fedgrpo("run", "smoke", f"run.output_dir={run_dir}", *fed, *args, *extra)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        runs[name] = metric_rows(run_dir)[0]
+        runs[name], stderr[name] = metric_rows(run_dir)[0], proc.stderr
         assert runs[name]["fed/rejected_total"] == 0 and "fed/competence" not in runs[name]  # selector: all
-    assert (
-        "client client-1 is a simulated adversary: always-high" in (tmp_path / "liar" / "run.log").read_text()
-    )
+    assert "client client-1 is a simulated adversary: always-high" in stderr["liar"]
+    assert "simulated adversary" not in stderr["clean"]
+    assert "client-1: always-high" in (tmp_path / "liar" / "config.yaml").read_text()
     assert runs["clean"]["fed/reward_correctness"] == 1.0  # honest answer-based scoring is exact
     assert runs["liar"]["fed/reward_correctness"] < 1.0
     assert runs["liar"]["fed/abstentions"] < runs["clean"]["fed/abstentions"]  # it judges what it cannot
