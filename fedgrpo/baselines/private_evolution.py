@@ -87,7 +87,9 @@ def nearest_neighbour_votes(private: torch.Tensor, samples: torch.Tensor) -> np.
     """Each private embedding votes for its nearest sample (L2; the lowest index wins a tie)."""
     if samples.shape[0] == 0:
         raise ValueError("no samples to vote for")
-    nearest = torch.cdist(private.double(), samples.double()).argmin(dim=1)
+    # exact distances (no matmul shortcut), so equal distances tie exactly
+    dists = torch.cdist(private.double(), samples.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    nearest = dists.argmin(dim=1)
     return np.bincount(nearest.numpy(), minlength=samples.shape[0]).astype(np.float64)
 
 
