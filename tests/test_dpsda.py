@@ -28,7 +28,9 @@ from fedgrpo.data import Example
 from fedgrpo.run.experiment import RunExists
 from fedgrpo.server.stats import RoundStats
 
-RUN_KEYS = {"name", "steps", "train_seconds", "seconds_per_step", "before", "after", "communication"}
+# FedGRPO's results.json keys (fedgrpo/run/experiment.py)
+RUN_KEYS = {"name", "steps", "train_seconds", "seconds_per_step", "peak_rss_mb", "before", "after"}
+RUN_KEYS |= {"communication", "selection", "split", "transport"}
 
 
 def rdp_epsilon_by_hand(sigma: float, iterations: int, delta: float) -> float:

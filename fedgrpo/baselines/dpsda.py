@@ -158,7 +158,12 @@ def _run(cfg: FedGRPOConfig, split: Any, privacy: dict[str, Any], resume: bool) 
         write_json_atomic(out / f"eval_{tag}.json", to_json(res))
         return res
 
-    before = evaluate(model, "before") if cfg.eval.before else None
+    before_path = out / "eval_before.json"
+    before = None
+    if cfg.eval.before and resume and before_path.exists():
+        before = {k: DomainAccuracy(**v) for k, v in json.loads(before_path.read_text()).items()}
+    elif cfg.eval.before:
+        before = evaluate(model, "before")
 
     if resume and (out / SYNTHETIC_FILE).exists() and (out / PRIVACY_FILE).exists():
         log.info(
@@ -211,6 +216,7 @@ def _run(cfg: FedGRPOConfig, split: Any, privacy: dict[str, Any], resume: bool) 
         "before": to_json(before),
         "after": to_json(after),
         "communication": {k: summary[k] for k in COMMUNICATION_KEYS},
+        "selection": None,  # every client votes on every sample: no expert selection
         "privacy": privacy,
         "synthetic": {
             "samples": len(examples),
@@ -218,7 +224,7 @@ def _run(cfg: FedGRPOConfig, split: Any, privacy: dict[str, Any], resume: bool) 
             "file": SYNTHETIC_FILE,
         },
         "split": split_info,
-        "transport": {"kind": "in_process", "clients": len(split.clients)},
+        "transport": {},  # in process: nothing measured beyond the byte counts above
     }
     write_json_atomic(out / "results.json", results)
     log.info(
