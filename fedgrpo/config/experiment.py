@@ -13,6 +13,7 @@ from fedgrpo.config.grpo import check_grpo_settings
 from fedgrpo.config.sections import (
     ClientSettings,
     DataSettings,
+    DpsdaSettings,
     EvalSettings,
     FederationSettings,
     FlowerSettings,
@@ -39,6 +40,7 @@ class FedGRPOConfig(_Strict):
     run: RunSettings = RunSettings()
     flower: FlowerSettings = FlowerSettings()
     server: ServerFiles = ServerFiles()
+    dpsda: DpsdaSettings = DpsdaSettings()
 
     @field_validator("grpo")
     @classmethod

@@ -333,3 +333,57 @@ class RunSettings(_Strict):
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
     device: Literal["cpu", "auto"] = "cpu"
+
+
+DEFAULT_NOISE_MULTIPLIER = 4.0
+
+
+class DpsdaSettings(_Strict):
+    """The ``dpsda-fl`` baseline: Private Evolution (Lin et al. 2024; Aug-PE, Xie et al. 2024).
+
+    For ``iterations`` rounds the server proposes ``samples`` synthetic question/answer pairs, each
+    client releases a Gaussian-noised nearest-neighbour vote histogram over them, and the server keeps
+    the best-voted ones and asks its policy for ``variations`` rewrites of each. The server then trains
+    on the final synthetic set: ``sft_steps`` of SFT, then ``grpo_steps`` of GRPO (``grpo`` settings)
+    with the synthetic answers as ground truth. Give ``noise_multiplier`` or ``target_epsilon``
+    (the noise multiplier is then calibrated by dp-accounting to reach it at ``delta``). The defaults
+    (T=3, sigma=4, delta=1e-5) spend epsilon 1.85 per client (RDP accountant).
+    """
+
+    iterations: int = Field(3, ge=1, description="T: vote rounds; each is one Gaussian mechanism per client")
+    samples: int = Field(16, ge=2, description="N: synthetic samples proposed per iteration")
+    noise_multiplier: float | None = Field(
+        None,
+        gt=0.0,
+        description="sigma: the noise std per histogram bin (the L2 sensitivity is 1); None: "
+        f"calibrated to target_epsilon when that is given, else {DEFAULT_NOISE_MULTIPLIER}",
+    )
+    target_epsilon: float | None = Field(
+        None, gt=0.0, description="instead of noise_multiplier: the epsilon the T iterations may spend"
+    )
+    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="the delta of the reported (epsilon, delta)")
+    accountant: Literal["rdp", "pld"] = Field("rdp", description="dp-accounting's accountant")
+    threshold: float = Field(
+        4.0, ge=0.0, description="H: summed noisy votes below this count as zero (PE's threshold)"
+    )
+    variations: int = Field(1, ge=1, description="rewrites the server asks for per kept sample")
+    fewshot: int = Field(3, ge=1, description="auxiliary examples shown to the policy per proposal")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature of proposals and rewrites")
+    max_new_tokens: int = Field(64, ge=8, description="tokens per proposed or rewritten sample")
+    sft_steps: int = Field(10, ge=0, description="SFT optimiser steps on the synthetic set")
+    sft_learning_rate: float = Field(1e-4, gt=0.0)
+    sft_batch_size: int = Field(8, ge=1)
+    grpo_steps: int | None = Field(
+        None, ge=0, description="GRPO steps on the synthetic set; None: grpo.max_steps, as FedGRPO trains"
+    )
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> DpsdaSettings:
+        if self.target_epsilon is not None and self.noise_multiplier is not None:
+            raise ValueError(
+                "give dpsda.noise_multiplier (sigma) or dpsda.target_epsilon (sigma is then calibrated "
+                "to it at dpsda.delta), not both"
+            )
+        if self.sft_steps == 0 and self.grpo_steps == 0:
+            raise ValueError("dpsda.sft_steps and dpsda.grpo_steps are both 0: the server trains nothing")
+        return self

@@ -1,0 +1,205 @@
+"""The dpsda-fl baseline: Private Evolution's votes, noise and accounting, its config, and a tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dp_accounting
+import dp_accounting.rdp
+import numpy as np
+import pytest
+import torch
+
+from fedgrpo.baselines import dpsda
+from fedgrpo.baselines.private_evolution import (
+    Sample,
+    VotingClient,
+    calibrate_sigma,
+    decode_histogram,
+    encode_histogram,
+    epsilon_spent,
+    nearest_neighbour_votes,
+    sample_text,
+    top_voted,
+)
+from fedgrpo.config import ConfigError, load_config
+from fedgrpo.data import Example
+from fedgrpo.run.experiment import RunExists
+from fedgrpo.server.stats import RoundStats
+
+# FedGRPO's results.json keys (fedgrpo/run/experiment.py)
+RUN_KEYS = {"name", "steps", "train_seconds", "seconds_per_step", "peak_rss_mb", "before", "after"}
+RUN_KEYS |= {"communication", "selection", "split", "transport"}
+
+
+def rdp_epsilon_by_hand(sigma: float, iterations: int, delta: float) -> float:
+    """T Gaussian mechanisms composed one by one (the code composes one SelfComposedDpEvent)."""
+    accountant = dp_accounting.rdp.RdpAccountant()
+    for _ in range(iterations):
+        accountant.compose(dp_accounting.GaussianDpEvent(sigma))
+    return accountant.get_epsilon(delta)
+
+
+def test_a_tiny_run_writes_results_with_the_accounted_epsilon_and_the_encoded_bytes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    over = [
+        f"run.output_dir={out}",
+        "dpsda.samples=6",
+        "dpsda.iterations=2",
+        "dpsda.variations=2",
+        "dpsda.noise_multiplier=3.0",
+        "dpsda.sft_steps=1",
+        "dpsda.grpo_steps=1",
+        "dpsda.max_new_tokens=8",
+        "eval.before=false",
+        "eval.max_per_domain=1",
+        "eval.max_new_tokens=4",
+    ]
+    cfg = load_config("smoke", over)
+    results = dpsda.run(cfg)
+
+    assert set(results) >= RUN_KEYS and results == json.loads((out / "results.json").read_text())
+    assert results["steps"] == 2 and (results["sft_steps"], results["grpo_steps"]) == (1, 1)
+    assert results["before"] is None and set(results["after"]) == {"sums_1digit", "sums_2digit", "syllogism"}
+    privacy = results["privacy"]
+    assert (privacy["noise_multiplier"], privacy["iterations"], privacy["delta"]) == (3.0, 2, 1e-5)
+    assert privacy["epsilon"] == pytest.approx(rdp_epsilon_by_hand(3.0, 2, 1e-5), rel=1e-9)
+
+    clients = cfg.data.num_clients
+    rows = [json.loads(line) for line in (out / "evolution.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2] and all(len(r["samples"]) == 6 for r in rows)
+    sent = [
+        len(
+            json.dumps(
+                {
+                    "kind": "pe_vote",
+                    "iteration": r["iteration"],
+                    "samples": [[s["question"], s["answer"]] for s in r["samples"]],
+                },
+                separators=(",", ":"),
+            ).encode()
+        )
+        for r in rows
+    ]
+    comm = results["communication"]
+    assert comm["fed/rounds"] == 2 and comm["fed/rejected_total"] == 0
+    assert comm["fed/bytes_down"] == clients * sum(sent) == sum(r["bytes_down"] for r in rows)
+    assert comm["fed/bytes_up"] == clients * 2 * 6 * 4  # float32 per sample, per client and iteration
+    assert set(comm["fed/bytes_up_per_client"].values()) == {2 * 6 * 4}
+
+    # 6 samples with 2 rewrites each: the 2 best-voted survive; they are the synthetic set at the end
+    synthetic = [json.loads(line) for line in (out / "synthetic.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    assert [s["question"] for s in synthetic] == [last["samples"][i]["question"] for i in last["kept"]]
+    assert [s["votes"] for s in synthetic] == [last["votes"][i] for i in last["kept"]]
+    assert len(synthetic) == 2 == results["synthetic"]["samples"]
+    assert rows[1]["samples"][:2] == [rows[0]["samples"][i] for i in rows[0]["kept"]]
+    with pytest.raises(RunExists, match="--resume"):
+        dpsda.run(cfg)
+
+
+def test_the_vote_histogram_without_noise_is_brute_force_nearest_neighbours() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        private = torch.randint(-3, 4, (40, 3), generator=gen).float()  # integer points: many exact ties
+        samples = torch.randint(-3, 4, (7, 3), generator=gen).float()
+        expected = [0] * 7
+        for p in private.tolist():
+            dists = [sum((a - b) ** 2 for a, b in zip(p, s, strict=True)) for s in samples.tolist()]
+            expected[dists.index(min(dists))] += 1  # lowest index wins a tie
+        assert nearest_neighbour_votes(private, samples).tolist() == expected, trial
+
+
+def fixed_embedder(table: dict[str, list[float]]):  # noqa: ANN201 - a small test encoder
+    return lambda texts: torch.tensor([table[t] for t in texts])
+
+
+def test_a_clients_noise_has_std_sigma_around_its_true_votes() -> None:
+    examples = [Example(f"e{i}", "d", f"q{i}", "1") for i in range(5)]
+    samples = [("s0", "1"), ("s1", "2"), ("s2", "3")]
+    table = {sample_text(e.question, e.answer): [0.0, float(i)] for i, e in enumerate(examples)}
+    table |= {sample_text(q, a): [0.0, float(2 * i)] for i, (q, a) in enumerate(samples)}
+    # examples at y = 0..4, samples at y = 0, 2, 4: 0,1 -> s0, 2,3 -> s1, 4 -> s2 (ties go to the lower)
+    truth = np.array([2.0, 2.0, 1.0])
+    client = VotingClient("c", examples, fixed_embedder(table), sigma=2.5, seed=7)
+    request = dpsda.encode_request(1, [Sample(q, a, "d") for q, a in samples])
+    noise = np.stack([decode_histogram(client.handle(request), 3) - truth for _ in range(4000)])
+    assert abs(noise.mean()) < 0.05
+    assert noise.std() == pytest.approx(2.5, rel=0.03)
+    assert np.corrcoef(noise[:, 0], noise[:, 1])[0, 1] == pytest.approx(0.0, abs=0.05)  # independent bins
+
+
+class BrokenClient(VotingClient):
+    """A client whose reply is malformed: the server must count it and go on."""
+
+    def __init__(self, name: str, reply: bytes) -> None:
+        super().__init__(name, [], fixed_embedder({}), 1.0, 0)
+        self.reply = reply
+
+    def handle(self, payload: bytes) -> bytes:
+        return self.reply
+
+
+def test_bad_histograms_are_rejected_counted_and_left_out_of_the_sum() -> None:
+    population = [Sample("a", "1", "d"), Sample("b", "2", "d")]
+    good = BrokenClient("good", encode_histogram(np.array([3.0, 1.0])))
+    short = BrokenClient("short", b"\x00" * 5)
+    nan = BrokenClient("nan", encode_histogram(np.array([np.nan, 1.0])))
+    stats = RoundStats()
+    total, down, up = dpsda.collect_votes(1, population, [good, short, nan], stats)
+    assert total.tolist() == [3.0, 1.0]
+    assert stats.rejected["bad_histogram"] == 2 and up == 8 + 5 + 8
+    assert down == 3 * len(dpsda.encode_request(1, population))
+
+
+def test_top_voted_thresholds_then_keeps_the_most_voted() -> None:
+    votes = np.array([1.0, 9.0, 3.5, 9.0, -2.0])
+    assert top_voted(votes, threshold=4.0, keep=2) == [1, 3]
+    # only two clear the threshold: the rest are ranked by their raw (noisy) count, never dropped
+    assert top_voted(votes, threshold=4.0, keep=4) == [1, 3, 2, 0]
+
+
+def test_generated_samples_are_parsed_or_kept_as_they_are() -> None:
+    parsed = dpsda.parse_sample("Question: What is 2 + 5?\nAnswer: <answer>7</answer>", "sums")
+    assert parsed == Sample("What is 2 + 5?", "7", "sums")
+    garbage = dpsda.parse_sample("\x14 57 ve what", "sums")
+    assert garbage == Sample("\x14 57 ve what", "", "sums")
+
+
+def test_a_target_epsilon_calibrates_sigma_with_dp_accounting() -> None:
+    plan = dpsda.privacy_plan(load_config("smoke", ["dpsda.target_epsilon=2.0", "dpsda.iterations=4"]).dpsda)
+    assert plan["epsilon"] <= 2.0 and plan["epsilon"] == pytest.approx(2.0, abs=1e-3)
+    assert plan["noise_multiplier"] == pytest.approx(calibrate_sigma(2.0, 4, 1e-5, "rdp"))
+    assert plan["epsilon"] == pytest.approx(rdp_epsilon_by_hand(plan["noise_multiplier"], 4, 1e-5), rel=1e-9)
+    default = dpsda.privacy_plan(load_config("smoke").dpsda)
+    assert default["noise_multiplier"] == 4.0 and default["epsilon"] == pytest.approx(
+        epsilon_spent(4.0, 3, 1e-5, "rdp")
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["dpsda.noise_multiplier=2", "dpsda.target_epsilon=1"], "not both"),
+        (["dpsda.sft_steps=0", "dpsda.grpo_steps=0"], "trains nothing"),
+        (["dpsda.iterations=0"], "dpsda.iterations"),
+        (["dpsda.delta=1.5"], "dpsda.delta"),
+        (["dpsda.accountant=moments"], "dpsda.accountant"),
+        (["dpsda.samples=1"], "dpsda.samples"),
+    ],
+)
+def test_bad_dpsda_settings_fail_validation_naming_the_field(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("smoke", overrides)
+
+
+def test_settings_the_run_cannot_honour_fail_before_any_model_loads(tmp_path: Path) -> None:
+    out = [f"run.output_dir={tmp_path / 'run'}"]
+    with pytest.raises(ConfigError, match="target_epsilon=500"):
+        dpsda.run(load_config("smoke", [*out, "dpsda.target_epsilon=500"]))
+    with pytest.raises(ConfigError, match="federation.transport=in_process"):
+        dpsda.run(load_config("smoke", [*out, "federation.transport=flower-simulation"]))
+    with pytest.raises(ConfigError, match="data.num_auxiliary"):
+        dpsda.run(load_config("smoke", [*out, "data.num_auxiliary=0"]))
+    assert not (tmp_path / "run").exists()
