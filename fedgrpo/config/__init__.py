@@ -19,6 +19,7 @@ from fedgrpo.config.load import (
 )
 from fedgrpo.config.sections import (
     EMBEDDED_MODELS,
+    ClientPrivacy,
     ClientSettings,
     DataSettings,
     EvalSettings,
@@ -36,6 +37,7 @@ __all__ = [
     "GRPO_DEFAULTS",
     "PRESETS",
     "RESERVED_GRPO_KEYS",
+    "ClientPrivacy",
     "ClientSettings",
     "ConfigError",
     "DataSettings",

@@ -212,6 +212,7 @@ def _run(
         "selection": selection,
         "split": split_info,
         "transport": transport.summary(),
+        "privacy": privacy_report(selection, advantage),
     }
     write_json_atomic(out / "results.json", results)
     transport.close()
@@ -228,6 +229,16 @@ def _run(
         out / "results.json",
     )
     return results
+
+
+def privacy_report(selection: dict[str, Any] | None, advantage: FederatedAdvantage) -> dict[str, Any]:
+    """Per client the (epsilon, delta) it reported spending over the run (its latest, largest report:
+    the competence query's or the last reward reply's); clients without differential privacy are absent."""
+    spent = {c: tuple(s) for c, s in ((selection or {}).get("privacy_spent") or {}).items()}
+    for client, pair in advantage.privacy_spent.items():
+        if client not in spent or pair[0] >= spent[client][0]:
+            spent[client] = pair
+    return {c: {"epsilon": round(e, 6), "delta": d} for c, (e, d) in sorted(spent.items())}
 
 
 def prepare_resume(checkpoints: Path, metrics_path: Path, advantage: FederatedAdvantage) -> Path | None:
