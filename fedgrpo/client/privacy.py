@@ -191,6 +191,7 @@ class PrivateRelease:
     (``likelihood``). ``state_path``: where the cache and ledger persist between processes (a Flower
     ClientApp may be a new process per message), keyed by ``run``; None keeps them in memory.
     ``seed``: a seeded generator for simulations; None draws from the operating system.
+    ``remember=False`` turns the cache off: only to measure the averaging attack it prevents.
     """
 
     def __init__(
@@ -201,6 +202,7 @@ class PrivateRelease:
         seed: int | None = None,
         state_path: str | Path | None = None,
         run: str = "run",
+        remember: bool = True,
     ) -> None:
         self.policy = policy
         self.model_scores = model_scores
@@ -208,6 +210,7 @@ class PrivateRelease:
         self.rng = np.random.default_rng(seed)
         self.state_path = Path(state_path).expanduser() if state_path else None
         self.run = run
+        self.remember = remember
         self.stats = ReleaseStats()
         self.ledger = Ledger(policy)
         self._cache: dict[str, dict[str, float]] = {}  # normalised question -> answer key -> released
@@ -286,7 +289,8 @@ class PrivateRelease:
             self.stats.over_privacy_budget += 1
             return None
         released = self._noise(value, kind)
-        answers[answer] = released
+        if self.remember:
+            answers[answer] = released
         self.stats.released += 1
         self.stats.per_mechanism[kind] = self.stats.per_mechanism.get(kind, 0) + 1
         return released
