@@ -112,12 +112,12 @@ def client_view(data: dict[str, Any]) -> dict[str, Any]:
 def _simulated_clients(cfg_yaml: str) -> dict[str, Client]:
     """Every client of the seeded split, built once per process: one base model, shared."""
     from fedgrpo.run.assemble import build_data  # heavy: see the note on the imports
-    from fedgrpo.run.clients import build_clients
+    from fedgrpo.run.clients import PRIVACY_STATE, build_clients
 
     cfg = load_config_text(cfg_yaml, trl_checks=False)
     # Ray may route a client's messages to different worker processes: its privacy cache and ledger
     # live in a state file (one per client) so every process sees the same ones.
-    return {c.name: c for c in build_clients(cfg, build_data(cfg), cfg.output_dir / "privacy-state")}
+    return {c.name: c for c in build_clients(cfg, build_data(cfg), cfg.output_dir / PRIVACY_STATE)}
 
 
 @functools.cache

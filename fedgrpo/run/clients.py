@@ -22,6 +22,8 @@ from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_cl
 
 log = logging.getLogger(__name__)
 
+PRIVACY_STATE = "privacy-state"  # the simulated clients' privacy caches and ledgers, in the run folder
+
 
 def _state(folder: Path | None, name: str) -> str | None:
     return None if folder is None else str(folder / f"{name}.json")

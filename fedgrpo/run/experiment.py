@@ -33,7 +33,7 @@ from fedgrpo.run.assemble import (
     split_summary,
 )
 from fedgrpo.run.audit import RoutingAudit
-from fedgrpo.run.clients import build_clients
+from fedgrpo.run.clients import PRIVACY_STATE, build_clients
 from fedgrpo.run.metrics import MetricsCallback, peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import StopOnInterrupt, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
@@ -63,9 +63,10 @@ def run_in_process(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     """A simulation in this process: the seeded split, its clients behind an in-process transport."""
     check_output_dir(cfg, resume)
     split = build_data(cfg)
-    return run_simulation(
-        cfg, InProcessTransport(build_clients(cfg, split), cfg.flower.max_message_bytes), split, resume
-    )
+    # with clients.privacy, each client's cache and ledger persist in the run folder: a resumed run
+    # goes on with them (the same released values, the budget already spent)
+    clients = build_clients(cfg, split, cfg.output_dir / PRIVACY_STATE)
+    return run_simulation(cfg, InProcessTransport(clients, cfg.flower.max_message_bytes), split, resume)
 
 
 def run_simulation(
