@@ -7,6 +7,7 @@ binomial interval of 4 standard deviations, so they fail only when the mechanism
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -161,6 +162,7 @@ def test_the_cache_and_ledger_survive_a_new_client_process_and_a_new_run_starts_
     items = [(ex.question, [f"<answer>{ex.answer}</answer>", "<answer>0</answer>"]) for ex in examples]
     first = _ask(_client(examples, 0.2, state_path=state, run="run-a"), items)
     assert oct(state.stat().st_mode & 0o777) == "0o600"
+    assert json.loads(state.read_text())["epsilon"] == first.privacy_spent[0]  # kept for the next process
     other = _client(examples, 0.2, state_path=state, run="run-a")
     other.privacy.rng = __import__("numpy").random.default_rng(99)  # fresh noise would differ
     second = _ask(other, items, "r2")

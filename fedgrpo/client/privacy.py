@@ -110,6 +110,11 @@ class Ledger:
             self._epsilon[key] = self._compose(counts)
         return self._epsilon[key]
 
+    def remember(self, epsilon: float) -> None:
+        """The spend of the current counts, as composed before (saves a process importing the library
+        and composing again when a message releases nothing new)."""
+        self._epsilon[tuple(self.counts[k] for k in KINDS)] = epsilon
+
     def _compose(self, counts: dict[Kind, int]) -> float:
         if not any(counts.values()):
             return 0.0
@@ -240,11 +245,19 @@ class PrivateRelease:
         if state.get("format") != STATE_FORMAT or state.get("run") != self.run:
             state = {}  # another run (or none yet): start fresh
         self.ledger = Ledger(self.policy, state.get("counts"))
+        if "epsilon" in state:  # the spend of these counts, composed by an earlier process
+            self.ledger.remember(float(state["epsilon"]))
         self._cache = {q: dict(a) for q, a in state.get("cache", {}).items()}
 
     def _save(self) -> None:
         assert self.state_path is not None
-        state = {"format": STATE_FORMAT, "run": self.run, "counts": self.ledger.counts, "cache": self._cache}
+        state = {
+            "format": STATE_FORMAT,
+            "run": self.run,
+            "counts": self.ledger.counts,
+            "epsilon": self.ledger.epsilon(),
+            "cache": self._cache,
+        }
         write_text_atomic(self.state_path, json.dumps(state), private=True)
 
     # -- what leaves ------------------------------------------------------------------------------
