@@ -1,6 +1,6 @@
 """Differentially private rewards: what a probing server learns, and what the noise costs the rewards.
 
-``probe``: a client holds N labelled questions of ``sums_1digit`` (answers 0..18). A curious server
+``probe``: a client holds N labelled questions of ``sums_1digit`` (answers -9..18). A curious server
 enumerates every possible answer of every question as a candidate, asks each R times, and guesses
 the label as the answer with the highest mean reward (ties at random). Counted: labels recovered,
 against a client without privacy, with privacy but without the cache (averaging works), with the
@@ -57,20 +57,21 @@ def probe_once(privacy: PrivateRelease | None, questions: int, repeats: int, see
     """One probing attack; returns labels recovered and what the client spent."""
     examples = generate("sums_1digit", questions, seed)
     client = Client("org", examples, format_reward=FMT, privacy=privacy)
-    answers = list(range(19))
+    answers = list(range(-9, 19))  # every answer a sum or difference of two digits can have
+    # all repeats in one request: the client composes its spend once, the attack is the same
     items = [
-        RewardItem(f"{k}:{a}", ex.question, [f"<answer>{a}</answer>"])
+        RewardItem(f"{r}:{k}:{a}", ex.question, [f"<answer>{a}</answer>"])
+        for r in range(repeats)
         for k, ex in enumerate(examples)
         for a in answers
     ]
+    reply = client.respond(RewardRequest("probe", "org", items))
+    assert isinstance(reply, RewardReply)
     totals: dict[tuple[int, int], list[float]] = {}
-    for r in range(repeats):
-        reply = client.respond(RewardRequest(f"p{r}", "org", items))
-        assert isinstance(reply, RewardReply)
-        for item in reply.items:
-            if item.rewards[0] is not None:
-                k, a = map(int, item.key.split(":"))
-                totals.setdefault((k, a), []).append(item.rewards[0])
+    for item in reply.items:
+        if item.rewards[0] is not None:
+            _, k, a = map(int, item.key.split(":"))
+            totals.setdefault((k, a), []).append(item.rewards[0])
     rng = random.Random(seed)
     recovered = 0
     for k, ex in enumerate(examples):
@@ -81,12 +82,12 @@ def probe_once(privacy: PrivateRelease | None, questions: int, repeats: int, see
 
 
 def probe(args: argparse.Namespace) -> dict[str, Any]:
-    n, r = args.questions, args.repeats
+    n, r, space = args.questions, args.repeats, 28
     rows: dict[str, Any] = {"no privacy": probe_once(None, n, r)}
     for eps in (4.0, 2.0, 1.0):
 
         def release(
-            budget: float | None = None, answers: int = 19, remember: bool = True, eps: float = eps
+            budget: float | None = None, answers: int = space, remember: bool = True, eps: float = eps
         ) -> PrivateRelease:
             policy = PrivacyPolicy(eps, budget, 1e-5, max_answers_per_question=answers)
             return PrivateRelease(policy, seed=1, remember=remember)
@@ -98,8 +99,8 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
             "cache + 4 answers/question": probe_once(release(answers=4), n, r),
             "cache + run budget eps=8": probe_once(release(budget=8.0), n, r),
         }
-    rows["random guess"] = round(n / 19, 1)
-    return {"questions": n, "answers_enumerated": 19, "repeats": r, "rows": rows}
+    rows["random guess"] = round(n / space, 1)
+    return {"questions": n, "answers_enumerated": space, "repeats": r, "rows": rows}
 
 
 def correctness(args: argparse.Namespace) -> dict[str, Any]:
