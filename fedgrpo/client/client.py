@@ -11,6 +11,9 @@ naming the model's error, and both are counted in :attr:`Client.model_unavailabl
 A reward reply says how the client scored each item only as counts per reply (answer / model /
 none): per item, the method would tell the server which questions the client holds. With
 ``per_item_methods`` (``federation.per_item_methods``, debugging) each item carries it as well.
+
+With a release layer (``privacy``, :mod:`fedgrpo.client.privacy`) every reward and competence bit is
+privatised before it leaves, and each reply carries the client's cumulative (epsilon, delta).
 """
 
 from __future__ import annotations
