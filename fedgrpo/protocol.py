@@ -71,6 +71,7 @@ class RewardReply:
     client: str
     items: list[ItemScores]
     methods: dict[str, int]
+    privacy_spent: tuple[float, float] | None = None  # a private client's run-long (epsilon, delta)
     kind: str = field(default="reward_reply", init=False)
 
 
@@ -118,6 +119,7 @@ class CompetenceReply:
     request_id: str
     client: str
     bits: list[int]
+    privacy_spent: tuple[float, float] | None = None  # a private client's run-long (epsilon, delta)
     kind: str = field(default="competence_reply", init=False)
 
 
@@ -127,6 +129,8 @@ Message = RewardRequest | RewardReply | ErrorReply | CompetenceRequest | Compete
 def encode(message: Message) -> bytes:
     body = asdict(message)
     body["v"] = PROTOCOL_VERSION
+    if body.get("privacy_spent", 0) is None:  # optional: absent on the wire when a client has no DP
+        del body["privacy_spent"]
     if isinstance(message, RewardReply):  # an absent per-item method is absent on the wire, not null
         for item in body["items"]:
             if item["method"] is None:
@@ -184,7 +188,26 @@ def _reward_reply(body: dict[str, Any], request_id: str, client: str) -> RewardR
     counts = _require(body, "methods", dict)
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts.values()):
         raise ProtocolError("method counts must be integers")
-    return RewardReply(request_id, client, scores, dict(counts))
+    return RewardReply(request_id, client, scores, dict(counts), privacy_spent(body.get("privacy_spent")))
+
+
+def privacy_spent(value: object) -> tuple[float, float] | None:
+    """A reply's optional privacy spend: absent, or [epsilon, delta], finite, eps >= 0, 0 <= delta < 1."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise ProtocolError("privacy_spent must be [epsilon, delta]")
+    try:
+        epsilon, delta = float(value[0]), float(value[1])
+    except OverflowError as err:
+        raise ProtocolError("privacy_spent is not representable") from err
+    if not (math.isfinite(epsilon) and epsilon >= 0 and 0 <= delta < 1):
+        raise ProtocolError("privacy_spent needs a finite epsilon >= 0 and a delta in [0, 1)")
+    return epsilon, delta
 
 
 def decode(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
@@ -224,7 +247,8 @@ def decode(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
         ]
         return CompetenceRequest(request_id, client, citems)
     if kind == "competence_reply":
-        return CompetenceReply(request_id, client, list(_require(body, "bits", list)))
+        spent = privacy_spent(body.get("privacy_spent"))
+        return CompetenceReply(request_id, client, list(_require(body, "bits", list)), spent)
     if kind == "error":
         error = body.get("error", "")
         if not isinstance(error, str):

@@ -11,10 +11,14 @@ naming the model's error, and both are counted in :attr:`Client.model_unavailabl
 A reward reply says how the client scored each item only as counts per reply (answer / model /
 none): per item, the method would tell the server which questions the client holds. With
 ``per_item_methods`` (``federation.per_item_methods``, debugging) each item carries it as well.
+
+With a release layer (``privacy``, :mod:`fedgrpo.client.privacy`) every reward and competence bit is
+privatised before it leaves, and each reply carries the client's cumulative (epsilon, delta).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Protocol
@@ -22,6 +26,7 @@ from typing import Protocol
 from fedgrpo.answers import answer_key
 from fedgrpo.client.answer_scoring import AnswerEvaluator, Evaluation
 from fedgrpo.client.dual import ClientModel, ModelUnavailableError
+from fedgrpo.client.privacy import PrivateRelease
 from fedgrpo.data import Example
 from fedgrpo.protocol import (
     MAX_MESSAGE_BYTES,
@@ -66,6 +71,7 @@ class Client:
         format_reward: float = 0.1,
         per_item_methods: bool = False,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        privacy: PrivateRelease | None = None,
     ) -> None:
         self.name = name
         self.per_item_methods = per_item_methods
@@ -73,6 +79,7 @@ class Client:
         self._examples = list(examples)
         self._evaluator: Evaluator = evaluator or AnswerEvaluator(self._examples, format_reward)
         self.model_unavailable = 0  # requests the client model could not serve (abstained or refused)
+        self.privacy = privacy  # None: values leave as scored (no differential privacy)
 
     def __repr__(self) -> str:  # never print private data
         return f"Client({self.name!r}, {len(self._examples)} private examples)"
@@ -97,7 +104,20 @@ class Client:
         return encode(self.respond(request))
 
     def respond(self, request: Message) -> Message:
-        """The reply to one decoded request: rewards, competence bits, or an error reply."""
+        """The reply to one decoded request: rewards, competence bits, or an error reply.
+
+        With privacy on, every value passes the release layer (noise, cache, budgets) and the reply
+        carries the run's cumulative (epsilon, delta) spend, one aggregate pair.
+        """
+        if self.privacy is None:
+            return self._respond(request)
+        with self.privacy.session():
+            reply = self._respond(request)
+            if isinstance(reply, RewardReply | CompetenceReply):
+                reply = dataclasses.replace(reply, privacy_spent=self.privacy.spent())
+            return reply
+
+    def _respond(self, request: Message) -> Message:
         if isinstance(request, CompetenceRequest):
             return self._competence(request)
         if not isinstance(request, RewardRequest):
@@ -112,10 +132,12 @@ class Client:
             except ModelUnavailableError as err:  # answer-based items still score; these abstain
                 failed, abstained = failed or err, abstained + 1
                 result = Evaluation([None] * len(item.candidates), "none")
-            methods.append(result.method)
-            items.append(
-                ItemScores(item.key, result.rewards, result.method if self.per_item_methods else None)
-            )
+            rewards, method = result.rewards, result.method
+            if self.privacy is not None and method != "none":
+                rewards = self.privacy.rewards(item.question, item.candidates, rewards, method)
+                method = method if any(r is not None for r in rewards) else "none"  # over a budget
+            methods.append(method)
+            items.append(ItemScores(item.key, rewards, method if self.per_item_methods else None))
         if failed is not None:
             self.model_unavailable += 1
             log.warning(
@@ -141,7 +163,13 @@ class Client:
                 self.model_unavailable += 1
                 log.warning("%s: client model unavailable for a competence query: %s", self.name, err)
                 return ErrorReply(request.request_id, self.name, f"client model unavailable: {err}")
-            bits.append(int(predicted is not None and answer_key(predicted) == answer_key(item.answer)))
+            bit = int(predicted is not None and answer_key(predicted) == answer_key(item.answer))
+            if self.privacy is not None:
+                released = self.privacy.bit(item.question, bit)
+                if released is None:  # partial bits would read as "incompetent"
+                    return ErrorReply(request.request_id, self.name, "privacy budget spent")
+                bit = released
+            bits.append(bit)
             if i % 10 == 0 or i == len(request.items):  # a long query should show it is moving
                 log.info(
                     "%s: answered %d/%d auxiliary questions (%.0f s)",

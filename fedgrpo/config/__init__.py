@@ -20,6 +20,7 @@ from fedgrpo.config.load import (
 from fedgrpo.config.sections import (
     EMBEDDED_MODELS,
     AdversaryBehaviour,
+    ClientPrivacy,
     ClientSettings,
     DataSettings,
     DpsdaSettings,
@@ -39,6 +40,7 @@ __all__ = [
     "PRESETS",
     "RESERVED_GRPO_KEYS",
     "AdversaryBehaviour",
+    "ClientPrivacy",
     "ClientSettings",
     "ConfigError",
     "DataSettings",

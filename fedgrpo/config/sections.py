@@ -91,6 +91,45 @@ class ExpertTraining(_Strict):
         return self
 
 
+class ClientPrivacy(_Strict):
+    """Differentially private rewards at every simulated client (a deployed organisation sets its own
+    in its node config, see docs/deployment.md). Off unless ``enabled``.
+
+    Every value a client sends (reward correctness, competence bit) is privatised with ``epsilon`` per
+    value: randomised response for bits, ``continuous_mechanism`` for model scores in [0, 1]. The client
+    composes its loss over the run and abstains once the next value would exceed ``budget_epsilon`` at
+    ``budget_delta``; the same (question, final answer) always gets the same released value, and at most
+    ``max_answers_per_question`` distinct answers per question are released.
+    """
+
+    enabled: bool = False
+    epsilon: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="epsilon per released value")
+    budget_epsilon: float | None = Field(
+        8.0, gt=0.0, allow_inf_nan=False, description="per client and run; None: no cap (still reported)"
+    )
+    budget_delta: float = Field(1e-5, ge=0.0, lt=1.0, description="delta at which the spend is reported")
+    binary_mechanism: Literal["randomized_response"] = Field(
+        "randomized_response", description="for bits (answer check, agreement, competence)"
+    )
+    continuous_mechanism: Literal["laplace", "gaussian"] = Field(
+        "laplace", description="for model scores in [0, 1] (clients.evaluation: likelihood)"
+    )
+    delta_per_value: float = Field(0.0, ge=0.0, lt=1.0, description="gaussian only: delta per value")
+    max_answers_per_question: int = Field(
+        8, ge=1, description="distinct final answers released per question; later ones abstain"
+    )
+
+    @model_validator(mode="after")
+    def _gaussian_delta(self) -> ClientPrivacy:
+        if self.continuous_mechanism == "gaussian" and self.delta_per_value <= 0:
+            raise ValueError(
+                "clients.privacy.delta_per_value must be positive for continuous_mechanism: gaussian"
+            )
+        if self.continuous_mechanism == "gaussian" and self.budget_delta <= self.delta_per_value:
+            raise ValueError("clients.privacy.budget_delta must exceed delta_per_value (gaussian)")
+        return self
+
+
 class ClientSettings(_Strict):
     """The clients' own models, for model-based evaluation (ME) and for competence queries.
 
@@ -121,6 +160,7 @@ class ClientSettings(_Strict):
         description="simulation only, for robustness experiments: client name -> flip, always-high, "
         "random or colluding (two or more clients); see fedgrpo/run/adversaries.py",
     )
+    privacy: ClientPrivacy = ClientPrivacy()
 
     @field_validator("model")
     @classmethod

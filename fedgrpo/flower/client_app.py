@@ -48,13 +48,15 @@ from typing import Any
 import yaml
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from pydantic import ValidationError
 
 from fedgrpo.client import Client, ClientModel
-from fedgrpo.config import FedGRPOConfig, config_from_mapping, load_config_text
+from fedgrpo.client.privacy import PrivateRelease
+from fedgrpo.config import ClientPrivacy, FedGRPOConfig, config_from_mapping, load_config_text
 from fedgrpo.data import client_name, read_client_data
 from fedgrpo.flower.codec import PROFILE, content_bytes, from_records, reply_records
 from fedgrpo.protocol import ErrorReply, ProtocolError, encode
-from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_client
+from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_client, private_release
 
 # Not imported here: fedgrpo.models, fedgrpo.client.experts, fedgrpo.run.clients and run.assemble.
 # They need torch and transformers, an optional heavy dependency that only in-process client models
@@ -110,10 +112,12 @@ def client_view(data: dict[str, Any]) -> dict[str, Any]:
 def _simulated_clients(cfg_yaml: str) -> dict[str, Client]:
     """Every client of the seeded split, built once per process: one base model, shared."""
     from fedgrpo.run.assemble import build_data  # heavy: see the note on the imports
-    from fedgrpo.run.clients import build_clients
+    from fedgrpo.run.clients import PRIVACY_STATE, build_clients
 
     cfg = load_config_text(cfg_yaml, trl_checks=False)
-    return {c.name: c for c in build_clients(cfg, build_data(cfg))}
+    # Ray may route a client's messages to different worker processes: its privacy cache and ledger
+    # live in a state file (one per client) so every process sees the same ones.
+    return {c.name: c for c in build_clients(cfg, build_data(cfg), cfg.output_dir / PRIVACY_STATE)}
 
 
 @functools.cache
@@ -166,12 +170,48 @@ def _node_model(cfg: FedGRPOConfig, name: str, node: dict[str, Any]) -> ClientMo
     return _in_process_model(cfg, name, str(base), str(adapter) if adapter else None)
 
 
+PRIVACY_KEYS = {  # node config key -> clients.privacy field: the organisation's own decision
+    "privacy-epsilon": "epsilon",
+    "privacy-budget-epsilon": "budget_epsilon",
+    "privacy-budget-delta": "budget_delta",
+    "privacy-continuous": "continuous_mechanism",
+    "privacy-delta-per-value": "delta_per_value",
+    "privacy-max-answers": "max_answers_per_question",
+}
+
+
+def node_privacy(cfg: FedGRPOConfig, node: dict[str, Any], data_file: Path) -> PrivateRelease | None:
+    """The organisation's release layer from its node config: on when ``privacy-epsilon`` is given.
+
+    Its cache and ledger persist in ``privacy-state`` (default: next to its data file), since a
+    ClientApp may be a new process per message. Noise comes from the operating system, never a seed.
+    """
+    given = {field: node[key] for key, field in PRIVACY_KEYS.items() if key in node}
+    if str(given.get("budget_epsilon", "")).lower() == "none":
+        given["budget_epsilon"] = None  # no cap: the spend is still accounted and reported
+    if "epsilon" not in given:
+        if given:
+            raise ValueError(
+                f"node config {sorted(k for k in PRIVACY_KEYS if k in node)} needs privacy-epsilon"
+            )
+        return None
+    try:
+        settings = ClientPrivacy.model_validate({"enabled": True, **given})
+    except ValidationError as err:
+        fields = {str(e["loc"][0]) for e in err.errors() if e["loc"]}
+        keys = [k for k, f in PRIVACY_KEYS.items() if f in fields] or sorted(PRIVACY_KEYS)
+        raise ValueError(f"node config {', '.join(keys)}: {err.errors()[0]['msg']}") from err
+    state = node.get("privacy-state") or data_file.with_name(data_file.name + ".privacy.json")
+    return private_release(cfg, settings, data_file.name, str(state), seeded=False)
+
+
 def _deployed_client(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
     """The organisation's own client, from the files (and endpoint) its SuperNode's node config names."""
     path = Path(str(node["data-file"])).expanduser()
     name = str(node.get("name") or "")  # the server knows it by its registered name; a claim is checked
+    privacy = node_privacy(cfg, node, path)  # checked before any data or model loads
     examples = read_client_data(path)
-    return make_client(cfg, name, examples, _node_model(cfg, name or "expert", node))
+    return make_client(cfg, name, examples, _node_model(cfg, name or "expert", node), privacy)
 
 
 def client_for(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:

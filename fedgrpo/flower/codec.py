@@ -37,10 +37,12 @@ from fedgrpo.protocol import (
     brief,
     check_method,
     encode,
+    privacy_spent,
 )
 
 META, ITEMS, REWARDS, BITS, STATS, PROFILE = "meta", "items", "rewards", "bits", "stats", "profile"
 METHOD_COUNTS = "methods"
+PRIVACY = "privacy"  # optional: a private client's run-long (epsilon, delta) spend
 REQUEST_TYPES = {"reward": "query.reward", "competence": "query.competence"}
 PROFILE_TYPE = "query.profile"
 
@@ -135,7 +137,19 @@ def to_records(message: Message) -> RecordDict:
         records[META]["error"] = message.error
     else:  # pragma: no cover - the union above is exhaustive
         raise TypeError(f"cannot lay out {type(message).__name__}")
+    spent = getattr(message, "privacy_spent", None)
+    if spent is not None:
+        records[PRIVACY] = MetricRecord({"epsilon": float(spent[0]), "delta": float(spent[1])})
     return RecordDict(records)
+
+
+def _privacy(content: RecordDict) -> tuple[float, float] | None:
+    if PRIVACY not in content:
+        return None
+    record = _record(content, PRIVACY, MetricRecord)
+    if set(record) != {"epsilon", "delta"}:
+        raise ProtocolError("privacy record must hold exactly epsilon and delta")
+    return privacy_spent([_field(record, k, (int, float)) for k in ("epsilon", "delta")])
 
 
 def from_records(content: RecordDict) -> Message:
@@ -170,7 +184,7 @@ def from_records(content: RecordDict) -> Message:
         return _reward_reply(content, request_id, client)
     if kind == "competence_reply":
         bits = _field(_record(content, BITS, MetricRecord), "bits", list, int)
-        return CompetenceReply(request_id, client, list(bits))
+        return CompetenceReply(request_id, client, list(bits), _privacy(content))
     raise ProtocolError(f"unknown message kind {brief(kind)}")
 
 
@@ -202,7 +216,7 @@ def _reward_reply(content: RecordDict, request_id: str, client: str) -> RewardRe
     if set(tally) != set(METHODS) or not all(0 <= n <= len(scores) for n in tally.values()):
         # bounded here, not only by the server's check: a count is at most the number of items
         raise ProtocolError(f"method counts must name {list(METHODS)}, each between 0 and {len(scores)}")
-    return RewardReply(request_id, client, scores, tally)
+    return RewardReply(request_id, client, scores, tally, _privacy(content))
 
 
 def content_bytes(content: RecordDict) -> int:

@@ -18,10 +18,35 @@ from typing import Any
 from fedgrpo.client import AnswerEvaluator, Client, ClientModel, DualEvaluator, Evaluator
 from fedgrpo.client.endpoint import EndpointModel
 from fedgrpo.client.endpoint_scoring import EndpointEvaluator
-from fedgrpo.config import FedGRPOConfig
+from fedgrpo.client.privacy import PrivacyPolicy, PrivateRelease
+from fedgrpo.config import ClientPrivacy, FedGRPOConfig
 from fedgrpo.data import Example
 
-__all__ = ["endpoint_model", "in_process_model", "make_client"]
+__all__ = ["endpoint_model", "in_process_model", "make_client", "private_release"]
+
+
+def private_release(
+    cfg: FedGRPOConfig,
+    settings: ClientPrivacy,
+    name: str,
+    state_path: str | None = None,
+    seeded: bool = True,
+) -> PrivateRelease | None:
+    """The release layer for ``settings`` (None when off). ``seeded``: noise drawn from the run's seed
+    and the client's name (simulations, reproducible); otherwise from the operating system."""
+    if not settings.enabled:
+        return None
+    policy = PrivacyPolicy(
+        settings.epsilon,
+        settings.budget_epsilon,
+        settings.budget_delta,
+        settings.continuous_mechanism,
+        settings.delta_per_value,
+        settings.max_answers_per_question,
+    )
+    seed = [cfg.seed, *name.encode()] if seeded else None
+    scores = "continuous" if cfg.clients.evaluation == "likelihood" else "binary"
+    return PrivateRelease(policy, scores, cfg.federation.format_reward, seed, state_path, cfg.name)
 
 
 def make_client(
@@ -30,10 +55,12 @@ def make_client(
     examples: list[Example],
     model: ClientModel | None,
     wrap: Callable[[Evaluator], Evaluator] | None = None,
+    privacy: PrivateRelease | None = None,
 ) -> Client:
     """One client: answer-based evaluation on its examples, plus ``model`` for model-based evaluation and
     competence queries when it has one. ``wrap``: lays something over that honest evaluator (a
-    simulation's adversaries, :mod:`fedgrpo.run.adversaries`; never a deployed client)."""
+    simulation's adversaries, :mod:`fedgrpo.run.adversaries`; never a deployed client); ``privacy``: its
+    release layer (default: none)."""
     fmt = cfg.federation.format_reward
     evaluator: Evaluator = DualEvaluator(AnswerEvaluator(examples, fmt), model)
     return Client(
@@ -43,6 +70,7 @@ def make_client(
         fmt,
         per_item_methods=cfg.federation.per_item_methods,
         max_message_bytes=cfg.flower.max_message_bytes,
+        privacy=privacy,
     )
 
 

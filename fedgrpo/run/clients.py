@@ -20,12 +20,18 @@ from fedgrpo.data import FederatedSplit
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.adversaries import AdversarialEvaluator
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_client
+from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_client, private_release
 
 log = logging.getLogger(__name__)
 
+PRIVACY_STATE = "privacy-state"  # the simulated clients' privacy caches and ledgers, in the run folder
 
-def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
+
+def _state(folder: Path | None, name: str) -> str | None:
+    return None if folder is None else str(folder / f"{name}.json")
+
+
+def build_clients(cfg: FedGRPOConfig, split: FederatedSplit, state_dir: Path | None = None) -> list[Client]:
     """The available clients, each with its private data and, with ``clients.model`` or
     ``clients.endpoint``, a client model.
 
@@ -35,6 +41,9 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
     through that one endpoint. A client whose model fails to load or train is reported unavailable
     (logged with the reason) and left out; fewer than M available is an error. The clients named in
     ``clients.adversaries`` lie as told (experiments only).
+
+    With ``clients.privacy.enabled`` each client privatises what it sends; ``state_dir``: where each
+    keeps its cache and ledger between processes (Flower's Simulation Engine), else in memory.
     """
     models, unavailable = _client_models(cfg, split)
     clients = []
@@ -42,7 +51,8 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit) -> list[Client]:
         if name in unavailable:
             log.warning("client %s unavailable: %s", name, unavailable[name])
             continue
-        clients.append(make_client(cfg, name, examples, models.get(name), adversary(cfg, name)))
+        privacy = private_release(cfg, cfg.clients.privacy, name, _state(state_dir, name))
+        clients.append(make_client(cfg, name, examples, models.get(name), adversary(cfg, name), privacy))
     m = cfg.federation.experts_per_question
     if len(clients) < m:
         raise RuntimeError(

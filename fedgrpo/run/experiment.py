@@ -33,7 +33,7 @@ from fedgrpo.run.assemble import (
     split_summary,
 )
 from fedgrpo.run.audit import RoutingAudit
-from fedgrpo.run.clients import build_clients
+from fedgrpo.run.clients import PRIVACY_STATE, build_clients
 from fedgrpo.run.metrics import MetricsCallback, peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import StopOnInterrupt, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
@@ -63,9 +63,10 @@ def run_in_process(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     """A simulation in this process: the seeded split, its clients behind an in-process transport."""
     check_output_dir(cfg, resume)
     split = build_data(cfg)
-    return run_simulation(
-        cfg, InProcessTransport(build_clients(cfg, split), cfg.flower.max_message_bytes), split, resume
-    )
+    # with clients.privacy, each client's cache and ledger persist in the run folder: a resumed run
+    # goes on with them (the same released values, the budget already spent)
+    clients = build_clients(cfg, split, cfg.output_dir / PRIVACY_STATE)
+    return run_simulation(cfg, InProcessTransport(clients, cfg.flower.max_message_bytes), split, resume)
 
 
 def run_simulation(
@@ -212,6 +213,7 @@ def _run(
         "selection": selection,
         "split": split_info,
         "transport": transport.summary(),
+        "privacy": privacy_report(selection, advantage),
     }
     write_json_atomic(out / "results.json", results)
     transport.close()
@@ -228,6 +230,16 @@ def _run(
         out / "results.json",
     )
     return results
+
+
+def privacy_report(selection: dict[str, Any] | None, advantage: FederatedAdvantage) -> dict[str, Any]:
+    """Per client the (epsilon, delta) it reported spending over the run (its latest, largest report:
+    the competence query's or the last reward reply's); clients without differential privacy are absent."""
+    spent = {c: tuple(s) for c, s in ((selection or {}).get("privacy_spent") or {}).items()}
+    for client, pair in advantage.privacy_spent.items():
+        if client not in spent or pair[0] >= spent[client][0]:
+            spent[client] = pair
+    return {c: {"epsilon": round(e, 6), "delta": d} for c, (e, d) in sorted(spent.items())}
 
 
 def prepare_resume(checkpoints: Path, metrics_path: Path, advantage: FederatedAdvantage) -> Path | None:

@@ -27,6 +27,7 @@ from fedgrpo.protocol import (
 )
 from fedgrpo.selection import ConfidenceGraph
 from fedgrpo.server.exchange import send
+from fedgrpo.server.stats import note_privacy_spent
 from fedgrpo.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,14 @@ def build_confidence_graph(
     requests = {c: CompetenceRequest(f"competence-{c}", c, items) for c in clients}
     exchanged = send(transport, requests, CompetenceReply)
     correctness = torch.zeros(len(clients), len(auxiliary))
+    spent: dict[str, tuple[float, float]] = {}
     rejected = {c: r for c, r in exchanged.rejected.items() if c in requests}
     for k, client in enumerate(clients):
         reply = exchanged.replies.get(client)
         if reply is None:
             continue
         assert isinstance(reply, CompetenceReply)
+        note_privacy_spent(spent, client, reply.privacy_spent)
         try:
             correctness[k] = torch.tensor(
                 check_competence_bits(reply.bits, len(auxiliary)), dtype=torch.float32
@@ -82,6 +85,7 @@ def build_confidence_graph(
         "rejected": dict(sorted(Counter(r.reason for r in rejected.values()).items())),
         "rejected_clients": {c: f"{r.reason}: {r.detail}" for c, r in sorted(rejected.items())},
         "seconds": round(time.perf_counter() - start, 3),
+        "privacy_spent": {c: list(s) for c, s in sorted(spent.items())},
     }
     log.info(
         "confidence graph: %d clients x %d exemplars, %.1f KB down, %.1f KB up, %d rejected",

@@ -44,7 +44,7 @@ from fedgrpo.protocol import (
 )
 from fedgrpo.selection import Selector
 from fedgrpo.server.exchange import send
-from fedgrpo.server.stats import RoundStats
+from fedgrpo.server.stats import RoundStats, note_privacy_spent
 from fedgrpo.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ class FederatedAdvantage:
         # holds (reward correctness, routing); this server-side object never sees labels.
         self._pending_groups: list[GroupRecord] = []
         self._round = 0
+        self.privacy_spent: dict[str, tuple[float, float]] = {}  # client -> latest (epsilon, delta)
 
     def drain(self) -> tuple[RoundStats, list[GroupRecord]]:
         """The rounds since the last call (for one metrics row), and reset."""
@@ -262,6 +263,7 @@ class FederatedAdvantage:
             except Rejected as err:  # a reply that miscounts its own items is not trusted at all
                 self._rejected(stats, client, err)
                 continue
+            note_privacy_spent(self.privacy_spent, client, reply.privacy_spent)
             stats.methods.update({m: n for m, n in counts.items() if n})
             stats.abstentions += counts["none"]  # items the client cannot judge: not an error
             keys, seen = item_keys[client], set()
@@ -306,9 +308,15 @@ class FederatedAdvantage:
 
     # -- checkpointing ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"round": self._round, "selector": self.selector.state_dict(), "total": self.total.to_json()}
+        return {
+            "round": self._round,
+            "selector": self.selector.state_dict(),
+            "total": self.total.to_json(),
+            "privacy_spent": {c: list(s) for c, s in self.privacy_spent.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._round = int(state["round"])
+        self.privacy_spent = {c: (float(e), float(d)) for c, (e, d) in state.get("privacy_spent", {}).items()}
         self.selector.load_state_dict(state["selector"])
         self.total = RoundStats.from_json(state["total"])

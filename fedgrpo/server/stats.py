@@ -6,12 +6,15 @@ and a sum that overflowed must show up as a missing value, not stop the run.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from fedgrpo.server.exchange import Exchanged
+
+log = logging.getLogger(__name__)
 
 
 def finite(value: Any) -> Any:
@@ -23,6 +26,25 @@ def finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]
     return value
+
+
+def note_privacy_spent(
+    spent: dict[str, tuple[float, float]], client: str, reported: tuple[float, float] | None
+) -> None:
+    """Keep a client's reported cumulative privacy spend (the protocol checked it is finite). A spend
+    that goes down is logged and ignored: a client's loss over a run only grows."""
+    if reported is None:
+        return
+    before = spent.get(client)
+    if before is not None and reported[0] < before[0]:
+        log.warning(
+            "%s reported a privacy spend of %.4g after %.4g; kept the larger",
+            client,
+            *reported[:1],
+            before[0],
+        )
+        return
+    spent[client] = reported
 
 
 def _sqrt(value: float) -> float:

@@ -79,7 +79,10 @@ class Deployment:
         named = ["--name", name] if name else []
         return self.flwr("supernode", "register", str(self.certs / f"{key}.pub"), "fedgrpo", *named)
 
-    def start_supernode(self, client: str, key: str, port: int | None = None) -> subprocess.Popen:
+    def start_supernode(
+        self, client: str, key: str, port: int | None = None, node_config: str = ""
+    ) -> subprocess.Popen:
+        """A SuperNode for ``client``'s data file; ``node_config``: further ``key=value`` entries."""
         proc = self._spawn(
             f"supernode-{client}",
             [
@@ -87,7 +90,7 @@ class Deployment:
                 f"--root-certificates={self.certs / 'ca.crt'}",
                 f"--superlink={self.address}",
                 f"--auth-supernode-private-key={self.certs / key}",
-                f"--node-config=data-file='{self.data / client / 'data.jsonl'}'",
+                f"--node-config=data-file='{self.data / client / 'data.jsonl'}' {node_config}".strip(),
                 f"--port={port or free_port()}",
                 "--max-retries=3",
             ],

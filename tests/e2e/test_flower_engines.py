@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
+from fedgrpo.client.privacy import Ledger, PrivacyPolicy  # noqa: E402
 from tests.e2e.flower_deploy import BIN, Deployment, make_deployment  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -135,6 +136,32 @@ def test_a_killed_supernode_is_skipped_then_rejoins_under_its_key_and_nothing_is
     missed = results["communication"]["fed/timed_out"].get("client-2", 0)
     assert missed or "left" in events  # marked missing, or dropped once the SuperLink saw it go
     assert "client-2" in rows[-1]["fed/routed"] and rows[-1]["fed/rewards_received"] > 0  # routed again
+
+
+def test_organisations_with_differential_privacy_report_their_spend_and_keep_their_ledger(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Each organisation sets its own privacy in its node config; every message is a fresh ClientApp
+    process, so its cache and ledger live in its state file, next to its data file."""
+    for i in range(3):
+        assert deployment.register(f"supernode-{i}", f"client-{i}").returncode == 0
+        privacy = f"privacy-epsilon={0.5 * (i + 1)} privacy-budget-epsilon=1000"
+        deployment.start_supernode(f"client-{i}", f"supernode-{i}", node_config=privacy)
+    out = tmp_path / "run"
+    proc = _fedgrpo_run(deployment, out, "grpo.max_steps=2", "federation.selector=all")
+    assert proc.returncode == 0, (out.parent / "run.log").read_text()[-4000:]
+    privacy = json.loads((out / "results.json").read_text())["privacy"]
+    assert sorted(privacy) == ["client-0", "client-1", "client-2"]
+    released = 0
+    for i in range(3):
+        state_file = deployment.data / f"client-{i}" / "data.jsonl.privacy.json"
+        state = json.loads(state_file.read_text())
+        assert state["run"] == "smoke" and oct(state_file.stat().st_mode & 0o777) == "0o600"
+        released += sum(state["counts"].values())
+        # the ledger persisted across processes: the spend reported is that of every value released
+        ledger = Ledger(PrivacyPolicy(0.5 * (i + 1), 1000.0, 1e-5), state["counts"])
+        assert privacy[f"client-{i}"] == {"epsilon": round(ledger.epsilon(), 6), "delta": 1e-5}
+    assert released > 0
 
 
 def test_supernode_with_unregistered_key_is_refused(deployment: Deployment) -> None:

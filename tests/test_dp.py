@@ -1,0 +1,254 @@
+"""Differentially private rewards at the client: the mechanisms, the ledger, the cache, the budgets.
+
+Clients here are answer-based (labelled sums), built and queried as the server would: through
+:meth:`Client.respond` and the protocol's encoding. Distribution checks use a seeded generator and a
+binomial interval of 4 standard deviations, so they fail only when the mechanism is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from fedgrpo.client import Client
+from fedgrpo.client.privacy import Ledger, PrivacyPolicy, PrivateRelease, debias_bit
+from fedgrpo.config import ConfigError, load_config
+from fedgrpo.data import Example
+from fedgrpo.flower.client_app import node_privacy
+from fedgrpo.flower.codec import from_records, to_records
+from fedgrpo.protocol import (
+    CompetenceItem,
+    CompetenceReply,
+    CompetenceRequest,
+    ItemScores,
+    ProtocolError,
+    RewardItem,
+    RewardReply,
+    RewardRequest,
+    decode,
+    encode,
+)
+from fedgrpo.run.experiment import run_in_process
+
+FMT = 0.1
+
+
+def _sums(n: int) -> list[Example]:
+    return [Example(f"q{i}", "sums", f"What is {i} + {i % 7}?", str(i + i % 7)) for i in range(n)]
+
+
+def _client(
+    examples: list[Example], epsilon: float = 1.0, budget: float | None = None, **release: object
+) -> Client:
+    policy = PrivacyPolicy(epsilon, budget, 1e-5, max_answers_per_question=release.pop("max_answers", 8))
+    return Client("org", examples, format_reward=FMT, privacy=PrivateRelease(policy, seed=0, **release))
+
+
+def _ask(client: Client, items: list[tuple[str, list[str]]], rid: str = "r") -> RewardReply:
+    request = RewardRequest(rid, client.name, [RewardItem(str(k), q, c) for k, (q, c) in enumerate(items)])
+    reply = decode(client.handle(encode(request)))
+    assert isinstance(reply, RewardReply)
+    return reply
+
+
+def _within(successes: int, n: int, p: float) -> bool:
+    return abs(successes - n * p) <= 4 * math.sqrt(n * p * (1 - p))
+
+
+def test_randomised_response_keeps_a_bit_with_probability_e_eps_over_1_plus_e_eps() -> None:
+    examples = _sums(3000)
+    for epsilon in (0.5, 2.0):
+        client = _client(examples, epsilon)
+        right = [(ex.question, [f"<answer>{ex.answer}</answer>"]) for ex in examples]
+        reply = _ask(client, right)
+        rewards = [item.rewards[0] for item in reply.items]
+        assert set(rewards) <= {FMT, 1 + FMT}  # a bit plus the untouched format bonus
+        kept = sum(r == 1 + FMT for r in rewards)
+        assert _within(kept, len(examples), math.exp(epsilon) / (1 + math.exp(epsilon)))
+        # the server's debiasing recovers the true rate (all 1 here) from the noisy bits
+        debiased = sum(debias_bit(r - FMT, epsilon) for r in rewards) / len(rewards)
+        assert abs(debiased - 1.0) < 4 * math.sqrt(1 / len(rewards)) / (1 - 2 / (1 + math.exp(epsilon)))
+
+
+def test_laplace_scores_are_clipped_to_the_unit_interval_with_the_right_spread() -> None:
+    release = PrivateRelease(PrivacyPolicy(8.0, None), "continuous", FMT, seed=1)
+    released = [release.rewards(f"q{i}", ["no tag"], [0.5], "model")[0] for i in range(4000)]
+    assert all(r is not None and 0.0 <= r <= 1.0 for r in released)
+    deviation = sum(abs(r - 0.5) for r in released if r is not None) / len(released)
+    assert abs(deviation - 1 / 8) < 0.01  # E|Laplace(b)| = b = 1/eps (clipping beyond 0.5 is rare)
+
+
+def test_the_ledger_composes_monotonically_and_the_client_abstains_once_the_budget_is_spent() -> None:
+    ledger = Ledger(PrivacyPolicy(1.0, None, 1e-5))
+    spends = [ledger.epsilon({"rr": n, "laplace": 0, "gaussian": 0}) for n in (0, 1, 2, 5, 20, 80)]
+    assert spends[0] == 0 and spends == sorted(spends) and abs(spends[1] - 1.0) < 1e-2
+    assert spends[-1] < 80  # PLD composition beats adding epsilons up
+
+    examples = _sums(40)
+    client = _client(examples, epsilon=1.0, budget=6.0)
+    reply = _ask(client, [(ex.question, [f"<answer>{ex.answer}</answer>"]) for ex in examples])
+    given = sum(item.rewards[0] is not None for item in reply.items)
+    rr = Ledger(PrivacyPolicy(1.0, None, 1e-5))
+    assert rr.epsilon({"rr": given, "laplace": 0, "gaussian": 0}) <= 6.0
+    assert rr.epsilon({"rr": given + 1, "laplace": 0, "gaussian": 0}) > 6.0  # the next one would overspend
+    assert reply.methods["none"] == len(examples) - given  # abstentions counted as method "none"
+    assert reply.privacy_spent is not None and reply.privacy_spent[0] <= 6.0
+    again = _ask(client, [(ex.question, ["<answer>-1</answer>"]) for ex in examples], "r2")
+    assert all(item.rewards == [None] for item in again.items)  # new values: none left to give
+    assert again.privacy_spent == reply.privacy_spent  # refusing costs nothing
+
+
+def test_the_same_question_and_normalised_answer_always_get_the_same_value_at_no_cost() -> None:
+    examples = _sums(50)
+    client = _client(examples, epsilon=0.3)
+    assert client.privacy is not None
+    items = [
+        (ex.question, [f"<answer>{ex.answer}</answer>", f"So <answer> {ex.answer}.0 </answer>"])
+        for ex in examples
+    ]
+    first = _ask(client, items)
+    spent = client.privacy.ledger.counts["rr"]
+    assert spent == len(examples)  # one value per (question, answer), not per candidate
+    for item in first.items:
+        assert item.rewards[0] == item.rewards[1]
+    for repeat in range(5):
+        again = _ask(client, items, f"again{repeat}")
+        assert [i.rewards for i in again.items] == [i.rewards for i in first.items]
+    assert client.privacy.ledger.counts["rr"] == spent
+
+
+def test_at_most_n_distinct_answers_per_question_are_released() -> None:
+    examples = _sums(3)
+    client = _client(examples, max_answers=2)
+    items = [(ex.question, [f"<answer>{a}</answer>" for a in range(5)]) for ex in examples]
+    reply = _ask(client, items)
+    assert all(item.rewards[:2] != [None, None] and item.rewards[2:] == [None] * 3 for item in reply.items)
+    # the two released answers stay answered
+    assert _ask(client, items, "r2").items[0].rewards == reply.items[0].rewards
+
+
+def test_a_probing_server_recovers_no_more_labels_than_one_query_allows() -> None:
+    """The server asks about every question's true answer, once or 30 times, and takes the majority of
+    what came back as its guess of "is this the label". With the cache 20 queries tell it exactly what
+    one does; without the cache averaging recovers nearly every label."""
+    examples = _sums(200)
+    epsilon = 1.0
+    keep = math.exp(epsilon) / (1 + math.exp(epsilon))
+
+    def recovered(client: Client, repeats: int) -> int:
+        votes = [0] * len(examples)
+        for r in range(repeats):
+            reply = _ask(
+                client, [(ex.question, [f"<answer>{ex.answer}</answer>"]) for ex in examples], f"p{r}"
+            )
+            for k, item in enumerate(reply.items):
+                votes[k] += 1 if item.rewards[0] == 1 + FMT else -1
+        return sum(v > 0 for v in votes)
+
+    once = recovered(_client(examples, epsilon), 1)
+    cached = recovered(_client(examples, epsilon), 20)
+    assert cached == once and _within(once, len(examples), keep)
+    uncached = recovered(_client(examples, epsilon, remember=False), 21)
+    assert uncached > 0.95 * len(examples) and uncached > once + 4 * math.sqrt(len(examples))
+
+
+def test_the_cache_and_ledger_survive_a_new_client_process_and_a_new_run_starts_fresh(tmp_path: Path) -> None:
+    """Two Client objects over one state file stand for two ClientApp processes of one organisation."""
+    examples = _sums(20)
+    state = tmp_path / "org.privacy.json"
+    items = [(ex.question, [f"<answer>{ex.answer}</answer>", "<answer>0</answer>"]) for ex in examples]
+    first = _ask(_client(examples, 0.2, state_path=state, run="run-a"), items)
+    assert oct(state.stat().st_mode & 0o777) == "0o600"
+    assert json.loads(state.read_text())["epsilon"] == first.privacy_spent[0]  # kept for the next process
+    other = _client(examples, 0.2, state_path=state, run="run-a")
+    other.privacy.rng = __import__("numpy").random.default_rng(99)  # fresh noise would differ
+    second = _ask(other, items, "r2")
+    assert [i.rewards for i in second.items] == [i.rewards for i in first.items]
+    assert second.privacy_spent == first.privacy_spent and first.privacy_spent[0] > 0
+    fresh = _ask(_client(examples, 0.2, state_path=state, run="run-b"), items[:1], "r3")
+    assert fresh.privacy_spent[0] < first.privacy_spent[0]
+
+
+def test_competence_bits_are_randomised_and_cached_and_refused_past_the_budget() -> None:
+    class Model:
+        def evaluate(self, question, candidates):  # pragma: no cover - not used here
+            raise AssertionError
+
+        def answer(self, question: str) -> str:
+            return "1"
+
+    policy = PrivacyPolicy(0.5, 30.0)
+    client = Client("org", [], Model(), FMT, privacy=PrivateRelease(policy, seed=3))  # type: ignore[arg-type]
+    items = [CompetenceItem(str(k), f"q{k}?", "1") for k in range(20)]
+    reply = client.respond(CompetenceRequest("c", "org", items))
+    assert isinstance(reply, CompetenceReply) and set(reply.bits) == {0, 1}  # all true, some flipped
+    assert client.respond(CompetenceRequest("c2", "org", items)).bits == reply.bits  # cached
+    many = [CompetenceItem(str(k), f"other {k}?", "1") for k in range(200)]
+    refused = client.respond(CompetenceRequest("c3", "org", many))
+    assert refused.kind == "error" and "privacy budget" in refused.error
+
+
+def test_the_spend_crosses_both_encodings_and_bad_spends_are_refused() -> None:
+    reward = RewardReply(
+        "r", "c", [ItemScores("0", [0.1])], {"answer": 1, "model": 0, "none": 0}, (2.5, 1e-5)
+    )
+    competence = CompetenceReply("q", "c", [0, 1], (0.5, 0.0))
+    for message in (reward, competence):
+        assert decode(encode(message)) == message == from_records(to_records(message))
+    plain = RewardReply("r", "c", [], {"answer": 0, "model": 0, "none": 0})
+    assert b"privacy" not in encode(plain) and decode(encode(plain)).privacy_spent is None
+    for bad in ("[NaN, 0]", "[-1, 0]", "[1, 1.5]", "[1]", '"x"', "[true, 0]"):
+        text = encode(plain).decode().replace('"v":2', f'"privacy_spent":{bad},"v":2')
+        with pytest.raises(ProtocolError, match="privacy_spent"):
+            decode(text.encode())
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("clients.privacy.budget_epsilon=0", "clients.privacy.budget_epsilon"),
+        ("clients.privacy.epsilon=-1", "clients.privacy.epsilon"),
+        ("clients.privacy.binary_mechanism=laplace", "clients.privacy.binary_mechanism"),
+        ("clients.privacy.continuous_mechanism=randomized_response", "clients.privacy.continuous_mechanism"),
+        ("clients.privacy.continuous_mechanism=gaussian", "clients.privacy.delta_per_value"),
+    ],
+)
+def test_a_bad_privacy_setting_fails_at_validation_naming_the_field(override: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config("smoke", ["clients.privacy.enabled=true", override])
+
+
+def test_an_organisations_node_config_sets_its_own_privacy_and_bad_values_name_the_key(tmp_path) -> None:
+    cfg = load_config("smoke")
+    data = tmp_path / "org.jsonl"
+    assert node_privacy(cfg, {}, data) is None
+    release = node_privacy(cfg, {"privacy-epsilon": "0.5", "privacy-budget-epsilon": "none"}, data)
+    assert release is not None and release.policy.epsilon == 0.5 and release.policy.budget_epsilon is None
+    assert release.state_path == tmp_path / "org.jsonl.privacy.json"
+    with pytest.raises(ValueError, match="privacy-budget-epsilon"):
+        node_privacy(cfg, {"privacy-epsilon": 1, "privacy-budget-epsilon": 0}, data)
+    with pytest.raises(ValueError, match="privacy-continuous"):
+        node_privacy(cfg, {"privacy-epsilon": 1, "privacy-continuous": "randomized_response"}, data)
+    with pytest.raises(ValueError, match="needs privacy-epsilon"):
+        node_privacy(cfg, {"privacy-max-answers": 2}, data)
+
+
+def test_results_json_reports_the_epsilon_each_client_spent(tmp_path: Path) -> None:
+    over = [
+        f"run.output_dir={tmp_path / 'run'}",
+        "eval.before=false",
+        "eval.after=false",
+        "grpo.max_steps=2",
+        "clients.privacy.enabled=true",
+        "clients.privacy.epsilon=0.5",
+        "clients.privacy.budget_epsilon=null",
+    ]
+    results = run_in_process(load_config("smoke", over))
+    privacy = results["privacy"]
+    assert set(privacy) <= {"client-0", "client-1", "client-2"} and privacy
+    assert all(p["epsilon"] >= 0 and p["delta"] == 1e-5 for p in privacy.values())
+    assert any(p["epsilon"] > 0 for p in privacy.values())  # a client that held nothing spent nothing
+    assert results["communication"]["fed/rewards_received"] > 0
