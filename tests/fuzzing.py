@@ -4,6 +4,8 @@ SLOW_EXAMPLES each in its ``slow``-marked test (:func:`many_more`)."""
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -74,7 +76,8 @@ json_values = st.recursive(
     max_leaves=16,
 )
 replacements = edge_numbers | json_leaves | json_values  # what a mutation puts in: edges and leaves first
-rewards = st.none() | st.floats() | st.integers(min_value=-3, max_value=3)
+answer_rewards = st.sampled_from([0.0, 1.0, 0.1, 1.1, 0.25, 1.25])  # on the grid for bonus 0.1 or 0.25
+rewards = st.none() | answer_rewards | st.floats() | st.integers(min_value=-3, max_value=3)
 
 
 @st.composite
@@ -87,7 +90,9 @@ def reward_replies(draw: st.DrawFn) -> RewardReply:
         )
         for m in (methods if per_item else [None] * len(methods))
     ]
-    return RewardReply(draw(text), draw(text), items, method_counts(methods))
+    bonus = draw(st.sampled_from([0.0, 0.1, 0.25]) | st.floats())
+    spent = draw(st.none() | st.tuples(st.floats(0, 50), st.floats(0, 0.5)))
+    return RewardReply(draw(text), draw(text), items, method_counts(methods), spent, bonus)
 
 
 messages: st.SearchStrategy[Message] = st.one_of(
@@ -105,11 +110,20 @@ headers = st.fixed_dictionaries(
     {
         "v": st.sampled_from([PROTOCOL_VERSION, PROTOCOL_VERSION - 1, float(PROTOCOL_VERSION), True]),
         "kind": st.sampled_from(["reward", "reward_reply", "competence", "competence_reply", "error", "x"]),
-        "request_id": text,
+        "id": text,
         "client": text,
     },
-    optional={"items": json_values, "methods": json_values, "bits": json_values, "error": json_values},
+    optional={
+        key: json_values | st.sampled_from([1, 0, 9, -1])
+        for key in ("methods", "bonus", "shape", "item_methods", "n", "error", "z")
+    },
 )
+bodies = st.binary(max_size=40) | json_values.map(lambda v: json.dumps(v, allow_nan=True).encode())
+
+
+def join(header: Any, body: bytes) -> bytes:
+    """A header line (any JSON value) and a body, as the protocol lays them out."""
+    return json.dumps(header, separators=(",", ":"), allow_nan=True).encode() + b"\n" + body
 
 
 def decodes_or_refuses(payload: bytes) -> Message | None:
@@ -145,3 +159,33 @@ def mutate(draw: st.DrawFn, body: Any) -> Any:
     else:
         parent[path[-1]] = draw(replacements)
     return body
+
+
+def mutate_bytes(draw: st.DrawFn, body: bytes) -> bytes:
+    """``body`` cut short, grown, or with one byte changed."""
+    how = draw(st.sampled_from(["cut", "grow", "flip"]))
+    if how == "cut" or not body and how == "flip":
+        return body[: draw(st.integers(0, max(len(body) - 1, 0)))]
+    if how == "grow":
+        return body + draw(st.binary(min_size=1, max_size=4))
+    at = draw(st.integers(0, len(body) - 1))
+    return body[:at] + bytes([draw(st.integers(0, 255))]) + body[at + 1 :]
+
+
+def mutate_payload(draw: st.DrawFn, payload: bytes) -> bytes:
+    """An encoded message bent in one place: its header (as JSON), its JSON body, or its raw body
+    (inflated first when compressed, and compressed again or not)."""
+    line, _, body = payload.partition(b"\n")
+    header = json.loads(line)
+    if header.pop("z", None) == 1:
+        body = zlib.decompress(body)
+    if draw(st.booleans()):
+        header = mutate(draw, header)
+    else:
+        try:
+            body = json.dumps(mutate(draw, json.loads(body)), allow_nan=True).encode()
+        except ValueError:  # a packed body: bytes, not JSON
+            body = mutate_bytes(draw, body)
+    if isinstance(header, dict) and draw(st.booleans()):
+        header, body = {**header, "z": 1}, zlib.compress(body)
+    return join(header, body)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 
 from fedgrpo.client import AnswerEvaluator, Client
 from fedgrpo.data import Question, generate
 from fedgrpo.protocol import (
-    PROTOCOL_VERSION,
+    ItemScores,
     ProtocolError,
     RewardItem,
     RewardReply,
@@ -20,6 +21,7 @@ from fedgrpo.protocol import (
 from fedgrpo.selection import AllSelector, RandomSelector
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.transport import InProcessTransport
+from tests.wire import header, join
 
 
 @pytest.fixture(scope="module")
@@ -52,33 +54,64 @@ def test_client_handle_round_trip_and_malformed_request(sums) -> None:
     assert "answer" not in repr(client) and sums[0].question not in repr(client)
 
 
+REPLY = header("reward_reply", methods=[1, 0, 0], bonus=0.1, shape=[[1, 1]])
+
+
 @pytest.mark.parametrize(
     "payload",
     [
         b"[]",
-        b'{"v": 2, "kind": "reward"}',
-        b'{"v": 1, "kind": "reward"}',
-        b'{"v": 2.0, "kind": "error", "request_id": "r", "client": "c"}',
-        b'{"v":2,"kind":"reward_reply","request_id":"r","client":"c",'
-        b'"items":[{"key":"q","rewards":["x"]}],"methods":{"answer":1,"model":0,"none":0}}',
-        b'{"v":2,"kind":"reward_reply","request_id":"r","client":"c",'
-        b'"items":[{"key":"q","rewards":[1]}]}',  # no method counts
-        b'{"v":2,"kind":"reward_reply","request_id":"r","client":"c","items":[{"key":"q","rewards":[1],'
-        b'"method":"answer"},{"key":"p","rewards":[1]}],"methods":{"answer":2,"model":0,"none":0}}',
-        b'{"v":2,"kind":"reward_reply","request_id":"r","client":"c",'
-        b'"items":[{"key":"q","rewards":[1' + b"0" * 400 + b']}],"methods":{"answer":1,"model":0,"none":0}}',
-        b"[" * 100_000,  # too deep for the parser
-        b'{"v":2,"kind":"error","request_id":"r","client":"c","error":' + b"9" * 5000 + b"}",
+        b'{"v":3,"kind":"reward"}\n{}',
+        join({**REPLY, "v": 2}, b"\x00"),
+        join({**REPLY, "v": 3.0}, b"\x00"),
+        join(REPLY),  # no header line end: the body is missing
+        join(REPLY, b"\x00\x00"),  # two rewards for a shape of one
+        join({**REPLY, "shape": [[1, 10**6]]}, b"\x00"),  # more items than bytes
+        join({**REPLY, "shape": [[1, True]]}, b"\x00"),
+        join({k: v for k, v in REPLY.items() if k != "methods"}, b"\x00"),  # no method counts
+        join({**REPLY, "methods": {"answer": 1, "model": 0, "none": 0}}, b"\x00"),
+        join({**REPLY, "methods": [1, 0]}, b"\x00"),
+        join({**REPLY, "item_methods": "ax"}, b"\x00"),
+        join({**REPLY, "bonus": "0.1"}, b"\x00"),
+        join({**REPLY, "bonus": 10**400}, b"\x00"),
+        join({**REPLY, "extra": 1}, b"\x00"),  # no field the protocol does not know
+        join({**REPLY, "z": 1}, b"\x00"),  # not zlib
+        join({**REPLY, "z": 1}, zlib.compress(b"\x00") + b"tail"),
+        join({**REPLY, "z": 1}, zlib.compress(b"\x00")[:-2]),  # truncated stream
+        join(header("competence_reply", n=9), b"\xff"),  # 9 bits need 2 bytes
+        join(header("competence_reply", n=4), b"\xf1"),  # padding bits set
+        join(header("error", error="x"), b"body"),
+        join(header("reward"), b'{"questions":["q"],"candidates":[]}'),
+        join(header("reward"), b'{"questions":["q"],"candidates":[[1]]}'),
+        join(header("competence"), b'{"questions":["q"],"answers":["a"],"x":1}'),
+        b"[" * 100_000 + b"\n",  # too deep for the parser
+        join(header("error"), b"").replace(b'"client":"c"', b'"client":"c","error":' + b"9" * 5000),
     ],
     ids=[
         "array",
-        "fields",
+        "no-newline",
         "version",
         "float-version",
-        "reward-type",
+        "no-body",
+        "long-body",
+        "item-bomb",
+        "bool-shape",
         "no-counts",
-        "mixed-methods",
-        "huge-int",
+        "dict-counts",
+        "short-counts",
+        "item-methods",
+        "string-bonus",
+        "huge-bonus",
+        "unknown-field",
+        "not-zlib",
+        "zlib-tail",
+        "zlib-truncated",
+        "bits-length",
+        "bits-padding",
+        "error-body",
+        "request-lengths",
+        "request-types",
+        "request-fields",
         "deep",
         "digits",
     ],
@@ -115,27 +148,23 @@ def test_transport_counts_real_bytes_and_survives_a_crashing_client(sums) -> Non
 
 
 class Scripted:
-    """A misbehaving client: replies with whatever its script makes of the request."""
+    """A misbehaving client: replies with whatever its script makes of the decoded request."""
 
     def __init__(self, name: str, script) -> None:
         self.name = name
         self.script = script
 
     def handle(self, request: bytes) -> bytes:
-        body = json.loads(request)
-        return json.dumps(self.script(body), allow_nan=True).encode()
+        reply = self.script(decode(request))
+        return reply if isinstance(reply, bytes) else encode(reply)
 
 
-def _reply(body, rewards, client=None, key=None):
-    n = len(body["items"])
-    return {
-        "v": PROTOCOL_VERSION,
-        "kind": "reward_reply",
-        "request_id": body["request_id"],
-        "client": client or body["client"],
-        "items": [{"key": key or it["key"], "rewards": rewards} for it in body["items"]],
-        "methods": {"answer": n, "model": 0, "none": 0},
-    }
+def _reply(request, rewards, client=None, bonus=0.1, items=None, methods=None):
+    """A reply with ``rewards`` for every item asked (or for ``items`` of them), bent as asked."""
+    n = len(request.items) if items is None else items
+    scores = [ItemScores(str(k), rewards) for k in range(n)]
+    counts = methods or {"answer": n, "model": 0, "none": 0}
+    return RewardReply(request.request_id, client or request.client, scores, counts, bonus=bonus)
 
 
 def test_bad_replies_are_rejected_counted_and_training_goes_on(sums) -> None:
@@ -147,20 +176,23 @@ def test_bad_replies_are_rejected_counted_and_training_goes_on(sums) -> None:
         Scripted("nan", lambda b: _reply(b, [1.0, float("nan"), 0.0])),
         Scripted("inf", lambda b: _reply(b, [1.0, float("inf"), 0.0])),
         Scripted("impostor", lambda b: _reply(b, [1.0, 0.0, 1.0], client="good")),
-        Scripted("unknown_q", lambda b: _reply(b, [1.0, 0.0, 1.0], key="nope")),
-        Scripted("too_big", lambda b: _reply(b, [1.0, 5.0, 0.0])),
-        Scripted("overflow", lambda b: _reply(b, [1.0, 1.7e308, 1.7e308])),
-        Scripted("negative", lambda b: _reply(b, [1.0, -0.1, 0.0])),
-        Scripted("miscounted", lambda b: {**_reply(b, [1.0, 0.0, 1.0]), "methods": {"answer": 9}}),
-        Scripted("garbage", lambda b: "not a reply"),
+        Scripted("unknown_q", lambda b: _reply(b, [1.0, 0.0], items=2)),  # short, then not asked
+        Scripted("unpackable", lambda b: _reply(b, [1.0, 5.0, 0.0])),  # no byte on its grid holds 5
+        Scripted("too_big", lambda b: _reply(b, [1.0, 5.0, 0.0], bonus=4.0)),  # its own bonus: 1 + 4
+        Scripted("overflow", lambda b: _reply(b, [1.0, 1.7e308, 1.7e308], bonus=1.7e308)),
+        Scripted("negative", lambda b: _reply(b, [1.0, -0.5, 0.0], bonus=-0.5)),
+        Scripted(
+            "miscounted", lambda b: _reply(b, [1.0, 0.0, 1.0], methods={"answer": 9, "model": 0, "none": 0})
+        ),
+        Scripted("garbage", lambda b: b"not a reply"),
     ]
     rewards = FederatedAdvantage(InProcessTransport(clients), AllSelector(), len(clients), g, "mean")
     q = Question(sums[0].qid, sums[0].domain, sums[0].question)
     cands = [f"<answer>{sums[0].answer}</answer>", "<answer>-1</answer>", "no tags"]
     adv = rewards.advantages([q], [cands])[0]
     assert rewards.total.rejected == {
-        "wrong_length": 1,
-        "non_finite": 2,
+        "wrong_length": 2,
+        "non_finite": 3,
         "unasked_client": 1,
         "unknown_question": 1,
         "malformed_reply": 1,

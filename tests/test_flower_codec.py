@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 pytest.importorskip("flwr")
@@ -13,6 +15,7 @@ from fedgrpo.flower import client_app as apps  # noqa: E402
 from fedgrpo.flower.codec import (  # noqa: E402
     content_bytes,
     from_records,
+    read_payload,
     read_stats,
     to_records,
 )
@@ -29,12 +32,13 @@ from fedgrpo.protocol import (  # noqa: E402
     decode,
     encode,
 )
+from tests.wire import join, split  # noqa: E402
 
 MESSAGES = [
     RewardRequest(
         "r1",
         "client-0",
-        [RewardItem("0:q1", "2+2?", ["<answer>4</answer>", "5"]), RewardItem("1:q", "x", [])],
+        [RewardItem("0", "2+2?", ["<answer>4</answer>", "5"]), RewardItem("1", "x", [])],
     ),
     RewardRequest("r2", "client-1", []),
     RewardReply(
@@ -60,18 +64,13 @@ MESSAGES = [
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: m.kind)
-def test_records_round_trip_to_the_same_bytes(message) -> None:
+def test_records_carry_the_protocols_own_bytes(message) -> None:
     content = to_records(message)
-    # flat typed lists, not one opaque blob
-    assert all(isinstance(r, ConfigRecord | MetricRecord) for r in content.values())
-    assert not any(isinstance(v, bytes) for r in content.values() for v in r.values())
+    # one encoding: Flower carries exactly the bytes the in-process transport does
+    assert list(content) == ["message"] and dict(content["message"]) == {"payload": encode(message)}
+    assert read_payload(content) == encode(message)
     assert encode(from_records(content)) == encode(message)
-
-
-def test_reward_request_is_laid_out_per_candidate() -> None:
-    items = to_records(MESSAGES[0])["items"]
-    assert items["keys"] == ["0:q1", "1:q"] and items["counts"] == [2, 0]
-    assert items["candidates"] == ["<answer>4</answer>", "5"]
+    assert content_bytes(content) == len("payload") + len(encode(message))
 
 
 def _broken(mutate) -> RecordDict:
@@ -80,34 +79,24 @@ def _broken(mutate) -> RecordDict:
     return content
 
 
+def _bent(**fields) -> ConfigRecord:
+    head, body = split(encode(MESSAGES[2]))
+    return ConfigRecord({"payload": join({**head, **fields}, body)})
+
+
 @pytest.mark.parametrize(
     "mutate",
     [
-        lambda c: c.pop("rewards"),
-        lambda c: c.__setitem__("rewards", ConfigRecord({"values": ["x"]})),  # wrong record type
-        lambda c: c["items"].__setitem__("keys", [1, 2]),  # wrong value type
-        lambda c: c["rewards"].__setitem__("counts", [5, 0]),  # counts do not add up
-        lambda c: c["items"].__setitem__("methods", ["answer", "guess"]),
-        lambda c: c["items"].__setitem__("methods", ["answer"]),  # not one per item
-        lambda c: c["rewards"].__setitem__("present", [1, 2]),
-        lambda c: c.pop("methods"),
-        lambda c: c["methods"].__setitem__("answer", 1.0),
-        lambda c: c["meta"].__setitem__("v", 99),
-        lambda c: c["meta"].__setitem__("kind", "launch"),
+        lambda c: c.pop("message"),
+        lambda c: c.__setitem__("message", MetricRecord({"payload": 1.0})),  # wrong record type
+        lambda c: c["message"].__setitem__("payload", "text"),  # wrong value type
+        lambda c: c["message"].__setitem__("extra", b"x"),  # nothing beside the payload
+        lambda c: c.__setitem__("message", _bent(v=99)),
+        lambda c: c.__setitem__("message", _bent(kind="launch")),
+        lambda c: c.__setitem__("message", _bent(shape=[[5, 1]])),  # the shape and the bytes disagree
+        lambda c: c.__setitem__("message", _bent(methods=[1.0, 0, 1])),
     ],
-    ids=[
-        "missing",
-        "record-type",
-        "value-type",
-        "counts",
-        "method",
-        "method-count",
-        "present",
-        "no-method-counts",
-        "float-count",
-        "version",
-        "kind",
-    ],
+    ids=["missing", "record-type", "value-type", "extra", "version", "kind", "shape", "float-count"],
 )
 def test_malformed_records_raise_protocol_error(mutate) -> None:
     with pytest.raises(ProtocolError):
@@ -164,7 +153,7 @@ def test_client_app_rejects_bad_input_with_a_counted_error(client_app, case: str
         message = _request(content)
     elif case == "wrong-records":
         content = to_records(good)
-        content["items"] = MetricRecord({"qids": [1.0]})
+        content["message"] = ConfigRecord({"payload": "not bytes"})
         message = _request(content)
     elif case == "wrong-kind":
         message = _request(to_records(good), "query.competence")
@@ -176,12 +165,6 @@ def test_client_app_rejects_bad_input_with_a_counted_error(client_app, case: str
     assert isinstance(got, ErrorReply) and got.error
     assert sum(apps.REJECTED.values()) == before + 1
     assert read_stats(reply.content)["rejected"] == before + 1  # the server sees the client's count
-
-
-def test_content_bytes_tracks_payload_size() -> None:
-    small = content_bytes(to_records(MESSAGES[0]))
-    big = content_bytes(to_records(RewardRequest("r", "c", [RewardItem("q", "y" * 10_000, ["z"])])))
-    assert 0 < small < 300 and big > 10_000
 
 
 def test_config_text_and_flower_settings_validation(tmp_path) -> None:
@@ -250,8 +233,8 @@ def test_per_item_methods_only_when_the_run_asks_for_them() -> None:
         got = from_records(reply.content)
         assert isinstance(got, RewardReply) and got.items[0].method == expected
         assert got.methods == {"answer": 0, "model": 0, "none": 1}
-        items = reply.content["items"]
-        assert ("methods" in items) is switch  # nothing per item on the wire unless asked
+        head, _ = split(read_payload(reply.content))
+        assert ("item_methods" in head) is switch  # nothing per item on the wire unless asked
     assert "per_item_methods" in apps.CLIENT_KEYS["federation"]
 
 
@@ -267,12 +250,14 @@ def test_flower_transport_refuses_an_oversized_reply_before_reading_it(monkeypat
     server = flower_transport.FlowerTransport.__new__(flower_transport.FlowerTransport)  # no Grid needed
     server._settings, server.counts = FlowerSettings(max_message_bytes=4096), Counter()
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1  # as in a ServerApp process
-    big = RewardReply("r1", "c", [ItemScores("0", [0.5] * 1000)], {"answer": 1, "model": 0, "none": 0})
+    noise = random.Random(0)  # rewards zlib cannot shrink below the limit
+    rewards = [noise.random() for _ in range(8000)]
+    big = RewardReply("r1", "c", [ItemScores("0", rewards)], {"answer": 1, "model": 0, "none": 0})
 
-    def unreachable(content):
+    def unreachable(payload, max_bytes):
         raise AssertionError("an oversized reply must not be parsed")
 
-    monkeypatch.setattr(flower_transport, "from_records", unreachable)
+    monkeypatch.setattr(flower_transport.protocol, "decode", unreachable)
     delivery = server._read_reply(
         "c", 100, Message(reply_records(big, 100, 0), dst_node_id=1, message_type="query.reward")
     )

@@ -15,7 +15,6 @@ from fedgrpo.client.answer_scoring import AnswerEvaluator
 from fedgrpo.config import load_config
 from fedgrpo.data import Question, generate
 from fedgrpo.protocol import (
-    PROTOCOL_VERSION,
     CompetenceItem,
     CompetenceReply,
     CompetenceRequest,
@@ -28,6 +27,7 @@ from fedgrpo.run.clients import build_clients
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
 from fedgrpo.transport import InProcessTransport
+from tests.wire import header, join
 
 
 @pytest.fixture(scope="module")
@@ -149,16 +149,15 @@ class Scripted:
         self.script = script
 
     def handle(self, request: bytes) -> bytes:
-        body = json.loads(request)
-        return self.script(body)
+        return self.script(decode(request))
 
 
 def _bits(bits):
-    def reply(body):
-        head = {"v": PROTOCOL_VERSION, "kind": "competence_reply", "request_id": body["request_id"]}
-        return json.dumps({**head, "client": body["client"], "bits": bits}).encode()
+    return lambda request: encode(CompetenceReply(request.request_id, request.client, bits))
 
-    return reply
+
+def _raw(n: int, body: bytes):
+    return lambda request: join(header("competence_reply", request.request_id, request.client, n=n), body)
 
 
 def test_bad_competence_replies_get_all_zero_rows(sums) -> None:
@@ -166,8 +165,8 @@ def test_bad_competence_replies_get_all_zero_rows(sums) -> None:
     clients = [
         Scripted("good", _bits([1, 0, 1])),
         Scripted("short", _bits([1, 1])),
-        Scripted("two", _bits([1, 2, 0])),
-        Scripted("floats", _bits([1.0, 1.0, 1.0])),
+        Scripted("long", _bits([1, 0, 1, 1])),
+        Scripted("padded", _raw(3, b"\xff")),  # bits beyond the third set: no honest encoder sends them
         Scripted("garbage", lambda b: b"\xff"),
         Client("no_model", sums),  # answers with an error reply: it has no model
     ]
@@ -175,22 +174,25 @@ def test_bad_competence_replies_get_all_zero_rows(sums) -> None:
     corr = graph.correctness
     assert corr[0].tolist() == [1.0, 0.0, 1.0]
     assert corr[1:].abs().sum() == 0  # every rejected client: an all-zero row
-    assert stats["rejected"] == {"invalid_bits": 3, "malformed_reply": 1, "client_error": 1}
+    assert stats["rejected"] == {"invalid_bits": 2, "malformed_reply": 2, "client_error": 1}
     assert "no model to answer competence queries" in stats["rejected_clients"]["no_model"]
     assert stats["bytes_down"] > 0 and stats["bytes_up"] > 0 and stats["client_forward_passes"] == 6 * 3
 
 
 def test_competence_messages_round_trip_and_reject_malformed() -> None:
-    req = CompetenceRequest("r", "c", [CompetenceItem("q1", "What is 1 + 1?", "2")])
+    req = CompetenceRequest("r", "c", [CompetenceItem("0", "What is 1 + 1?", "2")])
     assert decode(encode(req)) == req
     reply = CompetenceReply("r", "c", [1, 0])
     assert decode(encode(reply)) == reply
+    assert len(encode(CompetenceReply("r", "c", [1] * 80)).partition(b"\n")[2]) == 10  # a bit each
+    with pytest.raises(ValueError):  # an encoder sends bits, nothing else
+        encode(CompetenceReply("r", "c", [1, 2]))
     for bad in (
-        b'{"v":2,"kind":"competence","request_id":"r","client":"c","items":[{"key":"q"}]}',
-        b'{"v":2,"kind":"competence","request_id":"r","client":"c","items":["x"]}',
-        b'{"v":2,"kind":"competence_reply","request_id":"r","client":"c","bits":"101"}',
-        b'{"v":2,"kind":"competence_reply","request_id":"r","client":"c"}',
-        b'{"v":1,"kind":"competence_reply","request_id":"r","client":"c","bits":[1]}',  # old version
+        join(header("competence"), b'{"questions":["q"]}'),
+        join(header("competence"), b'{"questions":["q"],"answers":[1]}'),
+        join(header("competence_reply", n="101"), b"\xa0"),
+        join(header("competence_reply"), b"\xa0"),
+        join({**header("competence_reply", n=1), "v": 2}, b"\x80"),  # old version
     ):
         with pytest.raises(ProtocolError):
             decode(bad)

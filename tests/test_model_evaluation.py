@@ -236,8 +236,8 @@ def test_client_serves_model_based_rewards_over_the_wire(knowing) -> None:
         "r1",
         "c0",
         [
-            RewardItem("held", SUM[0], ["<answer>7</answer>", "<answer>8</answer>"]),
-            RewardItem("not-held", DOZEN[0], ["<answer>12</answer>", "twelve"]),
+            RewardItem("0", SUM[0], ["<answer>7</answer>", "<answer>8</answer>"]),
+            RewardItem("1", DOZEN[0], ["<answer>12</answer>", "twelve"]),
         ],
     )
     reply = decode(client.handle(encode(request)))
@@ -245,7 +245,7 @@ def test_client_serves_model_based_rewards_over_the_wire(knowing) -> None:
     held, not_held = reply.items
     assert reply.methods == {"answer": 1, "model": 1, "none": 0}  # counts only, not per item
     assert held.method is None and held.rewards == pytest.approx([1.1, 0.1])
-    assert not_held.key == "not-held" and not_held.rewards == pytest.approx([1.1, 0.0])
+    assert not_held.key == "1" and not_held.rewards == pytest.approx([1.1, 0.0])
 
 
 def test_client_answers_competence_queries_with_its_model(knowing) -> None:

@@ -1,9 +1,10 @@
 """Nothing crosses that the protocol does not need: every byte both ways, in a real training run.
 
-Down: per item an opaque key, the question text and the policy's candidates; no label, no domain,
-no question id (which hashes the domain). Up: per item the key it was sent and its rewards, per
-reply the method counts; no per-item method (which would say which questions a client holds), and
-no string at all but the ones the server itself sent.
+Down: per item the question text and the policy's candidates (items are keyed by position; no key
+is sent); no label, no domain, no question id (which hashes the domain). Up: a byte per reward, per
+reply the method counts, the client's format bonus and the items' lengths; no per-item method (which
+would say which questions a client holds), and no string at all but the ones the server itself sent.
+Compressed bodies are inspected inflated and decoded, as well as raw.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import torch
 from fedgrpo.config import load_config
 from fedgrpo.data import Question, make_qid
 from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.protocol import METHODS, CompetenceRequest, RewardRequest, decode
+from fedgrpo.protocol import METHODS, CompetenceRequest, ErrorReply, RewardReply, RewardRequest, decode
 from fedgrpo.run.assemble import build_data
 from fedgrpo.run.clients import build_clients
 from fedgrpo.run.trl import make_trainer, train_dataset
 from fedgrpo.selection import AllSelector
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
 from fedgrpo.transport import InProcessTransport
+from tests import wire
 
 
 class Recording:
@@ -78,36 +80,43 @@ def test_only_opaque_keys_questions_and_candidates_go_down_and_only_scalars_come
     private = {ex.question: ex for examples in split.clients.values() for ex in examples}
     methods_seen = dict.fromkeys(METHODS, 0)
     for request_bytes, reply_bytes in zip(down, up, strict=True):
-        request, body, reply = decode(request_bytes), json.loads(request_bytes), json.loads(reply_bytes)
-        assert set(body) == {"v", "kind", "request_id", "client", "items"}
-        keys = [item["key"] for item in body["items"]]
-        assert keys == [str(k) for k in range(len(keys))]  # a counter: it says nothing
+        # the decoded content, not only the raw bytes: compressed text would hide from a byte search
+        request, reply = decode(request_bytes), decode(reply_bytes)
+        (head, body_bytes), (reply_head, packed) = wire.split(request_bytes), wire.split(reply_bytes)
+        body = json.loads(body_bytes)
+        assert set(head) == {"v", "kind", "id", "client"}  # no key, no qid, no domain: nothing per item
+        keys = [item.key for item in request.items]
+        assert keys == [str(k) for k in range(len(keys))]  # positions: they say nothing
         # everything but the candidates (which the policy wrote): no question id, no domain name
-        ours = json.dumps({**body, "items": [{**i, "candidates": []} for i in body["items"]]})
-        for text in (ours, reply_bytes.decode()):
+        ours = json.dumps([head, {k: v for k, v in body.items() if k != "candidates"}])
+        for text in (ours, json.dumps(reply_head)):
             assert not any(q in text for q in qids), "a question id crossed"
             assert not any(d in text for d in domains) and "qid" not in text and "domain" not in text
-        meta = json.dumps({**body, "items": keys})
+        for raw in (request_bytes, reply_bytes):  # nor in the raw bytes, compressed or not
+            assert not any(q.encode() in raw for q in qids) and not any(d.encode() in raw for d in domains)
         if isinstance(request, CompetenceRequest):  # the server's own auxiliary set, its own answers
-            assert reply["kind"] == "error" and reply["error"] == "no model to answer competence queries"
-            assert set(_strings(reply)) == {"error", body["request_id"], body["client"], reply["error"]}
+            assert isinstance(reply, ErrorReply) and reply.error == "no model to answer competence queries"
+            assert set(reply_head) == {"v", "kind", "id", "client", "error"} and not packed
             continue
-        assert isinstance(request, RewardRequest)
-        for item in body["items"]:
-            assert set(item) == {"key", "question", "candidates"}
-            assert item["question"] in server_texts  # nothing appended to the question
-            ex = private[item["question"]]
+        assert isinstance(request, RewardRequest) and set(body) == {"questions", "candidates"}
+        for item in request.items:
+            assert item.question in server_texts  # nothing appended to the question
+            ex = private[item.question]
             # the label is nowhere in the request except where the model itself wrote it
-            assert f"<answer>{ex.answer}</answer>" not in item["question"] + meta
-        # up: the keys it was sent, numbers, and the method counts; nothing per item but rewards
-        assert set(reply) == {"v", "kind", "request_id", "client", "items", "methods"}
-        assert reply["kind"] == "reward_reply" and set(reply["methods"]) == set(METHODS)
-        assert all(set(item) == {"key", "rewards"} for item in reply["items"])  # no per-item method
-        assert [item["key"] for item in reply["items"]] == keys
-        assert set(_strings(reply)) <= {"reward_reply", body["request_id"], body["client"], *keys}
-        for item in reply["items"]:
-            assert all(r is None or type(r) is float for r in item["rewards"])
-        assert all(type(n) is int for n in reply["methods"].values())
-        for m, n in reply["methods"].items():
+            assert f"<answer>{ex.answer}</answer>" not in item.question + ours
+        # up: rewards as packed bytes, per reply the counts, the client's bonus and the items' lengths;
+        # nothing per item but rewards (no per-item method), and no string but the ones the server sent
+        assert set(reply_head) == {"v", "kind", "id", "client", "methods", "bonus", "shape"}
+        assert isinstance(reply, RewardReply) and reply_head["kind"] == "reward_reply"
+        assert (reply_head["id"], reply_head["client"]) == (head["id"], head["client"])
+        assert reply_head["bonus"] == cfg.federation.format_reward
+        assert len(packed) == sum(len(item.candidates) for item in request.items)  # a byte per reward
+        assert set(_strings(reply_head)) == {"reward_reply", head["id"], head["client"]}
+        assert [i.key for i in reply.items] == keys and all(i.method is None for i in reply.items)
+        assert [len(i.rewards) for i in reply.items] == [len(i.candidates) for i in request.items]
+        for item in reply.items:
+            assert all(r is None or r in (0.0, 0.1, 1.0, 1.1) for r in item.rewards)  # answer-based: exact
+        assert all(type(n) is int for n in reply_head["methods"])
+        for m, n in reply.methods.items():
             methods_seen[m] += n
     assert methods_seen["answer"] > 0 and methods_seen["none"] > 0  # both kinds of items were in the run

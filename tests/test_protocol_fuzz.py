@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -37,35 +38,44 @@ from fedgrpo.protocol import (  # noqa: E402
     decode,
     encode,
     method_counts,
+    unpack_reward,
 )
 from fedgrpo.selection import AllSelector  # noqa: E402
 from fedgrpo.server import FederatedAdvantage  # noqa: E402
 from fedgrpo.transport import InProcessTransport  # noqa: E402
 from tests.fuzzing import (  # noqa: E402
     PROPERTIES,
+    bodies,
     decodes_or_refuses,
     fuzz,
     headers,
+    join,
     json_values,
     many_more,
     messages,
-    mutate,
+    mutate_payload,
     reward_replies,
     rewards,
     text,
 )
-
+from tests.wire import split  # noqa: E402
 
 # -- decode ---------------------------------------------------------------------------------------------
+REPLY_HEADER = b'{"v":3,"kind":"reward_reply","id":"r","client":"c","methods":[1,0,0],"bonus":0.1,'
+
+
 @fuzz(st.binary(max_size=200), examples=60)
 def test_decode_arbitrary_bytes(payload: bytes) -> None:
     decodes_or_refuses(payload)
-    decodes_or_refuses(b'{"v":2,"kind":"reward_reply",' + payload)
+    decodes_or_refuses(REPLY_HEADER + payload)
+    decodes_or_refuses(REPLY_HEADER + b'"shape":[[2,1]]}\n' + payload)  # any packed rewards
+    decodes_or_refuses(REPLY_HEADER + b'"shape":[[2,1]],"z":1}\n' + payload)  # any "compressed" body
 
 
-@fuzz(json_values | headers, examples=80)
-def test_decode_arbitrary_json(value: Any) -> None:
-    decodes_or_refuses(json.dumps(value, allow_nan=True).encode())
+@fuzz(json_values | headers, bodies, examples=80)
+def test_decode_arbitrary_json(value: Any, body: bytes) -> None:
+    decodes_or_refuses(join(value, body))
+    decodes_or_refuses(join(value, zlib.compress(body)))
 
 
 @fuzz(messages, examples=60)
@@ -73,10 +83,29 @@ def test_valid_messages_round_trip(message: Message) -> None:
     assert encode(decode(encode(message))) == encode(message)
 
 
+@fuzz(reward_replies(), examples=60)
+def test_packed_rewards_are_exact_on_the_grid_and_near_elsewhere(reply: RewardReply) -> None:
+    """Answer-based values (0, 1, bonus, 1 + bonus) come back exactly; any other reward the client
+    could send comes back within half a grid step (1/252), and what the grid cannot hold as NaN."""
+    got = decode(encode(reply))
+    assert isinstance(got, RewardReply) and got.bonus == reply.bonus or math.isnan(reply.bonus)
+    for sent, back in zip(reply.items, got.items, strict=True):
+        for r, b in zip(sent.rewards, back.rewards, strict=True):
+            if r is None:
+                assert b is None
+            elif math.isfinite(reply.bonus) and r in (0.0, 1.0, reply.bonus, 1.0 + reply.bonus):
+                assert b == r
+            elif b is not None and not math.isnan(b):
+                assert abs(b - r) <= 0.5 / 126 + 1e-12
+            else:  # unpackable: NaN, infinite, or no byte within half a step of it
+                assert b is not None and math.isnan(b)
+                near = [unpack_reward(code, reply.bonus) for code in range(256)]
+                assert all(v is None or not abs(v - r) < 0.5 / 126 for v in near)
+
+
 @fuzz(reward_replies() | messages, st.data(), examples=200)  # reward replies: what the server parses most
 def test_decode_mutated_messages(message: Message, data: st.DataObject) -> None:
-    body = mutate(data.draw, json.loads(encode(message)))
-    decodes_or_refuses(json.dumps(body, allow_nan=True).encode())
+    decodes_or_refuses(mutate_payload(data.draw, encode(message)))
 
 
 # -- the server's checks --------------------------------------------------------------------------------
@@ -125,7 +154,7 @@ def test_check_method_counts_on_any_counts(reply: RewardReply, counts: dict[str,
 # -- a whole reward round with misbehaving clients ------------------------------------------------------
 MAX_BYTES = 1 << 16
 BAD = ["bytes", "json", "not_bytes", "raises", "error", "wrong_id", "wrong_kind", "reward", "length"]
-BAD += ["unknown_key", "repeat", "counts", "per_item", "huge"]
+BAD += ["extra_item", "shape", "counts", "per_item", "huge", "bomb", "bonus"]
 EXAMPLES = generate("sums_1digit", 8, seed=5)
 
 
@@ -138,51 +167,63 @@ class Misbehaving:
 
     def handle(self, payload: bytes) -> Any:
         draw, how = self.data.draw, self.how
-        body = json.loads(self._honest.handle(payload))
-        items = body["items"]
+        honest = self._honest.handle(payload)
+        reply = decode(honest)
+        assert isinstance(reply, RewardReply)
+        items, counts = [list(i.rewards) for i in reply.items], dict(reply.methods)
         k = draw(st.integers(0, len(items) - 1))
+        head, body = split(honest)
         if how == "bytes":
             return draw(st.binary(max_size=100))
         if how == "json":
-            return json.dumps(draw(json_values), allow_nan=True).encode()
+            return join(draw(json_values), draw(bodies))
         if how == "not_bytes":
             return draw(st.none() | st.text(max_size=5) | st.just(bytearray(b"{}")))
         if how == "raises":
             raise draw(st.sampled_from([RuntimeError("boom"), MemoryError(), KeyError("x")]))
         if how == "error":
-            return encode(ErrorReply(body["request_id"], self.name, draw(text)))
+            return encode(ErrorReply(reply.request_id, self.name, draw(text)))
+        if how == "wrong_kind":
+            return encode(CompetenceReply(reply.request_id, self.name, [1]))
+        if how == "shape":  # the header's shape and the packed rewards disagree
+            return join({**head, "shape": [[draw(st.integers(0, 9)), len(items) + 1]]}, body)
+        if how == "huge":
+            return honest + bytes(MAX_BYTES)
+        if how == "bomb":  # a few hundred bytes that inflate far past the limit
+            return join({**head, "z": 1}, zlib.compress(body + bytes(MAX_BYTES * 8)))
+        if how == "bonus":
+            return join({**head, "bonus": draw(st.sampled_from(["0.1", None, True, [0.1], 10**400]))}, body)
+        request_id, client, bonus, methods = reply.request_id, reply.client, reply.bonus, None
         if how == "wrong_id":
-            body[draw(st.sampled_from(["request_id", "client"]))] += draw(st.text(min_size=1, max_size=3))
-        elif how == "wrong_kind":
-            return encode(CompetenceReply(body["request_id"], self.name, [1]))
-        elif how == "reward":
-            outside = st.floats(allow_nan=True).filter(lambda r: not 0.0 <= r <= 1.1) | st.integers(2, 10**30)
-            items[k]["rewards"][draw(st.integers(0, len(items[k]["rewards"]) - 1))] = draw(outside)
+            extra = draw(st.text(min_size=1, max_size=3))
+            if draw(st.booleans()):
+                request_id += extra
+            else:
+                client += extra
+        elif how == "reward":  # beyond [0, 1.1] by more than half a grid step: it crosses as NaN
+            step = 0.5 / 126  # nearer than this, a reward is sent as the grid point it rounds to
+            outside = st.floats(allow_nan=True).filter(lambda r: not -step <= r <= 1.1 + step)
+            outside |= st.integers(2, 10**30)
+            items[k][draw(st.integers(0, len(items[k]) - 1))] = float(draw(outside))
         elif how == "length":
             extra = draw(st.lists(st.none() | st.floats(0, 1), min_size=1, max_size=3))
-            items[k]["rewards"] = (
-                items[k]["rewards"][1:] if draw(st.booleans()) else items[k]["rewards"] + extra
-            )
-        elif how == "unknown_key":
-            items[k]["key"] = "x" + items[k]["key"] + draw(text)
-        elif how == "repeat":
+            items[k] = items[k][1:] if draw(st.booleans()) else items[k] + extra
+        elif how == "extra_item":  # one item more than asked; the counts still add up
             items.append(items[k])
-            body["methods"]["none"] += 1  # counts still add up: the repeated item itself is what is wrong
+            counts["none"] += 1
         elif how == "counts":  # counts that add up differently would pass: only metrics could be lied to
 
             def wrong(c: dict[str, int]) -> bool:
-                return set(c) != set(METHODS) or min(c.values()) < 0 or sum(c.values()) != len(items)
+                return min(c.values()) < 0 or sum(c.values()) != len(items)
 
-            counts = st.dictionaries(st.sampled_from([*METHODS, "x"]), st.integers(-1, 9))
-            body["methods"] = draw(counts.filter(wrong))
+            any_counts = st.fixed_dictionaries({m: st.integers(-1, 9) for m in METHODS})
+            counts = draw(any_counts.filter(wrong))
         elif how == "per_item":
-            for item in items:
-                item["method"] = draw(st.sampled_from(METHODS))
-            if method_counts([i["method"] for i in items]) == body["methods"]:
-                items[k]["method"] = "model" if items[k]["method"] != "model" else "answer"
-        elif how == "huge":
-            items[k]["key"] += " " * MAX_BYTES
-        return json.dumps(body, allow_nan=True).encode()
+            methods = [draw(st.sampled_from(METHODS)) for _ in items]
+            if method_counts(methods) == counts:
+                methods[k] = "model" if methods[k] != "model" else "answer"
+        scores = [ItemScores(str(n), r, None if methods is None else methods[n]) for n, r in enumerate(items)]
+        return encode(RewardReply(request_id, client, scores, counts, bonus=bonus))
 
 
 @fuzz(

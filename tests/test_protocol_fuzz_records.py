@@ -1,5 +1,6 @@
 """Property-based fuzzing of the Flower record codec: any RecordDict a ClientApp or the server reads
-gives a protocol message or ProtocolError, and a message lays out as records and back unchanged.
+gives a protocol message or ProtocolError (bent payload bytes included), and a message goes into
+records and back unchanged.
 
 Records are drawn as plain specs ({name: ("config" | "metric", {key: value})}) and built into real
 Flower records in each test, so that collection does not need Flower.
@@ -17,14 +18,12 @@ pytest.importorskip("hypothesis")
 
 from hypothesis import strategies as st  # noqa: E402
 
-from fedgrpo.protocol import METHODS, Message, ProtocolError, encode  # noqa: E402
-from tests.fuzzing import PROPERTIES, fuzz, many_more, messages, text  # noqa: E402
+from fedgrpo.protocol import Message, ProtocolError, encode  # noqa: E402
+from tests.fuzzing import PROPERTIES, fuzz, many_more, messages, mutate_payload, text  # noqa: E402
 
 # -- Flower records -------------------------------------------------------------------------------------
-RECORD_NAMES = ["meta", "items", "rewards", "bits", "stats", "methods", "profile"]
-RECORD_KEYS = ["v", "kind", "request_id", "client", "error", "keys", "questions", "counts", "candidates"]
-RECORD_KEYS += ["answers", "methods", "values", "present", "bits", *METHODS]
-RECORD_KEYS += ["request_bytes", "reply_bytes", "rejected"]
+RECORD_NAMES = ["message", "stats", "profile"]
+RECORD_KEYS = ["payload", "request_bytes", "reply_bytes", "rejected", "name", "domains", "evaluates"]
 # Flower's wire holds int64; records built in memory hold any Python int, so the codec must cope too
 int64 = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([2**64, -(10**400), 10**5000])
 small_ints = st.integers(-2, 4)
@@ -33,6 +32,7 @@ config_values = st.one_of(
     st.floats(),
     text,
     st.binary(max_size=4),
+    messages.map(encode),  # a whole message's bytes, where a payload belongs or not
     st.booleans(),
     st.lists(small_ints, max_size=4),
     st.lists(int64, max_size=3),
@@ -94,7 +94,9 @@ def test_from_records_on_mutated_records(message: Message, data: st.DataObject) 
     name = data.draw(st.sampled_from(sorted(spec)))
     kind, values = spec[name]
     key = data.draw(st.sampled_from(sorted(values)) | record_keys)
-    if key in values and data.draw(st.booleans()):
+    if key == "payload" and isinstance(values.get(key), bytes) and data.draw(st.booleans()):
+        values[key] = mutate_payload(data.draw, values[key])  # the bytes themselves bent
+    elif key in values and data.draw(st.booleans()):
         values.pop(key)
     else:
         values[key] = data.draw(config_values if kind == "config" else metric_values)

@@ -4,6 +4,8 @@ item keys, per-reply method counts, and metrics that stay finite whatever a roun
 from __future__ import annotations
 
 import json
+import random
+import zlib
 from types import SimpleNamespace
 
 import pytest
@@ -30,6 +32,7 @@ from fedgrpo.selection import AllSelector
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
 from fedgrpo.server.stats import RoundStats
 from fedgrpo.transport import InProcessTransport
+from tests.wire import header, join, split
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,7 @@ def test_an_honest_client_with_a_larger_format_reward_is_in_range_only_when_the_
 def test_decode_refuses_an_oversized_payload_before_parsing(monkeypatch) -> None:
     from fedgrpo import protocol
 
-    message = encode(RewardRequest("r", "c", [RewardItem("0", "q" * 500, ["a"])]))
+    message = encode(RewardRequest("r", "c", [RewardItem("0", "q" * 20, ["a"])]))  # too short to compress
     assert decode(message, max_bytes=len(message)).kind == "reward"  # the limit is inclusive
 
     def unreachable(*_: object) -> None:
@@ -102,6 +105,46 @@ def test_decode_refuses_an_oversized_payload_before_parsing(monkeypatch) -> None
         decode(b" " * (protocol.MAX_MESSAGE_BYTES + 1))
 
 
+class Inflater:
+    """zlib.decompressobj, keeping the size of every output it hands back."""
+
+    def __init__(self, outputs: list[int]) -> None:
+        self._real, self._outputs = REAL_DECOMPRESSOBJ(), outputs
+
+    def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+        out = self._real.decompress(data, max_length)
+        self._outputs.append(len(out))
+        return out
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+
+REAL_DECOMPRESSOBJ = zlib.decompressobj
+
+
+def test_a_zip_bomb_is_refused_without_inflating_it(monkeypatch) -> None:
+    """200 MB of zeros compress to about 200 KB: under the limit as sent, far over it inflated."""
+    from fedgrpo import protocol
+
+    deflater = zlib.compressobj(9)
+    chunk = bytes(2**20)
+    bomb = b"".join(deflater.compress(chunk) for _ in range(200)) + deflater.flush()
+    payload = join(header("reward", z=1), bomb)
+    limit = 2**20
+    assert len(payload) < limit
+    outputs: list[int] = []
+    monkeypatch.setattr(protocol.zlib, "decompressobj", lambda: Inflater(outputs))
+    with pytest.raises(ProtocolError, match="inflated body exceeds the limit"):
+        decode(payload, max_bytes=limit)
+    assert outputs and max(outputs) <= limit + 1  # inflated no further than one byte past the limit
+    good = encode(RewardRequest("r", "c", [RewardItem("0", "q" * 5000, ["a"] * 10)]))
+    assert split(good)[0] and b'"z":1' in good and len(good) < 200  # text that compresses is sent so
+    assert decode(good, max_bytes=6000).kind == "reward"
+    with pytest.raises(ProtocolError, match="inflated body exceeds"):  # the inflated body is bounded too
+        decode(good, max_bytes=4000)
+
+
 def test_client_refuses_an_oversized_request_and_transport_an_oversized_reply(sums) -> None:
     request = RewardRequest("r", "c", [RewardItem("0", sums[0].question, ["x" * 2000])])
     refused = decode(Client("c", sums, max_message_bytes=1024).handle(encode(request)))
@@ -111,7 +154,9 @@ def test_client_refuses_an_oversized_request_and_transport_an_oversized_reply(su
         name = "verbose"
 
         def handle(self, request: bytes) -> bytes:
-            return encode(RewardReply("r", "verbose", [ItemScores("0", [0.5] * 500)], {"answer": 1}))
+            noise = random.Random(0)  # rewards zlib cannot shrink below the limit
+            scores = [ItemScores("0", [noise.random() for _ in range(2000)])]
+            return encode(RewardReply("r", "verbose", scores, {"answer": 1, "model": 0, "none": 0}))
 
     class NotBytes:
         name = "not_bytes"
@@ -145,10 +190,12 @@ def test_item_keys_carry_nothing_about_the_question(sums) -> None:
         request = decode(payload)
         assert isinstance(request, RewardRequest | CompetenceRequest)
         assert [i.key for i in request.items] == [str(k) for k in range(len(request.items))]
+        head, body = split(payload)  # what crossed, inflated: compression must not hide anything
+        text = json.dumps(head) + body.decode()
         for item in request.items:
             secrets = {e.qid for e in [*sums, *more]} | _hashes(item.question, domains)
-            assert not any(s in payload.decode() for s in secrets)
-        assert b"qid" not in payload and not any(d.encode() in payload for d in domains if d)
+            assert not any(s in text for s in secrets)
+        assert "qid" not in text and not any(d in text for d in domains if d)
 
 
 def test_methods_are_counts_per_reply_unless_the_operator_asks(sums) -> None:
@@ -158,9 +205,10 @@ def test_methods_are_counts_per_reply_unless_the_operator_asks(sums) -> None:
     quiet = decode(Client("c", sums).handle(encode(request)))
     assert isinstance(quiet, RewardReply) and [i.method for i in quiet.items] == [None, None]
     assert quiet.methods == {"answer": 1, "model": 0, "none": 1} and check_method_counts(quiet)
-    body = json.loads(Client("c", sums).handle(encode(request)))
-    assert set(body) == {"v", "kind", "request_id", "client", "items", "methods"}
-    assert all(set(item) == {"key", "rewards"} for item in body["items"])
+    head, body = split(Client("c", sums).handle(encode(request)))
+    assert set(head) == {"v", "kind", "id", "client", "methods", "bonus", "shape"}  # nothing per item
+    assert len(body) == 2  # one byte per reward
+    assert "item_methods" in split(Client("c", sums, per_item_methods=True).handle(encode(request)))[0]
     loud = decode(Client("c", sums, per_item_methods=True).handle(encode(request)))
     assert isinstance(loud, RewardReply) and [i.method for i in loud.items] == ["answer", "none"]
     assert check_method_counts(loud) == quiet.methods
@@ -193,8 +241,8 @@ def test_the_server_counts_methods_and_abstentions_from_the_aggregate(sums) -> N
     assert summary["fed/rejected_total"] == 0 and summary["fed/rewards_received"] == 8
 
 
-def test_protocol_version_is_2() -> None:
-    assert PROTOCOL_VERSION == 2 and json.loads(encode(RewardRequest("r", "c", [])))["v"] == 2
+def test_protocol_version_is_3() -> None:
+    assert PROTOCOL_VERSION == 3 and split(encode(RewardRequest("r", "c", [])))[0]["v"] == 3
 
 
 # -- metrics stay finite --------------------------------------------------------------------------------

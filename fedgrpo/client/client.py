@@ -75,6 +75,7 @@ class Client:
     ) -> None:
         self.name = name
         self.per_item_methods = per_item_methods
+        self.format_reward = format_reward  # sent with each reward reply: its rewards stay exact
         self.max_message_bytes = max_message_bytes  # longer requests are refused unread
         self._examples = list(examples)
         self._evaluator: Evaluator = evaluator or AnswerEvaluator(self._examples, format_reward)
@@ -147,7 +148,8 @@ class Client:
                 len(request.items),
                 failed,
             )
-        return RewardReply(request.request_id, self.name, items, method_counts(methods))
+        counts = method_counts(methods)
+        return RewardReply(request.request_id, self.name, items, counts, bonus=self.format_reward)
 
     def _competence(self, request: CompetenceRequest) -> Message:
         """Answer each auxiliary question with the client model; 1 where it matches the given answer."""

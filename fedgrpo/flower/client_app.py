@@ -54,8 +54,8 @@ from fedgrpo.client import Client, ClientModel
 from fedgrpo.client.privacy import PrivateRelease
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig, config_from_mapping, load_config_text
 from fedgrpo.data import client_name, read_client_data
-from fedgrpo.flower.codec import PROFILE, content_bytes, from_records, reply_records
-from fedgrpo.protocol import ErrorReply, ProtocolError, encode
+from fedgrpo.flower.codec import PROFILE, content_bytes, read_payload, reply_records
+from fedgrpo.protocol import ErrorReply, ProtocolError, decode
 from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_client, private_release
 
 # Not imported here: fedgrpo.models, fedgrpo.client.experts, fedgrpo.run.clients and run.assemble.
@@ -266,7 +266,8 @@ def make_client_app(config_text: str | None = None) -> ClientApp:
             size = content_bytes(message.content)
             if size > cfg.flower.max_message_bytes:
                 raise ProtocolError(f"request of about {size} bytes exceeds {cfg.flower.max_message_bytes}")
-            request = from_records(message.content)
+            payload = read_payload(message.content)
+            request = decode(payload, cfg.flower.max_message_bytes)
             if request.kind != kind:
                 raise ProtocolError(f"a {message.metadata.message_type} message carries a {request.kind!r}")
             client = client_for(cfg, dict(context.node_config))
@@ -289,7 +290,7 @@ def make_client_app(config_text: str | None = None) -> ClientApp:
             # a deployed client answers under the name the server knows it by: the name registered
             # for its SuperNode key (the SuperLink authenticated the node; the name is not its claim)
             reply = dataclasses.replace(reply, client=request.client)
-        records = reply_records(reply, len(encode(request)), sum(REJECTED.values()))
+        records = reply_records(reply, len(payload), sum(REJECTED.values()))
         return Message(records, reply_to=message)
 
     @app.query("reward")

@@ -1,18 +1,16 @@
-"""Protocol messages <-> Flower ``RecordDict``: flat ``ConfigRecord``/``MetricRecord`` lists.
+"""Protocol messages <-> Flower ``RecordDict``: the protocol's one encoding, carried as one bytes value.
 
-Flower carries records, not our JSON bytes, so each protocol message is laid out as flat, typed lists
-(one entry per question or candidate) that Flower can inspect and size. The mapping is lossless: a
-message turned into records and back is the same message, so byte counts on Flower are the length of
-the protocol's one encoding, as in-process (the receiver reports the sizes it measured, and the
-sender checks them).
+Flower carries records, so each protocol message travels as its encoded bytes
+(:func:`fedgrpo.protocol.encode`: a JSON header line and a packed body) in the ``message``
+ConfigRecord. The bytes on Flower are therefore the bytes in-process, byte for byte: every check is
+the protocol's own, and the sizes both sides count are the lengths of those bytes (the receiver
+reports the sizes it measured, and the sender checks them). A client's reply adds a ``stats``
+MetricRecord with those sizes.
 
-A reward reply is three records: ``items`` (the item keys, and only with per-item methods their
-``methods``), ``rewards`` (flat values with a presence flag and a count per item) and ``methods``
-(items per evaluation method: ``answer``, ``model``, ``none``).
-
-Anything that does not have exactly the expected records, keys and types raises
+Anything that does not have exactly that record and value raises
 :class:`~fedgrpo.protocol.ProtocolError`; callers count and log it and go on. Receivers check
-:func:`content_bytes` against their limit before calling :func:`from_records`.
+:func:`content_bytes` against their limit before calling :func:`from_records`, which decodes with
+the same limit.
 """
 
 from __future__ import annotations
@@ -21,30 +19,12 @@ from typing import Any
 
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-from fedgrpo.protocol import (
-    METHODS,
-    PROTOCOL_VERSION,
-    CompetenceItem,
-    CompetenceReply,
-    CompetenceRequest,
-    ErrorReply,
-    ItemScores,
-    Message,
-    ProtocolError,
-    RewardItem,
-    RewardReply,
-    RewardRequest,
-    brief,
-    check_method,
-    encode,
-    privacy_spent,
-)
+from fedgrpo.protocol import MAX_MESSAGE_BYTES, Message, ProtocolError, decode, encode
 
-META, ITEMS, REWARDS, BITS, STATS, PROFILE = "meta", "items", "rewards", "bits", "stats", "profile"
-METHOD_COUNTS = "methods"
-PRIVACY = "privacy"  # optional: a private client's run-long (epsilon, delta) spend
+MESSAGE, PAYLOAD, STATS, PROFILE = "message", "payload", "stats", "profile"
 REQUEST_TYPES = {"reward": "query.reward", "competence": "query.competence"}
 PROFILE_TYPE = "query.profile"
+_INT64 = 2**63
 
 
 def _record(content: RecordDict, name: str, kind: type) -> Any:
@@ -56,171 +36,38 @@ def _record(content: RecordDict, name: str, kind: type) -> Any:
     return record
 
 
-def _field(record: Any, key: str, kind: type | tuple[type, ...], items: type | None = None) -> Any:
+def _field(record: Any, key: str, kind: type) -> Any:
     if key not in record:
         raise ProtocolError(f"field {key!r} missing")
     value = record[key]
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ProtocolError(f"field {key!r} is {type(value).__name__}, expected {kind}")
-    if items is not None and not all(isinstance(v, items) and not isinstance(v, bool) for v in value):
-        raise ProtocolError(f"field {key!r} must hold only {items.__name__} values")
+        raise ProtocolError(f"field {key!r} is {type(value).__name__}, expected {kind.__name__}")
     # Flower carries 64-bit integers; a larger one is no record Flower sent (and would not encode)
-    if any(isinstance(v, int) and abs(v) >= _INT64 for v in (value if isinstance(value, list) else [value])):
+    if isinstance(value, int) and abs(value) >= _INT64:
         raise ProtocolError(f"field {key!r} holds an integer outside 64 bits")
     return value
 
 
-_INT64 = 2**63
-
-
-def _split(flat: list[Any], counts: list[int], what: str) -> list[list[Any]]:
-    if any(c < 0 for c in counts) or sum(counts) != len(flat):
-        raise ProtocolError(f"{what}: counts {sum(counts)} do not add up to {len(flat)} values")
-    out, start = [], 0
-    for c in counts:
-        out.append(list(flat[start : start + c]))
-        start += c
-    return out
-
-
-def _meta(message: Message) -> ConfigRecord:
-    return ConfigRecord(
-        {
-            "v": PROTOCOL_VERSION,
-            "kind": message.kind,
-            "request_id": message.request_id,
-            "client": message.client,
-        }
-    )
-
-
 def to_records(message: Message) -> RecordDict:
-    """Lay a protocol message out as flat records (one list entry per item or candidate)."""
-    records: dict[str, Any] = {META: _meta(message)}
-    if isinstance(message, RewardRequest):
-        records[ITEMS] = ConfigRecord(
-            {
-                "keys": [i.key for i in message.items],
-                "questions": [i.question for i in message.items],
-                "counts": [len(i.candidates) for i in message.items],
-                "candidates": [c for i in message.items for c in i.candidates],
-            }
-        )
-    elif isinstance(message, CompetenceRequest):
-        records[ITEMS] = ConfigRecord(
-            {
-                "keys": [i.key for i in message.items],
-                "questions": [i.question for i in message.items],
-                "answers": [i.answer for i in message.items],
-            }
-        )
-    elif isinstance(message, RewardReply):
-        items: dict[str, Any] = {"keys": [i.key for i in message.items]}
-        methods = [i.method for i in message.items]
-        if any(m is not None for m in methods):
-            if None in methods:
-                raise ProtocolError("per-item methods must be on every item or on none")
-            items["methods"] = methods
-        records[ITEMS] = ConfigRecord(items)
-        flat = [r for i in message.items for r in i.rewards]
-        records[REWARDS] = MetricRecord(
-            {
-                "counts": [len(i.rewards) for i in message.items],
-                "values": [0.0 if r is None else float(r) for r in flat],
-                "present": [0 if r is None else 1 for r in flat],
-            }
-        )
-        records[METHOD_COUNTS] = MetricRecord(dict(message.methods))
-    elif isinstance(message, CompetenceReply):
-        records[BITS] = MetricRecord({"bits": [int(b) for b in message.bits]})
-    elif isinstance(message, ErrorReply):
-        records[META]["error"] = message.error
-    else:  # pragma: no cover - the union above is exhaustive
-        raise TypeError(f"cannot lay out {type(message).__name__}")
-    spent = getattr(message, "privacy_spent", None)
-    if spent is not None:
-        records[PRIVACY] = MetricRecord({"epsilon": float(spent[0]), "delta": float(spent[1])})
-    return RecordDict(records)
+    """The message's encoded bytes in a ``message`` ConfigRecord."""
+    return RecordDict({MESSAGE: ConfigRecord({PAYLOAD: encode(message)})})
 
 
-def _privacy(content: RecordDict) -> tuple[float, float] | None:
-    if PRIVACY not in content:
-        return None
-    record = _record(content, PRIVACY, MetricRecord)
-    if set(record) != {"epsilon", "delta"}:
-        raise ProtocolError("privacy record must hold exactly epsilon and delta")
-    return privacy_spent([_field(record, k, (int, float)) for k in ("epsilon", "delta")])
+def read_payload(content: RecordDict) -> bytes:
+    """The encoded message a RecordDict carries; raises ProtocolError when it carries none."""
+    record = _record(content, MESSAGE, ConfigRecord)
+    if set(record) != {PAYLOAD}:
+        raise ProtocolError(f"record {MESSAGE!r} must hold only {PAYLOAD!r}")
+    return _field(record, PAYLOAD, bytes)
 
 
-def from_records(content: RecordDict) -> Message:
-    """Rebuild a protocol message; wrong or missing records, keys or types raise ProtocolError."""
-    meta = _record(content, META, ConfigRecord)
-    if type(meta.get("v")) is not int or meta["v"] != PROTOCOL_VERSION:  # not 2.0, not True
-        raise ProtocolError(f"protocol version {brief(meta.get('v'))}, expected {PROTOCOL_VERSION}")
-    kind = _field(meta, "kind", str)
-    request_id, client = _field(meta, "request_id", str), _field(meta, "client", str)
-    if kind == "error":
-        return ErrorReply(request_id, client, str(meta.get("error", "")))
-    if kind == "reward":
-        items = _record(content, ITEMS, ConfigRecord)
-        keys, questions = _field(items, "keys", list, str), _field(items, "questions", list, str)
-        counts = _field(items, "counts", list, int)
-        groups = _split(_field(items, "candidates", list, str), counts, "candidates")
-        if not len(keys) == len(questions) == len(groups):
-            raise ProtocolError("reward request lists differ in length")
-        return RewardRequest(
-            request_id, client, [RewardItem(*t) for t in zip(keys, questions, groups, strict=True)]
-        )
-    if kind == "competence":
-        items = _record(content, ITEMS, ConfigRecord)
-        keys, questions = _field(items, "keys", list, str), _field(items, "questions", list, str)
-        answers = _field(items, "answers", list, str)
-        if not len(keys) == len(questions) == len(answers):
-            raise ProtocolError("competence request lists differ in length")
-        return CompetenceRequest(
-            request_id, client, [CompetenceItem(*t) for t in zip(keys, questions, answers, strict=True)]
-        )
-    if kind == "reward_reply":
-        return _reward_reply(content, request_id, client)
-    if kind == "competence_reply":
-        bits = _field(_record(content, BITS, MetricRecord), "bits", list, int)
-        return CompetenceReply(request_id, client, list(bits), _privacy(content))
-    raise ProtocolError(f"unknown message kind {brief(kind)}")
-
-
-def _float(value: float) -> float:
-    try:
-        return float(value)
-    except OverflowError as err:  # an int beyond any float (protobuf's int64 never is; a Python one can be)
-        raise ProtocolError("reward is not a representable number") from err
-
-
-def _reward_reply(content: RecordDict, request_id: str, client: str) -> RewardReply:
-    items = _record(content, ITEMS, ConfigRecord)
-    rewards = _record(content, REWARDS, MetricRecord)
-    keys = _field(items, "keys", list, str)
-    methods = [check_method(m) for m in _field(items, "methods", list, str)] if "methods" in items else None
-    counts = _field(rewards, "counts", list, int)
-    values = _field(rewards, "values", list, (int, float))
-    present = _field(rewards, "present", list, int)
-    per_item = [None] * len(keys) if methods is None else methods
-    if len(values) != len(present) or not len(keys) == len(counts) == len(per_item):
-        raise ProtocolError("reward reply lists differ in length")
-    if any(p not in (0, 1) for p in present):
-        raise ProtocolError("reward presence flags must be 0 or 1")
-    flat = [_float(v) if p else None for v, p in zip(values, present, strict=True)]
-    groups = _split(flat, counts, "rewards")
-    scores = [ItemScores(*t) for t in zip(keys, groups, per_item, strict=True)]
-    record = _record(content, METHOD_COUNTS, MetricRecord)
-    tally = {m: _field(record, m, int) for m in record}
-    if set(tally) != set(METHODS) or not all(0 <= n <= len(scores) for n in tally.values()):
-        # bounded here, not only by the server's check: a count is at most the number of items
-        raise ProtocolError(f"method counts must name {list(METHODS)}, each between 0 and {len(scores)}")
-    return RewardReply(request_id, client, scores, tally, _privacy(content))
+def from_records(content: RecordDict, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
+    """Decode the message a RecordDict carries; anything malformed raises ProtocolError."""
+    return decode(read_payload(content), max_bytes)
 
 
 def content_bytes(content: RecordDict) -> int:
-    """Rough payload size of a RecordDict (string bytes + 8 per number), checked before decoding.
+    """Rough payload size of a RecordDict (string and bytes lengths + 8 per number), checked before decoding.
 
     Cheap and independent of Flower's serialisation, so an oversized message is refused before any
     list is copied into protocol objects.
@@ -233,7 +80,10 @@ def content_bytes(content: RecordDict) -> int:
         for key, value in record.items():
             total += len(key)
             for v in value if isinstance(value, list) else [value]:
-                total += len(v.encode("utf-8", "surrogatepass")) if isinstance(v, str) else 8
+                if isinstance(v, bytes | str):
+                    total += len(v.encode("utf-8", "surrogatepass") if isinstance(v, str) else v)
+                else:
+                    total += 8
     return total
 
 
@@ -250,7 +100,7 @@ def read_stats(content: RecordDict) -> dict[str, int]:
 def reply_records(reply: Message, request_bytes: int, rejected: int) -> RecordDict:
     """A client's reply: the protocol message as records plus what it measured."""
     content = to_records(reply)
-    content[STATS] = stats_record(request_bytes, len(encode(reply)), rejected)
+    content[STATS] = stats_record(request_bytes, len(read_payload(content)), rejected)
     return content
 
 
@@ -275,6 +125,7 @@ __all__ = [
     "REQUEST_TYPES",
     "content_bytes",
     "from_records",
+    "read_payload",
     "read_stats",
     "reply_records",
     "to_records",

@@ -30,12 +30,12 @@ from fedgrpo.flower.codec import (
     PROFILE_TYPE,
     REQUEST_TYPES,
     content_bytes,
-    from_records,
+    read_payload,
     read_profile,
     read_stats,
     to_records,
 )
-from fedgrpo.protocol import ErrorReply, ProtocolError, encode
+from fedgrpo.protocol import ErrorReply, ProtocolError
 from fedgrpo.transport import Delivery, Transport
 
 log = logging.getLogger(__name__)
@@ -242,8 +242,9 @@ class FlowerTransport(Transport):
         outgoing: list[tuple[str, int, Message]] = []  # (client, request bytes, Flower message)
         competence = False
         for name, request in requests.items():
-            size = len(encode(request))
-            problem, message = self._prepare(name, request, size)
+            content = to_records(request)  # the request's one encoding, as Flower carries it
+            size = len(read_payload(content))
+            problem, message = self._prepare(name, request, content, size)
             if problem is not None or message is None:
                 self.counts["requests_refused"] += 1
                 out[name] = Delivery(name, None, size, 0, "client_failed", problem)
@@ -281,14 +282,15 @@ class FlowerTransport(Transport):
                 pause = min(pause * 1.5, 0.2)
         return replies
 
-    def _prepare(self, name: str, request: protocol.Message, size: int) -> tuple[str | None, Message | None]:
+    def _prepare(
+        self, name: str, request: protocol.Message, content: RecordDict, size: int
+    ) -> tuple[str | None, Message | None]:
         if name not in self._nodes:
             return f"client {name!r} is not connected", None
         if size > self._settings.max_message_bytes:
             return f"request of {size} bytes exceeds flower.max_message_bytes", None
         if request.kind not in REQUEST_TYPES:
             return f"cannot send a {request.kind!r} message", None
-        content = to_records(request)
         self.counts["record_bytes_down"] += content_bytes(content)
         return None, self._message(content, name, REQUEST_TYPES[request.kind], 1.0)
 
@@ -309,13 +311,14 @@ class FlowerTransport(Transport):
             self.counts["record_bytes_up"] += size
             if size > self._settings.max_message_bytes:
                 raise ProtocolError(f"reply of about {size} bytes exceeds flower.max_message_bytes")
-            message = from_records(reply.content)
+            payload = read_payload(reply.content)
+            message = protocol.decode(payload, self._settings.max_message_bytes)
             stats = read_stats(reply.content)
         except ProtocolError as err:
             self.counts["replies_rejected"] += 1
             log.warning("rejected Flower reply from %s: %s", name, err)
             return Delivery(name, None, request_bytes, 0, "malformed_reply", f"bad Flower reply: {err}")
-        reply_bytes = len(encode(message))
+        reply_bytes = len(payload)
         self.counts["client_rejected_total"] = max(self.counts["client_rejected_total"], stats["rejected"])
         if isinstance(message, ErrorReply):
             return Delivery(name, message, request_bytes, reply_bytes)
