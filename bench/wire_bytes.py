@@ -38,6 +38,8 @@ def v2_bytes(message: Message) -> int:
     """The size of ``message`` in protocol v2: one compact JSON object, items keyed, rewards as numbers."""
     body = dataclasses.asdict(message)
     body["v"] = 2
+    if body.get("privacy_spent", 0) is None:  # v2 left an absent spend out
+        del body["privacy_spent"]
     if isinstance(message, RewardReply):
         body.pop("bonus")
         for item in body["items"]:
