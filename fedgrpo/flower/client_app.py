@@ -211,7 +211,7 @@ def _deployed_client(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
     name = str(node.get("name") or "")  # the server knows it by its registered name; a claim is checked
     privacy = node_privacy(cfg, node, path)  # checked before any data or model loads
     examples = read_client_data(path)
-    return make_client(cfg, name, examples, _node_model(cfg, name or "expert", node), privacy)
+    return make_client(cfg, name, examples, _node_model(cfg, name or "expert", node), privacy=privacy)
 
 
 def client_for(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
