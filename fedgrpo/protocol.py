@@ -13,6 +13,9 @@ client could score by its own answers would tell the server which questions it h
 per-item ``method`` is sent only when the run's operator asks for it
 (``federation.per_item_methods``, for debugging).
 
+Request ids are random (:func:`new_request_id`): they pair a reply with its request and say nothing
+else (not the round, not whether a client is asked as a replacement).
+
 Competence queries (building the confidence graph) send the server's own auxiliary questions with
 their answers down (the auxiliary set is the server's, so this discloses nothing private), keyed
 like reward items, and bring one bit per question up: did the client's model answer it correctly.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
@@ -33,6 +37,13 @@ PROTOCOL_VERSION = 2  # 2: opaque item keys, aggregate method counts, optional p
 MAX_MESSAGE_BYTES = 64 * 2**20  # the default receiving limit, on every transport
 Method = Literal["answer", "model", "none"]
 METHODS: tuple[str, ...] = get_args(Method)
+
+
+def new_request_id() -> str:
+    """A fresh random id for one request: it only pairs a reply with its request. Random, not a
+    counter or a name, so it tells a client nothing (not the round, not whether it is asked as a
+    replacement, not how many others were asked)."""
+    return secrets.token_hex(8)
 
 
 class ProtocolError(ValueError):
