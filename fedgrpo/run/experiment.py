@@ -63,9 +63,9 @@ def run_in_process(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     """A simulation in this process: the seeded split, its clients behind an in-process transport."""
     check_output_dir(cfg, resume)
     split = build_data(cfg)
-    return run_simulation(
-        cfg, InProcessTransport(build_clients(cfg, split), cfg.flower.max_message_bytes), split, resume
-    )
+    clients = build_clients(cfg, split)
+    transport = InProcessTransport(clients, cfg.flower.max_message_bytes, cfg.flower.rejoin_interval_s)
+    return run_simulation(cfg, transport, split, resume)
 
 
 def run_simulation(
