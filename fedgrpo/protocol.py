@@ -13,6 +13,9 @@ reply covers the request's items in order. Which item a client could score by it
 tell the server which questions it holds, so the per-item ``method`` is sent only when the run's
 operator asks for it (``federation.per_item_methods``, for debugging).
 
+Request ids are random (:func:`new_request_id`): they pair a reply with its request and say nothing
+else (not the round, not whether a client is asked as a replacement).
+
 Competence queries (building the confidence graph) send the server's own auxiliary questions with
 their answers down (the auxiliary set is the server's, so this discloses nothing private), and bring
 one bit per question up: did the client's model answer it correctly.
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -59,6 +63,13 @@ METHODS: tuple[str, ...] = get_args(Method)
 STEPS = 126  # the correctness grid: k / 126 for k in 0..126 (7 bits; 0 and 1 exact)
 BONUS_BIT, INVALID_CODE, NONE_CODE = 0x80, 0x7F, 0xFF
 COMPRESS_FROM = 64  # bytes: below this a zlib stream's framing (6+ bytes) rarely pays
+
+
+def new_request_id() -> str:
+    """A fresh random id for one request: it only pairs a reply with its request. Random, not a
+    counter or a name, so it tells a client nothing (not the round, not whether it is asked as a
+    replacement, not how many others were asked)."""
+    return secrets.token_hex(8)
 
 
 class ProtocolError(ValueError):

@@ -10,21 +10,25 @@ Compressed bodies are inspected inflated and decoded, as well as raw.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import torch
 
+from fedgrpo.client import Client
 from fedgrpo.config import load_config
-from fedgrpo.data import Question, make_qid
+from fedgrpo.data import Question, generate, make_qid
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.protocol import METHODS, CompetenceRequest, ErrorReply, RewardReply, RewardRequest, decode
 from fedgrpo.run.assemble import build_data
 from fedgrpo.run.clients import build_clients
 from fedgrpo.run.trl import make_trainer, train_dataset
-from fedgrpo.selection import AllSelector
+from fedgrpo.selection import AllSelector, ConfidenceGraph, ConfidenceGraphSelector
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
 from fedgrpo.transport import InProcessTransport
 from tests import wire
+
+RANDOM_ID = re.compile("[0-9a-f]{16}")  # what protocol.new_request_id makes: 64 random bits, nothing else
 
 
 class Recording:
@@ -79,6 +83,8 @@ def test_only_opaque_keys_questions_and_candidates_go_down_and_only_scalars_come
     server_texts = {q.question for q in split.train_questions}
     private = {ex.question: ex for examples in split.clients.values() for ex in examples}
     methods_seen = dict.fromkeys(METHODS, 0)
+    ids = [decode(b).request_id for b in down]
+    assert all(RANDOM_ID.fullmatch(i) for i in ids) and len(set(ids)) == len(ids)  # random, never reused
     for request_bytes, reply_bytes in zip(down, up, strict=True):
         # the decoded content, not only the raw bytes: compressed text would hide from a byte search
         request, reply = decode(request_bytes), decode(reply_bytes)
@@ -120,3 +126,28 @@ def test_only_opaque_keys_questions_and_candidates_go_down_and_only_scalars_come
         for m, n in reply.methods.items():
             methods_seen[m] += n
     assert methods_seen["answer"] > 0 and methods_seen["none"] > 0  # both kinds of items were in the run
+
+
+def test_a_replacement_request_looks_like_any_first_request() -> None:
+    """The top expert abstains and is replaced in the same round: the replacement's request carries
+    no tag, round or name, so the client cannot tell it was asked only because another one failed."""
+    sums = generate("sums_1digit", 4, seed=5)
+    down: list[bytes] = []
+    clients = [Client("top", []), Client("mid", sums), Client("low", sums)]  # "top" holds nothing
+    transport = InProcessTransport([Recording(c, down, []) for c in clients])
+    flat = torch.tensor([[1.0, 0.0]] * 3)
+    graph = ConfidenceGraph(flat, torch.tensor([[1.0] * 3, [0.9] * 3, [0.0] * 3]), ["top", "mid", "low"], 3)
+    selector = ConfidenceGraphSelector(graph, lambda texts: torch.tensor([[1.0, 0.0]] * len(texts)), seed=0)
+    rewards = FederatedAdvantage(transport, selector, 2, 2)
+    for _ in range(2):  # two rounds: the round number must not show either
+        questions = [Question(ex.qid, ex.domain, ex.question) for ex in sums[:2]]
+        rewards.advantages(questions, [[f"<answer>{ex.answer}</answer>", "x"] for ex in sums[:2]])
+    assert rewards.total.replacements == 4 and rewards.total.rounds == 2  # "low" replaced "top" each time
+    parts = [wire.split(b) for b in down]
+    headers = [h for h, _ in parts]
+    assert [h["client"] for h in headers] == ["top", "mid", "low"] * 2  # first M, then the replacement
+    ids = [h["id"] for h in headers]
+    assert all(RANDOM_ID.fullmatch(i) for i in ids) and len(set(ids)) == len(ids)
+    (first, first_body), (replacement, replacement_body) = parts[1], parts[2]  # "low": the replacement
+    assert set(first) == set(replacement) and first["kind"] == replacement["kind"] == "reward"
+    assert json.loads(first_body) == json.loads(replacement_body)  # the same questions and candidates

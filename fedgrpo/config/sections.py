@@ -325,7 +325,10 @@ class FlowerSettings(_Strict):
         300.0, gt=0.0, description="how long the server waits at start for num_supernodes clients to join"
     )
     rejoin_interval_s: float = Field(
-        15.0, gt=0.0, description="how often a client that missed a round is probed to see if it is back"
+        15.0,
+        gt=0.0,
+        description="how often a client that failed or missed a round is probed to see if it is back "
+        "(Flower and in-process)",
     )
     max_message_bytes: int = Field(
         MAX_MESSAGE_BYTES,

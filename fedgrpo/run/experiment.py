@@ -66,7 +66,8 @@ def run_in_process(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     # with clients.privacy, each client's cache and ledger persist in the run folder: a resumed run
     # goes on with them (the same released values, the budget already spent)
     clients = build_clients(cfg, split, cfg.output_dir / PRIVACY_STATE)
-    return run_simulation(cfg, InProcessTransport(clients, cfg.flower.max_message_bytes), split, resume)
+    transport = InProcessTransport(clients, cfg.flower.max_message_bytes, cfg.flower.rejoin_interval_s)
+    return run_simulation(cfg, transport, split, resume)
 
 
 def run_simulation(

@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from fedgrpo.io import write_text_atomic
 from fedgrpo.run.audit import RoutingAudit
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.server.stats import finite
@@ -71,15 +72,29 @@ class MetricsCallback(TrainerCallback):
             )
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
+def _parsed_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Each complete row with its line. A process killed mid-append leaves a torn last line: it is
+    dropped with a warning (its step has no checkpoint yet, so a resumed run logs it again)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            rows.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            if line.strip():
+                log.warning("%s line %d is torn (a run killed while writing it); dropped", path, number)
+    return rows
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [row for _, row in _parsed_lines(path)]
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metric lines for steps after the checkpoint we resume from: they will be run again."""
+    """Drop metric lines for steps after the checkpoint we resume from (they will be run again), and any
+    torn line. Written atomically: a kill during this leaves the old file, never half of it."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = [line for line, row in _parsed_lines(path) if row["step"] <= last_step]
+    write_text_atomic(path, "".join(line + "\n" for line in keep))

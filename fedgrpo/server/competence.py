@@ -24,6 +24,7 @@ from fedgrpo.protocol import (
     CompetenceRequest,
     Rejected,
     check_competence_bits,
+    new_request_id,
 )
 from fedgrpo.selection import ConfidenceGraph
 from fedgrpo.server.exchange import send
@@ -51,7 +52,7 @@ def build_confidence_graph(
     clients = list(transport.client_names)
     embeddings = embed([ex.question for ex in auxiliary])
     items = [CompetenceItem(str(k), ex.question, ex.answer) for k, ex in enumerate(auxiliary)]
-    requests = {c: CompetenceRequest(f"competence-{c}", c, items) for c in clients}
+    requests = {c: CompetenceRequest(new_request_id(), c, items) for c in clients}
     exchanged = send(transport, requests, CompetenceReply)
     correctness = torch.zeros(len(clients), len(auxiliary))
     spent: dict[str, tuple[float, float]] = {}

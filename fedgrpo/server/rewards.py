@@ -14,7 +14,9 @@ competent client not yet asked, and after the round each expert's graph edges ne
 towards its agreement with the other experts (online update).
 
 Item keys are opaque (a counter per request), never the question id: a qid hashes the question's
-domain, so it would tell a client every question's domain. Every reward must lie in
+domain, so it would tell a client every question's domain. Request ids are random
+(:func:`~fedgrpo.protocol.new_request_id`), so a client cannot tell a replacement request from a
+first one, nor the round. Every reward must lie in
 ``[0, max_reward]`` (``1 + federation.format_reward``: exact correctness or a model score in [0, 1]
 plus the format reward); a reply's per-method counts feed ``fed/methods`` and ``fed/abstentions``.
 """
@@ -41,6 +43,7 @@ from fedgrpo.protocol import (
     RewardRequest,
     check_method_counts,
     check_reward_item,
+    new_request_id,
 )
 from fedgrpo.selection import Selector
 from fedgrpo.server.exchange import send
@@ -154,7 +157,7 @@ class FederatedAdvantage:
         else:
             routing = self.selector.select(questions, clients, self.m)
         experts = [list(routing[q.qid]) for q in questions]  # per group; groups may share a question
-        received = self._exchange(stats, questions, candidates, experts, "")
+        received = self._exchange(stats, questions, candidates, experts)
         asked = [list(e) for e in experts]  # everyone asked: the first M, then any replacements
         if orders is not None:
             for j, extra in enumerate(self._replace(stats, questions, candidates, orders, experts, received)):
@@ -204,7 +207,7 @@ class FederatedAdvantage:
         if not any(extra):
             return extra
         stats.replacements += sum(len(e) for e in extra)
-        got = self._exchange(stats, questions, candidates, extra, "-replacement")
+        got = self._exchange(stats, questions, candidates, extra)
         for j, swap in enumerate(swaps):
             for old, new in swap.items():
                 log.info("question %s: %s gave no reward; asked %s instead", questions[j].qid, old, new)
@@ -233,7 +236,6 @@ class FederatedAdvantage:
         questions: Sequence[Question],
         candidates: Sequence[list[str]],
         experts: Sequence[Sequence[str]],
-        tag: str,
     ) -> Received:
         """One batched request per chosen client; returns, per group, each client's accepted rewards.
 
@@ -247,7 +249,7 @@ class FederatedAdvantage:
                 keys[str(len(keys))] = j
         requests = {
             client: RewardRequest(
-                f"r{self._round}{tag}-{client}",
+                new_request_id(),  # random: a replacement's request looks like any other
                 client,
                 [RewardItem(key, questions[j].question, candidates[j]) for key, j in keys.items()],
             )
