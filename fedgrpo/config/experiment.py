@@ -15,6 +15,7 @@ from fedgrpo.config.sections import (
     DataSettings,
     EvalSettings,
     FederationSettings,
+    FedPETuningSettings,
     FlowerSettings,
     ModelSettings,
     RunSettings,
@@ -38,6 +39,7 @@ class FedGRPOConfig(_Strict):
     run: RunSettings = RunSettings()
     flower: FlowerSettings = FlowerSettings()
     server: ServerFiles = ServerFiles()
+    fedpetuning: FedPETuningSettings = FedPETuningSettings()
 
     @field_validator("grpo")
     @classmethod

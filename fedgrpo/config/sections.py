@@ -297,6 +297,42 @@ class FlowerSettings(_Strict):
         return value
 
 
+class FedPETuningSettings(_Strict):
+    """The ``fedpetuning`` baseline (:mod:`fedgrpo.baselines.fedpetuning`): FedAvg of LoRA adapters.
+
+    Each round a share of the clients continues the server's averaged adapter (LoRA on
+    ``model.name_or_path`` with ``model.lora``'s rank, alpha, dropout and target modules; its
+    ``enabled`` flag is not read: this method always trains adapters) on its own private examples
+    for ``local_steps`` optimiser steps, by SFT or by GRPO rewarded by its own answer check, and the
+    server averages the adapters weighted by each client's examples.
+    """
+
+    rounds: int = Field(10, ge=1, description="FedAvg rounds")
+    local_steps: int = Field(5, ge=1, description="optimiser steps each selected client takes per round")
+    method: Literal["sft", "grpo"] = Field(
+        "sft", description="local training: sft on prompt -> <answer>...</answer>, or grpo on own rewards"
+    )
+    learning_rate: float = Field(5e-4, gt=0.0, description="the clients' local learning rate")
+    batch_size: int = Field(8, ge=1, description="the clients' local batch size (grpo: completions)")
+    clients_per_round: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="share of clients trained each round (at least one), as Flower's FedAvg fraction_train",
+    )
+    num_generations: int = Field(4, ge=2, description="grpo: completions sampled per question")
+    max_completion_length: int = Field(32, ge=1, description="grpo: tokens per sampled completion")
+
+    @model_validator(mode="after")
+    def _grpo_batches(self) -> FedPETuningSettings:
+        if self.method == "grpo" and self.batch_size % self.num_generations:
+            raise ValueError(
+                f"fedpetuning.batch_size ({self.batch_size}) must be a multiple of "
+                f"fedpetuning.num_generations ({self.num_generations}) for grpo"
+            )
+        return self
+
+
 class EvalSettings(_Strict):
     before: bool = True
     after: bool = True

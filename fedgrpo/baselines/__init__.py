@@ -1,0 +1,1 @@
+"""Baselines that run on the same config, data split, seeds and held-out sets as FedGRPO."""
