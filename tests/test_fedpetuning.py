@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fedgrpo.baselines import fedpetuning
-from fedgrpo.baselines.fedavg import _npy_bytes, to_wire, weighted_average, wire_bytes
+from fedgrpo.baselines.fedavg import _npy_bytes, to_wire, update_problem, weighted_average, wire_bytes
 from fedgrpo.baselines.fedpetuning import (
     ADAPTER_FILE,
     adapter_state,
@@ -251,3 +251,14 @@ def test_a_second_run_into_the_folder_is_refused_and_resume_continues(two_rounds
     assert [r["round"] for r in results["communication"]["per_round"]] == [1, 2, 3]
     assert results["before"] == first["before"]  # read back, not evaluated again
     assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-3"]
+
+
+def test_an_adapter_that_cannot_be_averaged_is_named_and_dropped() -> None:
+    (ref, _), (other, _) = client_updates(2)
+    assert update_problem(other, ref) is None
+    nan = {**other, "model.layers.0.q_proj.lora_B.weight": torch.full((8, 4), float("nan"))}
+    assert "non-finite" in update_problem(nan, ref)
+    wide = {**other, "model.layers.0.q_proj.lora_A.weight": torch.zeros(4, 9)}
+    assert "shape (4, 9), expected (4, 8)" in update_problem(wide, ref)
+    fewer = {"model.layers.0.q_proj.lora_A.weight": other["model.layers.0.q_proj.lora_A.weight"]}
+    assert "missing ['model.layers.0.q_proj.lora_B.weight']" in update_problem(fewer, ref)

@@ -59,3 +59,17 @@ def _npy_bytes(array: np.ndarray) -> int:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.tell()
+
+
+def update_problem(update: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> str | None:
+    """Why a client's adapter cannot enter the average (other tensors, shapes, or non-finite values),
+    or None. One bad reply is dropped and counted; it never stops the server or poisons the mean."""
+    if set(update) != set(reference):
+        missing, extra = sorted(set(reference) - set(update)), sorted(set(update) - set(reference))
+        return f"other adapter tensors (missing {missing[:2]}, unexpected {extra[:2]})"
+    for key, value in update.items():
+        if tuple(value.shape) != tuple(reference[key].shape):
+            return f"{key} has shape {tuple(value.shape)}, expected {tuple(reference[key].shape)}"
+        if not torch.isfinite(value).all():
+            return f"{key} holds non-finite values"
+    return None

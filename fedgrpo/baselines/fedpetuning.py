@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.baselines.fedavg import AdapterState, to_wire, weighted_average, wire_bytes
+from fedgrpo.baselines.fedavg import AdapterState, to_wire, update_problem, weighted_average, wire_bytes
 from fedgrpo.checkpoints import COMPLETE_MARKER, STATE_FILE, complete_checkpoints, remove_torn_checkpoints
 from fedgrpo.client.experts import ExpertRecipe, local_trainer, training_summary
 from fedgrpo.config import ConfigError, FedGRPOConfig
@@ -36,7 +36,7 @@ from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data, split_summary
 from fedgrpo.run.experiment import evaluate_before, held_out_evaluator, run_folder, start_run
 from fedgrpo.run.metrics import peak_rss_mb, read_metrics, truncate_metrics
-from fedgrpo.server.stats import RoundStats
+from fedgrpo.server.stats import RoundStats, finite
 
 log = logging.getLogger(__name__)
 
@@ -154,119 +154,163 @@ def train_locally(
 
 
 def _run(cfg: FedGRPOConfig, split: FederatedSplit, resume: bool) -> dict[str, Any]:
-    fp, out = cfg.fedpetuning, cfg.output_dir
-    start_run(cfg, resume)
-    split_info = split_summary(split)
-    write_json_atomic(out / "split.json", split_info)
-    log.info(
-        "fedpetuning: loading policy %s with a LoRA adapter (r=%d)", cfg.model.name_or_path, cfg.model.lora.r
-    )
-    tokenizer = load_tokenizer(cfg.model.name_or_path)
-    model = policy_with_adapter(cfg)
-    evaluate = held_out_evaluator(cfg, tokenizer, split.heldout)
-    before = evaluate_before(cfg, evaluate, model, resume)
-
+    """The in-process rounds: every selected client trains in turn on the one shared model."""
+    fp = cfg.fedpetuning
+    book = RunBook(cfg, split, resume)
     clients = [name for name, examples in split.clients.items() if examples]
     if len(clients) < len(split.clients):
         log.warning("clients without examples take no part: %s", sorted(set(split.clients) - set(clients)))
     if not clients:
         raise ConfigError("data: no client holds any example to train on")
-
-    checkpoints, metrics_path = out / "checkpoints", out / "metrics.jsonl"
-    total, first_round = RoundStats(), 1
-    global_state = adapter_state(model)
-    restored = restore(checkpoints, metrics_path) if resume else None
-    if restored is not None:
-        done, global_state, total = restored
-        first_round = done + 1
-        load_adapter_state(model, global_state)
-    else:
-        truncate_metrics(metrics_path, 0)
-    adapter_bytes = wire_bytes(global_state)
-    log.info(
-        "fedpetuning: %d rounds, %d clients, %s adapter of %d tensors (%.1f KB as an ArrayRecord)",
-        fp.rounds,
-        len(clients),
-        fp.method.upper(),
-        len(global_state),
-        adapter_bytes / 1e3,
-    )
-
-    for round_ in range(first_round, fp.rounds + 1):
+    for round_ in range(book.first_round, fp.rounds + 1):
         start = time.perf_counter()
-        stats = RoundStats(rounds=1)
-        updates, local = [], {}
+        stats, updates = RoundStats(rounds=1), []
+        local: dict[str, dict[str, Any]] = {}
         for client in sample_clients(clients, fp.clients_per_round, cfg.seed, round_):
             examples = split.clients[client]
-            update, local[client] = train_locally(
-                cfg, model, tokenizer, client, examples, global_state, round_
-            )
-            updates.append((update, len(examples)))
-            stats.bytes_down_per_client[client] += adapter_bytes
+            stats.bytes_down_per_client[client] += book.adapter_bytes
+            try:
+                update, summary = train_locally(
+                    cfg, book.model, book.tokenizer, client, examples, book.global_state, round_
+                )
+            except Exception as err:  # one client's failure leaves it out of this round, not the run
+                log.exception("round %d: client %s failed", round_, client)
+                stats.rejected["client_failed"] += 1
+                local[client] = {"error": f"{type(err).__name__}: {err}"[:500]}
+                continue
             stats.bytes_up_per_client[client] += wire_bytes(update)
-        global_state = weighted_average(updates)
-        load_adapter_state(model, global_state)
-        stats.bytes_down = sum(stats.bytes_down_per_client.values())
-        stats.bytes_up = sum(stats.bytes_up_per_client.values())
-        stats.seconds = time.perf_counter() - start
-        total.merge(stats)
-        _append_metrics(metrics_path, round_, stats, local, {c: len(split.clients[c]) for c in local})
-        save_checkpoint(checkpoints, round_, global_state, total, cfg.run.save_total_limit)
+            if book.accept(round_, client, update, stats):
+                updates.append((update, len(examples)))
+                local[client] = {**summary, "examples": len(examples)}
+        book.end_round(round_, stats, updates, local, time.perf_counter() - start)
+    return book.finish({"kind": "in_process"})
+
+
+class RunBook:
+    """The server's side of a fedpetuning run, whichever transport: the policy and its averaged
+    adapter, the evaluation before and after, one ``metrics.jsonl`` row and one checkpoint per round,
+    the byte totals, and ``results.json``."""
+
+    def __init__(self, cfg: FedGRPOConfig, split: FederatedSplit, resume: bool) -> None:
+        self.cfg, self.out = cfg, cfg.output_dir
+        start_run(cfg, resume)
+        self.split_info = split_summary(split)
+        write_json_atomic(self.out / "split.json", self.split_info)
+        lo = cfg.model.lora
+        log.info("fedpetuning: policy %s with a LoRA adapter (r=%d)", cfg.model.name_or_path, lo.r)
+        self.tokenizer = load_tokenizer(cfg.model.name_or_path)
+        self.model = policy_with_adapter(cfg)
+        self.evaluate = held_out_evaluator(cfg, self.tokenizer, split.heldout)
+        self.before = evaluate_before(cfg, self.evaluate, self.model, resume)
+        self.checkpoints, self.metrics_path = self.out / "checkpoints", self.out / "metrics.jsonl"
+        self.total, self.first_round = RoundStats(), 1
+        self.global_state = adapter_state(self.model)
+        restored = restore(self.checkpoints, self.metrics_path) if resume else None
+        if restored is not None:
+            done, self.global_state, self.total = restored
+            self.first_round = done + 1
+            load_adapter_state(self.model, self.global_state)
+        else:
+            truncate_metrics(self.metrics_path, 0)
+        self.adapter_bytes = wire_bytes(self.global_state)
         log.info(
-            "round %d/%d: %d clients, loss %s, %.1f KB down, %.1f KB up, %.1f s",
-            round_,
-            fp.rounds,
-            len(local),
-            {c: s["final_loss"] for c, s in local.items()},
-            stats.bytes_down / 1e3,
-            stats.bytes_up / 1e3,
-            stats.seconds,
+            "fedpetuning: rounds %d to %d, %s, an adapter of %d tensors: %.1f KB as an ArrayRecord",
+            self.first_round,
+            cfg.fedpetuning.rounds,
+            cfg.fedpetuning.method.upper(),
+            len(self.global_state),
+            self.adapter_bytes / 1e3,
         )
 
-    model.save_pretrained(str(out / "final"))
-    after = evaluate(model, "after") if cfg.eval.after else None
-    rows = read_metrics(metrics_path)
-    round_seconds = [r["seconds"] for r in rows[1:]] or [r["seconds"] for r in rows]
-    summary = total.summary()
-    results = {
-        "name": cfg.name,
-        "method": "fedpetuning",
-        "local_method": fp.method,
-        "steps": total.rounds,  # server updates: one FedAvg per round
-        "client_steps": sum(r["client_steps"] for r in rows),
-        "train_seconds": round(sum(r["seconds"] for r in rows), 1),
-        "seconds_per_step": round(sum(round_seconds) / max(len(round_seconds), 1), 2),
-        "peak_rss_mb": round(peak_rss_mb()),
-        "before": to_json(before),
-        "after": to_json(after),
-        "communication": {
-            **{k: summary[k] for k in COMMUNICATION_KEYS},
-            "adapter_bytes": adapter_bytes,
-            "per_round": [
-                {"round": r["round"], "bytes_down": r["fed/bytes_down"], "bytes_up": r["fed/bytes_up"]}
-                for r in rows
-            ],
-        },
-        "selection": None,
-        "split": split_info,
-        "transport": {"kind": "in_process"},
-    }
-    write_json_atomic(out / "results.json", results)
-    log.info(
-        "\n%s\ncommunication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round)\nresults: %s",
-        accuracy_table(before, after),
-        total.rounds,
-        total.bytes_down / 1e3,
-        total.bytes_up / 1e3,
-        (total.bytes_down + total.bytes_up) / 1e3 / max(total.rounds, 1),
-        out / "results.json",
-    )
-    return results
+    def accept(self, round_: int, client: str, update: AdapterState, stats: RoundStats) -> bool:
+        """Whether a client's adapter may enter the average; a bad one is logged and counted."""
+        problem = update_problem(update, self.global_state)
+        if problem is not None:
+            log.warning("round %d: dropped the adapter of %s: %s", round_, client, problem)
+            stats.rejected["bad_adapter"] += 1
+        return problem is None
+
+    def end_round(
+        self,
+        round_: int,
+        stats: RoundStats,
+        updates: list[tuple[AdapterState, float]],
+        local: dict[str, dict[str, Any]],
+        seconds: float,
+    ) -> None:
+        """FedAvg of the accepted adapters (none accepted: the adapter stays), then the round's row
+        and checkpoint."""
+        if updates:
+            self.global_state = weighted_average(updates)
+            load_adapter_state(self.model, self.global_state)
+        else:
+            log.error("round %d: no client adapter to average; the server's adapter is unchanged", round_)
+        stats.bytes_down = sum(stats.bytes_down_per_client.values())
+        stats.bytes_up = sum(stats.bytes_up_per_client.values())
+        stats.seconds = seconds
+        self.total.merge(stats)
+        _append_metrics(self.metrics_path, round_, stats, local)
+        save_checkpoint(
+            self.checkpoints, round_, self.global_state, self.total, self.cfg.run.save_total_limit
+        )
+        log.info(
+            "round %d/%d: %d adapters averaged, loss %s, %.1f KB down, %.1f KB up, %.1f s",
+            round_,
+            self.cfg.fedpetuning.rounds,
+            len(updates),
+            {c: s.get("final_loss") for c, s in local.items()},
+            stats.bytes_down / 1e3,
+            stats.bytes_up / 1e3,
+            seconds,
+        )
+
+    def finish(self, transport: dict[str, Any]) -> dict[str, Any]:
+        """The final adapter, the evaluation after, and ``results.json`` with FedGRPO's keys."""
+        cfg, out, total = self.cfg, self.out, self.total
+        self.model.save_pretrained(str(out / "final"))
+        after = self.evaluate(self.model, "after") if cfg.eval.after else None
+        rows = read_metrics(self.metrics_path)
+        round_seconds = [r["seconds"] for r in rows[1:]] or [r["seconds"] for r in rows]
+        summary = total.summary()
+        results = {
+            "name": cfg.name,
+            "method": "fedpetuning",
+            "local_method": cfg.fedpetuning.method,
+            "steps": total.rounds,  # server updates: one FedAvg per round
+            "client_steps": sum(r["client_steps"] for r in rows),
+            "train_seconds": round(sum(r["seconds"] for r in rows), 1),
+            "seconds_per_step": round(sum(round_seconds) / max(len(round_seconds), 1), 2),
+            "peak_rss_mb": round(peak_rss_mb()),
+            "before": to_json(self.before),
+            "after": to_json(after),
+            "communication": {
+                **{k: summary[k] for k in COMMUNICATION_KEYS},
+                "adapter_bytes": self.adapter_bytes,
+                "per_round": [
+                    {"round": r["round"], "bytes_down": r["fed/bytes_down"], "bytes_up": r["fed/bytes_up"]}
+                    for r in rows
+                ],
+            },
+            "selection": None,
+            "split": self.split_info,
+            "transport": transport,
+        }
+        write_json_atomic(out / "results.json", results)
+        log.info(
+            "\n%s\ncommunication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); "
+            "%d adapters rejected\nresults: %s",
+            accuracy_table(self.before, after),
+            total.rounds,
+            total.bytes_down / 1e3,
+            total.bytes_up / 1e3,
+            (total.bytes_down + total.bytes_up) / 1e3 / max(total.rounds, 1),
+            sum(total.rejected.values()),
+            out / "results.json",
+        )
+        return results
 
 
-def _append_metrics(
-    path: Path, round_: int, stats: RoundStats, local: dict[str, dict[str, Any]], examples: dict[str, int]
-) -> None:
+def _append_metrics(path: Path, round_: int, stats: RoundStats, local: dict[str, dict[str, Any]]) -> None:
     """One ``metrics.jsonl`` row per round: ``step`` is the round (what resume truncates by)."""
     summary = stats.summary()
     row = {
@@ -275,13 +319,13 @@ def _append_metrics(
         "seconds": round(stats.seconds, 3),
         "peak_rss_mb": round(peak_rss_mb()),
         "clients": list(local),
-        "examples": examples,
-        "client_steps": sum(s["steps"] for s in local.values()),
+        "client_steps": sum(s.get("steps", 0) for s in local.values()),
         "local": local,
         **{k: summary[k] for k in COMMUNICATION_KEYS if k != "fed/rounds"},
+        "fed/rejected": summary["fed/rejected"],
     }
     with path.open("a") as fh:
-        fh.write(json.dumps(row, allow_nan=False) + "\n")
+        fh.write(json.dumps(finite(row), allow_nan=False) + "\n")
 
 
 def save_checkpoint(folder: Path, round_: int, state: AdapterState, total: RoundStats, keep: int) -> None:
