@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from transformers import set_seed
+
 from fedgrpo.baselines.fedavg import AdapterState, to_wire, update_problem, weighted_average, wire_bytes
 from fedgrpo.checkpoints import COMPLETE_MARKER, STATE_FILE, complete_checkpoints, remove_torn_checkpoints
 from fedgrpo.client.experts import ExpertRecipe, local_trainer, training_summary
@@ -82,7 +84,9 @@ def policy_with_adapter(cfg: FedGRPOConfig) -> Any:
         target_modules=lo.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(load_policy(cfg.model.name_or_path, cfg.model.dtype), lora)
+    base = load_policy(cfg.model.name_or_path, cfg.model.dtype)
+    set_seed(cfg.seed)  # the adapter's initial weights depend on the seed only (not on what ran before)
+    return get_peft_model(base, lora)
 
 
 def adapter_state(model: Any) -> AdapterState:
@@ -182,7 +186,8 @@ def _run(cfg: FedGRPOConfig, split: FederatedSplit, resume: bool) -> dict[str, A
             if book.accept(round_, client, update, stats):
                 updates.append((update, len(examples)))
                 local[client] = {**summary, "examples": len(examples)}
-        book.end_round(round_, stats, updates, local, time.perf_counter() - start)
+        averaged = weighted_average(updates) if updates else None
+        book.end_round(round_, stats, averaged, local, time.perf_counter() - start)
     return book.finish({"kind": "in_process"})
 
 
@@ -234,14 +239,14 @@ class RunBook:
         self,
         round_: int,
         stats: RoundStats,
-        updates: list[tuple[AdapterState, float]],
+        averaged: AdapterState | None,
         local: dict[str, dict[str, Any]],
         seconds: float,
     ) -> None:
-        """FedAvg of the accepted adapters (none accepted: the adapter stays), then the round's row
-        and checkpoint."""
-        if updates:
-            self.global_state = weighted_average(updates)
+        """The new averaged adapter (None when no client's was accepted: the adapter stays), then the
+        round's row and checkpoint."""
+        if averaged is not None:
+            self.global_state = to_wire(averaged)
             load_adapter_state(self.model, self.global_state)
         else:
             log.error("round %d: no client adapter to average; the server's adapter is unchanged", round_)
@@ -254,10 +259,10 @@ class RunBook:
             self.checkpoints, round_, self.global_state, self.total, self.cfg.run.save_total_limit
         )
         log.info(
-            "round %d/%d: %d adapters averaged, loss %s, %.1f KB down, %.1f KB up, %.1f s",
+            "round %d/%d: %d clients, loss %s, %.1f KB down, %.1f KB up, %.1f s",
             round_,
             self.cfg.fedpetuning.rounds,
-            len(updates),
+            len(local),
             {c: s.get("final_loss") for c, s in local.items()},
             stats.bytes_down / 1e3,
             stats.bytes_up / 1e3,
