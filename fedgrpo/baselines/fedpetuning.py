@@ -28,16 +28,24 @@ from typing import Any
 from transformers import set_seed
 
 from fedgrpo.baselines.fedavg import AdapterState, to_wire, update_problem, weighted_average, wire_bytes
-from fedgrpo.checkpoints import COMPLETE_MARKER, STATE_FILE, complete_checkpoints, remove_torn_checkpoints
+from fedgrpo.checkpoints import COMPLETE_MARKER, STATE_FILE, complete_checkpoints
 from fedgrpo.client.experts import ExpertRecipe, local_trainer, training_summary
 from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.data import Example, FederatedSplit, derive_seed
-from fedgrpo.evaluate import accuracy_table, to_json
+from fedgrpo.evaluate import to_json
 from fedgrpo.io import write_json_atomic
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data, split_summary
-from fedgrpo.run.experiment import evaluate_before, held_out_evaluator, run_folder, start_run
+from fedgrpo.run.experiment import (
+    evaluate_before,
+    held_out_evaluator,
+    log_outcome,
+    resume_point,
+    run_folder,
+    start_run,
+)
 from fedgrpo.run.metrics import peak_rss_mb, read_metrics, truncate_metrics
+from fedgrpo.run.trl import lora_config
 from fedgrpo.server.stats import RoundStats, finite
 
 log = logging.getLogger(__name__)
@@ -74,19 +82,11 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
 
 def policy_with_adapter(cfg: FedGRPOConfig) -> Any:
     """The server's policy with one fresh LoRA adapter (``model.lora``'s shape), seeded by ``cfg.seed``."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    lo = cfg.model.lora
-    lora = LoraConfig(
-        r=lo.r,
-        lora_alpha=lo.alpha,
-        lora_dropout=lo.dropout,
-        target_modules=lo.target_modules,
-        task_type="CAUSAL_LM",
-    )
     base = load_policy(cfg.model.name_or_path, cfg.model.dtype)
     set_seed(cfg.seed)  # the adapter's initial weights depend on the seed only (not on what ran before)
-    return get_peft_model(base, lora)
+    return get_peft_model(base, lora_config(cfg.model.lora))
 
 
 def adapter_state(model: Any) -> AdapterState:
@@ -301,17 +301,7 @@ class RunBook:
             "transport": transport,
         }
         write_json_atomic(out / "results.json", results)
-        log.info(
-            "\n%s\ncommunication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); "
-            "%d adapters rejected\nresults: %s",
-            accuracy_table(self.before, after),
-            total.rounds,
-            total.bytes_down / 1e3,
-            total.bytes_up / 1e3,
-            (total.bytes_down + total.bytes_up) / 1e3 / max(total.rounds, 1),
-            sum(total.rejected.values()),
-            out / "results.json",
-        )
+        log_outcome(self.before, after, total, "adapters", out / "results.json")
         return results
 
 
@@ -351,15 +341,10 @@ def restore(folder: Path, metrics_path: Path) -> tuple[int, AdapterState, RoundS
     """The last complete round's adapter and byte totals; metrics after it are dropped (run again)."""
     from safetensors.torch import load_file
 
-    for torn in remove_torn_checkpoints(folder):
-        log.warning("removed incomplete checkpoint %s", torn)
-    done = complete_checkpoints(folder)
-    if not done:
-        log.info("nothing to resume in %s; starting from round 1", folder)
-        truncate_metrics(metrics_path, 0)
+    point = resume_point(folder, metrics_path)
+    if point is None:
         return None
-    round_, path = done[-1]
+    round_, path = point
     state = json.loads((path / STATE_FILE).read_text())
-    truncate_metrics(metrics_path, round_)
     log.info("resuming after round %d from %s", round_, path)
     return round_, load_file(str(path / ADAPTER_FILE)), RoundStats.from_json(state["communication"])

@@ -52,6 +52,15 @@ def _check_model_name(value: str) -> str:
     return value
 
 
+def _check_whole_groups(section: str, method: str, batch_size: int, num_generations: int) -> None:
+    """TRL's GRPO batches hold whole groups of completions: the batch must be a multiple of G."""
+    if method == "grpo" and batch_size % num_generations:
+        raise ValueError(
+            f"{section}.batch_size ({batch_size}) must be a multiple of "
+            f"{section}.num_generations ({num_generations}) for grpo"
+        )
+
+
 class ExpertTraining(_Strict):
     """How each client turns ``clients.model`` into its own expert: a LoRA adapter on its private data.
 
@@ -81,11 +90,7 @@ class ExpertTraining(_Strict):
 
     @model_validator(mode="after")
     def _grpo_batches(self) -> ExpertTraining:
-        if self.method == "grpo" and self.batch_size % self.num_generations:
-            raise ValueError(
-                f"clients.expert.batch_size ({self.batch_size}) must be a multiple of "
-                f"clients.expert.num_generations ({self.num_generations}) for grpo"
-            )
+        _check_whole_groups("clients.expert", self.method, self.batch_size, self.num_generations)
         return self
 
 
@@ -325,11 +330,7 @@ class FedPETuningSettings(_Strict):
 
     @model_validator(mode="after")
     def _grpo_batches(self) -> FedPETuningSettings:
-        if self.method == "grpo" and self.batch_size % self.num_generations:
-            raise ValueError(
-                f"fedpetuning.batch_size ({self.batch_size}) must be a multiple of "
-                f"fedpetuning.num_generations ({self.num_generations}) for grpo"
-            )
+        _check_whole_groups("fedpetuning", self.method, self.batch_size, self.num_generations)
         return self
 
 

@@ -39,6 +39,7 @@ from fedgrpo.run.clients import build_clients
 from fedgrpo.run.metrics import MetricsCallback, peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import StopOnInterrupt, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
+from fedgrpo.server.stats import RoundStats
 from fedgrpo.transport import InProcessTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -245,35 +246,55 @@ def _run(
     }
     write_json_atomic(out / "results.json", results)
     transport.close()
-    comm = advantage.total
+    log_outcome(before, after, advantage.total, "replies", out / "results.json")
+    return results
+
+
+def log_outcome(
+    before: dict[str, DomainAccuracy] | None,
+    after: dict[str, DomainAccuracy] | None,
+    comm: RoundStats,
+    rejected_what: str,
+    results_path: Path,
+) -> None:
+    """The end of a run in the log: the accuracy table, the bytes both ways, where the results are."""
     log.info(
         "\n%s\ncommunication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); "
-        "%d replies rejected\nresults: %s",
+        "%d %s rejected\nresults: %s",
         accuracy_table(before, after),
         comm.rounds,
         comm.bytes_down / 1e3,
         comm.bytes_up / 1e3,
         (comm.bytes_down + comm.bytes_up) / 1e3 / max(comm.rounds, 1),
         sum(comm.rejected.values()),
-        out / "results.json",
+        rejected_what,
+        results_path,
     )
-    return results
 
 
 def prepare_resume(checkpoints: Path, metrics_path: Path, advantage: FederatedAdvantage) -> Path | None:
     """Drop torn checkpoints, restore the federation's state and the metrics up to the last complete one."""
+    point = resume_point(checkpoints, metrics_path)
+    if point is None:
+        return None
+    step, folder = point
+    advantage.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
+    log.info("resuming from %s (step %d)", folder, step)
+    return folder
+
+
+def resume_point(checkpoints: Path, metrics_path: Path) -> tuple[int, Path] | None:
+    """The last complete checkpoint (its step and folder), after removing torn ones; the metric rows
+    after it are dropped, since those steps run again. None (and no rows kept): start afresh."""
     for torn in remove_torn_checkpoints(checkpoints):
         log.warning("removed incomplete checkpoint %s", torn)
     done = complete_checkpoints(checkpoints)
     if not done:
-        log.info("nothing to resume in %s; starting from step 0", checkpoints)
+        log.info("nothing to resume in %s; starting from the beginning", checkpoints)
         truncate_metrics(metrics_path, 0)
         return None
-    step, folder = done[-1]
-    advantage.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
-    truncate_metrics(metrics_path, step)
-    log.info("resuming from %s (step %d)", folder, step)
-    return folder
+    truncate_metrics(metrics_path, done[-1][0])
+    return done[-1]
 
 
 def attach_log_file(path: Path) -> logging.Handler:

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from fedgrpo.checkpoints import COMPLETE_MARKER, STATE_FILE
-from fedgrpo.config import FedGRPOConfig
+from fedgrpo.config import FedGRPOConfig, LoraSettings
 from fedgrpo.data import Question
 from fedgrpo.io import write_json_atomic
 from fedgrpo.prompting import build_messages
@@ -91,6 +91,19 @@ class StopOnInterrupt(TrainerCallback):
             control.should_training_stop = True
 
 
+def lora_config(lora: LoraSettings) -> Any:
+    """PEFT's ``LoraConfig`` for the server policy, from ``model.lora``."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
 def make_trainer(
     cfg: FedGRPOConfig,
     model: Any,
@@ -100,18 +113,7 @@ def make_trainer(
     checkpoints: Path,
 ) -> GRPOTrainer:
     """TRL's trainer on the federated advantage, with LoRA when the config asks for it."""
-    peft_config = None
-    if cfg.model.lora.enabled:
-        from peft import LoraConfig
-
-        lo = cfg.model.lora
-        peft_config = LoraConfig(
-            r=lo.r,
-            lora_alpha=lo.alpha,
-            lora_dropout=lo.dropout,
-            target_modules=lo.target_modules,
-            task_type="CAUSAL_LM",
-        )
+    peft_config = lora_config(cfg.model.lora) if cfg.model.lora.enabled else None
     return GRPOTrainer(
         model=model,
         reward_funcs=[advantage],
