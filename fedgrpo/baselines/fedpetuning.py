@@ -76,8 +76,13 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
 
         return run_simulation_engine(cfg, resume)
     split = build_data(cfg)  # before the folder exists: a data error leaves nothing behind
+    clients = [name for name, examples in split.clients.items() if examples]
+    if not clients:
+        raise ConfigError("data: no client holds any example to train on")
+    if len(clients) < len(split.clients):
+        log.warning("clients without examples take no part: %s", sorted(set(split.clients) - set(clients)))
     with run_folder(cfg, resume):
-        return _run(cfg, split, resume)
+        return _run(cfg, split, clients, resume)
 
 
 def policy_with_adapter(cfg: FedGRPOConfig) -> Any:
@@ -157,15 +162,10 @@ def train_locally(
     return adapter_state(model), summary
 
 
-def _run(cfg: FedGRPOConfig, split: FederatedSplit, resume: bool) -> dict[str, Any]:
+def _run(cfg: FedGRPOConfig, split: FederatedSplit, clients: list[str], resume: bool) -> dict[str, Any]:
     """The in-process rounds: every selected client trains in turn on the one shared model."""
     fp = cfg.fedpetuning
     book = RunBook(cfg, split, resume)
-    clients = [name for name, examples in split.clients.items() if examples]
-    if len(clients) < len(split.clients):
-        log.warning("clients without examples take no part: %s", sorted(set(split.clients) - set(clients)))
-    if not clients:
-        raise ConfigError("data: no client holds any example to train on")
     for round_ in range(book.first_round, fp.rounds + 1):
         start = time.perf_counter()
         stats, updates = RoundStats(rounds=1), []
@@ -183,9 +183,12 @@ def _run(cfg: FedGRPOConfig, split: FederatedSplit, resume: bool) -> dict[str, A
                 local[client] = {"error": f"{type(err).__name__}: {err}"[:500]}
                 continue
             stats.bytes_up_per_client[client] += wire_bytes(update)
-            if book.accept(round_, client, update, stats):
+            local[client] = {**summary, "examples": len(examples)}
+            problem = book.refuse(round_, client, update, stats)
+            if problem is None:
                 updates.append((update, len(examples)))
-                local[client] = {**summary, "examples": len(examples)}
+            else:
+                local[client]["error"] = f"adapter dropped: {problem}"
         averaged = weighted_average(updates) if updates else None
         book.end_round(round_, stats, averaged, local, time.perf_counter() - start)
     return book.finish({"kind": "in_process"})
@@ -227,13 +230,13 @@ class RunBook:
             self.adapter_bytes / 1e3,
         )
 
-    def accept(self, round_: int, client: str, update: AdapterState, stats: RoundStats) -> bool:
-        """Whether a client's adapter may enter the average; a bad one is logged and counted."""
+    def refuse(self, round_: int, client: str, update: AdapterState, stats: RoundStats) -> str | None:
+        """Why a client's adapter may not enter the average (logged and counted), or None."""
         problem = update_problem(update, self.global_state)
         if problem is not None:
             log.warning("round %d: dropped the adapter of %s: %s", round_, client, problem)
             stats.rejected["bad_adapter"] += 1
-        return problem is None
+        return problem
 
     def end_round(
         self,
