@@ -122,16 +122,39 @@ def answer_reward(examples: list[Example]) -> Callable[..., list[float]]:
     return reward
 
 
-def _trainer(recipe: ExpertRecipe, model: Any, tokenizer: Any, examples: list[Example], out: Path) -> Any:
-    """TRL's SFT or GRPO trainer with a fresh LoRA adapter, per ``recipe.method``."""
+def lora_config(recipe: ExpertRecipe) -> Any:
+    """A fresh LoRA adapter on every linear layer, per the recipe's rank and alpha."""
     from peft import LoraConfig
 
-    peft_config = LoraConfig(
+    return LoraConfig(
         r=recipe.lora_r, lora_alpha=recipe.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
     )
+
+
+def local_trainer(
+    recipe: ExpertRecipe,
+    model: Any,
+    tokenizer: Any,
+    examples: list[Example],
+    out: Path,
+    *,
+    peft_config: Any = None,
+    max_steps: int = -1,
+    use_cpu: bool = True,
+) -> Any:
+    """TRL's SFT or GRPO trainer on one client's examples, per ``recipe.method``.
+
+    ``peft_config`` adds a fresh adapter; without it ``model`` must already be a PEFT model whose
+    active adapter is trained (fedpetuning's clients continue the server's averaged adapter).
+    ``max_steps`` > 0 bounds the optimiser steps instead of ``recipe.epochs``. Printed log dicts
+    are off: callers report progress in their own log lines.
+    """
+    from transformers import PrinterCallback
+
     common = dict(
         output_dir=str(out),
         num_train_epochs=recipe.epochs,
+        max_steps=max_steps,
         learning_rate=recipe.learning_rate,
         per_device_train_batch_size=recipe.batch_size,
         lr_scheduler_type="constant",
@@ -139,24 +162,24 @@ def _trainer(recipe: ExpertRecipe, model: Any, tokenizer: Any, examples: list[Ex
         save_strategy="no",
         report_to="none",
         seed=recipe.seed,
-        use_cpu=True,
+        use_cpu=use_cpu,
         bf16=False,
         disable_tqdm=True,
     )
     if recipe.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        return SFTTrainer(
+        trainer = SFTTrainer(
             model=model,
             args=SFTConfig(**common, max_length=512),
             train_dataset=sft_dataset(examples, recipe.worked_example),
             processing_class=tokenizer,
             peft_config=peft_config,
         )
-    if recipe.method == "grpo":
+    elif recipe.method == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
-        return GRPOTrainer(
+        trainer = GRPOTrainer(
             model=model,
             reward_funcs=[answer_reward(examples)],
             args=GRPOConfig(
@@ -170,7 +193,23 @@ def _trainer(recipe: ExpertRecipe, model: Any, tokenizer: Any, examples: list[Ex
             processing_class=tokenizer,
             peft_config=peft_config,
         )
-    raise ValueError(f"unknown expert training method {recipe.method!r}; use 'sft' or 'grpo'")
+    else:
+        raise ValueError(f"unknown local training method {recipe.method!r}; use 'sft' or 'grpo'")
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def training_summary(trainer: Any) -> dict[str, Any]:
+    """Steps, first and final loss, and (GRPO) first and final reward from a trained trainer's log."""
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]  # grpo only
+    return {
+        "steps": trainer.state.global_step,
+        "first_loss": round(losses[0], 4) if losses else None,
+        "final_loss": round(losses[-1], 4) if losses else None,
+        "first_reward": round(rewards[0], 4) if rewards else None,
+        "final_reward": round(rewards[-1], 4) if rewards else None,
+    }
 
 
 def train_expert(recipe: ExpertRecipe, client: str, examples: list[Example], folder: Path) -> dict[str, Any]:
@@ -181,31 +220,23 @@ def train_expert(recipe: ExpertRecipe, client: str, examples: list[Example], fol
     """
     if not examples:
         raise ValueError(f"client {client} holds no examples to train an expert on")
-    from transformers import PrinterCallback
-
     start = time.perf_counter()
     tokenizer = load_tokenizer(recipe.base_model)
     model = load_policy(recipe.base_model)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{client}-", dir=folder.parent))
     try:
-        trainer = _trainer(recipe, model, tokenizer, examples, tmp / "trainer")
-        # Our own log lines report progress; the trainer's printed dicts would mix into stdout.
-        trainer.remove_callback(PrinterCallback)
+        trainer = local_trainer(
+            recipe, model, tokenizer, examples, tmp / "trainer", peft_config=lora_config(recipe)
+        )
         result = trainer.train()
         trainer.model.save_pretrained(tmp / "adapter")
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]  # grpo only
         meta = {
             "client": client,
             "method": recipe.method,
             "examples": len(examples),
-            "steps": trainer.state.global_step,
-            "first_loss": round(losses[0], 4) if losses else None,
-            "final_loss": round(losses[-1], 4) if losses else None,
-            "first_reward": round(rewards[0], 4) if rewards else None,
-            "final_reward": round(rewards[-1], 4) if rewards else None,
+            **training_summary(trainer),
             "train_seconds": round(time.perf_counter() - start, 1),
             "train_loss": round(float(result.training_loss), 4),
             "recipe": recipe.__dict__,

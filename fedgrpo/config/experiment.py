@@ -16,6 +16,7 @@ from fedgrpo.config.sections import (
     DpsdaSettings,
     EvalSettings,
     FederationSettings,
+    FedPETuningSettings,
     FlowerSettings,
     ModelSettings,
     RunSettings,
@@ -41,6 +42,7 @@ class FedGRPOConfig(_Strict):
     flower: FlowerSettings = FlowerSettings()
     server: ServerFiles = ServerFiles()
     dpsda: DpsdaSettings = DpsdaSettings()
+    fedpetuning: FedPETuningSettings = FedPETuningSettings()
 
     @field_validator("grpo")
     @classmethod

@@ -54,6 +54,15 @@ def _check_model_name(value: str) -> str:
     return value
 
 
+def _check_whole_groups(section: str, method: str, batch_size: int, num_generations: int) -> None:
+    """TRL's GRPO batches hold whole groups of completions: the batch must be a multiple of G."""
+    if method == "grpo" and batch_size % num_generations:
+        raise ValueError(
+            f"{section}.batch_size ({batch_size}) must be a multiple of "
+            f"{section}.num_generations ({num_generations}) for grpo"
+        )
+
+
 class ExpertTraining(_Strict):
     """How each client turns ``clients.model`` into its own expert: a LoRA adapter on its private data.
 
@@ -83,11 +92,7 @@ class ExpertTraining(_Strict):
 
     @model_validator(mode="after")
     def _grpo_batches(self) -> ExpertTraining:
-        if self.method == "grpo" and self.batch_size % self.num_generations:
-            raise ValueError(
-                f"clients.expert.batch_size ({self.batch_size}) must be a multiple of "
-                f"clients.expert.num_generations ({self.num_generations}) for grpo"
-            )
+        _check_whole_groups("clients.expert", self.method, self.batch_size, self.num_generations)
         return self
 
 
@@ -358,6 +363,38 @@ class FlowerSettings(_Strict):
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"flower.superlink must be host:port, got {value!r}")
         return value
+
+
+class FedPETuningSettings(_Strict):
+    """The ``fedpetuning`` baseline (:mod:`fedgrpo.baselines.fedpetuning`): FedAvg of LoRA adapters.
+
+    Each round a share of the clients continues the server's averaged adapter (LoRA on
+    ``model.name_or_path`` with ``model.lora``'s rank, alpha, dropout and target modules; its
+    ``enabled`` flag is not read: this method always trains adapters) on its own private examples
+    for ``local_steps`` optimiser steps, by SFT or by GRPO rewarded by its own answer check, and the
+    server averages the adapters weighted by each client's examples.
+    """
+
+    rounds: int = Field(10, ge=1, description="FedAvg rounds")
+    local_steps: int = Field(5, ge=1, description="optimiser steps each selected client takes per round")
+    method: Literal["sft", "grpo"] = Field(
+        "sft", description="local training: sft on prompt -> <answer>...</answer>, or grpo on own rewards"
+    )
+    learning_rate: float = Field(5e-4, gt=0.0, description="the clients' local learning rate")
+    batch_size: int = Field(8, ge=1, description="the clients' local batch size (grpo: completions)")
+    clients_per_round: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="share of clients trained each round (at least one), as Flower's FedAvg fraction_train",
+    )
+    num_generations: int = Field(4, ge=2, description="grpo: completions sampled per question")
+    max_completion_length: int = Field(32, ge=1, description="grpo: tokens per sampled completion")
+
+    @model_validator(mode="after")
+    def _grpo_batches(self) -> FedPETuningSettings:
+        _check_whole_groups("fedpetuning", self.method, self.batch_size, self.num_generations)
+        return self
 
 
 class EvalSettings(_Strict):

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from fedgrpo.config import ConfigError, FedGRPOConfig
@@ -65,6 +67,12 @@ def run_on_flower(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
 
 def run_simulation_engine(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     """The whole run on Flower's Simulation Engine (Ray backend) with N virtual clients."""
+    return simulate(cfg, make_server_app(cfg, resume), make_client_app(cfg.to_yaml()))
+
+
+def simulate(cfg: FedGRPOConfig, server_app: ServerApp, client_app: ClientApp) -> dict[str, Any]:
+    """A ServerApp and ClientApp pair on the Simulation Engine, per the ``flower`` section; returns the
+    ``results.json`` the ServerApp wrote (the fedpetuning baseline brings its own pair)."""
     fl = cfg.flower
     n = fl.num_supernodes or cfg.data.num_clients
     init_args: dict[str, Any] = {"logging_level": "error", "log_to_driver": True}
@@ -72,7 +80,7 @@ def run_simulation_engine(cfg: FedGRPOConfig, resume: bool = False) -> dict[str,
         init_args["num_cpus"] = fl.ray_cpus
     backend = {"client_resources": {"num_cpus": fl.client_cpus, "num_gpus": 0.0}, "init_args": init_args}
     log.info("Flower Simulation Engine: %d virtual clients, %s CPU each", n, fl.client_cpus)
-    run_simulation(make_server_app(cfg, resume), make_client_app(cfg.to_yaml()), n, backend_config=backend)
+    run_simulation(server_app, client_app, n, backend_config=backend)
     return _results(cfg)
 
 

@@ -12,6 +12,8 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from transformers import set_seed
 
 from fedgrpo.checkpoints import STATE_FILE, complete_checkpoints, last_checkpoint, remove_torn_checkpoints
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.data import FederatedSplit
+from fedgrpo.data import Example, FederatedSplit
 from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
 from fedgrpo.io import write_json_atomic
 from fedgrpo.models import load_policy, load_tokenizer
@@ -37,6 +39,7 @@ from fedgrpo.run.clients import PRIVACY_STATE, build_clients
 from fedgrpo.run.metrics import MetricsCallback, peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import StopOnInterrupt, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
+from fedgrpo.server.stats import RoundStats
 from fedgrpo.transport import InProcessTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -100,21 +103,78 @@ def run(
     ``audit``, ``client_domains`` and ``split_info`` exist only in a simulation, where the experimenter
     holds every party's data; a deployment passes none of them.
     """
+    with run_folder(cfg, resume):
+        return _run(cfg, transport, data, resume, audit, client_domains, split_info)
+
+
+@contextmanager
+def run_folder(cfg: FedGRPOConfig, resume: bool) -> Iterator[Path]:
+    """The run folder, with ``run.log`` attached; removed again if the run fails before its first
+    complete checkpoint (nothing to resume from: no half-made run folder is left behind)."""
     check_output_dir(cfg, resume)
     out = cfg.output_dir
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     handler = attach_log_file(out / "run.log")
     try:
-        return _run(cfg, transport, data, resume, audit, client_domains, split_info)
+        yield out
     except BaseException:
         if created and not complete_checkpoints(out / "checkpoints"):
-            # nothing to resume from: do not leave a half-made run folder behind
             logging.getLogger("fedgrpo").removeHandler(handler)
             handler.close()
             shutil.rmtree(out, ignore_errors=True)
             log.error("the run failed before its first checkpoint; removed %s", out)
         raise
+
+
+def start_run(cfg: FedGRPOConfig, resume: bool) -> None:
+    """Write ``config.yaml`` (warning when a resumed run's config changed), seed, set torch threads."""
+    config_path = cfg.output_dir / "config.yaml"
+    if resume and config_path.exists() and config_path.read_text() != cfg.to_yaml():
+        log.warning("resuming with a config that differs from %s; the new one is used", config_path)
+    config_path.write_text(cfg.to_yaml())
+    set_seed(cfg.seed)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+
+
+Evaluate = Callable[[Any, str], dict[str, DomainAccuracy]]
+
+
+def held_out_evaluator(cfg: FedGRPOConfig, tokenizer: Any, heldout: dict[str, list[Example]]) -> Evaluate:
+    """``evaluate(policy, tag)``: greedy accuracy per held-out domain with the ``eval`` settings, timed."""
+    ev = cfg.eval
+
+    def evaluate(policy: Any, tag: str) -> dict[str, DomainAccuracy]:
+        start = time.perf_counter()
+        res = evaluate_policy(
+            policy,
+            tokenizer,
+            heldout,
+            ev.max_new_tokens,
+            ev.batch_size,
+            cfg.model.worked_example,
+            ev.max_per_domain,
+        )
+        log.info("evaluation %s took %.0f s", tag, time.perf_counter() - start)
+        return res
+
+    return evaluate
+
+
+def evaluate_before(
+    cfg: FedGRPOConfig, evaluate: Evaluate, model: Any, resume: bool
+) -> dict[str, DomainAccuracy] | None:
+    """The untrained policy's accuracy (``eval.before``), saved once; a resumed run reads it back."""
+    if not cfg.eval.before:
+        return None
+    path = cfg.output_dir / "eval_before.json"
+    if resume and path.exists():
+        return {k: DomainAccuracy(**v) for k, v in json.loads(path.read_text()).items()}
+    before = evaluate(model, "before")
+    write_json_atomic(path, to_json(before))
+    log.info("before training:\n%s", accuracy_table(before, None))
+    return before
 
 
 def _run(
@@ -127,13 +187,7 @@ def _run(
     split_info: dict[str, Any] | None,
 ) -> dict[str, Any]:
     out = cfg.output_dir
-    config_path = out / "config.yaml"
-    if resume and config_path.exists() and config_path.read_text() != cfg.to_yaml():
-        log.warning("resuming with a config that differs from %s; the new one is used", config_path)
-    config_path.write_text(cfg.to_yaml())
-    set_seed(cfg.seed)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    start_run(cfg, resume)
     if split_info is not None:
         write_json_atomic(out / "split.json", split_info)
 
@@ -144,31 +198,8 @@ def _run(
         cfg, data.auxiliary, transport, tokenizer, out, resume, client_domains
     )
     advantage = build_advantage(cfg, transport, selector)
-    ev = cfg.eval
-
-    def evaluate(policy: Any, tag: str) -> dict[str, DomainAccuracy]:
-        start = time.perf_counter()
-        res = evaluate_policy(
-            policy,
-            tokenizer,
-            data.heldout,
-            ev.max_new_tokens,
-            ev.batch_size,
-            cfg.model.worked_example,
-            ev.max_per_domain,
-        )
-        log.info("evaluation %s took %.0f s", tag, time.perf_counter() - start)
-        return res
-
-    before = None
-    before_path = out / "eval_before.json"
-    if ev.before:
-        if resume and before_path.exists():
-            before = {k: DomainAccuracy(**v) for k, v in json.loads(before_path.read_text()).items()}
-        else:
-            before = evaluate(model, "before")
-            write_json_atomic(before_path, to_json(before))
-            log.info("before training:\n%s", accuracy_table(before, None))
+    evaluate = held_out_evaluator(cfg, tokenizer, data.heldout)
+    before = evaluate_before(cfg, evaluate, model, resume)
 
     checkpoints = out / "checkpoints"
     dataset = train_dataset(data.train_questions, cfg.model.worked_example)
@@ -199,7 +230,7 @@ def _run(
     train_seconds = time.perf_counter() - start
     trainer.save_model(str(out / "final"))
 
-    after = evaluate(trainer.model, "after") if ev.after else None
+    after = evaluate(trainer.model, "after") if cfg.eval.after else None
     rows = read_metrics(metrics_path)
     step_seconds = [r["seconds"] for r in rows[1:]] or [r["seconds"] for r in rows]
     results = {
@@ -218,19 +249,30 @@ def _run(
     }
     write_json_atomic(out / "results.json", results)
     transport.close()
-    comm = advantage.total
+    log_outcome(before, after, advantage.total, "replies", out / "results.json")
+    return results
+
+
+def log_outcome(
+    before: dict[str, DomainAccuracy] | None,
+    after: dict[str, DomainAccuracy] | None,
+    comm: RoundStats,
+    rejected_what: str,
+    results_path: Path,
+) -> None:
+    """The end of a run in the log: the accuracy table, the bytes both ways, where the results are."""
     log.info(
         "\n%s\ncommunication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); "
-        "%d replies rejected\nresults: %s",
+        "%d %s rejected\nresults: %s",
         accuracy_table(before, after),
         comm.rounds,
         comm.bytes_down / 1e3,
         comm.bytes_up / 1e3,
         (comm.bytes_down + comm.bytes_up) / 1e3 / max(comm.rounds, 1),
         sum(comm.rejected.values()),
-        out / "results.json",
+        rejected_what,
+        results_path,
     )
-    return results
 
 
 def privacy_report(selection: dict[str, Any] | None, advantage: FederatedAdvantage) -> dict[str, Any]:
@@ -245,18 +287,27 @@ def privacy_report(selection: dict[str, Any] | None, advantage: FederatedAdvanta
 
 def prepare_resume(checkpoints: Path, metrics_path: Path, advantage: FederatedAdvantage) -> Path | None:
     """Drop torn checkpoints, restore the federation's state and the metrics up to the last complete one."""
+    point = resume_point(checkpoints, metrics_path)
+    if point is None:
+        return None
+    step, folder = point
+    advantage.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
+    log.info("resuming from %s (step %d)", folder, step)
+    return folder
+
+
+def resume_point(checkpoints: Path, metrics_path: Path) -> tuple[int, Path] | None:
+    """The last complete checkpoint (its step and folder), after removing torn ones; the metric rows
+    after it are dropped, since those steps run again. None (and no rows kept): start afresh."""
     for torn in remove_torn_checkpoints(checkpoints):
         log.warning("removed incomplete checkpoint %s", torn)
     done = complete_checkpoints(checkpoints)
     if not done:
-        log.info("nothing to resume in %s; starting from step 0", checkpoints)
+        log.info("nothing to resume in %s; starting from the beginning", checkpoints)
         truncate_metrics(metrics_path, 0)
         return None
-    step, folder = done[-1]
-    advantage.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
-    truncate_metrics(metrics_path, step)
-    log.info("resuming from %s (step %d)", folder, step)
-    return folder
+    truncate_metrics(metrics_path, done[-1][0])
+    return done[-1]
 
 
 def attach_log_file(path: Path) -> logging.Handler:
