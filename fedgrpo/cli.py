@@ -181,14 +181,9 @@ def _command(args: argparse.Namespace, cfg: FedGRPOConfig) -> int:
         report = train_clients(cfg)
         print(json.dumps(report, indent=2))
         return 1 if any("error" in r for r in report.values()) else 0
-    if cfg.federation.transport == "in_process":
-        from fedgrpo.run.experiment import run_in_process
+    from fedgrpo.baselines import run_method
 
-        run_in_process(cfg, resume=args.resume)
-    else:
-        from fedgrpo.flower.launch import run_on_flower
-
-        run_on_flower(cfg, resume=args.resume)
+    run_method(cfg, resume=args.resume)
     return 0
 
 

@@ -7,7 +7,7 @@ and the allowed values. TRL's GRPO settings pass through under ``grpo`` and are 
 ``trl.GRPOConfig``'s own fields.
 """
 
-from fedgrpo.config.experiment import FedGRPOConfig
+from fedgrpo.config.experiment import METHODS, FedGRPOConfig
 from fedgrpo.config.grpo import GRPO_DEFAULTS, RESERVED_GRPO_KEYS, grpo_config_fields
 from fedgrpo.config.load import (
     PRESETS,
@@ -34,6 +34,7 @@ from fedgrpo.config.sections import (
 __all__ = [
     "EMBEDDED_MODELS",
     "GRPO_DEFAULTS",
+    "METHODS",
     "PRESETS",
     "RESERVED_GRPO_KEYS",
     "ClientSettings",

@@ -13,6 +13,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,8 +21,8 @@ from transformers import set_seed
 
 from fedgrpo.checkpoints import STATE_FILE, complete_checkpoints, last_checkpoint, remove_torn_checkpoints
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.data import FederatedSplit
-from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
+from fedgrpo.data import Example, FederatedSplit
+from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, from_json, to_json
 from fedgrpo.io import write_json_atomic
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.assemble import (
@@ -35,8 +36,7 @@ from fedgrpo.run.assemble import (
 from fedgrpo.run.audit import RoutingAudit
 from fedgrpo.run.clients import build_clients
 from fedgrpo.run.metrics import MetricsCallback, peak_rss_mb, read_metrics, truncate_metrics
-from fedgrpo.run.trl import StopOnInterrupt, make_trainer, train_dataset
-from fedgrpo.server import FederatedAdvantage
+from fedgrpo.run.trl import StopOnInterrupt, TrainingReward, make_trainer, train_dataset
 from fedgrpo.transport import InProcessTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -98,13 +98,21 @@ def run(
     ``audit``, ``client_domains`` and ``split_info`` exist only in a simulation, where the experimenter
     holds every party's data; a deployment passes none of them.
     """
+    return in_run_folder(
+        cfg, resume, lambda: _run(cfg, transport, data, resume, audit, client_domains, split_info)
+    )
+
+
+def in_run_folder(cfg: FedGRPOConfig, resume: bool, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``body`` with ``cfg.output_dir`` made and logged to; a run that fails before its first
+    checkpoint leaves no folder behind (every method shares this, so every run folder looks alike)."""
     check_output_dir(cfg, resume)
     out = cfg.output_dir
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     handler = attach_log_file(out / "run.log")
     try:
-        return _run(cfg, transport, data, resume, audit, client_domains, split_info)
+        return body()
     except BaseException:
         if created and not complete_checkpoints(out / "checkpoints"):
             # nothing to resume from: do not leave a half-made run folder behind
@@ -125,6 +133,32 @@ def _run(
     split_info: dict[str, Any] | None,
 ) -> dict[str, Any]:
     out = cfg.output_dir
+    start_run(cfg, resume, split_info)
+    tokenizer, model = load_server_model(cfg)
+    selector, selection = build_selector(
+        cfg, data.auxiliary, transport, tokenizer, out, resume, client_domains
+    )
+    advantage = build_advantage(cfg, transport, selector)
+    before = evaluate_before(cfg, model, tokenizer, data.heldout, resume)
+    results = train_and_evaluate(cfg, model, tokenizer, data, advantage, resume, audit, before)
+    results.update(selection=selection, split=split_info, transport=transport.summary())
+    write_results(cfg, results)
+    transport.close()
+    comm = advantage.total
+    log.info(
+        "communication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); %d replies rejected",
+        comm.rounds,
+        comm.bytes_down / 1e3,
+        comm.bytes_up / 1e3,
+        (comm.bytes_down + comm.bytes_up) / 1e3 / max(comm.rounds, 1),
+        sum(comm.rejected.values()),
+    )
+    return results
+
+
+def start_run(cfg: FedGRPOConfig, resume: bool, split_info: dict[str, Any] | None) -> None:
+    """Save the config (and the split's counts), seed everything, set torch's threads."""
+    out = cfg.output_dir
     config_path = out / "config.yaml"
     if resume and config_path.exists() and config_path.read_text() != cfg.to_yaml():
         log.warning("resuming with a config that differs from %s; the new one is used", config_path)
@@ -135,47 +169,67 @@ def _run(
     if split_info is not None:
         write_json_atomic(out / "split.json", split_info)
 
+
+def load_server_model(cfg: FedGRPOConfig) -> tuple[Any, Any]:
     log.info("loading policy %s", cfg.model.name_or_path)
-    tokenizer = load_tokenizer(cfg.model.name_or_path)
-    model = load_policy(cfg.model.name_or_path, cfg.model.dtype)
-    selector, selection = build_selector(
-        cfg, data.auxiliary, transport, tokenizer, out, resume, client_domains
-    )
-    advantage = build_advantage(cfg, transport, selector)
+    return load_tokenizer(cfg.model.name_or_path), load_policy(cfg.model.name_or_path, cfg.model.dtype)
+
+
+def evaluate_heldout(
+    cfg: FedGRPOConfig, policy: Any, tokenizer: Any, heldout: dict[str, list[Example]], tag: str
+) -> dict[str, DomainAccuracy]:
+    """The held-out accuracy per domain, as every method reports it."""
     ev = cfg.eval
+    start = time.perf_counter()
+    res = evaluate_policy(
+        policy,
+        tokenizer,
+        heldout,
+        ev.max_new_tokens,
+        ev.batch_size,
+        cfg.model.worked_example,
+        ev.max_per_domain,
+    )
+    log.info("evaluation %s took %.0f s", tag, time.perf_counter() - start)
+    return res
 
-    def evaluate(policy: Any, tag: str) -> dict[str, DomainAccuracy]:
-        start = time.perf_counter()
-        res = evaluate_policy(
-            policy,
-            tokenizer,
-            data.heldout,
-            ev.max_new_tokens,
-            ev.batch_size,
-            cfg.model.worked_example,
-            ev.max_per_domain,
-        )
-        log.info("evaluation %s took %.0f s", tag, time.perf_counter() - start)
-        return res
 
-    before = None
-    before_path = out / "eval_before.json"
-    if ev.before:
-        if resume and before_path.exists():
-            before = {k: DomainAccuracy(**v) for k, v in json.loads(before_path.read_text()).items()}
-        else:
-            before = evaluate(model, "before")
-            write_json_atomic(before_path, to_json(before))
-            log.info("before training:\n%s", accuracy_table(before, None))
+def evaluate_before(
+    cfg: FedGRPOConfig, model: Any, tokenizer: Any, heldout: dict[str, list[Example]], resume: bool
+) -> dict[str, DomainAccuracy] | None:
+    """The untrained policy's accuracy (None when eval.before is off), kept in ``eval_before.json``."""
+    if not cfg.eval.before:
+        return None
+    before_path = cfg.output_dir / "eval_before.json"
+    if resume and before_path.exists():
+        return from_json(json.loads(before_path.read_text()))
+    before = evaluate_heldout(cfg, model, tokenizer, heldout, "before")
+    write_json_atomic(before_path, to_json(before))
+    log.info("before training:\n%s", accuracy_table(before, None))
+    return before
 
+
+def train_and_evaluate(
+    cfg: FedGRPOConfig,
+    model: Any,
+    tokenizer: Any,
+    data: ServerData,
+    reward: TrainingReward,
+    resume: bool,
+    audit: RoutingAudit | None,
+    before: dict[str, DomainAccuracy] | None,
+) -> dict[str, Any]:
+    """TRL's GRPO on ``data.train_questions`` with ``reward``, checkpoints, ``metrics.jsonl``, Ctrl-C as
+    "save, then stop", then the held-out evaluation: the results every training method shares."""
+    out = cfg.output_dir
     checkpoints = out / "checkpoints"
     dataset = train_dataset(data.train_questions, cfg.model.worked_example)
-    trainer = make_trainer(cfg, model, tokenizer, dataset, advantage, checkpoints)
+    trainer = make_trainer(cfg, model, tokenizer, dataset, reward, checkpoints)
     metrics_path = out / "metrics.jsonl"
-    trainer.add_callback(MetricsCallback(metrics_path, advantage, audit))
+    trainer.add_callback(MetricsCallback(metrics_path, reward, audit))
     stop = StopOnInterrupt()
     trainer.add_callback(stop)
-    resume_from = prepare_resume(checkpoints, metrics_path, advantage) if resume else None
+    resume_from = prepare_resume(checkpoints, metrics_path, reward) if resume else None
     if not resume:
         truncate_metrics(metrics_path, 0)
 
@@ -197,40 +251,31 @@ def _run(
     train_seconds = time.perf_counter() - start
     trainer.save_model(str(out / "final"))
 
-    after = evaluate(trainer.model, "after") if ev.after else None
+    after = evaluate_heldout(cfg, trainer.model, tokenizer, data.heldout, "after") if cfg.eval.after else None
     rows = read_metrics(metrics_path)
     step_seconds = [r["seconds"] for r in rows[1:]] or [r["seconds"] for r in rows]
-    results = {
+    return {
         "name": cfg.name,
+        "method": cfg.method,
         "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_step": round(sum(step_seconds) / max(len(step_seconds), 1), 2),
         "peak_rss_mb": round(peak_rss_mb()),
         "before": to_json(before),
         "after": to_json(after),
-        "communication": advantage.total.summary(),
-        "selection": selection,
-        "split": split_info,
-        "transport": transport.summary(),
+        "communication": reward.total.summary(),
     }
-    write_json_atomic(out / "results.json", results)
-    transport.close()
-    comm = advantage.total
-    log.info(
-        "\n%s\ncommunication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); "
-        "%d replies rejected\nresults: %s",
-        accuracy_table(before, after),
-        comm.rounds,
-        comm.bytes_down / 1e3,
-        comm.bytes_up / 1e3,
-        (comm.bytes_down + comm.bytes_up) / 1e3 / max(comm.rounds, 1),
-        sum(comm.rejected.values()),
-        out / "results.json",
-    )
-    return results
 
 
-def prepare_resume(checkpoints: Path, metrics_path: Path, advantage: FederatedAdvantage) -> Path | None:
+def write_results(cfg: FedGRPOConfig, results: dict[str, Any]) -> None:
+    """``results.json`` (its presence marks the run done) and the readable table in the log."""
+    path = cfg.output_dir / "results.json"
+    write_json_atomic(path, results)
+    table = accuracy_table(from_json(results["before"]), from_json(results["after"]))
+    log.info("\n%s\nresults: %s", table, path)
+
+
+def prepare_resume(checkpoints: Path, metrics_path: Path, reward: TrainingReward) -> Path | None:
     """Drop torn checkpoints, restore the federation's state and the metrics up to the last complete one."""
     for torn in remove_torn_checkpoints(checkpoints):
         log.warning("removed incomplete checkpoint %s", torn)
@@ -240,7 +285,7 @@ def prepare_resume(checkpoints: Path, metrics_path: Path, advantage: FederatedAd
         truncate_metrics(metrics_path, 0)
         return None
     step, folder = done[-1]
-    advantage.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
+    reward.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
     truncate_metrics(metrics_path, step)
     log.info("resuming from %s (step %d)", folder, step)
     return folder

@@ -12,7 +12,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from fedgrpo.run.audit import RoutingAudit
-from fedgrpo.server import FederatedAdvantage
+from fedgrpo.run.trl import TrainingReward
 from fedgrpo.server.stats import finite
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def peak_rss_mb() -> float:
 class MetricsCallback(TrainerCallback):
     """Writes ``metrics.jsonl``: step, seconds, peak memory, ``trl/*`` and the ``fed/*`` round numbers."""
 
-    def __init__(self, path: Path, advantage: FederatedAdvantage, audit: RoutingAudit | None = None) -> None:
+    def __init__(self, path: Path, advantage: TrainingReward, audit: RoutingAudit | None = None) -> None:
         self.path = path
         self.advantage = advantage
         self.audit = audit
