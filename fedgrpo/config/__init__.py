@@ -16,6 +16,8 @@ from fedgrpo.config.load import (
     config_from_mapping,
     load_config,
     load_config_text,
+    read_source,
+    set_dotted,
 )
 from fedgrpo.config.sections import (
     EMBEDDED_MODELS,
@@ -54,4 +56,6 @@ __all__ = [
     "grpo_config_fields",
     "load_config",
     "load_config_text",
+    "read_source",
+    "set_dotted",
 ]
