@@ -35,7 +35,7 @@ from fedgrpo.run.assemble import (
 )
 from fedgrpo.run.audit import RoutingAudit
 from fedgrpo.run.clients import build_clients
-from fedgrpo.run.metrics import MetricsCallback, peak_rss_mb, read_metrics, truncate_metrics
+from fedgrpo.run.metrics import MetricsCallback, install_metrics, peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import StopOnInterrupt, TrainingReward, make_trainer, train_dataset
 from fedgrpo.transport import InProcessTransport, Transport
 
@@ -226,7 +226,7 @@ def train_and_evaluate(
     dataset = train_dataset(data.train_questions, cfg.model.worked_example)
     trainer = make_trainer(cfg, model, tokenizer, dataset, reward, checkpoints)
     metrics_path = out / "metrics.jsonl"
-    trainer.add_callback(MetricsCallback(metrics_path, reward, audit))
+    install_metrics(trainer, MetricsCallback(metrics_path, reward, audit))
     stop = StopOnInterrupt()
     trainer.add_callback(stop)
     resume_from = prepare_resume(checkpoints, metrics_path, reward) if resume else None

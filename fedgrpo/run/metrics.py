@@ -48,7 +48,7 @@ class MetricsCallback(TrainerCallback):
         }
         self._last = now
         for key, value in logs.items():
-            if not key.startswith("rewards/federated_advantage/"):  # the same as reward, reward_std
+            if not key.startswith("rewards/"):  # the same as reward, reward_std
                 row[f"trl/{_TRL_RENAMES.get(key, key)}"] = value
         stats, groups = self.advantage.drain()
         row.update(stats.summary())
@@ -56,6 +56,15 @@ class MetricsCallback(TrainerCallback):
             row.update(self.audit.summary(groups))
         # JSON has no NaN or infinity: any such number, wherever it came from, is written as null.
         row = finite(row)
+        # The trackers in grpo.report_to (tensorboard, trackio, ...) read this same dict after this
+        # callback (install_metrics puts it first): give them the federation's scalar numbers too.
+        logs.update(
+            {
+                k: v
+                for k, v in row.items()
+                if k.startswith("fed/") and isinstance(v, int | float) and not isinstance(v, bool)
+            }
+        )
         with self.path.open("a") as fh:
             fh.write(json.dumps(row, allow_nan=False) + "\n")
         if row["fed/rejected_total"]:
@@ -65,6 +74,12 @@ class MetricsCallback(TrainerCallback):
                 row["fed/rejected_total"],
                 row["fed/rejected"],
             )
+
+
+def install_metrics(trainer: Any, callback: MetricsCallback) -> None:
+    """Put the metrics callback before the trainer's reporting callbacks (the Trainer adds those
+    first, and ``add_callback`` appends), so the ``fed/`` numbers it adds to the logs reach them."""
+    trainer.callback_handler.callbacks.insert(0, callback)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
