@@ -33,9 +33,9 @@ def read_status(folder: Path) -> dict[str, dict[str, Any]]:
 def failure_reason(stderr: str, returncode: int) -> str:
     """The command's own one-line reason (``fedgrpo: ...``), else its last line, else the exit code."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    reasons = [line for line in lines if line.startswith("fedgrpo:")]
-    if reasons:
-        return reasons[-1].removeprefix("fedgrpo:").strip()
+    starts = [i for i, line in enumerate(lines) if line.startswith("fedgrpo:")]
+    if starts:  # the reason may span lines (an exception's message): keep it all
+        return " ".join(lines[starts[-1] :]).removeprefix("fedgrpo:").strip()
     return lines[-1] if lines else f"exited with code {returncode}"
 
 

@@ -43,7 +43,10 @@ def test_a_suite_records_a_crash_goes_on_and_resumes(tmp_path: Path) -> None:
     status = json.loads((out / "suite.json").read_text())["runs"]
     statuses = [status[n]["status"] for n in ("zero-shot", "crashes", "central-grpo")]
     assert statuses == ["done", "failed", "done"]
-    assert str(model_dir) in status["crashes"]["error"]  # the run's own one-line reason
+    error = status["crashes"]["error"]
+    assert error.startswith("failed: ") and "Error" in error  # the run's own reason, as the CLI printed it
+    logged = " ".join((out / "logs" / "crashes.log").read_text().split())
+    assert error.split("(FEDGRPO_LOG")[0].strip() in logged
     report = (out / "report.md").read_text()
     assert "## Failed runs" in report and "| crashes | fedgrpo |" in report
     assert (out / "report.html").exists() and (out / "plots" / "accuracy_vs_bytes.png").exists()
