@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data import Example
 from fedgrpo.evaluate import to_json
 from fedgrpo.run.assemble import build_data, split_summary
 from fedgrpo.run.experiment import (
@@ -28,7 +29,9 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     return in_run_folder(cfg, resume, lambda: _run(cfg, resume, split_summary(split), split.heldout))
 
 
-def _run(cfg: FedGRPOConfig, resume: bool, split_info: dict[str, Any], heldout: dict) -> dict[str, Any]:
+def _run(
+    cfg: FedGRPOConfig, resume: bool, split_info: dict[str, Any], heldout: dict[str, list[Example]]
+) -> dict[str, Any]:
     start_run(cfg, resume, split_info)
     tokenizer, model = load_server_model(cfg)
     accuracy = to_json(evaluate_heldout(cfg, model, tokenizer, heldout, "zero-shot"))
