@@ -1,5 +1,5 @@
-"""The ``fedgrpo`` command: ``run CONFIG [key=value ...] [--resume]``, ``train-clients``, ``show-config``,
-and for Flower deployments ``example-data`` and ``flower-certs``."""
+"""The ``fedgrpo`` command: ``run CONFIG [key=value ...] [--resume]``, ``suite SUITE``, ``train-clients``,
+``show-config``, and for Flower deployments ``example-data`` and ``flower-certs``."""
 
 from __future__ import annotations
 
@@ -76,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("url", help="base URL, e.g. http://127.0.0.1:8000/v1")
     check.add_argument("model", help="the model name the server expects (transformers serve: its folder)")
     check.add_argument("--wait", type=float, default=0.0, help="seconds to keep trying (a starting server)")
+    suite = sub.add_parser(
+        "suite",
+        help="run every run of a suite file (skipping done ones), then write its report",
+        description="Expand SUITE (a YAML file: base config, overrides, runs, sweeps; see docs/suites.md), "
+        "validate every run before starting any, run each into SUITE_DIR/runs/NAME (done runs are "
+        "skipped, started ones resumed, a crash recorded and the suite goes on), then write "
+        "SUITE_DIR/report.{md,html} and plots/. Exits 1 if any run failed.",
+    )
+    suite.add_argument("suite")
+    suite.add_argument("--report-only", action="store_true", help="remake the report from the run folders")
+    suite.add_argument("--check", action="store_true", help="validate and list the runs; run nothing")
     show = sub.add_parser("show-config", help="print the resolved, validated config and exit")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*", metavar="key=value")
@@ -111,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.command == "suite":
+        if args.overrides:
+            parser.error("suite takes no key=value overrides: put them in the suite file")
+        return _suite(args)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
@@ -168,6 +183,40 @@ def _check_endpoint(url: str, model: str, wait: float) -> int:
         return 0
 
 
+def _suite(args: argparse.Namespace) -> int:
+    from fedgrpo.suite.report import write_report
+    from fedgrpo.suite.spec import load_suite, plan, suite_dir
+
+    try:
+        spec, folder = load_suite(args.suite)
+        out = suite_dir(spec)
+        if args.report_only:
+            print(write_report(out, f"Suite {spec.name}"))
+            return 0
+        planned = plan(spec, folder)
+    except ConfigError as err:
+        print(f"fedgrpo: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        for run in planned:
+            print(f"{run.name}\t{run.config.method}\t{run.config.output_dir}")
+        return 0
+    from fedgrpo.suite.runner import run_suite
+
+    try:
+        status = run_suite(planned, out)
+    except KeyboardInterrupt:
+        write_report(out, f"Suite {spec.name}")
+        return 130
+    report = write_report(out, f"Suite {spec.name}")
+    failed = sorted(name for name, entry in status.items() if entry["status"] == "failed")
+    print(report)
+    if failed:
+        print(f"fedgrpo: {len(failed)} run(s) failed: {', '.join(failed)} (see {report})", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _command(args: argparse.Namespace, cfg: FedGRPOConfig) -> int:
     """The commands that load models; imported only once the config is known to be good."""
     if args.command == "example-data":
@@ -181,14 +230,9 @@ def _command(args: argparse.Namespace, cfg: FedGRPOConfig) -> int:
         report = train_clients(cfg)
         print(json.dumps(report, indent=2))
         return 1 if any("error" in r for r in report.values()) else 0
-    if cfg.federation.transport == "in_process":
-        from fedgrpo.run.experiment import run_in_process
+    from fedgrpo.baselines import run_method
 
-        run_in_process(cfg, resume=args.resume)
-    else:
-        from fedgrpo.flower.launch import run_on_flower
-
-        run_on_flower(cfg, resume=args.resume)
+    run_method(cfg, resume=args.resume)
     return 0
 
 

@@ -184,3 +184,8 @@ def accuracy_table(before: dict[str, DomainAccuracy] | None, after: dict[str, Do
 
 def to_json(results: dict[str, DomainAccuracy] | None) -> dict[str, dict] | None:
     return None if results is None else {d: asdict(a) for d, a in results.items()}
+
+
+def from_json(data: dict[str, dict] | None) -> dict[str, DomainAccuracy] | None:
+    """The inverse of :func:`to_json` (a saved ``eval_before.json`` or a ``results.json`` entry)."""
+    return None if data is None else {k: DomainAccuracy(**v) for k, v in data.items()}

@@ -209,7 +209,7 @@ class RunBook:
         self.tokenizer = load_tokenizer(cfg.model.name_or_path)
         self.model = policy_with_adapter(cfg)
         self.evaluate = held_out_evaluator(cfg, self.tokenizer, split.heldout)
-        self.before = evaluate_before(cfg, self.evaluate, self.model, resume)
+        self.before = evaluate_before(cfg, self.model, self.tokenizer, split.heldout, resume)
         self.checkpoints, self.metrics_path = self.out / "checkpoints", self.out / "metrics.jsonl"
         self.total, self.first_round = RoundStats(), 1
         self.global_state = adapter_state(self.model)

@@ -7,7 +7,7 @@ and the allowed values. TRL's GRPO settings pass through under ``grpo`` and are 
 ``trl.GRPOConfig``'s own fields.
 """
 
-from fedgrpo.config.experiment import FedGRPOConfig
+from fedgrpo.config.experiment import METHODS, FedGRPOConfig
 from fedgrpo.config.grpo import GRPO_DEFAULTS, RESERVED_GRPO_KEYS, grpo_config_fields
 from fedgrpo.config.load import (
     PRESETS,
@@ -16,6 +16,8 @@ from fedgrpo.config.load import (
     config_from_mapping,
     load_config,
     load_config_text,
+    read_source,
+    set_dotted,
 )
 from fedgrpo.config.sections import (
     EMBEDDED_MODELS,
@@ -38,6 +40,7 @@ from fedgrpo.config.sections import (
 __all__ = [
     "EMBEDDED_MODELS",
     "GRPO_DEFAULTS",
+    "METHODS",
     "PRESETS",
     "RESERVED_GRPO_KEYS",
     "AdversaryBehaviour",
@@ -61,4 +64,6 @@ __all__ = [
     "grpo_config_fields",
     "load_config",
     "load_config_text",
+    "read_source",
+    "set_dotted",
 ]

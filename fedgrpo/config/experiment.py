@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -29,8 +29,17 @@ if TYPE_CHECKING:
     from trl import GRPOConfig
 
 
+METHODS = ("fedgrpo", "zero-shot", "central-grpo", "fedpetuning", "dpsda-fl")
+Method = Literal["fedgrpo", "zero-shot", "central-grpo", "fedpetuning", "dpsda-fl"]
+
+
 class FedGRPOConfig(_Strict):
     name: str = "run"
+    method: Method = Field(
+        "fedgrpo",
+        description="fedgrpo (the federation's rewards), zero-shot (evaluation only), central-grpo "
+        "(GRPO on the pooled labelled client data, ground-truth reward on the server), or a baseline",
+    )
     seed: int = 0
     model: ModelSettings = ModelSettings()
     data: DataSettings = DataSettings()
@@ -52,6 +61,11 @@ class FedGRPOConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> FedGRPOConfig:
         fed = self.federation
+        if self.method != "fedgrpo" and fed.transport != "in_process":
+            raise ValueError(
+                f"method={self.method} runs in process on the simulation's split: "
+                "set federation.transport=in_process"
+            )
         if fed.transport == "flower-deployment":
             self._deployment()  # each party brings its own files and models: the data section is unused
         else:

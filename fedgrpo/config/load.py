@@ -18,7 +18,7 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the field and what is allowed."""
 
 
-def _read_source(source: str | Path) -> dict[str, Any]:
+def read_source(source: str | Path) -> dict[str, Any]:
     if str(source) in PRESETS:
         text = resources.files("fedgrpo.presets").joinpath(f"{source}.yaml").read_text()
         origin = f"preset {source!r}"
@@ -43,19 +43,25 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r} must look like key=value, e.g. grpo.max_steps=5")
     key, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {assignment!r}: cannot parse value: {err}") from err
+    set_dotted(data, key, value)
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for the key ``a.b.c``, making sections as needed."""
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"override {assignment!r} has an empty key part")
+        raise ConfigError(f"override {key!r} has an empty key part")
     node = data
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
         node = child
-    try:
-        node[parts[-1]] = yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {assignment!r}: cannot parse value: {err}") from err
+    node[parts[-1]] = value
 
 
 def load_config(
@@ -65,7 +71,7 @@ def load_config(
 
     ``trl_checks=False`` skips checking ``grpo`` against TRL (for a client process, which trains
     nothing and need not import TRL)."""
-    return config_from_mapping(_read_source(source), overrides, trl_checks=trl_checks)
+    return config_from_mapping(read_source(source), overrides, trl_checks=trl_checks)
 
 
 def load_config_text(

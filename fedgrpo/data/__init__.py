@@ -15,7 +15,7 @@ from fedgrpo.data.domains import (
     resolve_domain,
     score_answer,
 )
-from fedgrpo.data.files import read_labelled, read_questions, write_labelled, write_questions
+from fedgrpo.data.files import labelled_jsonl, read_labelled, read_questions, write_labelled, write_questions
 from fedgrpo.data.generate import generate, parse_gsm8k_answer
 from fedgrpo.data.partition import (
     FederatedSplit,
@@ -50,6 +50,7 @@ __all__ = [
     "score_answer",
     "to_question",
     "write_client_data",
+    "labelled_jsonl",
     "write_labelled",
     "write_questions",
 ]

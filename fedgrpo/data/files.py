@@ -208,12 +208,17 @@ def write_labelled(examples: Iterable[Example], path: str | os.PathLike[str]) ->
     examples = list(examples)
     if not examples:
         raise ValueError(f"{path}: no examples to write (an empty data file would be refused on reading)")
+    write_text_atomic(path, labelled_jsonl(examples), private=True)
+
+
+def labelled_jsonl(examples: Iterable[Example]) -> str:
+    """The labelled file's text (one JSON object a line): what a party would hand over as its data."""
     lines = []
     for i, ex in enumerate(examples):
         for what in ("question", "answer", "domain"):
             _check_text(getattr(ex, what), what, i)
         lines.append(json.dumps(dataclasses.asdict(ex), default=str) + "\n")
-    write_text_atomic(path, "".join(lines), private=True)
+    return "".join(lines)
 
 
 def write_questions(questions: Iterable[Question | Example], path: str | os.PathLike[str]) -> None:

@@ -23,7 +23,7 @@ from transformers import set_seed
 from fedgrpo.checkpoints import STATE_FILE, complete_checkpoints, last_checkpoint, remove_torn_checkpoints
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example, FederatedSplit
-from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
+from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, from_json, to_json
 from fedgrpo.io import write_json_atomic
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.assemble import (
@@ -36,8 +36,8 @@ from fedgrpo.run.assemble import (
 )
 from fedgrpo.run.audit import RoutingAudit
 from fedgrpo.run.clients import PRIVACY_STATE, build_clients
-from fedgrpo.run.metrics import MetricsCallback, peak_rss_mb, read_metrics, truncate_metrics
-from fedgrpo.run.trl import StopOnInterrupt, make_trainer, train_dataset
+from fedgrpo.run.metrics import MetricsCallback, install_metrics, peak_rss_mb, read_metrics, truncate_metrics
+from fedgrpo.run.trl import StopOnInterrupt, TrainingReward, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.server.stats import RoundStats
 from fedgrpo.transport import InProcessTransport, Transport
@@ -103,8 +103,16 @@ def run(
     ``audit``, ``client_domains`` and ``split_info`` exist only in a simulation, where the experimenter
     holds every party's data; a deployment passes none of them.
     """
+    return in_run_folder(
+        cfg, resume, lambda: _run(cfg, transport, data, resume, audit, client_domains, split_info)
+    )
+
+
+def in_run_folder(cfg: FedGRPOConfig, resume: bool, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``body`` in the run folder (:func:`run_folder`): every method shares this, so every run
+    folder looks alike."""
     with run_folder(cfg, resume):
-        return _run(cfg, transport, data, resume, audit, client_domains, split_info)
+        return body()
 
 
 @contextmanager
@@ -127,56 +135,6 @@ def run_folder(cfg: FedGRPOConfig, resume: bool) -> Iterator[Path]:
         raise
 
 
-def start_run(cfg: FedGRPOConfig, resume: bool) -> None:
-    """Write ``config.yaml`` (warning when a resumed run's config changed), seed, set torch threads."""
-    config_path = cfg.output_dir / "config.yaml"
-    if resume and config_path.exists() and config_path.read_text() != cfg.to_yaml():
-        log.warning("resuming with a config that differs from %s; the new one is used", config_path)
-    config_path.write_text(cfg.to_yaml())
-    set_seed(cfg.seed)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-
-
-Evaluate = Callable[[Any, str], dict[str, DomainAccuracy]]
-
-
-def held_out_evaluator(cfg: FedGRPOConfig, tokenizer: Any, heldout: dict[str, list[Example]]) -> Evaluate:
-    """``evaluate(policy, tag)``: greedy accuracy per held-out domain with the ``eval`` settings, timed."""
-    ev = cfg.eval
-
-    def evaluate(policy: Any, tag: str) -> dict[str, DomainAccuracy]:
-        start = time.perf_counter()
-        res = evaluate_policy(
-            policy,
-            tokenizer,
-            heldout,
-            ev.max_new_tokens,
-            ev.batch_size,
-            cfg.model.worked_example,
-            ev.max_per_domain,
-        )
-        log.info("evaluation %s took %.0f s", tag, time.perf_counter() - start)
-        return res
-
-    return evaluate
-
-
-def evaluate_before(
-    cfg: FedGRPOConfig, evaluate: Evaluate, model: Any, resume: bool
-) -> dict[str, DomainAccuracy] | None:
-    """The untrained policy's accuracy (``eval.before``), saved once; a resumed run reads it back."""
-    if not cfg.eval.before:
-        return None
-    path = cfg.output_dir / "eval_before.json"
-    if resume and path.exists():
-        return {k: DomainAccuracy(**v) for k, v in json.loads(path.read_text()).items()}
-    before = evaluate(model, "before")
-    write_json_atomic(path, to_json(before))
-    log.info("before training:\n%s", accuracy_table(before, None))
-    return before
-
-
 def _run(
     cfg: FedGRPOConfig,
     transport: Transport,
@@ -187,28 +145,116 @@ def _run(
     split_info: dict[str, Any] | None,
 ) -> dict[str, Any]:
     out = cfg.output_dir
-    start_run(cfg, resume)
-    if split_info is not None:
-        write_json_atomic(out / "split.json", split_info)
-
-    log.info("loading policy %s", cfg.model.name_or_path)
-    tokenizer = load_tokenizer(cfg.model.name_or_path)
-    model = load_policy(cfg.model.name_or_path, cfg.model.dtype)
+    start_run(cfg, resume, split_info)
+    tokenizer, model = load_server_model(cfg)
     selector, selection = build_selector(
         cfg, data.auxiliary, transport, tokenizer, out, resume, client_domains
     )
     advantage = build_advantage(cfg, transport, selector)
-    evaluate = held_out_evaluator(cfg, tokenizer, data.heldout)
-    before = evaluate_before(cfg, evaluate, model, resume)
+    before = evaluate_before(cfg, model, tokenizer, data.heldout, resume)
+    results = train_and_evaluate(cfg, model, tokenizer, data, advantage, resume, audit, before)
+    results.update(
+        selection=selection,
+        split=split_info,
+        transport=transport.summary(),
+        privacy=privacy_report(selection, advantage),
+    )
+    write_results(cfg, results)
+    transport.close()
+    comm = advantage.total
+    log.info(
+        "communication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); %d replies rejected",
+        comm.rounds,
+        comm.bytes_down / 1e3,
+        comm.bytes_up / 1e3,
+        (comm.bytes_down + comm.bytes_up) / 1e3 / max(comm.rounds, 1),
+        sum(comm.rejected.values()),
+    )
+    return results
 
+
+def start_run(cfg: FedGRPOConfig, resume: bool, split_info: dict[str, Any] | None = None) -> None:
+    """Save the config (and the split's counts), seed everything, set torch's threads."""
+    out = cfg.output_dir
+    config_path = out / "config.yaml"
+    if resume and config_path.exists() and config_path.read_text() != cfg.to_yaml():
+        log.warning("resuming with a config that differs from %s; the new one is used", config_path)
+    config_path.write_text(cfg.to_yaml())
+    set_seed(cfg.seed)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    if split_info is not None:
+        write_json_atomic(out / "split.json", split_info)
+
+
+def load_server_model(cfg: FedGRPOConfig) -> tuple[Any, Any]:
+    log.info("loading policy %s", cfg.model.name_or_path)
+    return load_tokenizer(cfg.model.name_or_path), load_policy(cfg.model.name_or_path, cfg.model.dtype)
+
+
+def evaluate_heldout(
+    cfg: FedGRPOConfig, policy: Any, tokenizer: Any, heldout: dict[str, list[Example]], tag: str
+) -> dict[str, DomainAccuracy]:
+    """The held-out accuracy per domain, as every method reports it."""
+    ev = cfg.eval
+    start = time.perf_counter()
+    res = evaluate_policy(
+        policy,
+        tokenizer,
+        heldout,
+        ev.max_new_tokens,
+        ev.batch_size,
+        cfg.model.worked_example,
+        ev.max_per_domain,
+    )
+    log.info("evaluation %s took %.0f s", tag, time.perf_counter() - start)
+    return res
+
+
+Evaluate = Callable[[Any, str], dict[str, DomainAccuracy]]
+
+
+def held_out_evaluator(cfg: FedGRPOConfig, tokenizer: Any, heldout: dict[str, list[Example]]) -> Evaluate:
+    """``evaluate(policy, tag)``: :func:`evaluate_heldout` with the run's tokenizer and held-out set."""
+    return lambda policy, tag: evaluate_heldout(cfg, policy, tokenizer, heldout, tag)
+
+
+def evaluate_before(
+    cfg: FedGRPOConfig, model: Any, tokenizer: Any, heldout: dict[str, list[Example]], resume: bool
+) -> dict[str, DomainAccuracy] | None:
+    """The untrained policy's accuracy (None when eval.before is off), kept in ``eval_before.json``."""
+    if not cfg.eval.before:
+        return None
+    before_path = cfg.output_dir / "eval_before.json"
+    if resume and before_path.exists():
+        return from_json(json.loads(before_path.read_text()))
+    before = evaluate_heldout(cfg, model, tokenizer, heldout, "before")
+    write_json_atomic(before_path, to_json(before))
+    log.info("before training:\n%s", accuracy_table(before, None))
+    return before
+
+
+def train_and_evaluate(
+    cfg: FedGRPOConfig,
+    model: Any,
+    tokenizer: Any,
+    data: ServerData,
+    reward: TrainingReward,
+    resume: bool,
+    audit: RoutingAudit | None,
+    before: dict[str, DomainAccuracy] | None,
+) -> dict[str, Any]:
+    """TRL's GRPO on ``data.train_questions`` with ``reward``, checkpoints, ``metrics.jsonl``, Ctrl-C as
+    "save, then stop", then the held-out evaluation: the results every training method shares."""
+    out = cfg.output_dir
     checkpoints = out / "checkpoints"
     dataset = train_dataset(data.train_questions, cfg.model.worked_example)
-    trainer = make_trainer(cfg, model, tokenizer, dataset, advantage, checkpoints)
+    trainer = make_trainer(cfg, model, tokenizer, dataset, reward, checkpoints)
     metrics_path = out / "metrics.jsonl"
-    trainer.add_callback(MetricsCallback(metrics_path, advantage, audit))
+    install_metrics(trainer, MetricsCallback(metrics_path, reward, audit))
     stop = StopOnInterrupt()
     trainer.add_callback(stop)
-    resume_from = prepare_resume(checkpoints, metrics_path, advantage) if resume else None
+    resume_from = prepare_resume(checkpoints, metrics_path, reward) if resume else None
     if not resume:
         truncate_metrics(metrics_path, 0)
 
@@ -230,27 +276,28 @@ def _run(
     train_seconds = time.perf_counter() - start
     trainer.save_model(str(out / "final"))
 
-    after = evaluate(trainer.model, "after") if cfg.eval.after else None
+    after = evaluate_heldout(cfg, trainer.model, tokenizer, data.heldout, "after") if cfg.eval.after else None
     rows = read_metrics(metrics_path)
     step_seconds = [r["seconds"] for r in rows[1:]] or [r["seconds"] for r in rows]
-    results = {
+    return {
         "name": cfg.name,
+        "method": cfg.method,
         "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_step": round(sum(step_seconds) / max(len(step_seconds), 1), 2),
         "peak_rss_mb": round(peak_rss_mb()),
         "before": to_json(before),
         "after": to_json(after),
-        "communication": advantage.total.summary(),
-        "selection": selection,
-        "split": split_info,
-        "transport": transport.summary(),
-        "privacy": privacy_report(selection, advantage),
+        "communication": reward.total.summary(),
     }
-    write_json_atomic(out / "results.json", results)
-    transport.close()
-    log_outcome(before, after, advantage.total, "replies", out / "results.json")
-    return results
+
+
+def write_results(cfg: FedGRPOConfig, results: dict[str, Any]) -> None:
+    """``results.json`` (its presence marks the run done) and the readable table in the log."""
+    path = cfg.output_dir / "results.json"
+    write_json_atomic(path, results)
+    table = accuracy_table(from_json(results["before"]), from_json(results["after"]))
+    log.info("\n%s\nresults: %s", table, path)
 
 
 def log_outcome(
@@ -285,13 +332,13 @@ def privacy_report(selection: dict[str, Any] | None, advantage: FederatedAdvanta
     return {c: {"epsilon": round(e, 6), "delta": d} for c, (e, d) in sorted(spent.items())}
 
 
-def prepare_resume(checkpoints: Path, metrics_path: Path, advantage: FederatedAdvantage) -> Path | None:
+def prepare_resume(checkpoints: Path, metrics_path: Path, reward: TrainingReward) -> Path | None:
     """Drop torn checkpoints, restore the federation's state and the metrics up to the last complete one."""
     point = resume_point(checkpoints, metrics_path)
     if point is None:
         return None
     step, folder = point
-    advantage.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
+    reward.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
     log.info("resuming from %s (step %d)", folder, step)
     return folder
 

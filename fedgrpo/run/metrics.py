@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 
 from fedgrpo.io import write_text_atomic
 from fedgrpo.run.audit import RoutingAudit
-from fedgrpo.server import FederatedAdvantage
+from fedgrpo.run.trl import TrainingReward
 from fedgrpo.server.stats import finite
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class MetricsCallback(TrainerCallback):
     """Writes ``metrics.jsonl``: step, seconds, peak memory, ``trl/*`` and the ``fed/*`` round numbers,
     with each client's competence (``fed/competence``) where the selector keeps one."""
 
-    def __init__(self, path: Path, advantage: FederatedAdvantage, audit: RoutingAudit | None = None) -> None:
+    def __init__(self, path: Path, advantage: TrainingReward, audit: RoutingAudit | None = None) -> None:
         self.path = path
         self.advantage = advantage
         self.audit = audit
@@ -50,17 +50,27 @@ class MetricsCallback(TrainerCallback):
         }
         self._last = now
         for key, value in logs.items():
-            if not key.startswith("rewards/federated_advantage/"):  # the same as reward, reward_std
+            if not key.startswith("rewards/"):  # the same as reward, reward_std
                 row[f"trl/{_TRL_RENAMES.get(key, key)}"] = value
         stats, groups = self.advantage.drain()
         row.update(stats.summary())
-        competence = self.advantage.selector.competences()
+        selector = getattr(self.advantage, "selector", None)  # a federation's; central GRPO has none
+        competence = selector.competences() if selector is not None else None
         if competence is not None:  # after this step's online updates
             row["fed/competence"] = {c: round(v, 4) for c, v in sorted(competence.items())}
         if self.audit is not None:
             row.update(self.audit.summary(groups))
         # JSON has no NaN or infinity: any such number, wherever it came from, is written as null.
         row = finite(row)
+        # The trackers in grpo.report_to (tensorboard, trackio, ...) read this same dict after this
+        # callback (install_metrics puts it first): give them the federation's scalar numbers too.
+        logs.update(
+            {
+                k: v
+                for k, v in row.items()
+                if k.startswith("fed/") and isinstance(v, int | float) and not isinstance(v, bool)
+            }
+        )
         with self.path.open("a") as fh:
             fh.write(json.dumps(row, allow_nan=False) + "\n")
         if row["fed/rejected_total"]:
@@ -70,6 +80,12 @@ class MetricsCallback(TrainerCallback):
                 row["fed/rejected_total"],
                 row["fed/rejected"],
             )
+
+
+def install_metrics(trainer: Any, callback: MetricsCallback) -> None:
+    """Put the metrics callback before the trainer's reporting callbacks (the Trainer adds those
+    first, and ``add_callback`` appends), so the ``fed/`` numbers it adds to the logs reach them."""
+    trainer.callback_handler.callbacks.insert(0, callback)
 
 
 def _parsed_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:

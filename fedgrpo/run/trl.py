@@ -13,7 +13,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from datasets import Dataset
 from transformers import TrainerCallback
@@ -24,9 +24,27 @@ from fedgrpo.config import FedGRPOConfig, LoraSettings
 from fedgrpo.data import Question
 from fedgrpo.io import write_json_atomic
 from fedgrpo.prompting import build_messages
-from fedgrpo.server import FederatedAdvantage
+from fedgrpo.server import GroupRecord
+from fedgrpo.server.stats import RoundStats
 
 log = logging.getLogger(__name__)
+
+
+class TrainingReward(Protocol):
+    """What a training method hands TRL as its one reward function: the federated advantage, or a
+    central baseline's ground-truth reward. Its rounds feed ``metrics.jsonl``; its state is
+    checkpointed."""
+
+    __name__: str
+    total: RoundStats
+
+    def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]: ...
+
+    def drain(self) -> tuple[RoundStats, list[GroupRecord]]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def train_dataset(questions: list[Question], worked_example: bool) -> Dataset:
@@ -47,12 +65,12 @@ def train_dataset(questions: list[Question], worked_example: bool) -> Dataset:
 class CompleteCheckpoints(TrainerCallback):
     """After TRL saves ``checkpoint-N``: the federation's state, then the ``COMPLETE`` marker, last."""
 
-    def __init__(self, advantage: FederatedAdvantage) -> None:
-        self.advantage = advantage
+    def __init__(self, reward: TrainingReward) -> None:
+        self.reward = reward
 
     def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        write_json_atomic(folder / STATE_FILE, self.advantage.state_dict())
+        write_json_atomic(folder / STATE_FILE, self.reward.state_dict())
         (folder / COMPLETE_MARKER).write_text(str(state.global_step))
 
 
@@ -109,17 +127,17 @@ def make_trainer(
     model: Any,
     tokenizer: Any,
     dataset: Dataset,
-    advantage: FederatedAdvantage,
+    reward: TrainingReward,
     checkpoints: Path,
 ) -> GRPOTrainer:
     """TRL's trainer on the federated advantage, with LoRA when the config asks for it."""
     peft_config = lora_config(cfg.model.lora) if cfg.model.lora.enabled else None
     return GRPOTrainer(
         model=model,
-        reward_funcs=[advantage],
+        reward_funcs=[reward],
         args=cfg.grpo_arguments(checkpoints),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[CompleteCheckpoints(advantage)],
+        callbacks=[CompleteCheckpoints(reward)],
     )

@@ -1,0 +1,122 @@
+"""The suite's PNG plots (matplotlib, no display needed). Each plot is made only when the runs hold
+what it needs, and says what it shows: runs evaluate before and after training only, so "accuracy
+against step" has two points per run; the training reward per step comes from ``metrics.jsonl``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedgrpo.suite.report import RunRecord
+
+
+def _figure(title: str, xlabel: str, ylabel: str):  # noqa: ANN202 (matplotlib's types)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return fig, ax
+
+
+def _save(fig, path: Path) -> str:  # noqa: ANN001
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name
+
+
+def make_plots(records: list[RunRecord], folder: Path) -> list[str]:
+    """Write the plots that the records support into ``folder``; returns their file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = [r for r in records if r.results and r.overall() is not None]
+    made: list[str] = []
+    if done:
+        made.append(_accuracy_vs_step(done, folder / "accuracy_vs_step.png"))
+        made.append(_accuracy_vs_bytes(done, folder / "accuracy_vs_bytes.png"))
+    if len({r.num_clients for r in done}) > 1:
+        made.append(_accuracy_vs_k(done, folder / "accuracy_vs_k.png"))
+    trained = [r for r in records if any(m.get("fed/reward_mean") is not None for m in r.metrics)]
+    if trained:
+        made.append(_reward_vs_step(trained, folder / "reward_vs_step.png"))
+    audited: dict[str, list[float]] = defaultdict(list)  # selector -> every audited step's share
+    key = "fed/reward_correctness"
+    for r in records:
+        audited[r.label] += [m[key] for m in r.metrics if m.get(key) is not None]
+    audited = {k: v for k, v in audited.items() if v}
+    if audited:
+        made.append(_reward_correctness(audited, folder / "reward_correctness.png"))
+    return made
+
+
+def _accuracy_vs_step(done: list[RunRecord], path: Path) -> str:
+    fig, ax = _figure("answer accuracy before and after training", "training step", "answer accuracy")
+    for r in done:
+        before, after = r.overall("before"), r.overall("after")
+        steps = r.results.get("steps") or 0
+        xs, ys = ([0], [before[0]]) if before else ([], [])
+        xs.append(steps)
+        ys.append(after[0])
+        ax.plot(xs, ys, marker="o", label=r.name)
+    ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def _accuracy_vs_bytes(done: list[RunRecord], path: Path) -> str:
+    fig, ax = _figure("answer accuracy against bytes communicated", "bytes down + up", "answer accuracy")
+    for label in sorted({r.label for r in done}):
+        runs = [r for r in done if r.label == label]
+        accs = [r.overall() for r in runs]
+        ax.errorbar(
+            [r.bytes_total() for r in runs],
+            [a[0] for a in accs],
+            yerr=[[a[0] - a[1] for a in accs], [a[2] - a[0] for a in accs]],
+            fmt="o",
+            capsize=3,
+            label=label,
+        )
+    ax.set_xscale("symlog", linthresh=1e3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _accuracy_vs_k(done: list[RunRecord], path: Path) -> str:
+    fig, ax = _figure("answer accuracy against K (mean over runs)", "clients K", "answer accuracy")
+    for label in sorted({r.label for r in done}):
+        by_k: dict[int, list[float]] = defaultdict(list)
+        for r in done:
+            if r.label == label and r.num_clients is not None:
+                by_k[r.num_clients].append(r.overall()[0])
+        ks = sorted(by_k)
+        ax.plot(ks, [mean(by_k[k]) for k in ks], marker="o", label=label)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _reward_vs_step(trained: list[RunRecord], path: Path) -> str:
+    fig, ax = _figure("mean training reward per logged step", "training step", "reward (mean)")
+    for r in trained:
+        rows = [m for m in r.metrics if m.get("fed/reward_mean") is not None]
+        ax.plot([m["step"] for m in rows], [m["fed/reward_mean"] for m in rows], label=r.name)
+    ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def _reward_correctness(audited: dict[str, list[float]], path: Path) -> str:
+    fig, ax = _figure(
+        "reward correctness per selector (simulation audit)", "selector", "rewards agreeing with truth"
+    )
+    labels = sorted(audited)
+    ax.bar(labels, [mean(audited[k]) for k in labels])
+    ax.set_ylim(0, 1)
+    ax.tick_params(axis="x", labelsize=7)
+    return _save(fig, path)

@@ -1,0 +1,168 @@
+"""The suite's report: Markdown and HTML tables and matplotlib PNG plots, from the run folders alone.
+
+Read-only over what the runs wrote (``suite.json``, each run's ``results.json``, ``config.yaml`` and
+``metrics.jsonl``), so it can be remade at any time, from a finished or a half-finished suite. A gain
+counts in *answer* accuracy (the final answer wherever written), so the plots use it; the tables give
+strict accuracy (the tagged answer) too, each with its 95% Wilson interval.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedgrpo.evaluate import wilson_interval
+from fedgrpo.run.metrics import read_metrics
+from fedgrpo.suite.runner import read_status
+
+
+@dataclass
+class RunRecord:
+    name: str
+    method: str
+    status: str
+    error: str | None = None
+    wall_seconds: float | None = None
+    results: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The method as the plots group it: FedGRPO by selector and setting."""
+        if self.method != "fedgrpo":
+            return self.method
+        fed = self.config.get("federation", {})
+        setting = self.config.get("data", {}).get("setting", "ground-truth")
+        return f"fedgrpo/{fed.get('selector', '?')}" + ("/no-gt" if setting == "no-ground-truth" else "")
+
+    @property
+    def num_clients(self) -> int | None:
+        return self.config.get("data", {}).get("num_clients")
+
+    def overall(self, when: str = "after") -> tuple[float, float, float] | None:
+        """Answer accuracy over all domains pooled, with its interval; None when not evaluated."""
+        domains = (self.results or {}).get(when) or {}
+        n = sum(d["n"] for d in domains.values())
+        correct = sum(d.get("answer_correct") or 0 for d in domains.values())
+        if not n:
+            return None
+        return (correct / n, *wilson_interval(correct, n))
+
+    def bytes_total(self) -> int:
+        comm = (self.results or {}).get("communication") or {}
+        return int(comm.get("fed/bytes_down", 0)) + int(comm.get("fed/bytes_up", 0))
+
+
+def collect(folder: Path) -> list[RunRecord]:
+    records = []
+    for name, entry in read_status(folder).items():
+        run_dir = folder / "runs" / name
+        rec = RunRecord(name, entry.get("method", "?"), entry.get("status", "?"), entry.get("error"))
+        rec.wall_seconds = entry.get("wall_seconds")
+        if (run_dir / "results.json").exists():
+            rec.results = json.loads((run_dir / "results.json").read_text())
+        if (run_dir / "config.yaml").exists():
+            rec.config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        rec.metrics = read_metrics(run_dir / "metrics.jsonl")
+        records.append(rec)
+    return records
+
+
+def _cell(acc: float | None, low: float | None, high: float | None) -> str:
+    return "-" if acc is None else f"{acc:.3f} [{low:.2f}, {high:.2f}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+
+
+def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> str:
+    done = [r for r in records if r.results]
+    domains = sorted({d for r in done for d in (r.results.get("after") or {})})
+    out = [f"# {title}", ""]
+    failed = [r for r in records if r.status == "failed"]
+    out += [f"{len(done)} of {len(records)} runs have results; {len(failed)} failed.", ""]
+    out += ["## Answer accuracy after training (95% Wilson interval)", ""]
+    rows = []
+    for r in done:
+        after = r.results.get("after") or {}
+        cells = [
+            _cell(
+                after[d].get("answer_accuracy"), after[d].get("answer_ci_low"), after[d].get("answer_ci_high")
+            )
+            if d in after
+            else "-"
+            for d in domains
+        ]
+        total = r.overall()
+        rows.append([r.name, r.label, *cells, _cell(*total) if total else "-"])
+    out += _table(["run", "method", *domains, "all domains"], rows) + [""]
+    out += ["## Strict accuracy (answer in tags) before -> after", ""]
+    rows = []
+    for r in done:
+        before, after = r.results.get("before") or {}, r.results.get("after") or {}
+        rows.append(
+            [r.name]
+            + [
+                " -> ".join(
+                    _cell(x[d]["accuracy"], x[d]["ci_low"], x[d]["ci_high"]) if d in x else "-"
+                    for x in (before, after)
+                )
+                for d in domains
+            ]
+        )
+    out += _table(["run", *domains], rows) + [""]
+    note = "Bytes are those of the reward exchanges (central-grpo: the pooled data, uploaded once)."
+    out += ["## Cost", "", note, ""]
+    rows = []
+    for r in done:
+        comm = r.results.get("communication") or {}
+        rows.append(
+            [
+                r.name,
+                r.label,
+                str(r.results.get("steps")),
+                f"{comm.get('fed/bytes_down', 0):,}",
+                f"{comm.get('fed/bytes_up', 0):,}",
+                f"{r.results.get('train_seconds', 0):.0f}",
+                "-" if r.wall_seconds is None else f"{r.wall_seconds:.0f}",
+            ]
+        )
+    out += _table(["run", "method", "steps", "bytes down", "bytes up", "train s", "wall s"], rows) + [""]
+    if failed:
+        out += ["## Failed runs", ""]
+        out += _table(["run", "method", "error"], [[r.name, r.method, r.error or "?"] for r in failed]) + [""]
+    if plots:
+        out += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in plots] + [""]
+    return "\n".join(out)
+
+
+def html_report(markdown: str, title: str) -> str:
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    style = "table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}img{max-width:48%}"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def write_report(folder: Path, title: str | None = None) -> Path:
+    """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``folder``; returns report.md."""
+    from fedgrpo.suite.plots import make_plots
+
+    title = title or f"Suite {folder.name}"
+    records = collect(folder)
+    plots = make_plots(records, folder / "plots")
+    markdown = markdown_report(title, records, plots)
+    (folder / "report.md").write_text(markdown)
+    (folder / "report.html").write_text(html_report(markdown, title))
+    return folder / "report.md"

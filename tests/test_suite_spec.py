@@ -1,0 +1,149 @@
+"""Suite files: expansion into stably named runs, every entry validated before anything starts, and
+the report (tables, failures, plots) made from run folders alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedgrpo.suite.report import write_report
+from fedgrpo.suite.spec import SuiteError, load_suite, plan
+
+
+def _suite(tmp_path: Path, **body: object) -> Path:
+    path = tmp_path / "suite.yaml"
+    suite = {"name": "t", "base": "smoke", "suite_dir": str(tmp_path / "out"), **body}
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def _plan(tmp_path: Path, **body: object) -> list:
+    spec, folder = load_suite(_suite(tmp_path, **body))
+    return plan(spec, folder)
+
+
+def test_runs_are_crossed_with_the_sweeps_under_stable_names(tmp_path: Path) -> None:
+    runs = _plan(
+        tmp_path,
+        overrides={"grpo.max_steps": 2},
+        sweeps={"seed": [0, 1]},
+        runs=[
+            {"method": "zero-shot"},
+            {"name": "graph", "method": "fedgrpo", "sweeps": {"data.num_clients": [2, 3]}},
+        ],
+    )
+    assert [r.name for r in runs] == [
+        "zero-shot__seed=0",
+        "zero-shot__seed=1",
+        "graph__seed=0__num_clients=2",
+        "graph__seed=0__num_clients=3",
+        "graph__seed=1__num_clients=2",
+        "graph__seed=1__num_clients=3",
+    ]
+    last = runs[-1].config
+    assert (last.seed, last.data.num_clients, last.grpo["max_steps"], last.method) == (1, 3, 2, "fedgrpo")
+    assert last.output_dir == tmp_path / "out" / "runs" / "graph__seed=1__num_clients=3"
+
+
+M_OVER_K = {"data.num_clients": 2, "federation.experts_per_question": 3}
+K_TOO_LARGE = {"data.domains": ["sums_1digit"], "data.num_clients": 20}  # 200 distinct questions exist
+
+
+@pytest.mark.parametrize(
+    ("runs", "message"),
+    [
+        ([{"method": "fedavg"}], r"run 'fedavg' \(runs\[0\] \(fedavg\)\).*method: Input should be"),
+        (
+            [{"method": "zero-shot"}, {"name": "m3", "method": "fedgrpo", "overrides": M_OVER_K}],
+            r"run 'm3' \(runs\[1\] \(m3\)\).*\(M=3\) must be <= data.num_clients \(K=2\)",
+        ),
+        ([{"name": "bigk", "method": "fedgrpo", "overrides": K_TOO_LARGE}], r"run 'bigk'.*pool.*too small"),
+        ([{"method": "zero-shot"}, {"method": "zero-shot"}], r"share names \['zero-shot'\]"),
+        ([{"method": "fedgrpo", "sweeps": {"seed": []}}], r"sweep 'seed' has no values"),
+    ],
+    ids=["unknown-method", "m-greater-than-k", "k-too-large-for-data", "duplicate-names", "empty-sweep"],
+)
+def test_a_suite_that_cannot_run_fails_naming_the_entry(tmp_path: Path, runs: list, message: str) -> None:
+    with pytest.raises(SuiteError, match="(?s)" + message):
+        _plan(tmp_path, runs=runs)
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_a_malformed_suite_file_names_the_field(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError, match="runs: Field required"):
+        load_suite(_suite(tmp_path))
+    with pytest.raises(SuiteError, match=r"runs.0.overide: Extra inputs"):
+        load_suite(_suite(tmp_path, runs=[{"method": "zero-shot", "overide": {}}]))
+
+
+# -- the report, from fixture run folders ----------------------------------------------------------------
+def _accuracy(correct: int, n: int, lo: float, hi: float) -> dict:
+    acc = correct / n
+    return {
+        "domain": "d",
+        "n": n,
+        "correct": correct,
+        "accuracy": acc,
+        "ci_low": lo,
+        "ci_high": hi,
+        "format_rate": 1.0,
+        "majority_rate": 0.5,
+        "answer_correct": correct,
+        "answer_accuracy": acc,
+        "answer_ci_low": lo,
+        "answer_ci_high": hi,
+    }
+
+
+def _fixture_run(root: Path, name: str, method: str, selector: str, k: int, correct: int, up: int) -> None:
+    run = root / "runs" / name
+    run.mkdir(parents=True)
+    before = {"sums": _accuracy(2, 10, 0.06, 0.51)}
+    after = {"sums": _accuracy(correct, 10, 0.2, 0.8)}
+    results = {
+        "name": name,
+        "method": method,
+        "steps": 4,
+        "train_seconds": 12.0,
+        "before": before,
+        "after": after,
+        "communication": {"fed/bytes_down": 1000, "fed/bytes_up": up},
+    }
+    (run / "results.json").write_text(json.dumps(results))
+    config = {"federation": {"selector": selector}, "data": {"num_clients": k, "setting": "ground-truth"}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = [{"step": s, "fed/reward_mean": 0.1 * s, "fed/reward_correctness": 0.75} for s in (1, 2, 3, 4)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_the_report_tables_failures_and_plots(tmp_path: Path) -> None:
+    _fixture_run(tmp_path, "graph__k2", "fedgrpo", "confidence-graph", 2, 6, 300)
+    _fixture_run(tmp_path, "random__k3", "fedgrpo", "random", 3, 5, 200)
+    status = {
+        "graph__k2": {"method": "fedgrpo", "status": "done", "error": None, "wall_seconds": 30.0},
+        "random__k3": {"method": "fedgrpo", "status": "done", "error": None, "wall_seconds": 31.0},
+        "broken": {"method": "central-grpo", "status": "failed", "error": "OSError: no model"},
+    }
+    (tmp_path / "suite.json").write_text(json.dumps({"runs": status}))
+    report = write_report(tmp_path, "Suite t").read_text()
+    assert "2 of 3 runs have results; 1 failed." in report
+    assert "| graph__k2 | fedgrpo/confidence-graph | 0.600 [0.20, 0.80] | 0.600 [0.31, 0.83] |" in report
+    assert "| random__k3 | fedgrpo/random | 4 | 1,000 | 200 | 12 | 31 |" in report
+    assert "| broken | central-grpo | OSError: no model |" in report
+    assert "0.200 [0.06, 0.51] -> 0.600 [0.20, 0.80]" in report
+    html = (tmp_path / "report.html").read_text()
+    assert "<table>" in html and "OSError: no model" in html
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert plots == [
+        "accuracy_vs_bytes.png",
+        "accuracy_vs_k.png",
+        "accuracy_vs_step.png",
+        "reward_correctness.png",
+        "reward_vs_step.png",
+    ]
+    for name in plots:
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{name}](plots/{name})" in report
