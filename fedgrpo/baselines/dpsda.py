@@ -466,20 +466,3 @@ def train_grpo(
     trainer.train()
     shutil.rmtree(out, ignore_errors=True)
     return trainer.model, trainer.state.global_step
-
-
-def main(argv: list[str]) -> None:
-    """``python -m fedgrpo.baselines.dpsda CONFIG [key=value ...] [--resume]``: a run without the CLI."""
-    from fedgrpo.config import load_config
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = [a for a in argv if a != "--resume"]
-    if not args:
-        raise SystemExit("usage: python -m fedgrpo.baselines.dpsda CONFIG [key=value ...] [--resume]")
-    run(load_config(args[0], args[1:]), resume="--resume" in argv)
-
-
-if __name__ == "__main__":
-    import sys
-
-    main(sys.argv[1:])

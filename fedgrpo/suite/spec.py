@@ -98,8 +98,6 @@ def suite_dir(spec: SuiteSpec) -> Path:
 
 def plan(spec: SuiteSpec, folder: Path = Path("."), *, check_data: bool = True) -> list[PlannedRun]:
     """Every run of the suite with its config, all validated; raises SuiteError naming the entry."""
-    from fedgrpo.baselines import MethodUnavailable, check_available
-
     base_source = spec.base if spec.base in PRESETS else str(folder / spec.base)
     base = read_source(base_source)
     runs_dir = suite_dir(spec) / "runs"
@@ -118,14 +116,13 @@ def plan(spec: SuiteSpec, folder: Path = Path("."), *, check_data: bool = True) 
                 set_dotted(data, "name", name)
                 set_dotted(data, "run.output_dir", str(runs_dir / name))
                 cfg = config_from_mapping(data)
-                check_available(cfg.method)
                 data_key = (cfg.data.model_dump_json(), cfg.seed)
                 if check_data and cfg.federation.transport != "flower-deployment" and data_key not in drawn:
                     from fedgrpo.run.assemble import build_data
 
                     build_data(cfg)  # K larger than the data allow, too few examples for the sizes
                     drawn.add(data_key)
-            except (ConfigError, MethodUnavailable) as err:
+            except ConfigError as err:
                 raise SuiteError(f"suite {spec.name!r}, run {name!r} ({where}): {err}") from None
             planned.append(PlannedRun(name=name, config=cfg))
     names = [p.name for p in planned]

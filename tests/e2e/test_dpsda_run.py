@@ -13,10 +13,10 @@ import pytest
 pytestmark = pytest.mark.slow  # two runs of the baseline: minutes on a shared 2-core machine
 
 
-def dpsda(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fedgrpo.baselines.dpsda", *args], capture_output=True, text=True, timeout=600
-    )
+def dpsda(config: str, *args: str) -> subprocess.CompletedProcess:
+    """``fedgrpo run CONFIG method=dpsda-fl ...`` as a user types it."""
+    command = [sys.executable, "-m", "fedgrpo.cli", "run", config, "method=dpsda-fl", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
 def test_a_lora_run_and_a_resume_that_reuses_the_released_synthetic_set(tmp_path: Path) -> None:
