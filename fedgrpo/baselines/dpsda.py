@@ -52,26 +52,14 @@ from fedgrpo.run.experiment import RunExists, attach_log_file, check_output_dir
 from fedgrpo.run.metrics import peak_rss_mb
 from fedgrpo.run.trl import lora_config
 from fedgrpo.selection import mean_pooled_embedder
-from fedgrpo.server.stats import RoundStats
+from fedgrpo.server.stats import TRANSFER_KEYS, RoundStats
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC_FILE = "synthetic.jsonl"
 PRIVACY_FILE = "privacy.json"
 EVOLUTION_FILE = "evolution.jsonl"  # per iteration: the samples, the summed noisy votes, bytes
-# FedGRPO's communication numbers that mean the same here (a "round" is one PE vote iteration).
-COMMUNICATION_KEYS = (
-    "fed/rounds",
-    "fed/bytes_down",
-    "fed/bytes_up",
-    "fed/bytes_down_per_round",
-    "fed/bytes_up_per_round",
-    "fed/bytes_down_per_client",
-    "fed/bytes_up_per_client",
-    "fed/rejected",
-    "fed/rejected_total",
-    "fed/seconds",
-)
+COMMUNICATION_KEYS = (*TRANSFER_KEYS, "fed/rejected", "fed/rejected_total")  # and the bad histograms
 MAX_QUESTION_CHARS = 1000
 
 

@@ -46,22 +46,12 @@ from fedgrpo.run.experiment import (
 )
 from fedgrpo.run.metrics import peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import lora_config
-from fedgrpo.server.stats import RoundStats, finite
+from fedgrpo.server.stats import TRANSFER_KEYS, RoundStats, finite
 
 log = logging.getLogger(__name__)
 
 ADAPTER_FILE = "adapter.safetensors"
-# The communication numbers FedGRPO's results carry that mean the same here (the rest are reward rounds').
-COMMUNICATION_KEYS = (
-    "fed/rounds",
-    "fed/bytes_down",
-    "fed/bytes_up",
-    "fed/bytes_down_per_round",
-    "fed/bytes_up_per_round",
-    "fed/bytes_down_per_client",
-    "fed/bytes_up_per_client",
-    "fed/seconds",
-)
+COMMUNICATION_KEYS = TRANSFER_KEYS
 
 
 def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:

@@ -51,6 +51,20 @@ def _sqrt(value: float) -> float:
     return math.sqrt(value) if value >= 0 else math.nan  # NaN (then None), never a ValueError
 
 
+# The round numbers about bytes: what every method that moves something reports the same way
+# (the baselines' results keep these from a RoundStats summary; the rest are reward rounds').
+TRANSFER_KEYS = (
+    "fed/rounds",
+    "fed/bytes_down",
+    "fed/bytes_up",
+    "fed/bytes_down_per_round",
+    "fed/bytes_up_per_round",
+    "fed/bytes_down_per_client",
+    "fed/bytes_up_per_client",
+    "fed/seconds",
+)
+
+
 @dataclass
 class RoundStats:
     """What one or more reward rounds cost and produced; drained into the per-step metrics."""
