@@ -13,7 +13,7 @@ fixed candidates per training question (half right, all tagged), sent through th
 (reward minus format bonus, >= 0.5) is right, and the share of candidates whose advantage has the
 sign of their correctness.
 
-``train``: short SmolLM2 training runs (answer-based clients, random routing) at each epsilon; the
+``train``: short SmolLM2 training runs (answer-based clients, every client asked) at each epsilon; the
 held-out accuracy after training. Takes minutes per epsilon on a CPU.
 
     python bench/dp_rewards.py probe
@@ -156,7 +156,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         over = [
             "clients.model=null",
             "clients.expert.method=none",
-            "federation.selector=random",
+            "federation.selector=all",  # every client asked: the holder always answers, through its noise
             f"grpo.max_steps={args.steps}",
             f"eval.max_per_domain={args.heldout}",
             f"eval.before={'true' if i == 0 else 'false'}",
