@@ -150,7 +150,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from fedgrpo.run.experiment import run_in_process
 
     rows = {}
-    for i, eps in enumerate(EPSILONS):
+    for i, eps in enumerate(args.epsilons):
         private = [] if eps is None else ["clients.privacy.enabled=true", f"clients.privacy.epsilon={eps}"]
         name = "inf" if eps is None else f"{eps:g}"
         over = [
@@ -189,6 +189,12 @@ def main() -> None:
     t.add_argument("--steps", type=int, default=6)
     t.add_argument("--heldout", type=int, default=40, help="held-out questions per domain")
     t.add_argument("--out", type=Path, default=Path("runs/dp"))
+    t.add_argument(
+        "--epsilons",
+        type=lambda v: [None if e == "inf" else float(e) for e in v.split(",")],
+        default=EPSILONS,
+        help="comma-separated, inf for no DP (default: inf,8,4,2,1)",
+    )
     args = parser.parse_args()
     report = {"probe": probe, "correctness": correctness, "train": train}[args.what](args)
     print(json.dumps(report, indent=2))
