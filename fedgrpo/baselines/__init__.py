@@ -19,7 +19,7 @@ MODULES: dict[str, str] = {
     "fedgrpo": "fedgrpo.baselines.federated",
     "zero-shot": "fedgrpo.baselines.zero_shot",
     "central-grpo": "fedgrpo.baselines.central_grpo",
-    "fedpetuning": "fedgrpo.baselines.fedpetuning",
+    "fedpetuning": "fedgrpo.baselines.fedpetuning_entry",
     "dpsda-fl": "fedgrpo.baselines.dpsda",
 }
 assert set(MODULES) == set(METHODS), "every configurable method has a module"

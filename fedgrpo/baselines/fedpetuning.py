@@ -55,16 +55,17 @@ COMMUNICATION_KEYS = TRANSFER_KEYS
 
 
 def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
-    """A whole fedpetuning run into ``cfg.output_dir``; returns the results also saved there."""
+    """A whole in-process fedpetuning run into ``cfg.output_dir``; returns the results also saved
+    there (:mod:`fedgrpo.baselines.fedpetuning_entry` picks this or the Flower run)."""
     if cfg.federation.transport == "flower-deployment":
         raise ConfigError(
             "fedpetuning runs on the seeded split of a simulation: federation.transport must be "
             "in_process or flower-simulation"
         )
-    if cfg.federation.transport == "flower-simulation":
-        from fedgrpo.baselines.fedpetuning_flower import run_simulation_engine
-
-        return run_simulation_engine(cfg, resume)
+    if cfg.federation.transport == "flower-simulation":  # fedpetuning_entry.run dispatches it there
+        raise ConfigError(
+            "this runs fedpetuning in process; for Flower use fedgrpo run CONFIG method=fedpetuning"
+        )
     split = build_data(cfg)  # before the folder exists: a data error leaves nothing behind
     clients = [name for name, examples in split.clients.items() if examples]
     if not clients:

@@ -7,10 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from fedgrpo.suite.report import RunRecord
+from fedgrpo.suite.record import RunRecord
 
 
 def _figure(title: str, xlabel: str, ylabel: str):  # noqa: ANN202 (matplotlib's types)

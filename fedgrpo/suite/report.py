@@ -10,53 +10,14 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from fedgrpo.evaluate import wilson_interval
 from fedgrpo.run.metrics import read_metrics
+from fedgrpo.suite.plots import make_plots
+from fedgrpo.suite.record import RunRecord
 from fedgrpo.suite.runner import read_status
-
-
-@dataclass
-class RunRecord:
-    name: str
-    method: str
-    status: str
-    error: str | None = None
-    wall_seconds: float | None = None
-    results: dict[str, Any] | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        """The method as the plots group it: FedGRPO by selector and setting."""
-        if self.method != "fedgrpo":
-            return self.method
-        fed = self.config.get("federation", {})
-        setting = self.config.get("data", {}).get("setting", "ground-truth")
-        return f"fedgrpo/{fed.get('selector', '?')}" + ("/no-gt" if setting == "no-ground-truth" else "")
-
-    @property
-    def num_clients(self) -> int | None:
-        return self.config.get("data", {}).get("num_clients")
-
-    def overall(self, when: str = "after") -> tuple[float, float, float] | None:
-        """Answer accuracy over all domains pooled, with its interval; None when not evaluated."""
-        domains = (self.results or {}).get(when) or {}
-        n = sum(d["n"] for d in domains.values())
-        correct = sum(d.get("answer_correct") or 0 for d in domains.values())
-        if not n:
-            return None
-        return (correct / n, *wilson_interval(correct, n))
-
-    def bytes_total(self) -> int:
-        comm = (self.results or {}).get("communication") or {}
-        return int(comm.get("fed/bytes_down", 0)) + int(comm.get("fed/bytes_up", 0))
 
 
 def collect(folder: Path) -> list[RunRecord]:
@@ -157,8 +118,6 @@ def html_report(markdown: str, title: str) -> str:
 
 def write_report(folder: Path, title: str | None = None) -> Path:
     """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``folder``; returns report.md."""
-    from fedgrpo.suite.plots import make_plots
-
     title = title or f"Suite {folder.name}"
     records = collect(folder)
     plots = make_plots(records, folder / "plots")

@@ -18,10 +18,11 @@ from tests.test_fedpetuning import SMALL  # noqa: E402
 
 
 def fedpetuning(out: Path, *overrides: str) -> dict:
-    """``fedgrpo.baselines.fedpetuning.run`` on the smoke preset in a fresh Python process."""
+    """``fedgrpo.baselines.fedpetuning_entry.run`` on the smoke preset in a fresh Python process."""
     args = [*SMALL, f"run.output_dir={out}", *overrides]
     code = (
-        "import sys\nfrom fedgrpo.config import load_config\nfrom fedgrpo.baselines.fedpetuning import run\n"
+        "import sys\nfrom fedgrpo.config import load_config\n"
+        "from fedgrpo.baselines.fedpetuning_entry import run\n"
         "run(load_config('smoke', sys.argv[1:]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=400)

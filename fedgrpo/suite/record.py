@@ -1,0 +1,46 @@
+"""One run of a suite as the report and the plots read it: its status, results, config and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedgrpo.evaluate import wilson_interval
+
+
+@dataclass
+class RunRecord:
+    name: str
+    method: str
+    status: str
+    error: str | None = None
+    wall_seconds: float | None = None
+    results: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The method as the plots group it: FedGRPO by selector and setting."""
+        if self.method != "fedgrpo":
+            return self.method
+        fed = self.config.get("federation", {})
+        setting = self.config.get("data", {}).get("setting", "ground-truth")
+        return f"fedgrpo/{fed.get('selector', '?')}" + ("/no-gt" if setting == "no-ground-truth" else "")
+
+    @property
+    def num_clients(self) -> int | None:
+        return self.config.get("data", {}).get("num_clients")
+
+    def overall(self, when: str = "after") -> tuple[float, float, float] | None:
+        """Answer accuracy over all domains pooled, with its interval; None when not evaluated."""
+        domains = (self.results or {}).get(when) or {}
+        n = sum(d["n"] for d in domains.values())
+        correct = sum(d.get("answer_correct") or 0 for d in domains.values())
+        if not n:
+            return None
+        return (correct / n, *wilson_interval(correct, n))
+
+    def bytes_total(self) -> int:
+        comm = (self.results or {}).get("communication") or {}
+        return int(comm.get("fed/bytes_down", 0)) + int(comm.get("fed/bytes_up", 0))
