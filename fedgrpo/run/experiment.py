@@ -39,7 +39,7 @@ from fedgrpo.run.clients import PRIVACY_STATE, build_clients
 from fedgrpo.run.metrics import MetricsCallback, install_metrics, peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import StopOnInterrupt, TrainingReward, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
-from fedgrpo.server.stats import RoundStats
+from fedgrpo.server.stats import RoundStats, note_privacy_spent
 from fedgrpo.transport import InProcessTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -327,8 +327,7 @@ def privacy_report(selection: dict[str, Any] | None, advantage: FederatedAdvanta
     the competence query's or the last reward reply's); clients without differential privacy are absent."""
     spent = {c: tuple(s) for c, s in ((selection or {}).get("privacy_spent") or {}).items()}
     for client, pair in advantage.privacy_spent.items():
-        if client not in spent or pair[0] >= spent[client][0]:
-            spent[client] = pair
+        note_privacy_spent(spent, client, pair)
     return {c: {"epsilon": round(e, 6), "delta": d} for c, (e, d) in sorted(spent.items())}
 
 
