@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fedgrpo.answers import extract_answer, final_answer
 from fedgrpo.data import Example, majority_answer_rate, score_answer
+from fedgrpo.generation import generate
 from fedgrpo.models import inference
 from fedgrpo.prompting import build_messages
 
@@ -64,9 +65,11 @@ def generate_completions(
     worked_example: bool = True,
     desc: str = "eval",
     temperature: float = 0.0,
+    fast: bool = True,
 ) -> list[str]:
     """Completions for a list of questions, batched with left padding: greedy unless a temperature
-    is given (then sampled; seed torch first for repeatable samples)."""
+    is given (then sampled; seed torch first for repeatable samples). ``fast``: LoRA merged for the
+    call (:func:`fedgrpo.generation.fast_generate`)."""
     out: list[str] = []
     with inference(model, tokenizer, padding_side="left"):
         for start in tqdm(range(0, len(questions), batch_size), desc=desc, leave=False):
@@ -82,8 +85,13 @@ def generate_completions(
             sampling = (
                 {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
             )
-            gen = model.generate(
-                **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+            gen = generate(
+                model,
+                fast,
+                **enc,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling,
             )
             out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return out
@@ -97,6 +105,7 @@ def evaluate_policy(
     batch_size: int = 32,
     worked_example: bool = True,
     max_per_domain: int | None = None,
+    fast: bool = True,
 ) -> dict[str, DomainAccuracy]:
     results = {}
     for domain, examples in heldout.items():
@@ -109,6 +118,7 @@ def evaluate_policy(
             batch_size,
             worked_example,
             desc=f"eval {domain}",
+            fast=fast,
         )
         results[domain] = score_completions(domain, examples, completions)
     return results

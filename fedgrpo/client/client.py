@@ -46,6 +46,8 @@ from fedgrpo.protocol import (
 
 log = logging.getLogger(__name__)
 
+COMPETENCE_CHUNK = 10  # auxiliary questions a client model answers per batch
+
 
 class Evaluator(Protocol):
     def evaluate(self, question: str, candidates: list[str]) -> Evaluation: ...
@@ -156,28 +158,34 @@ class Client:
         model = _answering_model(self._evaluator)
         if model is None:
             return ErrorReply(request.request_id, self.name, "no model to answer competence queries")
+        # A model that answers many questions in one batch (in process) gets them a chunk at a
+        # time; a long query still shows it is moving.
+        many = getattr(model, "answers", None)
         bits = []
         start = time.perf_counter()
-        for i, item in enumerate(request.items, 1):
+        items = request.items
+        for begin in range(0, len(items), COMPETENCE_CHUNK):
+            chunk = items[begin : begin + COMPETENCE_CHUNK]
+            questions = [item.question for item in chunk]
             try:
-                predicted = model.answer(item.question)
+                predicted = many(questions) if many else [model.answer(q) for q in questions]
             except ModelUnavailableError as err:  # partial bits would read as "incompetent"
                 self.model_unavailable += 1
                 log.warning("%s: client model unavailable for a competence query: %s", self.name, err)
                 return ErrorReply(request.request_id, self.name, f"client model unavailable: {err}")
-            bit = int(predicted is not None and answer_key(predicted) == answer_key(item.answer))
-            if self.privacy is not None:
-                released = self.privacy.bit(item.question, bit)
-                if released is None:  # partial bits would read as "incompetent"
-                    return ErrorReply(request.request_id, self.name, "privacy budget spent")
-                bit = released
-            bits.append(bit)
-            if i % 10 == 0 or i == len(request.items):  # a long query should show it is moving
-                log.info(
-                    "%s: answered %d/%d auxiliary questions (%.0f s)",
-                    self.name,
-                    i,
-                    len(request.items),
-                    time.perf_counter() - start,
-                )
+            for item, answer in zip(chunk, predicted, strict=True):
+                bit = int(answer is not None and answer_key(answer) == answer_key(item.answer))
+                if self.privacy is not None:
+                    released = self.privacy.bit(item.question, bit)
+                    if released is None:  # partial bits would read as "incompetent"
+                        return ErrorReply(request.request_id, self.name, "privacy budget spent")
+                    bit = released
+                bits.append(bit)
+            log.info(
+                "%s: answered %d/%d auxiliary questions (%.0f s)",
+                self.name,
+                len(bits),
+                len(items),
+                time.perf_counter() - start,
+            )
         return CompetenceReply(request.request_id, self.name, bits)

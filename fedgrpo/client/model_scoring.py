@@ -33,6 +33,7 @@ from fedgrpo.answers import parsed_answer, rationale, reward_for
 from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.data import derive_seed, normalise_question
+from fedgrpo.generation import generate
 from fedgrpo.models import CHATML_TEMPLATE, inference
 from fedgrpo.prompting import build_messages
 
@@ -54,13 +55,17 @@ class ModelEvaluator(SampledScorer):
         seed: int = 0,
         worked_example: bool = True,
         adapter: str | None = None,
+        share_prompts: bool = True,
     ) -> None:
         """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, activated
-        before every use (clients that share one base take turns); None uses ``model`` as it is."""
+        before every use (clients that share one base take turns); None uses ``model`` as it is.
+        ``share_prompts``: its samples share one prefill of the prompt and the adapter is merged for
+        the call (:func:`fedgrpo.generation.fast_generate`)."""
         super().__init__(mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example)
         self.model = model
         self.tokenizer = tokenizer
         self.adapter = adapter
+        self.share_prompts = share_prompts
 
     def __repr__(self) -> str:
         adapter = f", adapter={self.adapter!r}" if self.adapter else ""
@@ -83,7 +88,15 @@ class ModelEvaluator(SampledScorer):
     def answer(self, question: str) -> str | None:
         """The client model's own majority answer over its samples (:func:`majority_answer`); None
         when no sample has one."""
-        return majority_answer(self._sample(question))
+        return self.answers([question])[0]
+
+    def answers(self, questions: list[str]) -> list[str | None]:
+        """:meth:`answer` for many questions in one batched ``generate``: how a competence query is
+        answered. One question gets exactly :meth:`answer`'s samples; for several, the samples are
+        seeded by the whole list."""
+        texts = self._sample(questions)
+        k = self.samples
+        return [majority_answer(texts[i * k : (i + 1) * k]) for i in range(len(questions))]
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -121,8 +134,9 @@ class ModelEvaluator(SampledScorer):
             ids.append(int(im_end))
         return ids
 
-    def _sample(self, question: str) -> list[str]:
-        """``samples`` completions in one batch, deterministic per (seed, question); greedy for one."""
+    def _sample(self, questions: list[str]) -> list[str]:
+        """``samples`` completions of each question, in one batch, question by question; deterministic
+        per (seed, questions); greedy for one sample."""
         tok, model = self.tokenizer, self.model
         device = self._device()
         sampled = self.samples > 1
@@ -140,14 +154,16 @@ class ModelEvaluator(SampledScorer):
         self._activate()
         with inference(model, tok, padding_side="left"):  # generation appends on the right
             batch = tok(
-                [self._prompt(question)] * self.samples,
+                [self._prompt(q) for q in questions for _ in range(self.samples)],
                 padding=True,
                 return_tensors="pt",
                 add_special_tokens=False,
             ).to(device)
             with torch.random.fork_rng(devices=cuda):
-                torch.manual_seed(derive_seed("model-evaluation", self.seed, normalise_question(question)))
-                out = model.generate(**batch, generation_config=config)
+                torch.manual_seed(
+                    derive_seed("model-evaluation", self.seed, *(normalise_question(q) for q in questions))
+                )
+                out = generate(model, self.share_prompts, **batch, generation_config=config)
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         return tok.batch_decode(new_tokens, skip_special_tokens=True)
 

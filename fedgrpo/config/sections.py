@@ -413,6 +413,12 @@ class RunSettings(_Strict):
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
     device: Literal["cpu", "auto"] = "cpu"
+    share_prompts: bool = Field(
+        True,
+        description="read each distinct prompt once: when sampling (its KV cache copied to its rows, "
+        "LoRA merged for the call; server policy, evaluation, in-process client models) and in the GRPO "
+        "loss forward; false: transformers' and TRL's own paths as they are",
+    )
 
 
 DEFAULT_NOISE_MULTIPLIER = 4.0

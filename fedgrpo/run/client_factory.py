@@ -95,7 +95,9 @@ def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str 
     from fedgrpo.client.model_scoring import ModelEvaluator
 
     worked = cfg.clients.expert.worked_example if adapter else cfg.model.worked_example
-    return ModelEvaluator(net, tokenizer, adapter=adapter, **_scoring(cfg, worked))
+    return ModelEvaluator(
+        net, tokenizer, adapter=adapter, share_prompts=cfg.run.share_prompts, **_scoring(cfg, worked)
+    )
 
 
 def endpoint_model(cfg: FedGRPOConfig, url: str, model: str, api_key: str | None = None) -> EndpointEvaluator:

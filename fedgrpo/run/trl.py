@@ -22,8 +22,10 @@ from trl import GRPOTrainer
 from fedgrpo.checkpoints import COMPLETE_MARKER, STATE_FILE
 from fedgrpo.config import FedGRPOConfig, LoraSettings
 from fedgrpo.data import Question
+from fedgrpo.generation import speed_up_generation
 from fedgrpo.io import write_json_atomic
 from fedgrpo.prompting import build_messages
+from fedgrpo.run.shared_prefix import share_prompt_prefixes
 from fedgrpo.server import GroupRecord
 from fedgrpo.server.stats import RoundStats
 
@@ -132,7 +134,7 @@ def make_trainer(
 ) -> GRPOTrainer:
     """TRL's trainer on the federated advantage, with LoRA when the config asks for it."""
     peft_config = lora_config(cfg.model.lora) if cfg.model.lora.enabled else None
-    return GRPOTrainer(
+    trainer = GRPOTrainer(
         model=model,
         reward_funcs=[reward],
         args=cfg.grpo_arguments(checkpoints),
@@ -141,3 +143,7 @@ def make_trainer(
         peft_config=peft_config,
         callbacks=[CompleteCheckpoints(reward)],
     )
+    if cfg.run.share_prompts:
+        speed_up_generation(trainer.model)
+        share_prompt_prefixes(trainer.model)
+    return trainer
