@@ -1,4 +1,4 @@
-"""The shared-prefix loss forward (:mod:`fedgrpo.run.shared_prefix`): TRL's numbers, fewer tokens read."""
+"""The shared-prefix loss forward (:mod:`fedgrpo.shared_prefix`): TRL's numbers, fewer tokens read."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from trl.trainer.utils import add_fused_lm_head
 
+from fedgrpo import shared_prefix
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.prompting import build_messages
-from fedgrpo.run import shared_prefix
-from fedgrpo.run.shared_prefix import plan_shared_prefix, share_prompt_prefixes
+from fedgrpo.shared_prefix import plan_shared_prefix, share_prompt_prefixes
 
 
 def _rows(tok, groups: list[tuple[str, list[str]]]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -120,3 +120,36 @@ def test_checkpointed_layers_are_read_whole(monkeypatch) -> None:
     model.gradient_checkpointing_enable()
     logps = _loss_and_grads(model, ids, mask, keep)[0]
     assert calls == [] and torch.isfinite(logps).all()
+
+
+def test_an_expert_sft_step_is_the_same_with_the_shared_prefix(monkeypatch, tmp_path) -> None:
+    from fedgrpo.client import experts
+    from fedgrpo.data import Example
+
+    pairs = [(a, b) for a in range(4) for b in range(2)]
+    examples = [Example(f"q{a}{b}", "sums", f"What is {a} + {b}?", str(a + b)) for a, b in pairs]
+    recipe = experts.ExpertRecipe(base_model="tiny-random", epochs=1, batch_size=4, worked_example=True)
+    calls = []
+    real = shared_prefix._shared_forward
+    monkeypatch.setattr(shared_prefix, "_shared_forward", lambda *a: calls.append(1) or real(*a))
+
+    def losses(share) -> list[float]:  # noqa: ANN001
+        monkeypatch.setattr(experts, "share_prompt_prefixes", share)
+        torch.manual_seed(0)
+        trainer = experts.local_trainer(
+            recipe,
+            load_policy("tiny-random"),
+            load_tokenizer("tiny-random"),
+            examples,
+            tmp_path / str(len(calls)),
+            peft_config=experts.lora_config(recipe),
+        )
+        trainer.train()
+        return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    shared = losses(share_prompt_prefixes)
+    assert calls, "the SFT forward never took the shared path"
+    taken = len(calls)
+    plain = losses(lambda model: model)
+    assert len(calls) == taken  # the plain run read its rows whole
+    assert len(shared) == 2 and torch.allclose(torch.tensor(shared), torch.tensor(plain), atol=1e-4)

@@ -37,6 +37,7 @@ from fedgrpo.client.answer_scoring import AnswerEvaluator
 from fedgrpo.data import Example
 from fedgrpo.models import cache_dir, load_policy, load_tokenizer
 from fedgrpo.prompting import build_messages, completion_text
+from fedgrpo.shared_prefix import share_prompt_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,9 @@ def local_trainer(
         use_cpu=use_cpu,
         bf16=False,
         disable_tqdm=True,
+        # TRL checkpoints activations by default, recomputing the forward in the backward pass; a
+        # client's small batches fit in memory without it, and the shared-prefix forward needs the cache.
+        gradient_checkpointing=False,
     )
     if recipe.method == "sft":
         from trl import SFTConfig, SFTTrainer
@@ -196,6 +200,7 @@ def local_trainer(
     else:
         raise ValueError(f"unknown local training method {recipe.method!r}; use 'sft' or 'grpo'")
     trainer.remove_callback(PrinterCallback)
+    share_prompt_prefixes(trainer.model)  # rows that share their prompt's start read it once
     return trainer
 
 

@@ -25,9 +25,9 @@ from fedgrpo.data import Question
 from fedgrpo.generation import speed_up_generation
 from fedgrpo.io import write_json_atomic
 from fedgrpo.prompting import build_messages
-from fedgrpo.run.shared_prefix import share_prompt_prefixes
 from fedgrpo.server import GroupRecord
 from fedgrpo.server.stats import RoundStats
+from fedgrpo.shared_prefix import share_prompt_prefixes
 
 log = logging.getLogger(__name__)
 

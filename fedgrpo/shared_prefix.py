@@ -1,4 +1,4 @@
-"""The loss forward with each GRPO group's shared prompt read once.
+"""The training forward with each group's shared prompt read once.
 
 TRL scores a step's ``B = questions x G`` rows (prompt + completion) in one forward and backward pass;
 the G rows of a question carry the same prompt, which on the default preset is three quarters of every
@@ -11,7 +11,8 @@ untouched, so TRL's log-probabilities and gradients are the same up to float rou
 
 No library does this for a training forward: TRL reads every row whole and its own prompt sharing is
 for vLLM's generation only. It is installed on the model instance, as TRL's own fused LM head is, and
-only acts on a forward that asks for no cache (TRL's loss forwards); generation is left alone.
+only acts on a forward that does not ask for a cache (TRL's GRPO loss forwards, SFT on rows that share
+a system prompt); generation, which asks for its cache, is left alone.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def share_prompt_prefixes(model: Any) -> Any:
         input_ids = kwargs.get("input_ids")
         eligible = (
             not args
-            and kwargs.get("use_cache") is False
+            and kwargs.get("use_cache") is not True  # generation asks for its cache
             and kwargs.get("past_key_values") is None
             and kwargs.get("inputs_embeds") is None
             and kwargs.get("position_ids") is None

@@ -1,0 +1,83 @@
+"""A client model's work per generated answer: the graph build's competence answers and model scoring.
+
+Builds the default preset's clients (SmolLM2 experts, trained or taken from the cache) and times, in
+one process on the same questions and seeds, each client model
+
+* answering the auxiliary set as a competence query does (``answers``, in chunks, with
+  ``run.share_prompts``; before: ``answer`` one question at a time, transformers' generate as is);
+* scoring G server candidates of training questions it does not hold (agreement: its own samples).
+
+Prints seconds per generated answer (questions x ``clients.samples``) for both paths and the ratio:
+
+    python bench/client_scoring.py --clients 2 --questions 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from fedgrpo.client.client import COMPETENCE_CHUNK
+from fedgrpo.client.model_scoring import ModelEvaluator
+from fedgrpo.config import load_config
+from fedgrpo.run.assemble import build_data
+from fedgrpo.run.clients import build_clients
+
+
+def _evaluators(cfg) -> list[ModelEvaluator]:  # noqa: ANN001
+    clients = build_clients(cfg, build_data(cfg))
+    found = []
+    for client in clients:
+        model = getattr(client._evaluator, "model", None)  # the dual gate's client model
+        if isinstance(model, ModelEvaluator):
+            found.append(model)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", nargs="?", default="default")
+    parser.add_argument("--clients", type=int, default=2, help="how many clients to time")
+    parser.add_argument("--questions", type=int, default=10, help="training questions scored per client")
+    args = parser.parse_args()
+    cfg = load_config(args.config, [])
+    torch.set_num_threads(cfg.run.threads or torch.get_num_threads())
+    split = build_data(cfg)
+    evaluators = _evaluators(cfg)[: args.clients]
+    auxiliary = [ex.question for ex in split.auxiliary]
+    questions = [q.question for q in split.train_questions[: args.questions]]
+    candidates = [f"{i} + 1 = {i + 1}. <answer>{i + 1}</answer>" for i in range(cfg.grpo["num_generations"])]
+    samples = cfg.clients.samples
+    rows = []
+    for ev in evaluators:
+        timings = {}
+        for shared in (False, True):
+            ev.share_prompts = shared
+            start = time.perf_counter()
+            if shared:
+                for i in range(0, len(auxiliary), COMPETENCE_CHUNK):
+                    ev.answers(auxiliary[i : i + COMPETENCE_CHUNK])
+            else:
+                for q in auxiliary:
+                    ev.answer(q)
+            graph = time.perf_counter() - start
+            start = time.perf_counter()
+            for q in questions:
+                ev.evaluate(q, candidates)
+            scoring = time.perf_counter() - start
+            timings[shared] = (graph / (len(auxiliary) * samples), scoring / (len(questions) * samples))
+        rows.append((ev.adapter, timings))
+    print(f"{len(auxiliary)} auxiliary questions, {len(questions)} scored questions, {samples} samples each")
+    print("| client | graph build s/answer before -> after | x | scoring s/answer before -> after | x |")
+    print("|---|---|---|---|---|")
+    for name, t in rows:
+        (g0, s0), (g1, s1) = t[False], t[True]
+        print(f"| {name} | {g0:.3f} -> {g1:.3f} | {g0 / g1:.1f} | {s0:.3f} -> {s1:.3f} | {s0 / s1:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
