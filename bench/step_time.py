@@ -16,14 +16,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-# "plain": TRL's stock settings (gradient checkpointing, T=1.0, 64 tokens); "default": the preset.
+# "plain": TRL's stock settings (gradient checkpointing, T=1.0, 64 tokens, every prompt read whole);
+# "unshared": the preset without reading shared prompts once; "default": the preset.
 VARIANTS: dict[str, list[str]] = {
     "plain": [
         "grpo.gradient_checkpointing=true",
         "grpo.temperature=1.0",
         "grpo.max_completion_length=64",
         "run.threads=null",
+        "run.share_prompts=false",
     ],
+    "unshared": ["run.share_prompts=false"],
     "no_ckpt": ["grpo.temperature=1.0", "grpo.max_completion_length=64", "run.threads=null"],
     "default": [],
 }

@@ -5,8 +5,11 @@ a client model samples its own answers the same way. Reading (prefilling) the sa
 most of the arithmetic of a short generation on a CPU (16 rows of ~110 prompt tokens against 40 new
 tokens). Here each distinct prompt is prefilled once, its KV cache is copied to its duplicates
 (transformers' ``Cache.batch_select_indices``) and ``generate`` continues from that cache, which it
-supports for prompt reuse. The rows come back exactly as without the cache: same order, same prompt
-tokens, only the arithmetic differs (float rounding).
+supports for prompt reuse. Rows that all differ but start alike (an evaluation's questions after the
+same worked example) get their common start prefilled once instead, whichever reads fewer tokens.
+The new tokens come back as without the cache, in the same order; only the arithmetic differs (float
+rounding). With a common start, a row's prompt part comes back with its padding moved after that
+start, so callers read the new tokens after the prompt's length, as TRL and this package do.
 
 A PEFT LoRA model adds two small matmuls and Python dispatch to every linear layer at every decoded
 token; for the call the adapter is merged into the base weights (PEFT's ``merge_adapter``) and unmerged
@@ -27,6 +30,8 @@ from typing import Any
 import torch
 
 log = logging.getLogger(__name__)
+
+MIN_COMMON_TOKENS = 16  # a shorter common start is not worth its own prefill
 
 __all__ = ["fast_generate", "generate", "is_merged", "merged_adapter", "speed_up_generation"]
 
@@ -86,7 +91,12 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
         if plain:
             return generate(*args, **kwargs)
         first, rank = _unique_rows(input_ids, attention_mask)
-        if first.shape[0] == input_ids.shape[0]:
+        rows, width = input_ids.shape
+        common = None if attention_mask is None else _common_prefix(input_ids, attention_mask)
+        # tokens prefilled: each distinct row once, or the common start once and every row's rest
+        if common is not None and common[0] + rows * (width - common[0]) < first.shape[0] * width:
+            return _generate_after_common_prefix(generate, model, common, kwargs)
+        if first.shape[0] == rows:
             return generate(**kwargs)
         prefix = input_ids[first, :-1]  # the last prompt token is left for generate to read
         mask = None if attention_mask is None else attention_mask[first, :-1]
@@ -99,6 +109,53 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
         del out
         cache.batch_select_indices(rank.to(input_ids.device))
         return generate(**kwargs, past_key_values=cache)
+
+
+def _common_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[int, torch.Tensor] | None:
+    """For left-padded rows: the length of the token run every row starts with (its padding aside),
+    at most each row's length minus one, and that run; None when it is under ``MIN_COMMON_TOKENS``
+    or the padding is not all on the left."""
+    rows, width = input_ids.shape
+    lengths = attention_mask.sum(dim=1)
+    starts = width - lengths
+    columns = torch.arange(width, device=input_ids.device)
+    if not torch.equal(attention_mask.bool(), columns[None, :] >= starts[:, None]):
+        return None
+    shortest = int(lengths.min())
+    aligned = input_ids.gather(1, starts[:, None] + columns[None, :shortest])
+    differs = (aligned != aligned[:1]).any(dim=0).nonzero()
+    length = min(int(differs[0]) if differs.numel() else shortest, shortest - 1)
+    if length < MIN_COMMON_TOKENS:
+        return None
+    return length, aligned[0, :length]
+
+
+def _generate_after_common_prefix(
+    generate: Callable[..., Any], model: Any, common: tuple[int, torch.Tensor], kwargs: dict[str, Any]
+) -> Any:
+    """Prefill the rows' common start once, then generate every row from a copy of its cache.
+
+    Each row is laid out as the common start, then its left padding, then the rest of its prompt:
+    the same length, the same tokens, the same positions (generate counts them from the mask), and
+    masked padding attends to nothing wherever it sits. Only the new tokens are read back by callers.
+    """
+    length, prefix = common
+    input_ids, attention_mask = kwargs["input_ids"], kwargs["attention_mask"]
+    rows, width = input_ids.shape
+    starts = width - attention_mask.sum(dim=1)
+    columns = torch.arange(width, device=input_ids.device)
+    gap = (columns[None, :] >= length) & (columns[None, :] < starts[:, None] + length)
+    ids, mask = input_ids.clone(), attention_mask.clone()
+    ids[:, :length] = prefix
+    mask[:, :length] = 1
+    ids[gap] = input_ids[0, 0] if bool(starts[0] > 0) else 0  # a masked filler
+    mask[gap] = 0
+    with torch.no_grad():
+        out = model(input_ids=prefix[None, :], use_cache=True)
+    cache = out.past_key_values
+    del out
+    cache.batch_repeat_interleave(rows)
+    return generate(**{**kwargs, "input_ids": ids, "attention_mask": mask}, past_key_values=cache)
 
 
 def generate(model: Any, fast: bool = True, **kwargs: Any) -> Any:

@@ -46,7 +46,7 @@ from fedgrpo.protocol import (
 
 log = logging.getLogger(__name__)
 
-COMPETENCE_CHUNK = 10  # auxiliary questions a client model answers per batch
+COMPETENCE_CHUNK = 32  # auxiliary questions a client model answers per batch (one log line each)
 
 
 class Evaluator(Protocol):
