@@ -113,3 +113,13 @@ def test_grpo_expert_trains_and_caches_an_adapter_that_loads_beside_sft_ones(tra
     sft_folders, _ = trained
     model = load_experts(load_policy("tiny-random"), {**sft_folders, **folders})
     assert set(model.peft_config) == {"seven", "twelve", "seven-grpo"}
+
+
+def test_training_several_experts_says_how_long_is_left(tmp_path: Path, caplog) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="fedgrpo.client.experts"):
+        ensure_experts(RECIPE, {"seven": holding("7"), "twelve": holding("12")}, tmp_path)
+    starts = [r.getMessage() for r in caplog.records if "private examples" in r.getMessage()]
+    assert len(starts) == 2
+    assert "left" not in starts[0] and "min left for the experts" in starts[1]

@@ -269,20 +269,31 @@ def ensure_experts(
     cache = cache or default_cache_dir()
     folders: dict[str, Path] = {}
     failed: dict[str, str] = {}
+    trained_examples, trained_seconds = 0, 0.0  # for the estimate of what is left
+    keys = {client: expert_key(recipe, examples) for client, examples in clients.items()}
     for i, (client, examples) in enumerate(clients.items(), 1):
-        folder = cache / expert_key(recipe, examples)
+        folder = cache / keys[client]
         if (folder / META_FILE).exists():
             log.info("expert %d/%d %s: cached at %s", i, len(clients), client, folder)
             folders[client] = folder
             continue
+        eta = ""
+        if trained_examples:
+            left = sum(
+                len(ex)
+                for c, ex in list(clients.items())[i - 1 :]
+                if not (cache / keys[c] / META_FILE).exists()
+            )
+            eta = f" (about {left * trained_seconds / trained_examples / 60:.1f} min left for the experts)"
         log.info(
-            "expert %d/%d %s: LoRA %s of %s on its %d private examples",
+            "expert %d/%d %s: LoRA %s of %s on its %d private examples%s",
             i,
             len(clients),
             client,
             recipe.method.upper(),
             recipe.base_model,
             len(examples),
+            eta,
         )
         try:
             meta = train_expert(recipe, client, examples, folder)
@@ -290,6 +301,8 @@ def ensure_experts(
             failed[client] = f"expert training failed: {type(err).__name__}: {err}"
             log.error("expert %s: %s", client, failed[client])
             continue
+        trained_examples += len(examples)
+        trained_seconds += meta["train_seconds"]
         reward = ""
         if meta["first_reward"] is not None:
             reward = f", reward {meta['first_reward']} -> {meta['final_reward']}"
