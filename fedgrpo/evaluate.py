@@ -68,8 +68,8 @@ def generate_completions(
     fast: bool = True,
 ) -> list[str]:
     """Completions for a list of questions, batched with left padding: greedy unless a temperature
-    is given (then sampled; seed torch first for repeatable samples). ``fast``: LoRA merged for the
-    call (:func:`fedgrpo.generation.fast_generate`)."""
+    is given (then sampled; seed torch first for repeatable samples). ``fast``: the prompts' common
+    start read once, LoRA merged for the call (:func:`fedgrpo.generation.fast_generate`)."""
     out: list[str] = []
     with inference(model, tokenizer, padding_side="left"):
         for start in tqdm(range(0, len(questions), batch_size), desc=desc, leave=False):

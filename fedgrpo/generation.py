@@ -71,10 +71,12 @@ def _unique_rows(
 
 
 def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs: Any) -> Any:
-    """``generate(*args, **kwargs)`` with each distinct prompt prefilled once and the adapter merged.
+    """``generate(*args, **kwargs)`` with each distinct prompt (or the prompts' common start, whichever
+    reads fewer tokens) prefilled once and the adapter merged.
 
-    Falls back to a plain call whenever the shortcut does not apply: no duplicate prompts, a cache or
-    embeddings passed in, positional inputs, or an encoder-decoder model.
+    Falls back to a plain call, the adapter still merged, whenever the shortcut does not apply: no
+    duplicate prompts and no common start, a cache or embeddings passed in, positional inputs, or an
+    encoder-decoder model.
     """
     input_ids = kwargs.get("input_ids")
     attention_mask = kwargs.get("attention_mask")

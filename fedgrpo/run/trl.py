@@ -3,7 +3,8 @@
 TRL does generation, clipping, KL and the loss; FedGRPO hands it one reward function (the
 federated advantage, :class:`~fedgrpo.server.FederatedAdvantage`) and two callbacks: one completes
 each checkpoint with the federation's state and a marker written last, one turns Ctrl-C into
-"save, then stop" so that an interrupt can never be swallowed halfway through a step.
+"save, then stop" so that an interrupt can never be swallowed halfway through a step. For speed,
+the policy instance reads each distinct prompt once (:func:`make_trainer`); no TRL method is overridden.
 """
 
 from __future__ import annotations
@@ -132,7 +133,11 @@ def make_trainer(
     reward: TrainingReward,
     checkpoints: Path,
 ) -> GRPOTrainer:
-    """TRL's trainer on the federated advantage, with LoRA when the config asks for it."""
+    """TRL's trainer on the federated advantage, with LoRA when the config asks for it.
+
+    With ``run.share_prompts`` the policy's ``generate`` and its backbone's forward read each
+    distinct prompt once (:mod:`fedgrpo.generation`, :mod:`fedgrpo.shared_prefix`): installed on the
+    model instance, as TRL installs its own fused LM head, with the same numbers out."""
     peft_config = lora_config(cfg.model.lora) if cfg.model.lora.enabled else None
     trainer = GRPOTrainer(
         model=model,
