@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from fedgrpo.shared_prefix import plan_shared_prefix
+
 log = logging.getLogger(__name__)
 
 MIN_COMMON_TOKENS = 16  # a shorter common start is not worth its own prefill
@@ -56,20 +58,6 @@ def is_merged(model: Any) -> bool:
     return any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "merged_adapters"))
 
 
-def _unique_rows(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The indices of the first occurrence of each distinct row, and each row's position among them."""
-    rows = input_ids if attention_mask is None else torch.cat([input_ids, attention_mask], dim=1)
-    unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    first = torch.full((unique.shape[0],), rows.shape[0], dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(rows.shape[0]), reduce="amin")
-    order = torch.argsort(first)  # keep first-seen order, for readable debugging only
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.shape[0])
-    return first[order], rank[inverse]
-
-
 def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs: Any) -> Any:
     """``generate(*args, **kwargs)`` with each distinct prompt (or the prompts' common start, whichever
     reads fewer tokens) prefilled once and the adapter merged.
@@ -92,16 +80,19 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
     with merged_adapter(model):
         if plain:
             return generate(*args, **kwargs)
-        first, rank = _unique_rows(input_ids, attention_mask)
+        # Rows grouped by the prefix they share, as the loss forward groups them (at most all but
+        # the last prompt token, which generate reads itself): duplicates share their whole prompt.
+        plan = plan_shared_prefix(input_ids, attention_mask)
         rows, width = input_ids.shape
         common = None if attention_mask is None else _common_prefix(input_ids, attention_mask)
-        # tokens prefilled: each distinct row once, or the common start once and every row's rest
-        if common is not None and common[0] + rows * (width - common[0]) < first.shape[0] * width:
+        # tokens prefilled: each group's prefix once, or the common start once and every row's rest
+        grouped = plan.tokens if plan is not None else rows * width
+        if common is not None and common[0] + rows * (width - common[0]) < grouped:
             return _generate_after_common_prefix(generate, model, common, kwargs)
-        if first.shape[0] == rows:
+        if plan is None:
             return generate(**kwargs)
-        prefix = input_ids[first, :-1]  # the last prompt token is left for generate to read
-        mask = None if attention_mask is None else attention_mask[first, :-1]
+        prefix = input_ids[plan.first, : plan.length]
+        mask = None if attention_mask is None else attention_mask[plan.first, : plan.length]
         positions = None
         if mask is not None:  # the positions generate itself gives left-padded rows
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -109,7 +100,7 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
             out = model(input_ids=prefix, attention_mask=mask, position_ids=positions, use_cache=True)
         cache = out.past_key_values
         del out
-        cache.batch_select_indices(rank.to(input_ids.device))
+        cache.batch_select_indices(plan.group.to(input_ids.device))
         return generate(**kwargs, past_key_values=cache)
 
 
