@@ -4,6 +4,9 @@ Builds the same pipeline as ``fedgrpo run`` (preset plus overrides, real clients
 transport), runs a few steps without evaluation and prints per-phase seconds (first step dropped):
 
     python bench/step_phases.py --steps 4 default grpo.gradient_checkpointing=true
+
+``--full-lm-head`` keeps TRL's own choice of projecting every position through the LM head on the
+CPU (:func:`fedgrpo.shared_prefix.score_completions_only` off), all else as configured.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from fedgrpo.run.assemble import build_advantage, build_data, build_selector
 from fedgrpo.run.clients import build_clients
 from fedgrpo.run.metrics import peak_rss_mb
 from fedgrpo.run.trl import make_trainer, train_dataset
+from fedgrpo.shared_prefix import score_completions_only
 from fedgrpo.transport import InProcessTransport
 
 PHASES: dict[int, dict[str, float]] = collections.defaultdict(lambda: collections.defaultdict(float))
@@ -52,6 +56,7 @@ def main() -> None:
     parser.add_argument("config", nargs="?", default="default")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--full-lm-head", action="store_true", help="TRL's LM head on every position")
     args = parser.parse_args()
     cfg = load_config(args.config, [*args.overrides, f"grpo.max_steps={args.steps}"])
     if cfg.run.threads:
@@ -74,6 +79,8 @@ def main() -> None:
             build_advantage(cfg, transport, selector),
             Path(tmp) / "checkpoints",
         )
+        if args.full_lm_head:
+            score_completions_only(False)
         trainer.add_callback(StepClock())
         trainer.train()
     timed = [PHASES[i] for i in range(1, args.steps)] or [PHASES[0]]
@@ -83,6 +90,7 @@ def main() -> None:
         json.dumps(
             {
                 "overrides": " ".join(args.overrides),
+                "full_lm_head": args.full_lm_head,
                 "steps_timed": len(timed),
                 "seconds": mean,
                 "peak_rss_mb": round(peak_rss_mb()),

@@ -26,7 +26,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PrefixPlan", "plan_shared_prefix", "share_prompt_prefixes"]
+__all__ = ["PrefixPlan", "plan_shared_prefix", "score_completions_only", "share_prompt_prefixes"]
 
 MIN_SHARED_TOKENS = 8  # below this the extra pass costs more than it saves
 MIN_SAVING = 0.2  # share only when it saves at least this share of the backbone's tokens
@@ -148,3 +148,29 @@ def share_prompt_prefixes(model: Any) -> Any:
     forward._fedgrpo_shared = True  # type: ignore[attr-defined]
     backbone.forward = forward
     return model
+
+
+def score_completions_only(enabled: bool = True) -> None:
+    """Make TRL's fused LM head project only the positions it scores (the completions) on the CPU too.
+
+    TRL's fused head (``trl.trainer.utils.add_fused_lm_head``) compacts to the labelled positions
+    only where ``_use_triton`` says so; elsewhere it projects every position through the
+    vocabulary-sized head and zeroes the prompt's afterwards, because compact tile shapes would make
+    compilers (Neuron) recompile on every batch. Nothing recompiles on the CPU, and the prompt is most
+    of a row, so that is about 140 GFLOP forward and 280 backward per default step spent on zeros.
+    The compact path is TRL's own and gives the same numbers (``tests/test_shared_prefix.py``). Only
+    the head's compaction decision is changed: TRL's kernel module keeps its own ``_use_triton``.
+    ``enabled=False`` restores TRL's choice. Process-wide, as the decision is a TRL module global.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils._use_triton, "__wrapped__", trl_utils._use_triton)
+    if not enabled:
+        trl_utils._use_triton = original
+        return
+
+    @functools.wraps(original)
+    def compact_on_cpu(device: torch.device) -> bool:
+        return device.type == "cpu" or original(device)
+
+    trl_utils._use_triton = compact_on_cpu

@@ -153,3 +153,33 @@ def test_an_expert_sft_step_is_the_same_with_the_shared_prefix(monkeypatch, tmp_
     plain = losses(lambda model: model)
     assert len(calls) == taken  # the plain run read its rows whole
     assert len(shared) == 2 and torch.allclose(torch.tensor(shared), torch.tensor(plain), atol=1e-4)
+
+
+def test_the_compact_lm_head_gives_trl_numbers_from_the_completions_only(monkeypatch) -> None:
+    """TRL projects every position on the CPU; compacted, it projects only the labelled ones, same numbers."""
+    import trl.trainer.utils as trl_utils
+
+    tok = load_tokenizer("tiny-random")
+    ids, mask, keep = _rows(tok, GROUPS)
+    projected: list[int] = []
+    real = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(
+        trl_utils._ChunkedLogProbFunction, "apply", lambda h, *a: projected.append(h.shape[0]) or real(h, *a)
+    )
+    try:
+        shared_prefix.score_completions_only(False)
+        full = _loss_and_grads(_model(shared=True), ids, mask, keep)
+        shared_prefix.score_completions_only(True)
+        shared_prefix.score_completions_only(True)  # idempotent: wraps TRL's own function once
+        assert trl_utils._use_triton.__wrapped__.__module__ == "trl.kernels.chunked_logprob"
+        compact = _loss_and_grads(_model(shared=True), ids, mask, keep)
+    finally:
+        shared_prefix.score_completions_only(False)
+    labelled = int((ids.masked_fill(mask == 0, -100)[:, -keep:] != -100).sum())
+    assert projected == [ids.shape[0] * (ids.shape[1] - 1), labelled]
+    assert labelled < ids.shape[0] * (ids.shape[1] - 1) / 2
+    assert torch.allclose(full[0], compact[0], atol=1e-5)
+    assert torch.allclose(full[1], compact[1], atol=1e-5)
+    assert full[2].keys() == compact[2].keys() and full[2]
+    for name, grad in full[2].items():
+        assert torch.allclose(grad, compact[2][name], atol=1e-5, rtol=1e-4), name

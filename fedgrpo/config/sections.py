@@ -417,7 +417,8 @@ class RunSettings(_Strict):
         True,
         description="read each distinct prompt once: when sampling (its KV cache copied to its rows, "
         "LoRA merged for the call; server policy, evaluation, in-process client models) and in the GRPO "
-        "loss forward; false: transformers' and TRL's own paths as they are",
+        "loss forward, whose LM head projects only the completion positions; false: transformers' and "
+        "TRL's own paths as they are",
     )
 
 

@@ -28,7 +28,7 @@ from fedgrpo.io import write_json_atomic
 from fedgrpo.prompting import build_messages
 from fedgrpo.server import GroupRecord
 from fedgrpo.server.stats import RoundStats
-from fedgrpo.shared_prefix import share_prompt_prefixes
+from fedgrpo.shared_prefix import score_completions_only, share_prompt_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,8 @@ def make_trainer(
 
     With ``run.share_prompts`` the policy's ``generate`` and its backbone's forward read each
     distinct prompt once (:mod:`fedgrpo.generation`, :mod:`fedgrpo.shared_prefix`): installed on the
-    model instance, as TRL installs its own fused LM head, with the same numbers out."""
+    model instance, as TRL installs its own fused LM head, with the same numbers out; and TRL's
+    fused LM head projects only the completion positions (:func:`score_completions_only`)."""
     peft_config = lora_config(cfg.model.lora) if cfg.model.lora.enabled else None
     trainer = GRPOTrainer(
         model=model,
@@ -148,6 +149,7 @@ def make_trainer(
         peft_config=peft_config,
         callbacks=[CompleteCheckpoints(reward)],
     )
+    score_completions_only(cfg.run.share_prompts)
     if cfg.run.share_prompts:
         speed_up_generation(trainer.model)
         share_prompt_prefixes(trainer.model)
