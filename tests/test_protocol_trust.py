@@ -91,6 +91,7 @@ def test_an_honest_client_with_a_larger_format_reward_is_in_range_only_when_the_
 # -- size limits, before parsing ------------------------------------------------------------------------
 def test_decode_refuses_an_oversized_payload_before_parsing(monkeypatch) -> None:
     from fedgrpo import protocol
+    from fedgrpo.protocol import wire
 
     message = encode(RewardRequest("r", "c", [RewardItem("0", "q" * 20, ["a"])]))  # too short to compress
     assert decode(message, max_bytes=len(message)).kind == "reward"  # the limit is inclusive
@@ -98,7 +99,7 @@ def test_decode_refuses_an_oversized_payload_before_parsing(monkeypatch) -> None
     def unreachable(*_: object) -> None:
         raise AssertionError("parsed an oversized payload")
 
-    monkeypatch.setattr(protocol.json, "loads", unreachable)
+    monkeypatch.setattr(wire.json, "loads", unreachable)
     with pytest.raises(ProtocolError, match="exceeds"):
         decode(message, max_bytes=len(message) - 1)
     with pytest.raises(ProtocolError, match="exceeds"):
@@ -125,7 +126,7 @@ REAL_DECOMPRESSOBJ = zlib.decompressobj
 
 def test_a_zip_bomb_is_refused_without_inflating_it(monkeypatch) -> None:
     """200 MB of zeros compress to about 200 KB: under the limit as sent, far over it inflated."""
-    from fedgrpo import protocol
+    from fedgrpo.protocol import wire
 
     deflater = zlib.compressobj(9)
     chunk = bytes(2**20)
@@ -134,7 +135,7 @@ def test_a_zip_bomb_is_refused_without_inflating_it(monkeypatch) -> None:
     limit = 2**20
     assert len(payload) < limit
     outputs: list[int] = []
-    monkeypatch.setattr(protocol.zlib, "decompressobj", lambda: Inflater(outputs))
+    monkeypatch.setattr(wire.zlib, "decompressobj", lambda: Inflater(outputs))
     with pytest.raises(ProtocolError, match="inflated body exceeds the limit"):
         decode(payload, max_bytes=limit)
     assert outputs and max(outputs) <= limit + 1  # inflated no further than one byte past the limit

@@ -1,24 +1,5 @@
-"""The wire protocol between the server and its clients: messages, their one encoding, every check.
-
-Requests and replies are plain dataclasses with one encoding (below); byte counts are the length of
-that encoding on every transport (Flower carries the same bytes in one record). A reply is always
-decoded and checked here before the server trusts it, for reward rounds and competence queries alike.
-
-Nothing crosses that the protocol does not need. Down: per item the question text and the candidate
-completions. Up: one reward per candidate (or None: the client cannot judge it), and per reply how
-many items were scored by answer, by model or not at all (``methods``, aggregate counts for
-``fed/methods`` and ``fed/abstentions``). Items are keyed by their position in the request (keys are
-``"0"``, ``"1"``, ...: they say nothing about a question, its id or its domain), so no key is sent: a
-reply covers the request's items in order. Which item a client could score by its own answers would
-tell the server which questions it holds, so the per-item ``method`` is sent only when the run's
-operator asks for it (``federation.per_item_methods``, for debugging).
-
-Request ids are random (:func:`new_request_id`): they pair a reply with its request and say nothing
-else (not the round, not whether a client is asked as a replacement).
-
-Competence queries (building the confidence graph) send the server's own auxiliary questions with
-their answers down (the auxiliary set is the server's, so this discloses nothing private), and bring
-one bit per question up: did the client's model answer it correctly.
+"""The wire encoding of :mod:`fedgrpo.protocol`'s messages: one byte string per message, on every
+transport.
 
 The encoding (version 3): ``HEADER \\n BODY``. HEADER is a compact JSON object: ``v``, ``kind``,
 ``id`` (the request id), ``client``, the kind's own scalars (below) and ``z: 1`` when BODY is
@@ -50,124 +31,31 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 import zlib
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
+
+from fedgrpo.protocol.messages import (
+    METHODS,
+    CompetenceItem,
+    CompetenceReply,
+    CompetenceRequest,
+    ErrorReply,
+    ItemScores,
+    Message,
+    ProtocolError,
+    RewardItem,
+    RewardReply,
+    RewardRequest,
+    brief,
+)
 
 PROTOCOL_VERSION = 3  # 3: header line + packed body (a byte per reward, bits, zlib where it pays)
 MAX_MESSAGE_BYTES = 64 * 2**20  # the default receiving limit, on every transport
-Method = Literal["answer", "model", "none"]
-METHODS: tuple[str, ...] = get_args(Method)
 STEPS = 126  # the correctness grid: k / 126 for k in 0..126 (7 bits; 0 and 1 exact)
 BONUS_BIT, INVALID_CODE, NONE_CODE = 0x80, 0x7F, 0xFF
 COMPRESS_FROM = 64  # bytes: below this a zlib stream's framing (6+ bytes) rarely pays
 
 
-def new_request_id() -> str:
-    """A fresh random id for one request: it only pairs a reply with its request. Random, not a
-    counter or a name, so it tells a client nothing (not the round, not whether it is asked as a
-    replacement, not how many others were asked)."""
-    return secrets.token_hex(8)
-
-
-class ProtocolError(ValueError):
-    """Bytes that do not decode into a well-formed message."""
-
-
-@dataclass(frozen=True)
-class RewardItem:
-    key: str  # not sent: items travel in request order, and a decoded item's key is its position
-    question: str
-    candidates: list[str]
-
-
-@dataclass(frozen=True)
-class RewardRequest:
-    """One batch of questions with their candidates, for one client."""
-
-    request_id: str
-    client: str
-    items: list[RewardItem]
-    kind: str = field(default="reward", init=False)
-
-
-@dataclass(frozen=True)
-class ItemScores:
-    key: str  # not sent: decoded, the position of the item it scores in the request
-    rewards: list[float | None]
-    method: Method | None = None  # only with federation.per_item_methods: it reveals what a client holds
-
-
-@dataclass(frozen=True)
-class RewardReply:
-    """Per item its rewards; per reply how many items each method scored (``none``: abstained).
-
-    ``bonus`` is the format reward the client adds to a well-formed answer (``federation.format_reward``):
-    on the wire rewards are packed so that 0, 1, ``bonus`` and ``1 + bonus`` stay exact.
-    """
-
-    request_id: str
-    client: str
-    items: list[ItemScores]
-    methods: dict[str, int]
-    privacy_spent: tuple[float, float] | None = None  # a private client's run-long (epsilon, delta)
-    bonus: float = 0.1  # federation.format_reward's default
-    kind: str = field(default="reward_reply", init=False)
-
-
-def method_counts(methods: list[Method]) -> dict[str, int]:
-    """The aggregate a reward reply carries: items per method, every method named, in METHODS order."""
-    tally = Counter(methods)
-    return {m: tally[m] for m in METHODS}
-
-
-@dataclass(frozen=True)
-class ErrorReply:
-    """A client that could not handle a request says why instead of crashing."""
-
-    request_id: str
-    client: str
-    error: str
-    kind: str = field(default="error", init=False)
-
-
-@dataclass(frozen=True)
-class CompetenceItem:
-    key: str  # not sent, like a reward item's
-    question: str
-    answer: str
-
-
-@dataclass(frozen=True)
-class CompetenceRequest:
-    """The server's auxiliary questions with their answers, for one client to try with its model."""
-
-    request_id: str
-    client: str
-    items: list[CompetenceItem]
-    kind: str = field(default="competence", init=False)
-
-
-@dataclass(frozen=True)
-class CompetenceReply:
-    """One bit per requested item, in request order: 1 when the client model answered it correctly.
-
-    The server checks the bits with :func:`check_competence_bits` (exact length, ints 0 or 1).
-    """
-
-    request_id: str
-    client: str
-    bits: list[int]
-    privacy_spent: tuple[float, float] | None = None  # a private client's run-long (epsilon, delta)
-    kind: str = field(default="competence_reply", init=False)
-
-
-Message = RewardRequest | RewardReply | ErrorReply | CompetenceRequest | CompetenceReply
-
-
-# -- encoding -------------------------------------------------------------------------------------------
 def unpack_reward(code: int, bonus: float) -> float | None:
     """The reward one byte stands for (see the module docstring)."""
     if code == NONE_CODE:
@@ -259,15 +147,6 @@ def encode(message: Message) -> bytes:
     if len(body) >= COMPRESS_FROM and len(packed := zlib.compress(body, 9)) < len(body):
         header["z"], body = 1, packed
     return _json(header) + b"\n" + body
-
-
-def brief(value: object) -> str:
-    """A received value for an error message: short, and never the repr of a deep container."""
-    if isinstance(value, int) and value.bit_length() > 64:  # repr of a huge int can itself fail
-        return "a large int"
-    if isinstance(value, str | int | float | None):
-        return repr(value)[:40]
-    return f"a {type(value).__name__}"
 
 
 def _require(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -451,85 +330,3 @@ def decode(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     if body:
         raise ProtocolError("an error reply has no body")
     return ErrorReply(request_id, client, _require(header, "error", str))
-
-
-# -- checks the server applies to every reply ----------------------------------------------------------
-class Rejected(Exception):
-    """A reply (or one item of it) the server does not accept; ``reason`` is the counted category."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-def check_method(method: object) -> Method:
-    if not isinstance(method, str) or method not in METHODS:
-        raise ProtocolError(f"unknown evaluation method {brief(method)}")
-    return method  # type: ignore[return-value]
-
-
-def check_reply(reply: Message, expected: type, client: str, request_id: str) -> Message:
-    """The reply itself: not an error reply, of the expected kind, from the client and request asked."""
-    if isinstance(reply, ErrorReply):
-        raise Rejected("client_error", reply.error[:500])
-    if not isinstance(reply, expected):
-        raise Rejected("malformed_reply", f"expected a {expected.__name__}, got {reply.kind!r}")
-    if reply.client != client or reply.request_id != request_id:
-        raise Rejected(
-            "unasked_client", f"reply names client {reply.client[:80]!r} / request {reply.request_id[:80]!r}"
-        )
-    return reply
-
-
-def check_method_counts(reply: RewardReply) -> dict[str, int]:
-    """A reward reply's aggregate: a count per method (each named once), adding up to its items, and
-    equal to the tally of its per-item methods when it carries them."""
-    counts = reply.methods
-    if set(counts) != set(METHODS) or any(n < 0 for n in counts.values()):
-        raise Rejected("bad_methods", f"method counts must name {list(METHODS)} with counts >= 0")
-    if sum(counts.values()) != len(reply.items):
-        raise Rejected(
-            "bad_methods", f"method counts add up to {sum(counts.values())}, not {len(reply.items)}"
-        )
-    methods = [i.method for i in reply.items if i.method is not None]
-    if methods and method_counts(methods) != counts:
-        raise Rejected("bad_methods", "method counts differ from the per-item methods")
-    return {m: counts[m] for m in METHODS}
-
-
-def check_reward_item(
-    item: ItemScores, expected_len: int | None, seen: set[str], max_reward: float
-) -> list[float | None]:
-    """One reply item: asked for, not repeated, one finite reward in ``[0, max_reward]`` per candidate."""
-    if expected_len is None or item.key in seen:
-        raise Rejected("unknown_question", f"reply for unknown or repeated item {item.key[:80]!r}")
-    seen.add(item.key)
-    if len(item.rewards) != expected_len:
-        raise Rejected("wrong_length", f"{len(item.rewards)} rewards for {expected_len} candidates")
-    if any(r is not None and not math.isfinite(r) for r in item.rewards):  # also what the grid cannot hold
-        raise Rejected("non_finite", f"NaN, infinite or unpackable reward for item {item.key[:80]!r}")
-    if any(r is not None and not 0.0 <= r <= max_reward for r in item.rewards):
-        raise Rejected("out_of_range", f"a reward for item {item.key[:80]!r} is outside [0, {max_reward:g}]")
-    return item.rewards
-
-
-def check_competence_bits(bits: object, expected_len: int) -> list[int]:
-    """A competence reply's bits: a list of exactly ``expected_len`` ints, each 0 or 1.
-
-    Replies come over the network from clients we do not control, so nothing is coerced: bools,
-    floats (even 1.0), strings and None are rejected rather than silently read as bits.
-    """
-    if not isinstance(bits, list):
-        raise Rejected(
-            "invalid_bits", f"competence reply must be a list of 0/1 ints, got {type(bits).__name__}"
-        )
-    if len(bits) != expected_len:
-        raise Rejected("invalid_bits", f"competence reply has {len(bits)} entries, expected {expected_len}")
-    for i, bit in enumerate(bits):
-        # type() is exact on purpose: bool is a subclass of int and must not pass.
-        if type(bit) is not int or bit not in (0, 1):
-            raise Rejected(
-                "invalid_bits", f"competence reply entry {i} must be the int 0 or 1, got {brief(bit)}"
-            )
-    return list(bits)
