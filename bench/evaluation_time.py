@@ -42,7 +42,7 @@ def main() -> None:
             cfg.eval.batch_size,
             cfg.model.worked_example,
             args.per_domain,
-            fast=shared,
+            share_prompts=shared,
         )
         seconds[shared] = time.perf_counter() - start
     n = sum(r.n for r in results[True].values())

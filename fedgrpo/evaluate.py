@@ -65,11 +65,11 @@ def generate_completions(
     worked_example: bool = True,
     desc: str = "eval",
     temperature: float = 0.0,
-    fast: bool = True,
+    share_prompts: bool = True,
 ) -> list[str]:
     """Completions for a list of questions, batched with left padding: greedy unless a temperature
-    is given (then sampled; seed torch first for repeatable samples). ``fast``: the prompts' common
-    start read once, LoRA merged for the call (:func:`fedgrpo.generation.fast_generate`)."""
+    is given (then sampled; seed torch first for repeatable samples). ``share_prompts``: the prompts'
+    common start read once, LoRA merged for the call (:func:`fedgrpo.generation.fast_generate`)."""
     out: list[str] = []
     with inference(model, tokenizer, padding_side="left"):
         for start in tqdm(range(0, len(questions), batch_size), desc=desc, leave=False):
@@ -87,7 +87,7 @@ def generate_completions(
             )
             gen = generate(
                 model,
-                fast,
+                share_prompts,
                 **enc,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
@@ -105,7 +105,7 @@ def evaluate_policy(
     batch_size: int = 32,
     worked_example: bool = True,
     max_per_domain: int | None = None,
-    fast: bool = True,
+    share_prompts: bool = True,
 ) -> dict[str, DomainAccuracy]:
     results = {}
     for domain, examples in heldout.items():
@@ -118,7 +118,7 @@ def evaluate_policy(
             batch_size,
             worked_example,
             desc=f"eval {domain}",
-            fast=fast,
+            share_prompts=share_prompts,
         )
         results[domain] = score_completions(domain, examples, completions)
     return results

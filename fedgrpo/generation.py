@@ -151,9 +151,12 @@ def _generate_after_common_prefix(
     return generate(**{**kwargs, "input_ids": ids, "attention_mask": mask}, past_key_values=cache)
 
 
-def generate(model: Any, fast: bool = True, **kwargs: Any) -> Any:
-    """``model.generate(**kwargs)``, through :func:`fast_generate` when ``fast``."""
-    return fast_generate(model.generate, model, **kwargs) if fast else model.generate(**kwargs)
+def generate(model: Any, share_prompts: bool = True, **kwargs: Any) -> Any:
+    """``model.generate(**kwargs)``, through :func:`fast_generate` when ``share_prompts`` (the
+    switch is ``run.share_prompts``)."""
+    if share_prompts:
+        return fast_generate(model.generate, model, **kwargs)
+    return model.generate(**kwargs)
 
 
 def speed_up_generation(model: Any) -> Any:

@@ -142,6 +142,7 @@ def _run(cfg: FedGRPOConfig, split: Any, privacy: dict[str, Any], resume: bool) 
             ev.batch_size,
             cfg.model.worked_example,
             ev.max_per_domain,
+            share_prompts=cfg.run.share_prompts,
         )
         write_json_atomic(out / f"eval_{tag}.json", to_json(res))
         return res
@@ -348,6 +349,7 @@ def _generate(cfg: FedGRPOConfig, policy: Any, tokenizer: Any, prompts: list[str
         worked_example=False,
         desc=desc,
         temperature=p.temperature,
+        share_prompts=cfg.run.share_prompts,
     )
 
 

@@ -206,7 +206,7 @@ def evaluate_heldout(
         ev.batch_size,
         cfg.model.worked_example,
         ev.max_per_domain,
-        fast=cfg.run.share_prompts,
+        share_prompts=cfg.run.share_prompts,
     )
     log.info("evaluation %s took %.0f s", tag, time.perf_counter() - start)
     return res
