@@ -23,17 +23,13 @@ from fedgrpo.client.client import COMPETENCE_CHUNK
 from fedgrpo.client.model_scoring import ModelEvaluator
 from fedgrpo.config import load_config
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.clients import build_clients
+from fedgrpo.run.clients import client_models
 
 
-def _evaluators(cfg) -> list[ModelEvaluator]:  # noqa: ANN001
-    clients = build_clients(cfg, build_data(cfg))
-    found = []
-    for client in clients:
-        model = getattr(client._evaluator, "model", None)  # the dual gate's client model
-        if isinstance(model, ModelEvaluator):
-            found.append(model)
-    return found
+def _evaluators(cfg, split) -> list[ModelEvaluator]:  # noqa: ANN001
+    """Each client's own model, as its dual gate would use it (no client data is needed to time it)."""
+    models, _ = client_models(cfg, split)
+    return [m for m in models.values() if isinstance(m, ModelEvaluator)]
 
 
 def main() -> None:
@@ -47,7 +43,7 @@ def main() -> None:
     cfg = load_config(args.config, [])
     torch.set_num_threads(cfg.run.threads or torch.get_num_threads())
     split = build_data(cfg)
-    evaluators = _evaluators(cfg)[: args.clients]
+    evaluators = _evaluators(cfg, split)[: args.clients]
     auxiliary = [ex.question for ex in split.auxiliary]
     questions = [q.question for q in split.train_questions[: args.questions]]
     candidates = [f"{i} + 1 = {i + 1}. <answer>{i + 1}</answer>" for i in range(cfg.grpo["num_generations"])]

@@ -45,7 +45,7 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit, state_dir: Path | N
     With ``clients.privacy.enabled`` each client privatises what it sends; ``state_dir``: where each
     keeps its cache and ledger between processes (Flower's Simulation Engine), else in memory.
     """
-    models, unavailable = _client_models(cfg, split)
+    models, unavailable = client_models(cfg, split)
     clients = []
     for name, examples in split.clients.items():
         if name in unavailable:
@@ -110,10 +110,9 @@ def train_clients(cfg: FedGRPOConfig) -> dict[str, dict[str, Any]]:
     return report
 
 
-def _client_models(
-    cfg: FedGRPOConfig, split: FederatedSplit
-) -> tuple[dict[str, ClientModel], dict[str, str]]:
-    """The model of each client that has one, and the reason per unavailable client."""
+def client_models(cfg: FedGRPOConfig, split: FederatedSplit) -> tuple[dict[str, ClientModel], dict[str, str]]:
+    """The model of each client that has one (the base loaded once, the experts trained or taken from
+    the cache), and the reason per unavailable client."""
     cs = cfg.clients
     if cs.endpoint is not None:
         assert cs.endpoint_model is not None  # the config requires it with an endpoint
