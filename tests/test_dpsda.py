@@ -123,11 +123,30 @@ def test_a_clients_noise_has_std_sigma_around_its_true_votes() -> None:
     # examples at y = 0..4, samples at y = 0, 2, 4: 0,1 -> s0, 2,3 -> s1, 4 -> s2 (ties go to the lower)
     truth = np.array([2.0, 2.0, 1.0])
     client = VotingClient("c", examples, fixed_embedder(table), sigma=2.5, seed=7)
-    request = dpsda.encode_request(1, [Sample(q, a, "d") for q, a in samples])
-    noise = np.stack([decode_histogram(client.handle(request), 3) - truth for _ in range(4000)])
+    population = [Sample(q, a, "d") for q, a in samples]
+    requests = [dpsda.encode_request(t, population) for t in range(1, 4001)]
+    noise = np.stack([decode_histogram(client.handle(request), 3) - truth for request in requests])
     assert abs(noise.mean()) < 0.05
     assert noise.std() == pytest.approx(2.5, rel=0.03)
     assert np.corrcoef(noise[:, 0], noise[:, 1])[0, 1] == pytest.approx(0.0, abs=0.05)  # independent bins
+
+
+def test_a_repeated_vote_request_gets_the_same_release_and_one_beyond_the_budget_none() -> None:
+    """Asking again (a retry, or a second process serving it on Flower) averages nothing away; only
+    the run's T iterations are answered."""
+    examples = [Example(f"e{i}", "d", f"q{i}", "1") for i in range(3)]
+    population = [Sample("s0", "1", "d"), Sample("s1", "2", "d")]
+    table = {sample_text(e.question, e.answer): [float(i)] for i, e in enumerate(examples)}
+    table |= {sample_text(s.question, s.answer): [float(i)] for i, s in enumerate(population)}
+    client = VotingClient("c", examples, fixed_embedder(table), sigma=3.0, seed=7, iterations=2)
+    request = dpsda.encode_request(1, population)
+    first = client.handle(request)
+    again = VotingClient("c", examples, fixed_embedder(table), sigma=3.0, seed=7, iterations=2)
+    assert again.handle(request) == first == client.handle(request)
+    assert client.handle(dpsda.encode_request(2, population)) != first  # fresh noise per iteration
+    assert client.handle(dpsda.encode_request(1, population[::-1])) != first  # and per request
+    with pytest.raises(ValueError, match="iterations 1..2 only"):
+        client.handle(dpsda.encode_request(3, population))
 
 
 class BrokenClient(VotingClient):
@@ -147,7 +166,7 @@ def test_bad_histograms_are_rejected_counted_and_left_out_of_the_sum() -> None:
     short = BrokenClient("short", b"\x00" * 5)
     nan = BrokenClient("nan", encode_histogram(np.array([np.nan, 1.0])))
     stats = RoundStats()
-    total, down, up = dpsda.collect_votes(1, population, [good, short, nan], stats)
+    total, down, up = dpsda.collect_votes(1, population, dpsda.in_process_exchange([good, short, nan]), stats)
     assert total.tolist() == [3.0, 1.0]
     assert stats.rejected["bad_histogram"] == 2 and up == 8 + 5 + 8
     assert down == 3 * len(dpsda.encode_request(1, population))
@@ -198,7 +217,10 @@ def test_settings_the_run_cannot_honour_fail_before_any_model_loads(tmp_path: Pa
     out = [f"run.output_dir={tmp_path / 'run'}"]
     with pytest.raises(ConfigError, match="target_epsilon=500"):
         dpsda.run(load_config("smoke", [*out, "dpsda.target_epsilon=500"]))
-    with pytest.raises(ConfigError, match="federation.transport=in_process"):
+    deployment = ["federation.transport=flower-deployment", "flower.insecure=true", "flower.num_supernodes=2"]
+    with pytest.raises(ConfigError, match="in_process or flower-simulation"):
+        load_config("smoke", [*out, "method=dpsda-fl", *deployment])
+    with pytest.raises(ConfigError, match="for Flower use fedgrpo run CONFIG method=dpsda-fl"):
         dpsda.run(load_config("smoke", [*out, "federation.transport=flower-simulation"]))
     with pytest.raises(ConfigError, match="data.num_auxiliary"):
         dpsda.run(load_config("smoke", [*out, "data.num_auxiliary=0"]))

@@ -24,9 +24,17 @@ def test_every_method_validates_and_an_unknown_one_names_the_field() -> None:
         load_config("smoke", ["method=fedavg"])
 
 
-def test_a_baseline_on_a_flower_transport_is_refused() -> None:
+def test_each_baseline_runs_only_on_the_transports_it_has() -> None:
     with pytest.raises(ConfigError, match="method=zero-shot runs in process"):
         load_config("smoke", ["method=zero-shot", "federation.transport=flower-simulation"])
+    with pytest.raises(ConfigError, match="method=central-grpo runs in process"):
+        load_config("smoke", ["method=central-grpo", "federation.transport=flower-simulation"])
+    deployment = ["federation.transport=flower-deployment", "flower.insecure=true", "flower.num_supernodes=2"]
+    for method in ("fedpetuning", "dpsda-fl"):  # Flower's Simulation Engine, on the simulation's split
+        cfg = load_config("smoke", [f"method={method}", "federation.transport=flower-simulation"])
+        assert cfg.federation.transport == "flower-simulation"
+        with pytest.raises(ConfigError, match=f"method={method} runs in process or on Flower's Simulation"):
+            load_config("smoke", [f"method={method}", *deployment])
 
 
 def _example(answer: str) -> Example:

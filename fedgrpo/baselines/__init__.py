@@ -4,7 +4,8 @@
 method writes the same run folder and ``results.json`` shape (name, method, before/after accuracy per
 domain, communication with ``fed/bytes_down``/``fed/bytes_up``, train_seconds, steps,
 seconds_per_step) on the same split, held-out set and seed. A method's module is imported only when it
-runs.
+runs; a baseline with a Flower run has a module of its own for it, picked by ``federation.transport``
+(the Flower apps use the in-process run's pieces, so neither imports the other).
 """
 
 from __future__ import annotations
@@ -19,12 +20,21 @@ MODULES: dict[str, str] = {
     "fedgrpo": "fedgrpo.baselines.federated",
     "zero-shot": "fedgrpo.baselines.zero_shot",
     "central-grpo": "fedgrpo.baselines.central_grpo",
-    "fedpetuning": "fedgrpo.baselines.fedpetuning_entry",
+    "fedpetuning": "fedgrpo.baselines.fedpetuning",
     "dpsda-fl": "fedgrpo.baselines.dpsda",
 }
 assert set(MODULES) == set(METHODS), "every configurable method has a module"
 
+# baseline -> module exposing ``run_simulation_engine(cfg, resume=False) -> dict`` (flower-simulation);
+# FedGRPO's own module picks its transport itself
+FLOWER_MODULES: dict[str, str] = {
+    "fedpetuning": "fedgrpo.baselines.fedpetuning_flower",
+    "dpsda-fl": "fedgrpo.baselines.dpsda_flower",
+}
+
 
 def run_method(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     """Run ``cfg.method`` into ``cfg.output_dir``; returns its results (also in ``results.json``)."""
+    if cfg.federation.transport == "flower-simulation" and cfg.method in FLOWER_MODULES:
+        return importlib.import_module(FLOWER_MODULES[cfg.method]).run_simulation_engine(cfg, resume)
     return importlib.import_module(MODULES[cfg.method]).run(cfg, resume=resume)

@@ -21,6 +21,7 @@ import logging
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ EVOLUTION_FILE = "evolution.jsonl"  # per iteration: the samples, the summed noi
 COMMUNICATION_KEYS = (*TRANSFER_KEYS, "fed/rejected", "fed/rejected_total")  # and the bad histograms
 MAX_QUESTION_CHARS = 1000
 
+# A vote request's bytes -> per client asked, its reply's bytes or why it gave none.
+VoteExchange = Callable[[bytes], dict[str, bytes | BaseException]]
+
 
 def privacy_plan(settings: DpsdaSettings) -> dict[str, Any]:
     """The noise multiplier (given, default or calibrated to the target) and the epsilon it spends."""
@@ -90,17 +94,26 @@ def privacy_plan(settings: DpsdaSettings) -> dict[str, Any]:
 
 def check_settings(cfg: FedGRPOConfig) -> None:
     """Checks across sections, before any model loads."""
-    if cfg.federation.transport != "in_process":
-        raise ConfigError("dpsda runs in process only: set federation.transport=in_process")
+    if cfg.federation.transport not in ("in_process", "flower-simulation"):
+        raise ConfigError(
+            "dpsda-fl runs in process or on Flower's Simulation Engine: set federation.transport to "
+            "in_process or flower-simulation"
+        )
     if cfg.data.num_auxiliary < 1:
         raise ConfigError(
             "dpsda needs data.num_auxiliary >= 1: the server's auxiliary examples are its few-shot prompts"
         )
 
 
-def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
-    """A whole dpsda-fl run into ``cfg.output_dir``; returns the results also saved there."""
+def run(cfg: FedGRPOConfig, resume: bool = False, exchange: VoteExchange | None = None) -> dict[str, Any]:
+    """A whole dpsda-fl run into ``cfg.output_dir``; returns the results also saved there.
+
+    ``exchange``: how vote requests reach the clients (Flower's, from :mod:`.dpsda_flower`); None: the
+    split's clients in this process (:func:`fedgrpo.baselines.run_method` picks this or the Flower run).
+    """
     check_settings(cfg)
+    if exchange is None and cfg.federation.transport != "in_process":
+        raise ConfigError("this runs dpsda-fl in process; for Flower use fedgrpo run CONFIG method=dpsda-fl")
     privacy = privacy_plan(cfg.dpsda)
     check_output_dir(cfg, resume)
     out = cfg.output_dir
@@ -111,7 +124,7 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     handler = attach_log_file(out / "run.log")
     try:
-        return _run(cfg, split, privacy, resume)
+        return _run(cfg, split, privacy, resume, exchange)
     except BaseException:
         if created and not (out / SYNTHETIC_FILE).exists():
             logging.getLogger("fedgrpo").removeHandler(handler)
@@ -121,7 +134,9 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
         raise
 
 
-def _run(cfg: FedGRPOConfig, split: Any, privacy: dict[str, Any], resume: bool) -> dict[str, Any]:
+def _run(
+    cfg: FedGRPOConfig, split: Any, privacy: dict[str, Any], resume: bool, exchange: VoteExchange | None
+) -> dict[str, Any]:
     out = cfg.output_dir
     (out / "config.yaml").write_text(cfg.to_yaml())
     set_seed(cfg.seed)
@@ -162,19 +177,13 @@ def _run(cfg: FedGRPOConfig, split: Any, privacy: dict[str, Any], resume: bool) 
         released = json.loads((out / PRIVACY_FILE).read_text())
         privacy, comm = released["privacy"], RoundStats.from_json(released["communication"])
     else:
-        encoder = load_policy(cfg.model.name_or_path, cfg.model.dtype)
-        encoder.requires_grad_(False)
-        embed = mean_pooled_embedder(encoder, tokenizer)
-        clients = [
-            VotingClient(
-                name, examples, embed, privacy["noise_multiplier"], derive_seed("dpsda", name, cfg.seed)
-            )
-            for name, examples in split.clients.items()
-        ]
-        synthetic, comm = evolve(cfg, model, tokenizer, split.auxiliary, clients, out)
+        ask = exchange or in_process_exchange(
+            voting_clients(cfg, split.clients, tokenizer, privacy["noise_multiplier"])
+        )
+        synthetic, comm = evolve(cfg, model, tokenizer, split.auxiliary, ask, out)
         write_synthetic(out / SYNTHETIC_FILE, synthetic)
         write_json_atomic(out / PRIVACY_FILE, {"privacy": privacy, "communication": comm.to_json()})
-        del encoder, embed, clients
+        del ask
     log.info(
         "privacy: each client spent epsilon=%.3f at delta=%g (%s accountant, sigma=%.3f, %d iterations)",
         privacy["epsilon"],
@@ -213,7 +222,7 @@ def _run(cfg: FedGRPOConfig, split: Any, privacy: dict[str, Any], resume: bool) 
             "file": SYNTHETIC_FILE,
         },
         "split": split_info,
-        "transport": {},  # in process: nothing measured beyond the byte counts above
+        "transport": {"kind": cfg.federation.transport, "clients": len(split.clients)},
     }
     write_json_atomic(out / "results.json", results)
     log.info(
@@ -238,7 +247,7 @@ def evolve(
     policy: Any,
     tokenizer: Any,
     auxiliary: list[Example],
-    clients: list[VotingClient],
+    ask: VoteExchange,
     out: Path,
 ) -> tuple[list[tuple[Sample, float]], RoundStats]:
     """T vote iterations; returns the final kept samples with their summed noisy votes, and the cost."""
@@ -251,7 +260,7 @@ def evolve(
     (out / EVOLUTION_FILE).unlink(missing_ok=True)
     for t in range(1, p.iterations + 1):
         start = time.perf_counter()
-        histogram, bytes_down, bytes_up = collect_votes(t, population, clients, stats)
+        histogram, bytes_down, bytes_up = collect_votes(t, population, ask, stats)
         kept = top_voted(histogram, p.threshold, keep)
         stats.rounds += 1
         stats.seconds += time.perf_counter() - start
@@ -282,31 +291,58 @@ def evolve(
     raise AssertionError("unreachable: iterations >= 1")
 
 
+def voting_clients(
+    cfg: FedGRPOConfig, clients: dict[str, list[Example]], tokenizer: Any, sigma: float
+) -> list[VotingClient]:
+    """The clients' side of PE: each with its own examples, the frozen encoder (the server policy's
+    base, loaded once) and noise multiplier ``sigma`` (:func:`privacy_plan`)."""
+    encoder = load_policy(cfg.model.name_or_path, cfg.model.dtype)
+    encoder.requires_grad_(False)
+    embed = mean_pooled_embedder(encoder, tokenizer)
+    return [
+        VotingClient(name, examples, embed, sigma, derive_seed("dpsda", name, cfg.seed), cfg.dpsda.iterations)
+        for name, examples in clients.items()
+    ]
+
+
+def in_process_exchange(clients: list[VotingClient]) -> VoteExchange:
+    """Each client's reply to a vote request, or the exception it raised, keyed by its name."""
+
+    def ask(request: bytes) -> dict[str, bytes | BaseException]:
+        replies: dict[str, bytes | BaseException] = {}
+        for client in clients:
+            try:
+                replies[client.name] = client.handle(request)
+            except Exception as err:
+                replies[client.name] = err
+        return replies
+
+    return ask
+
+
 def collect_votes(
-    iteration: int, population: list[Sample], clients: list[VotingClient], stats: RoundStats
+    iteration: int, population: list[Sample], ask: VoteExchange, stats: RoundStats
 ) -> tuple[np.ndarray, int, int]:
     """Every client's noisy histogram, summed; a reply that fails its check is logged, counted, left out."""
     request = encode_request(iteration, population)
     total = np.zeros(len(population))
     bytes_down = bytes_up = 0
-    for client in clients:
+    for name, reply in ask(request).items():
         bytes_down += len(request)
-        stats.bytes_down_per_client[client.name] += len(request)
-        try:
-            reply = client.handle(request)
-        except Exception as err:
+        stats.bytes_down_per_client[name] += len(request)
+        if isinstance(reply, BaseException):
             stats.rejected["client_error"] += 1
             log.error(
-                "PE iteration %d: client %s failed: %s: %s", iteration, client.name, type(err).__name__, err
+                "PE iteration %d: client %s failed: %s: %s", iteration, name, type(reply).__name__, reply
             )
             continue
         bytes_up += len(reply)
-        stats.bytes_up_per_client[client.name] += len(reply)
+        stats.bytes_up_per_client[name] += len(reply)
         try:
             total += decode_histogram(reply, len(population))
         except ValueError as err:
             stats.rejected["bad_histogram"] += 1
-            log.error("PE iteration %d: rejected client %s's histogram: %s", iteration, client.name, err)
+            log.error("PE iteration %d: rejected client %s's histogram: %s", iteration, name, err)
     stats.bytes_down += bytes_down
     stats.bytes_up += bytes_up
     return total, bytes_down, bytes_up

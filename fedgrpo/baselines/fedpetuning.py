@@ -56,13 +56,13 @@ COMMUNICATION_KEYS = TRANSFER_KEYS
 
 def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     """A whole in-process fedpetuning run into ``cfg.output_dir``; returns the results also saved
-    there (:mod:`fedgrpo.baselines.fedpetuning_entry` picks this or the Flower run)."""
+    there (:func:`fedgrpo.baselines.run_method` picks this or the Flower run)."""
     if cfg.federation.transport == "flower-deployment":
         raise ConfigError(
             "fedpetuning runs on the seeded split of a simulation: federation.transport must be "
             "in_process or flower-simulation"
         )
-    if cfg.federation.transport == "flower-simulation":  # fedpetuning_entry.run dispatches it there
+    if cfg.federation.transport == "flower-simulation":  # run_method dispatches it to the Flower run
         raise ConfigError(
             "this runs fedpetuning in process; for Flower use fedgrpo run CONFIG method=fedpetuning"
         )

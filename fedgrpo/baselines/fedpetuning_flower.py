@@ -28,9 +28,9 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedgrpo.baselines.fedavg import update_problem
 from fedgrpo.baselines.fedpetuning import RunBook, policy_with_adapter, train_locally
-from fedgrpo.config import FedGRPOConfig, load_config_text
+from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import FederatedSplit, client_name, derive_seed
-from fedgrpo.flower.launch import _absolute, simulate
+from fedgrpo.flower.launch import _absolute, simulate, virtual_client_config
 from fedgrpo.models import load_tokenizer
 from fedgrpo.run.assemble import build_data
 from fedgrpo.run.experiment import check_output_dir, run_folder
@@ -165,9 +165,7 @@ def make_server_app(cfg: FedGRPOConfig, resume: bool = False) -> ServerApp:
 @functools.cache
 def _client_side(config_text: str) -> tuple[FedGRPOConfig, FederatedSplit, Any, Any]:
     """Once per Ray worker: the config, the seeded split, and one policy with an adapter to train."""
-    cfg = load_config_text(config_text, trl_checks=False)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    cfg = virtual_client_config(config_text)
     return cfg, build_data(cfg), policy_with_adapter(cfg), load_tokenizer(cfg.model.name_or_path)
 
 

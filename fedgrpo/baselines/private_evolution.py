@@ -15,6 +15,7 @@ histogram as little-endian float32 (4 bytes per sample), checked by the server b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -26,7 +27,7 @@ import dp_accounting.rdp
 import numpy as np
 import torch
 
-from fedgrpo.data import Example
+from fedgrpo.data import Example, derive_seed
 
 Embed = Callable[[list[str]], torch.Tensor]
 HISTOGRAM_DTYPE = np.dtype("<f4")
@@ -112,19 +113,43 @@ def noisy_vote_histogram(
 
 
 class VotingClient:
-    """A PE client in process: holds its examples and answers vote requests with bytes, nothing more."""
+    """A PE client: holds its examples and answers vote requests with bytes, nothing more.
 
-    def __init__(self, name: str, examples: list[Example], embed: Embed, sigma: float, seed: int) -> None:
+    Its noise is drawn from a stream seeded by its seed, the iteration and the request's own bytes, so
+    the same request always gets the same histogram: asking again tells the server nothing new, and
+    the answer is the same whichever process serves it (Flower starts one per message). Seeded for
+    repeatable simulations; a deployed client would draw from a CSPRNG and keep a ledger of what it
+    released. ``iterations``: the run's T, the privacy budget's count: a request outside 1..T is
+    refused (None: unchecked).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        examples: list[Example],
+        embed: Embed,
+        sigma: float,
+        seed: int,
+        iterations: int | None = None,
+    ) -> None:
         self.name = name
         self._examples = list(examples)
         self._embed = embed
         self._sigma = sigma
-        # Seeded for repeatable simulations; a deployed client would draw from a CSPRNG.
-        self._rng = np.random.default_rng(seed)
+        self._seed = seed
+        self._iterations = iterations
 
     def handle(self, payload: bytes) -> bytes:
-        _, samples = decode_request(payload)
-        noisy = noisy_vote_histogram(self._examples, samples, self._embed, self._sigma, self._rng)
+        iteration, samples = decode_request(payload)
+        if self._iterations is not None and not 1 <= iteration <= self._iterations:
+            raise ValueError(
+                f"a vote for iteration {iteration}: this client votes in iterations 1..{self._iterations} "
+                "only (its privacy budget)"
+            )
+        rng = np.random.default_rng(
+            derive_seed("pe-noise", self._seed, iteration, hashlib.sha256(payload).hexdigest())
+        )
+        noisy = noisy_vote_histogram(self._examples, samples, self._embed, self._sigma, rng)
         return encode_histogram(noisy)
 
 

@@ -61,10 +61,15 @@ class FedGRPOConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> FedGRPOConfig:
         fed = self.federation
-        if self.method != "fedgrpo" and fed.transport != "in_process":
+        if self.method in ("zero-shot", "central-grpo") and fed.transport != "in_process":
             raise ValueError(
                 f"method={self.method} runs in process on the simulation's split: "
                 "set federation.transport=in_process"
+            )
+        if self.method in ("fedpetuning", "dpsda-fl") and fed.transport == "flower-deployment":
+            raise ValueError(
+                f"method={self.method} runs in process or on Flower's Simulation Engine (the simulation's "
+                "split): set federation.transport to in_process or flower-simulation"
             )
         if fed.transport == "flower-deployment":
             self._deployment()  # each party brings its own files and models: the data section is unused

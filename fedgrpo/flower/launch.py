@@ -23,7 +23,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
-from fedgrpo.config import ConfigError, FedGRPOConfig
+from fedgrpo.config import ConfigError, FedGRPOConfig, load_config_text
 from fedgrpo.flower.client_app import make_client_app
 from fedgrpo.flower.server_app import make_server_app
 from fedgrpo.run.experiment import check_output_dir
@@ -68,6 +68,19 @@ def run_on_flower(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
 def run_simulation_engine(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     """The whole run on Flower's Simulation Engine (Ray backend) with N virtual clients."""
     return simulate(cfg, make_server_app(cfg, resume), make_client_app(cfg.to_yaml()))
+
+
+def virtual_client_config(config_text: str) -> FedGRPOConfig:
+    """A virtual client's config in its Ray worker (the simulation's YAML), its torch threads set.
+
+    A baseline's ClientApp caches what it builds from this per worker (``functools.cache``): Flower
+    calls the app once per message, and a worker serves many."""
+    import torch
+
+    cfg = load_config_text(config_text, trl_checks=False)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    return cfg
 
 
 def simulate(cfg: FedGRPOConfig, server_app: ServerApp, client_app: ClientApp) -> dict[str, Any]:

@@ -52,3 +52,47 @@ def test_a_lora_run_and_a_resume_that_reuses_the_released_synthetic_set(tmp_path
     assert (out / "synthetic.jsonl").read_bytes() == released
     after = json.loads((out / "results.json").read_text())
     assert after["privacy"] == results["privacy"] and after["communication"] == results["communication"]
+
+
+def test_on_flowers_simulation_engine_the_votes_and_the_synthetic_set_are_the_in_process_ones(
+    tmp_path: Path,
+) -> None:
+    """The same command with ``federation.transport=flower-simulation``: every vote request is a Flower
+    message to a virtual client (Ray), which votes with its own examples and the same seeded noise."""
+    over = [
+        "smoke",
+        "dpsda.samples=6",
+        "dpsda.iterations=2",
+        "dpsda.sft_steps=1",
+        "dpsda.grpo_steps=1",
+        "eval.before=false",
+        "eval.after=false",
+        "run.threads=1",
+    ]
+    local = dpsda(*over, f"run.output_dir={tmp_path / 'local'}")
+    assert local.returncode == 0, local.stderr[-3000:]
+    flower = dpsda(
+        *over,
+        f"run.output_dir={tmp_path / 'flower'}",
+        "federation.transport=flower-simulation",
+        "flower.ray_cpus=2",
+    )
+    assert flower.returncode == 0, flower.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f / "results.json").read_text()) for f in ("local", "flower"))
+    assert b["transport"]["kind"] == "flower-simulation" and a["transport"]["kind"] == "in_process"
+    timing = "fed/seconds"
+    assert {k: v for k, v in b["communication"].items() if k != timing} == {
+        k: v for k, v in a["communication"].items() if k != timing
+    }  # the same bytes each way, per client
+    assert a["communication"]["fed/bytes_up"] == 2 * 3 * 6 * 4  # T x K x samples x float32
+    assert b["privacy"] == a["privacy"]
+    rows = [
+        [json.loads(line) for line in (tmp_path / f / "evolution.jsonl").read_text().splitlines()]
+        for f in ("local", "flower")
+    ]
+    assert [r["samples"] for r in rows[1]] == [r["samples"] for r in rows[0]]
+    for x, y in zip(rows[0], rows[1], strict=True):  # the summed noisy votes of the same clients
+        assert y["votes"] == pytest.approx(x["votes"], abs=1e-3)
+    assert (tmp_path / "flower" / "synthetic.jsonl").read_text() == (
+        tmp_path / "local" / "synthetic.jsonl"
+    ).read_text()

@@ -18,14 +18,11 @@ from tests.test_fedpetuning import SMALL  # noqa: E402
 
 
 def fedpetuning(out: Path, *overrides: str) -> dict:
-    """``fedgrpo.baselines.fedpetuning_entry.run`` on the smoke preset in a fresh Python process."""
-    args = [*SMALL, f"run.output_dir={out}", *overrides]
-    code = (
-        "import sys\nfrom fedgrpo.config import load_config\n"
-        "from fedgrpo.baselines.fedpetuning_entry import run\n"
-        "run(load_config('smoke', sys.argv[1:]))\n"
+    """``fedgrpo run smoke method=fedpetuning ...`` as a user types it, in a fresh process."""
+    command = [sys.executable, "-m", "fedgrpo.cli", "run", "smoke", "method=fedpetuning", *SMALL]
+    proc = subprocess.run(
+        [*command, f"run.output_dir={out}", *overrides], capture_output=True, text=True, timeout=400
     )
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((out / "results.json").read_text())
 
