@@ -71,6 +71,14 @@ def test_the_deployment_guide_runs_as_written_and_keeps_each_party_to_its_own_fi
     log = (out / "run.log").read_text()
     assert "client client-0 joined" in log and "before [95% CI]" in log
 
+    # client-2 released with differential privacy (its node config): its spend is reported, within
+    # its budget, and its cache and ledger sit next to its data file, readable by it alone
+    privacy = results["privacy"]
+    assert sorted(privacy) == ["client-2"] and 0 < privacy["client-2"]["epsilon"] <= 50, privacy
+    state_file = machines.folder("client-2") / "data.jsonl.privacy.json"
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600 and json.loads(state_file.read_text())["counts"]
+    assert not (machines.folder("client-0") / "data.jsonl.privacy.json").exists()
+
     # Nothing any party received lets it rebuild another's data: the run config carries no data
     # recipe and no organisation's question, and the files were not drawn from the config's seed.
     run_config = (out / "flower_run_config.toml").read_text()
