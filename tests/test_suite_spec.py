@@ -72,6 +72,17 @@ def test_a_suite_that_cannot_run_fails_naming_the_entry(tmp_path: Path, runs: li
     assert not (tmp_path / "out").exists()  # nothing started
 
 
+SUITES = sorted((Path(__file__).parents[1] / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_every_shipped_suite_expands_and_validates(path: Path) -> None:
+    """What ``fedgrpo suite FILE --check`` does: every run's config valid, its split drawable."""
+    spec, folder = load_suite(path)
+    runs = plan(spec, folder)
+    assert runs and len({r.name for r in runs}) == len(runs)
+
+
 def test_a_malformed_suite_file_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(SuiteError, match="runs: Field required"):
         load_suite(_suite(tmp_path))
