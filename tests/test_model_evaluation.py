@@ -147,6 +147,19 @@ def test_agreement_scores_against_the_client_models_own_majority_answer(knowing)
     assert torch.equal(torch.get_rng_state(), rng_before)
 
 
+def test_a_question_asked_again_is_answered_from_the_kept_answer(knowing) -> None:
+    """Its own answer is seeded by the question alone: kept, it is the same, without generating."""
+    for cache_size, generations in ((4096, 1), (0, 3)):
+        ev = ModelEvaluator(*knowing, cache_size=cache_size)
+        calls: list[list[str]] = []
+        sample = ev._sample
+        ev._sample = lambda qs, sample=sample, calls=calls: calls.append(qs) or sample(qs)
+        results = [ev.evaluate(SUM[0], CANDIDATES) for _ in range(3)]
+        assert results[0].rewards == pytest.approx([1.1, 0.1, 0.0, 1.1])
+        assert results[0] == results[1] == results[2]
+        assert len(calls) == generations, cache_size
+
+
 def test_agreement_with_one_greedy_sample(knowing) -> None:
     ev = ModelEvaluator(*knowing, samples=1, format_reward=0.0)
     result = ev.evaluate(DOZEN[0], ["<answer>12</answer>", "<answer>12.0</answer>", "<answer>7</answer>"])

@@ -8,7 +8,7 @@ plus the format reward. Torch-free, so an endpoint-served client never imports a
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Literal
 
 from fedgrpo.answers import answer_key, parsed_answer, reward_for
@@ -21,7 +21,11 @@ Mode = Literal["agreement", "likelihood"]
 class SampledScorer:
     """The sampling settings every client model shares, checked once: how it answers a question
     itself (``samples`` answers of ``max_new_tokens`` at ``temperature``, seeded per question) and
-    how a candidate is then scored (``mode``, plus ``format_reward``)."""
+    how a candidate is then scored (``mode``, plus ``format_reward``).
+
+    A question's own answer is seeded by the question alone, so it is the same every time it is
+    asked: it is kept (the ``cache_size`` most recently used, by normalised question), and a question
+    asked again, in a later epoch or by a replacement round, costs no generation."""
 
     def __init__(
         self,
@@ -32,6 +36,7 @@ class SampledScorer:
         format_reward: float,
         seed: int,
         worked_example: bool,
+        cache_size: int = 4096,
     ) -> None:
         if mode not in ("agreement", "likelihood"):
             raise ValueError(f"unknown model-evaluation mode {mode!r}")
@@ -41,6 +46,8 @@ class SampledScorer:
             raise ValueError("max_new_tokens must be at least 1")
         if samples > 1 and temperature <= 0:
             raise ValueError("sampling more than one answer needs a positive temperature")
+        if cache_size < 0:
+            raise ValueError("cache_size must be at least 0")
         self.mode: Mode = mode
         self.samples = samples
         self.max_new_tokens = max_new_tokens
@@ -48,6 +55,21 @@ class SampledScorer:
         self.format_reward = format_reward
         self.seed = seed
         self.worked_example = worked_example
+        self.cache_size = cache_size
+        self._references: OrderedDict[str, str | None] = OrderedDict()
+
+    def _recall(self, key: str) -> tuple[bool, str | None]:
+        """(True, the kept answer) for a question answered before; (False, None) otherwise."""
+        if key not in self._references:
+            return False, None
+        self._references.move_to_end(key)
+        return True, self._references[key]
+
+    def _remember(self, key: str, reference: str | None) -> None:
+        if self.cache_size:
+            self._references[key] = reference
+            while len(self._references) > self.cache_size:
+                self._references.popitem(last=False)
 
 
 def majority_answer(completions: list[str]) -> str | None:

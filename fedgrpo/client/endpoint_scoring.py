@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -73,16 +72,14 @@ class EndpointEvaluator(SampledScorer):
         sends chat messages and the server applies the model's own template); ``cache_size``
         bounds the reference answers kept (least recently used go first); ``cooldown_s`` is how
         long after a failure the endpoint is not tried again."""
-        super().__init__(mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example)
-        if cache_size < 0:
-            raise ValueError("cache_size must be at least 0")
+        super().__init__(
+            mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example, cache_size
+        )
         if cooldown_s < 0:
             raise ValueError("cooldown_s must be at least 0")
         self.endpoint = endpoint
         self.prompt_format = prompt_format
-        self.cache_size = cache_size
         self.cooldown_s = cooldown_s
-        self._references: OrderedDict[str, str | None] = OrderedDict()
         self._failed: tuple[float, str] | None = None  # (monotonic time, error) of the last failure
 
     def __repr__(self) -> str:
@@ -111,9 +108,9 @@ class EndpointEvaluator(SampledScorer):
         that honours seeds; the result is cached. Raises ModelUnavailableError as :meth:`evaluate`.
         """
         key = normalise_question(question)
-        if key in self._references:
-            self._references.move_to_end(key)
-            return self._references[key]
+        known, reference = self._recall(key)
+        if known:
+            return reference
         texts = self._call(
             self.endpoint.sample,
             build_messages(question, self.worked_example),
@@ -123,10 +120,7 @@ class EndpointEvaluator(SampledScorer):
             seed=derive_seed("model-evaluation", self.seed, key),
         )
         reference = majority_answer(texts)
-        if self.cache_size:
-            self._references[key] = reference
-            while len(self._references) > self.cache_size:
-                self._references.popitem(last=False)
+        self._remember(key, reference)
         return reference
 
     # -- internals ----------------------------------------------------------------------------

@@ -56,12 +56,16 @@ class ModelEvaluator(SampledScorer):
         worked_example: bool = True,
         adapter: str | None = None,
         share_prompts: bool = True,
+        cache_size: int = 4096,
     ) -> None:
         """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, activated
         before every use (clients that share one base take turns); None uses ``model`` as it is.
         ``share_prompts``: its samples share one prefill of the prompt and the adapter is merged for
-        the call (:func:`fedgrpo.generation.fast_generate`)."""
-        super().__init__(mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example)
+        the call (:func:`fedgrpo.generation.fast_generate`). ``cache_size``: the questions whose own
+        answer is kept (:class:`~fedgrpo.client.agreement.SampledScorer`)."""
+        super().__init__(
+            mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example, cache_size
+        )
         self.model = model
         self.tokenizer = tokenizer
         self.adapter = adapter
@@ -87,8 +91,14 @@ class ModelEvaluator(SampledScorer):
 
     def answer(self, question: str) -> str | None:
         """The client model's own majority answer over its samples (:func:`majority_answer`); None
-        when no sample has one."""
-        return self.answers([question])[0]
+        when no sample has one. Seeded by the question alone, so it is kept and a question asked
+        again is not generated again."""
+        key = normalise_question(question)
+        known, reference = self._recall(key)
+        if not known:
+            reference = self.answers([question])[0]
+            self._remember(key, reference)
+        return reference
 
     def answers(self, questions: list[str]) -> list[str | None]:
         """:meth:`answer` for many questions in one batched ``generate``: how a competence query is
