@@ -56,6 +56,18 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def difference_interval(c1: int, n1: int, c2: int, n2: int, z: float = 1.96) -> tuple[float, float, float]:
+    """``p1 - p2`` of two proportions with its 95% interval: Newcombe's hybrid score interval (1998,
+    method 10), made of each proportion's Wilson interval, sound near 0 and 1 where the normal one
+    is not. (statsmodels' ``confint_proportions_2indep(method="newcomb")`` is the same interval; four
+    lines do not warrant that dependency.) For two runs scored on the same questions it is
+    conservative: their results are paired, which would only narrow it."""
+    p1, p2 = c1 / n1, c2 / n2
+    (l1, u1), (l2, u2) = wilson_interval(c1, n1, z), wilson_interval(c2, n2, z)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
 def generate_completions(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

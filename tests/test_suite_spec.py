@@ -158,3 +158,44 @@ def test_the_report_tables_failures_and_plots(tmp_path: Path) -> None:
     for name in plots:
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{name}](plots/{name})" in report
+
+
+def test_newcombes_interval_for_a_difference_matches_the_published_examples() -> None:
+    """Newcombe (1998), Statistics in Medicine 17, Table II, method 10."""
+    from fedgrpo.evaluate import difference_interval
+
+    for counts, (low, high) in [
+        ((56, 70, 48, 80), (0.0524, 0.3339)),
+        ((9, 10, 3, 10), (0.1705, 0.8090)),
+        ((6, 7, 2, 7), (0.0582, 0.8062)),
+        ((5, 56, 0, 29), (-0.0381, 0.1926)),
+    ]:
+        d, lo, hi = difference_interval(*counts)
+        assert d == pytest.approx(counts[0] / counts[1] - counts[2] / counts[3])
+        assert (lo, hi) == pytest.approx((low, high), abs=1e-4), counts  # the paper gives 4 decimals
+
+
+def test_the_report_says_where_fedgrpo_wins_ties_or_loses(tmp_path: Path) -> None:
+    runs = {  # name: (method, selector, correct of 100, bytes up)
+        "graph": ("fedgrpo", "confidence-graph", 60, 300),
+        "zero": ("zero-shot", None, 30, 0),
+        "random": ("fedgrpo", "random", 55, 200),
+        "central": ("central-grpo", None, 80, 9000),
+    }
+    status = {}
+    for name, (method, selector, correct, up) in runs.items():
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        after = {"sums": _accuracy(correct, 100, 0.0, 1.0)}
+        comm = {"fed/bytes_down": 1000 if up else 0, "fed/bytes_up": up}
+        results = {"name": name, "method": method, "steps": 4, "train_seconds": 1.0, "after": after}
+        (run / "results.json").write_text(json.dumps({**results, "before": after, "communication": comm}))
+        config = {"federation": {"selector": selector}} if selector else {}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        status[name] = {"method": method, "status": "done", "error": None, "wall_seconds": 1.0}
+    (tmp_path / "suite.json").write_text(json.dumps({"runs": status}))
+    report = write_report(tmp_path, "Suite t").read_text()
+    assert "## graph against each run" in report  # the confidence graph with ground truth is the reference
+    assert "| zero | zero-shot | 0.300 | +0.300 [+0.16, +0.42] | win | 0 | - |" in report
+    assert "| random | fedgrpo/random | 0.550 | +0.050 [-0.09, +0.18] | tie | 1,200 | 0.9x |" in report
+    assert "| central | central-grpo | 0.800 | -0.200 [-0.32, -0.07] | loss | 10,000 | 7.7x |" in report

@@ -32,13 +32,19 @@ class RunRecord:
     def num_clients(self) -> int | None:
         return self.config.get("data", {}).get("num_clients")
 
-    def overall(self, when: str = "after") -> tuple[float, float, float] | None:
-        """Answer accuracy over all domains pooled, with its interval; None when not evaluated."""
+    def answer_counts(self, when: str = "after") -> tuple[int, int] | None:
+        """(correct answers, questions) over all domains pooled; None when not evaluated."""
         domains = (self.results or {}).get(when) or {}
         n = sum(d["n"] for d in domains.values())
         correct = sum(d.get("answer_correct") or 0 for d in domains.values())
-        if not n:
+        return (correct, n) if n else None
+
+    def overall(self, when: str = "after") -> tuple[float, float, float] | None:
+        """Answer accuracy over all domains pooled, with its interval; None when not evaluated."""
+        counts = self.answer_counts(when)
+        if counts is None:
             return None
+        correct, n = counts
         return (correct / n, *wilson_interval(correct, n))
 
     def bytes_total(self) -> int:

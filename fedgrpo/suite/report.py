@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from fedgrpo.evaluate import difference_interval
 from fedgrpo.run.metrics import read_metrics
 from fedgrpo.suite.plots import make_plots
 from fedgrpo.suite.record import RunRecord
@@ -80,6 +81,7 @@ def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> s
             ]
         )
     out += _table(["run", *domains], rows) + [""]
+    out += comparison(done)
     note = "Bytes are those of the reward exchanges (central-grpo: the pooled data, uploaded once)."
     out += ["## Cost", "", note, ""]
     rows = []
@@ -103,6 +105,46 @@ def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> s
     if plots:
         out += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in plots] + [""]
     return "\n".join(out)
+
+
+def reference_run(done: list[RunRecord]) -> RunRecord | None:
+    """The FedGRPO run the others are compared with: the first with the confidence graph and ground
+    truth (the paper's method), else the first FedGRPO run."""
+    fedgrpo = [r for r in done if r.method == "fedgrpo" and r.answer_counts()]
+    graph = [r for r in fedgrpo if r.label == "fedgrpo/confidence-graph"]
+    return (graph or fedgrpo or [None])[0]
+
+
+def comparison(done: list[RunRecord]) -> list[str]:
+    """Win, tie or loss of the reference FedGRPO run against every other run, in answer accuracy over
+    all domains (the difference's 95% interval excludes 0, or not) and in bytes."""
+    ref = reference_run(done)
+    if ref is None:
+        return []
+    c1, n1 = ref.answer_counts()  # type: ignore[misc]
+    rows = []
+    for r in done:
+        counts = r.answer_counts()
+        if r is ref or counts is None:
+            continue
+        d, low, high = difference_interval(c1, n1, *counts)
+        verdict = "win" if low > 0 else "loss" if high < 0 else "tie"
+        ref_bytes, other = ref.bytes_total(), r.bytes_total()
+        ratio = "-" if not ref_bytes or not other else f"{other / ref_bytes:,.1f}x"
+        accuracy, difference = f"{counts[0] / counts[1]:.3f}", f"{d:+.3f} [{low:+.2f}, {high:+.2f}]"
+        rows.append([r.name, r.label, accuracy, difference, verdict, f"{other:,}", ratio])
+    if not rows:
+        return []
+    lines = [f"## {ref.name} against each run", ""]
+    lines += [
+        f"Answer accuracy over all domains: {ref.name} {c1 / n1:.3f} ({c1}/{n1}). The difference is "
+        f"{ref.name} minus the run, with Newcombe's 95% interval (conservative: both runs answer the "
+        f"same questions); a win or a loss is an interval that excludes 0. Bytes: {ref.bytes_total():,} "
+        f"for {ref.name}; the ratio is the run's bytes over that.",
+        "",
+    ]
+    header = ["run", "method", "answer accuracy", "difference", "FedGRPO", "bytes", "bytes ratio"]
+    return lines + _table(header, rows) + [""]
 
 
 def html_report(markdown: str, title: str) -> str:
