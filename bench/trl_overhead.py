@@ -11,8 +11,9 @@ LoRA, batch, seeds and training questions), differing only in the reward functio
 Their steps alternate (fedgrpo, trl, fedgrpo, trl, ...): each trainer runs in its own thread and only
 the one holding the turn runs, so machine load falls on both alike. Every step is reseeded the same
 way in both, so from the same weights both sample the same completions (with answer-based rewards and
-``selector: all`` the federated advantage equals TRL's centred reward, so the weights stay the same
-too: ``same_rewards`` checks it). A step's time runs from its ``on_step_begin`` to the next one (or
+``selector: all`` the federated advantage is the ground-truth reward's, so the updates agree up to
+float rounding: ``same_rewards_per_step`` checks it; once rounding has moved one sampled token, later
+steps can differ). A step's time runs from its ``on_step_begin`` to the next one (or
 to the end of training), logging included; the first step of each is dropped. Prints one JSON line
 per trainer and a summary line: the ratio of mean seconds per step (aim: 1.05 or less), the median
 of the per-step ratios, and the bytes FedGRPO moved per step. Run from the repository root:
@@ -224,6 +225,8 @@ def main() -> None:
         "rounds": comm.rounds,
         "fed_seconds_per_step": round(comm.seconds / steps, 4),
         "same_rewards": fed.step_rewards == plain.step_rewards,
+        # per step: a float-rounding difference in the update can change a sampled token later on
+        "same_rewards_per_step": [a == b for a, b in zip(fed.step_rewards, plain.step_rewards, strict=False)],
         "threads": torch.get_num_threads(),
     }
     print(json.dumps(summary))
