@@ -194,6 +194,14 @@ def _run(
     )
 
     examples = [Example(f"syn-{i}", s.domain, s.question, s.answer) for i, (s, _) in enumerate(synthetic)]
+    if unanswered := sum(not ex.answer for ex in examples):
+        # said loudly: SFT then teaches an empty tag and GRPO can reward only the format; with none
+        # answered the policy collapses (the full suite's dpsda-fl run on SmolLM2-135M did)
+        log.warning(
+            "%d of %d synthetic samples have no answer: training on them teaches only the answer format",
+            unanswered,
+            len(examples),
+        )
     start = time.perf_counter()
     model, sft_steps = train_sft(cfg, model, tokenizer, examples, out / "sft")
     model, grpo_steps = train_grpo(cfg, model, tokenizer, examples, out / "grpo")
