@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from fedgrpo.baselines import dpsda
+from fedgrpo.baselines import dpsda, evolution
 from fedgrpo.baselines.private_evolution import (
     Sample,
     VotingClient,
     calibrate_sigma,
     decode_histogram,
     encode_histogram,
+    encode_request,
     epsilon_spent,
     nearest_neighbour_votes,
     sample_text,
@@ -124,7 +125,7 @@ def test_a_clients_noise_has_std_sigma_around_its_true_votes() -> None:
     truth = np.array([2.0, 2.0, 1.0])
     client = VotingClient("c", examples, fixed_embedder(table), sigma=2.5, seed=7)
     population = [Sample(q, a, "d") for q, a in samples]
-    requests = [dpsda.encode_request(t, population) for t in range(1, 4001)]
+    requests = [encode_request(t, population) for t in range(1, 4001)]
     noise = np.stack([decode_histogram(client.handle(request), 3) - truth for request in requests])
     assert abs(noise.mean()) < 0.05
     assert noise.std() == pytest.approx(2.5, rel=0.03)
@@ -139,14 +140,14 @@ def test_a_repeated_vote_request_gets_the_same_release_and_one_beyond_the_budget
     table = {sample_text(e.question, e.answer): [float(i)] for i, e in enumerate(examples)}
     table |= {sample_text(s.question, s.answer): [float(i)] for i, s in enumerate(population)}
     client = VotingClient("c", examples, fixed_embedder(table), sigma=3.0, seed=7, iterations=2)
-    request = dpsda.encode_request(1, population)
+    request = encode_request(1, population)
     first = client.handle(request)
     again = VotingClient("c", examples, fixed_embedder(table), sigma=3.0, seed=7, iterations=2)
     assert again.handle(request) == first == client.handle(request)
-    assert client.handle(dpsda.encode_request(2, population)) != first  # fresh noise per iteration
-    assert client.handle(dpsda.encode_request(1, population[::-1])) != first  # and per request
+    assert client.handle(encode_request(2, population)) != first  # fresh noise per iteration
+    assert client.handle(encode_request(1, population[::-1])) != first  # and per request
     with pytest.raises(ValueError, match="iterations 1..2 only"):
-        client.handle(dpsda.encode_request(3, population))
+        client.handle(encode_request(3, population))
 
 
 class BrokenClient(VotingClient):
@@ -166,10 +167,12 @@ def test_bad_histograms_are_rejected_counted_and_left_out_of_the_sum() -> None:
     short = BrokenClient("short", b"\x00" * 5)
     nan = BrokenClient("nan", encode_histogram(np.array([np.nan, 1.0])))
     stats = RoundStats()
-    total, down, up = dpsda.collect_votes(1, population, dpsda.in_process_exchange([good, short, nan]), stats)
+    total, down, up = evolution.collect_votes(
+        1, population, evolution.in_process_exchange([good, short, nan]), stats
+    )
     assert total.tolist() == [3.0, 1.0]
     assert stats.rejected["bad_histogram"] == 2 and up == 8 + 5 + 8
-    assert down == 3 * len(dpsda.encode_request(1, population))
+    assert down == 3 * len(encode_request(1, population))
 
 
 def test_top_voted_thresholds_then_keeps_the_most_voted() -> None:
@@ -180,9 +183,9 @@ def test_top_voted_thresholds_then_keeps_the_most_voted() -> None:
 
 
 def test_generated_samples_are_parsed_or_kept_as_they_are() -> None:
-    parsed = dpsda.parse_sample("Question: What is 2 + 5?\nAnswer: <answer>7</answer>", "sums")
+    parsed = evolution.parse_sample("Question: What is 2 + 5?\nAnswer: <answer>7</answer>", "sums")
     assert parsed == Sample("What is 2 + 5?", "7", "sums")
-    garbage = dpsda.parse_sample("\x14 57 ve what", "sums")
+    garbage = evolution.parse_sample("\x14 57 ve what", "sums")
     assert garbage == Sample("\x14 57 ve what", "", "sums")
 
 

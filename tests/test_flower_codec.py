@@ -303,3 +303,19 @@ def _only_small(read):
         return read(content)
 
     return guarded
+
+
+def test_waiting_for_nodes_stops_when_enough_joined_or_at_the_deadline() -> None:
+    from fedgrpo.flower.transport import wait_until
+
+    polls = iter([0, 1, 3])
+    seen: list[int] = []
+
+    def three_joined() -> bool:
+        seen.append(next(polls))
+        return seen[-1] >= 3
+
+    assert wait_until(three_joined, timeout_s=5.0, interval_s=0.0) and seen == [0, 1, 3]
+    calls = []
+    assert not wait_until(lambda: calls.append(1) or False, timeout_s=0.05, interval_s=0.01)
+    assert len(calls) >= 2  # polled until the deadline, then gave up

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -27,6 +26,7 @@ from fedgrpo.baselines.private_evolution import VotingClient
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import client_name, derive_seed
 from fedgrpo.flower.launch import _absolute, simulate, virtual_client_config
+from fedgrpo.flower.transport import wait_until
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data
 from fedgrpo.run.experiment import check_output_dir
@@ -47,16 +47,18 @@ def run_simulation_engine(cfg: FedGRPOConfig, resume: bool = False) -> dict[str,
 
 
 class FlowerVotes:
-    """A :data:`~fedgrpo.baselines.dpsda.VoteExchange` over a Flower ``Grid``: every node, every time."""
+    """A :data:`~fedgrpo.baselines.evolution.VoteExchange` over a Flower ``Grid``: every node, every time."""
 
     def __init__(self, grid: Grid, cfg: FedGRPOConfig) -> None:
         self.grid, self.timeout = grid, cfg.flower.competence_timeout_s
         expected = min(cfg.flower.num_supernodes or cfg.data.num_clients, cfg.data.num_clients)
-        deadline = time.monotonic() + cfg.flower.connect_timeout_s
-        self.nodes = sorted(grid.get_node_ids())
-        while len(self.nodes) < expected and time.monotonic() < deadline:
-            time.sleep(0.5)
+        self.nodes: list[int] = []
+
+        def enough() -> bool:
             self.nodes = sorted(grid.get_node_ids())
+            return len(self.nodes) >= expected
+
+        wait_until(enough, cfg.flower.connect_timeout_s)
         if not self.nodes:
             raise RuntimeError(f"no Flower node joined within {cfg.flower.connect_timeout_s:.0f} s")
         log.info("PE voters: %d Flower nodes", len(self.nodes))

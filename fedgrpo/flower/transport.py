@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from flwr.app import Message, RecordDict
@@ -39,6 +39,17 @@ from fedgrpo.protocol import ErrorReply, ProtocolError
 from fedgrpo.transport import Delivery, Transport
 
 log = logging.getLogger(__name__)
+
+
+def wait_until(done: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> bool:
+    """Polls ``done`` until it holds (True) or ``timeout_s`` passes (False): how a server waits for
+    SuperNodes to join, since a Grid has no call that blocks until they do."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval_s)
+    return True
 
 
 class FlowerTransport(Transport):
@@ -78,22 +89,19 @@ class FlowerTransport(Transport):
 
     # -- membership ---------------------------------------------------------------------------------
     def _wait_for(self, expected: int) -> None:
-        deadline = time.monotonic() + self._settings.connect_timeout_s
-        while True:
+        def enough() -> bool:
             self._refresh()
-            if len(self._nodes) >= expected:
-                break
             if not self._nodes and len(self._bad_nodes) >= expected:
                 raise RuntimeError(f"every Flower node refused to serve as a client: {self.refusals}")
-            if time.monotonic() > deadline:
-                if not self._nodes:
-                    raise RuntimeError(
-                        f"no Flower client joined within {self._settings.connect_timeout_s:.0f} s "
-                        "(flower.connect_timeout_s); are the SuperNodes running and registered?"
-                    )
-                log.warning("only %d of %d clients joined; going on with them", len(self._nodes), expected)
-                break
-            time.sleep(0.5)
+            return len(self._nodes) >= expected
+
+        if not wait_until(enough, self._settings.connect_timeout_s):
+            if not self._nodes:
+                raise RuntimeError(
+                    f"no Flower client joined within {self._settings.connect_timeout_s:.0f} s "
+                    "(flower.connect_timeout_s); are the SuperNodes running and registered?"
+                )
+            log.warning("only %d of %d clients joined; going on with them", len(self._nodes), expected)
         log.info("Flower clients: %s", {n: self.profiles[n] for n in sorted(self._nodes)})
 
     def _refresh(self) -> None:

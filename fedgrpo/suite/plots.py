@@ -4,6 +4,7 @@ against step" has two points per run; the training reward per step comes from ``
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
@@ -82,7 +83,11 @@ def _accuracy_vs_bytes(done: list[RunRecord], path: Path) -> str:
             capsize=3,
             label=label,
         )
+    # symlog so that zero-shot (0 bytes) sits beside runs of kilobytes and gigabytes; ticks only at 0
+    # and the decades past the linear range, since matplotlib's own put 0 and 10^2 on top of each other
     ax.set_xscale("symlog", linthresh=1e3)
+    top = max((r.bytes_total() for r in done), default=0)
+    ax.set_xticks([0] + [10.0**k for k in range(3, max(3, math.ceil(math.log10(max(top, 1)))) + 1)])
     ax.legend(fontsize=7)
     return _save(fig, path)
 

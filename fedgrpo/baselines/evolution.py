@@ -1,0 +1,220 @@
+"""Private Evolution's server side for ``dpsda-fl``: propose samples, collect the clients' noisy votes,
+keep the best-voted, vary them, T times.
+
+RANDOM_API: the server policy, shown ``dpsda.fewshot`` of the server's own auxiliary examples of one
+domain, writes a new question and its ``<answer>``. Each iteration every client returns a noisy
+nearest-neighbour vote histogram over the samples (its only release, made by
+:class:`~fedgrpo.baselines.private_evolution.VotingClient`); the server sums, thresholds and keeps the
+best-voted samples, and VARIATION_API (the policy rewrites a sample) refills the population. How a
+vote request reaches the clients is a :data:`VoteExchange`: in this process
+(:func:`in_process_exchange`) or as Flower messages (:mod:`fedgrpo.baselines.dpsda_flower`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedgrpo.answers import ANSWER_RE, extract_answer
+from fedgrpo.baselines.private_evolution import (
+    Sample,
+    VotingClient,
+    decode_histogram,
+    encode_request,
+    kept_per_iteration,
+    sample_text,
+    top_voted,
+)
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data import Example, derive_seed
+from fedgrpo.evaluate import generate_completions
+from fedgrpo.models import load_policy
+from fedgrpo.selection import mean_pooled_embedder
+from fedgrpo.server.stats import RoundStats
+
+log = logging.getLogger(__name__)
+
+EVOLUTION_FILE = "evolution.jsonl"  # per iteration: the samples, the summed noisy votes, bytes
+MAX_QUESTION_CHARS = 1000
+
+# A vote request's bytes -> per client asked, its reply's bytes or why it gave none.
+VoteExchange = Callable[[bytes], dict[str, bytes | BaseException]]
+
+
+def evolve(
+    cfg: FedGRPOConfig,
+    policy: Any,
+    tokenizer: Any,
+    auxiliary: list[Example],
+    ask: VoteExchange,
+    out: Path,
+) -> tuple[list[tuple[Sample, float]], RoundStats]:
+    """T vote iterations; returns the final kept samples with their summed noisy votes, and the cost."""
+    p = cfg.dpsda
+    rng = random.Random(derive_seed("dpsda-proposals", cfg.seed))
+    torch.manual_seed(derive_seed("dpsda-generation", cfg.seed) % 2**32)
+    population = propose(cfg, policy, tokenizer, auxiliary, p.samples, rng)
+    keep = kept_per_iteration(p.samples, p.variations)
+    stats = RoundStats()
+    (out / EVOLUTION_FILE).unlink(missing_ok=True)
+    for t in range(1, p.iterations + 1):
+        start = time.perf_counter()
+        histogram, bytes_down, bytes_up = collect_votes(t, population, ask, stats)
+        kept = top_voted(histogram, p.threshold, keep)
+        stats.rounds += 1
+        stats.seconds += time.perf_counter() - start
+        row = {
+            "iteration": t,
+            "samples": [dataclasses.asdict(s) for s in population],
+            "votes": [round(float(v), 4) for v in histogram],
+            "kept": kept,
+            "bytes_down": bytes_down,
+            "bytes_up": bytes_up,
+        }
+        with (out / EVOLUTION_FILE).open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        log.info(
+            "PE iteration %d/%d: %d samples, votes above threshold %d, kept %d, %d B down, %d B up",
+            t,
+            p.iterations,
+            len(population),
+            int((histogram >= p.threshold).sum()),
+            len(kept),
+            bytes_down,
+            bytes_up,
+        )
+        if t == p.iterations:
+            return [(population[i], float(histogram[i])) for i in kept], stats
+        survivors = [population[i] for i in kept]
+        population = (survivors + vary(cfg, policy, tokenizer, survivors))[: p.samples]
+    raise AssertionError("unreachable: iterations >= 1")
+
+
+def voting_clients(
+    cfg: FedGRPOConfig, clients: dict[str, list[Example]], tokenizer: Any, sigma: float
+) -> list[VotingClient]:
+    """The clients' side of PE: each with its own examples, the frozen encoder (the server policy's
+    base, loaded once) and noise multiplier ``sigma`` (:func:`privacy_plan`)."""
+    encoder = load_policy(cfg.model.name_or_path, cfg.model.dtype)
+    encoder.requires_grad_(False)
+    embed = mean_pooled_embedder(encoder, tokenizer)
+    return [
+        VotingClient(name, examples, embed, sigma, derive_seed("dpsda", name, cfg.seed), cfg.dpsda.iterations)
+        for name, examples in clients.items()
+    ]
+
+
+def in_process_exchange(clients: list[VotingClient]) -> VoteExchange:
+    """Each client's reply to a vote request, or the exception it raised, keyed by its name."""
+
+    def ask(request: bytes) -> dict[str, bytes | BaseException]:
+        replies: dict[str, bytes | BaseException] = {}
+        for client in clients:
+            try:
+                replies[client.name] = client.handle(request)
+            except Exception as err:
+                replies[client.name] = err
+        return replies
+
+    return ask
+
+
+def collect_votes(
+    iteration: int, population: list[Sample], ask: VoteExchange, stats: RoundStats
+) -> tuple[np.ndarray, int, int]:
+    """Every client's noisy histogram, summed; a reply that fails its check is logged, counted, left out."""
+    request = encode_request(iteration, population)
+    total = np.zeros(len(population))
+    bytes_down = bytes_up = 0
+    for name, reply in ask(request).items():
+        bytes_down += len(request)
+        stats.bytes_down_per_client[name] += len(request)
+        if isinstance(reply, BaseException):
+            stats.rejected["client_error"] += 1
+            log.error(
+                "PE iteration %d: client %s failed: %s: %s", iteration, name, type(reply).__name__, reply
+            )
+            continue
+        bytes_up += len(reply)
+        stats.bytes_up_per_client[name] += len(reply)
+        try:
+            total += decode_histogram(reply, len(population))
+        except ValueError as err:
+            stats.rejected["bad_histogram"] += 1
+            log.error("PE iteration %d: rejected client %s's histogram: %s", iteration, name, err)
+    stats.bytes_down += bytes_down
+    stats.bytes_up += bytes_up
+    return total, bytes_down, bytes_up
+
+
+def proposal_prompt(demos: list[Example]) -> str:
+    shown = "\n\n".join(sample_text(d.question, d.answer) for d in demos)
+    return (
+        f"Here are questions with their answers:\n\n{shown}\n\n"
+        "Write one new question of the same kind, then its answer, in the same format."
+    )
+
+
+def variation_prompt(sample: Sample) -> str:
+    return (
+        "Rewrite this question with other numbers or words, then give its answer, in the same format:"
+        f"\n\n{sample_text(sample.question, sample.answer)}"
+    )
+
+
+def parse_sample(text: str, domain: str) -> Sample:
+    """A generated sample: the question before the answer tag, the tagged answer ("" when none).
+
+    A small model's output may follow no format; it is kept as it is (the votes judge it).
+    """
+    head = ANSWER_RE.split(text, maxsplit=1)[0] if ANSWER_RE.search(text) else text
+    head = head.rsplit("Question:", 1)[-1].rsplit("Answer:", 1)[0].strip()
+    question = (head or text.strip() or "?")[:MAX_QUESTION_CHARS]
+    return Sample(question, extract_answer(text) or "", domain)
+
+
+def _generate(cfg: FedGRPOConfig, policy: Any, tokenizer: Any, prompts: list[str], desc: str) -> list[str]:
+    p = cfg.dpsda
+    return generate_completions(
+        policy,
+        tokenizer,
+        prompts,
+        p.max_new_tokens,
+        cfg.eval.batch_size,
+        worked_example=False,
+        desc=desc,
+        temperature=p.temperature,
+        share_prompts=cfg.run.share_prompts,
+    )
+
+
+def propose(
+    cfg: FedGRPOConfig, policy: Any, tokenizer: Any, auxiliary: list[Example], n: int, rng: random.Random
+) -> list[Sample]:
+    """RANDOM_API: ``n`` samples, the domains taking turns, each from a few of their auxiliary examples."""
+    by_domain: dict[str, list[Example]] = {}
+    for ex in auxiliary:
+        by_domain.setdefault(ex.domain, []).append(ex)
+    domains = sorted(by_domain)
+    chosen = [domains[i % len(domains)] for i in range(n)]
+    prompts = [
+        proposal_prompt(rng.sample(by_domain[d], min(cfg.dpsda.fewshot, len(by_domain[d])))) for d in chosen
+    ]
+    texts = _generate(cfg, policy, tokenizer, prompts, "PE proposals")
+    return [parse_sample(text, d) for text, d in zip(texts, chosen, strict=True)]
+
+
+def vary(cfg: FedGRPOConfig, policy: Any, tokenizer: Any, survivors: list[Sample]) -> list[Sample]:
+    """VARIATION_API: ``dpsda.variations`` rewrites of every surviving sample."""
+    parents = [s for s in survivors for _ in range(cfg.dpsda.variations)]
+    texts = _generate(cfg, policy, tokenizer, [variation_prompt(s) for s in parents], "PE variations")
+    return [parse_sample(text, s.domain) for text, s in zip(texts, parents, strict=True)]
