@@ -61,7 +61,9 @@ def test_a_tiny_run_writes_results_with_the_accounted_epsilon_and_the_encoded_by
     results = dpsda.run(cfg)
 
     assert set(results) >= RUN_KEYS and results == json.loads((out / "results.json").read_text())
-    assert results["steps"] == 2 and (results["sft_steps"], results["grpo_steps"]) == (1, 1)
+    # the tiny random model writes no answer tag: nothing to train on, so nothing is trained
+    assert results["synthetic"] == {"samples": 2, "with_answer": 0, "file": "synthetic.jsonl"}
+    assert results["steps"] == 0 and (results["sft_steps"], results["grpo_steps"]) == (0, 0)
     assert results["before"] is None and set(results["after"]) == {"sums_1digit", "sums_2digit", "syllogism"}
     privacy = results["privacy"]
     assert (privacy["noise_multiplier"], privacy["iterations"], privacy["delta"]) == (3.0, 2, 1e-5)
@@ -98,6 +100,20 @@ def test_a_tiny_run_writes_results_with_the_accounted_epsilon_and_the_encoded_by
     assert rows[1]["samples"][:2] == [rows[0]["samples"][i] for i in rows[0]["kept"]]
     with pytest.raises(RunExists, match="--resume"):
         dpsda.run(cfg)
+
+    # --resume reuses the released set without asking the clients again; answered samples are trained
+    # on, the unanswered one is dropped
+    released = [
+        {"question": "What is 2 + 5?", "answer": "7", "domain": "sums_1digit", "votes": 3.0},
+        {"question": "What is 1 + 1?", "answer": "2", "domain": "sums_1digit", "votes": 2.0},
+        {"question": "garbled", "answer": "", "domain": "sums_1digit", "votes": 1.0},
+    ]
+    (out / "synthetic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in released))
+    resumed = dpsda.run(cfg, resume=True)
+    assert resumed["synthetic"] == {"samples": 3, "with_answer": 2, "file": "synthetic.jsonl"}
+    assert (resumed["sft_steps"], resumed["grpo_steps"]) == (1, 1)
+    assert resumed["communication"] == comm and resumed["privacy"] == privacy  # nothing asked again
+    assert len((out / "evolution.jsonl").read_text().splitlines()) == 2
 
 
 def test_the_vote_histogram_without_noise_is_brute_force_nearest_neighbours() -> None:

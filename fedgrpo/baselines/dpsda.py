@@ -174,17 +174,27 @@ def _run(
     )
 
     examples = [Example(f"syn-{i}", s.domain, s.question, s.answer) for i, (s, _) in enumerate(synthetic)]
-    if unanswered := sum(not ex.answer for ex in examples):
-        # said loudly: SFT then teaches an empty tag and GRPO can reward only the format; with none
-        # answered the policy collapses (the full suite's dpsda-fl run on SmolLM2-135M did)
+    answered = [ex for ex in examples if ex.answer]
+    if len(answered) < len(examples):
+        # a sample without an answer is no training target: SFT would teach an empty tag and GRPO could
+        # reward only the format (the full suite's dpsda-fl run on SmolLM2-135M collapsed that way)
         log.warning(
-            "%d of %d synthetic samples have no answer: training on them teaches only the answer format",
-            unanswered,
+            "dropped %d of %d synthetic samples that have no answer; training on the other %d",
+            len(examples) - len(answered),
             len(examples),
+            len(answered),
         )
     start = time.perf_counter()
-    model, sft_steps = train_sft(cfg, model, tokenizer, examples, out / "sft")
-    model, grpo_steps = train_grpo(cfg, model, tokenizer, examples, out / "grpo")
+    if answered:
+        model, sft_steps = train_sft(cfg, model, tokenizer, answered, out / "sft")
+        model, grpo_steps = train_grpo(cfg, model, tokenizer, answered, out / "grpo")
+    else:
+        log.warning(
+            "no synthetic sample has an answer: nothing to train on, so the server keeps its untrained "
+            "policy (the policy could not write usable question/answer pairs; try a stronger model or "
+            "more dpsda.samples)"
+        )
+        sft_steps = grpo_steps = 0
     train_seconds = time.perf_counter() - start
     model.save_pretrained(str(out / "final"))
     after = evaluate(model, "after") if cfg.eval.after else None
@@ -206,7 +216,7 @@ def _run(
         "privacy": privacy,
         "synthetic": {
             "samples": len(examples),
-            "with_answer": sum(bool(ex.answer) for ex in examples),
+            "with_answer": len(answered),  # the ones trained on
             "file": SYNTHETIC_FILE,
         },
         "split": split_info,

@@ -35,11 +35,17 @@ def test_a_lora_run_and_a_resume_that_reuses_the_released_synthetic_set(tmp_path
     first = dpsda(*over)
     assert first.returncode == 0, first.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert results["steps"] == 4 and results["before"] and results["after"]
+    assert results["before"] and results["after"]
     assert results["privacy"]["epsilon"] == pytest.approx(3.0, abs=1e-3)
-    assert (out / "final" / "adapter_config.json").exists()  # LoRA: the server's adapter is saved
+    # the tiny random model writes no answer tag, so no sample is a training target: nothing trained
+    assert results["steps"] == 0 and results["synthetic"]["with_answer"] == 0
+    assert "no synthetic sample has an answer" in first.stderr
     evolution = (out / "evolution.jsonl").read_bytes()
-    released = (out / "synthetic.jsonl").read_bytes()
+    # stand in for a policy that can write answers: the released set, each sample given one
+    rows = [json.loads(line) for line in (out / "synthetic.jsonl").read_text().splitlines()]
+    assert rows and not any(r["answer"] for r in rows)
+    released = "".join(json.dumps({**r, "answer": str(i)}) + "\n" for i, r in enumerate(rows)).encode()
+    (out / "synthetic.jsonl").write_bytes(released)
 
     again = dpsda(*over)  # a second run over the folder is refused, before anything is asked of a client
     assert again.returncode != 0 and "--resume" in again.stderr
@@ -52,6 +58,8 @@ def test_a_lora_run_and_a_resume_that_reuses_the_released_synthetic_set(tmp_path
     assert (out / "synthetic.jsonl").read_bytes() == released
     after = json.loads((out / "results.json").read_text())
     assert after["privacy"] == results["privacy"] and after["communication"] == results["communication"]
+    assert after["steps"] == 4 and after["synthetic"]["with_answer"] == len(rows)
+    assert (out / "final" / "adapter_config.json").exists()  # LoRA: the server's adapter is saved
 
 
 def test_on_flowers_simulation_engine_the_votes_and_the_synthetic_set_are_the_in_process_ones(
