@@ -119,7 +119,7 @@ def _reward_correctness(audited: dict[str, list[float]], path: Path) -> str:
         "reward correctness per selector (simulation audit)", "selector", "rewards agreeing with truth"
     )
     labels = sorted(audited)
-    ax.bar(labels, [mean(audited[k]) for k in labels])
+    ax.bar([k.removeprefix("fedgrpo/") for k in labels], [mean(audited[k]) for k in labels])
     ax.set_ylim(0, 1)
-    ax.tick_params(axis="x", labelsize=7)
+    ax.tick_params(axis="x", labelsize=7, labelrotation=15)
     return _save(fig, path)
