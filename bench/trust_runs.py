@@ -4,8 +4,9 @@ Per run: answer accuracy after training over all domains (95% Wilson interval) a
 from the clean run (Newcombe's interval, as the suite report gives it); the mean reward correctness
 over the steps (the share of rewards whose correctness part matched the truth); for the liars
 (``clients.adversaries``) their share of the expert slots in the first and last third of the steps
-(a fair share is M/K of the slots) and their competence (``fed/competence``, mean edge weight) at
-the first step and after each third; for private runs the epsilon each client composed.
+(a fair share is 1/K per client: each would be among the experts of M/K of the questions) and their
+competence (``fed/competence``, mean edge weight) at the first step and after each third; for
+private runs the epsilon each client composed.
 
     python bench/trust_runs.py runs/suites/trust
 """
