@@ -40,7 +40,8 @@ def test_transformers_serve_sampling_honours_do_sample_and_seed(served: Endpoint
     assert served.sample(messages, n=3, temperature=1.0, max_tokens=8, seed=11) == sampled
     greedy = served.sample(messages, n=2, temperature=0.0, max_tokens=8, seed=11)
     assert greedy[0] == greedy[1]
-    assert served.health() == []  # it lists cached hub models, not the folder it serves
+    # It lists the hub cache (empty here) and, from transformers 5.24 on, the folder it serves.
+    assert set(served.health()) <= {served.model}
 
 
 def test_transformers_serve_agreement_scores_against_its_own_majority(served: EndpointModel) -> None:

@@ -95,7 +95,7 @@ class EndpointModel:
 
         Meant as a start-up check, so a wrong URL, a server that is not running or a bad key fails
         at once and clearly rather than at the first question. The list is informational:
-        ``transformers serve`` lists cached hub models, not the local folder it serves.
+        ``transformers serve`` lists cached hub models, and only from 5.24 on the local folder it serves.
         """
         try:
             data = self._request("GET", "/models")
