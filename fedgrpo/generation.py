@@ -74,6 +74,7 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
         or input_ids.ndim != 2
         or input_ids.shape[1] < 2
         or kwargs.get("past_key_values") is not None
+        or kwargs.get("cache") is not None
         or "inputs_embeds" in kwargs
         or getattr(getattr(model, "config", None), "is_encoder_decoder", False)
     )

@@ -18,6 +18,7 @@ a system prompt); generation, which asks for its cache, is left alone.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -99,13 +100,24 @@ def _shared_forward(
     rest = backbone_forward(
         input_ids=input_ids[:, n:],
         attention_mask=attention_mask,
-        past_key_values=cache,
         use_cache=True,
+        **{cache_argument(backbone_forward): cache},
         **kwargs,
     )
     rest.last_hidden_state = torch.cat([prefix.last_hidden_state[plan.group], rest.last_hidden_state], dim=1)
     rest.past_key_values = None
     return rest
+
+
+def cache_argument(forward: Any) -> str:
+    """The name under which ``forward`` takes a KV cache: ``cache`` in the transformers releases that
+    renamed it (5.24 warns that ``past_key_values`` goes away from model forwards in 5.40), else
+    ``past_key_values``."""
+    try:
+        parameters = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def share_prompt_prefixes(model: Any) -> Any:
@@ -127,6 +139,7 @@ def share_prompt_prefixes(model: Any) -> Any:
             not args
             and kwargs.get("use_cache") is not True  # generation asks for its cache
             and kwargs.get("past_key_values") is None
+            and kwargs.get("cache") is None
             and kwargs.get("inputs_embeds") is None
             and kwargs.get("position_ids") is None
             and input_ids is not None
