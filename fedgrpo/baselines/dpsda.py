@@ -29,7 +29,7 @@ from fedgrpo.baselines.evolution import VoteExchange, evolve, in_process_exchang
 from fedgrpo.baselines.private_evolution import Sample, calibrate_sigma, epsilon_spent
 from fedgrpo.client.experts import answer_reward, grpo_dataset, sft_dataset
 from fedgrpo.config import ConfigError, DpsdaSettings, FedGRPOConfig
-from fedgrpo.config.sections import DEFAULT_NOISE_MULTIPLIER
+from fedgrpo.config.baselines import DEFAULT_NOISE_MULTIPLIER
 from fedgrpo.data import Example
 from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
 from fedgrpo.io import write_json_atomic

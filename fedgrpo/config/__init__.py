@@ -7,6 +7,7 @@ and the allowed values. TRL's GRPO settings pass through under ``grpo`` and are 
 ``trl.GRPOConfig``'s own fields.
 """
 
+from fedgrpo.config.baselines import DpsdaSettings, FedPETuningSettings
 from fedgrpo.config.experiment import METHODS, FedGRPOConfig
 from fedgrpo.config.grpo import GRPO_DEFAULTS, RESERVED_GRPO_KEYS, grpo_config_fields
 from fedgrpo.config.load import (
@@ -25,11 +26,9 @@ from fedgrpo.config.sections import (
     ClientPrivacy,
     ClientSettings,
     DataSettings,
-    DpsdaSettings,
     EvalSettings,
     ExpertTraining,
     FederationSettings,
-    FedPETuningSettings,
     FlowerSettings,
     LoraSettings,
     ModelSettings,

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from fedgrpo.config.baselines import DpsdaSettings, FedPETuningSettings
 from fedgrpo.config.grpo import check_grpo_settings
 from fedgrpo.config.sections import (
     ClientSettings,
     DataSettings,
-    DpsdaSettings,
     EvalSettings,
     FederationSettings,
-    FedPETuningSettings,
     FlowerSettings,
     ModelSettings,
     RunSettings,
