@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from peft import LoraConfig, get_peft_model
 from trl.trainer.utils import add_fused_lm_head
@@ -9,7 +11,7 @@ from trl.trainer.utils import add_fused_lm_head
 from fedgrpo import shared_prefix
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.prompting import build_messages
-from fedgrpo.shared_prefix import plan_shared_prefix, share_prompt_prefixes
+from fedgrpo.shared_prefix import cache_argument, plan_shared_prefix, share_prompt_prefixes
 
 
 def _rows(tok, groups: list[tuple[str, list[str]]]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -183,3 +185,16 @@ def test_the_compact_lm_head_gives_trl_numbers_from_the_completions_only(monkeyp
     assert full[2].keys() == compact[2].keys() and full[2]
     for name, grad in full[2].items():
         assert torch.allclose(grad, compact[2][name], atol=1e-5, rtol=1e-4), name
+
+
+def test_the_cache_goes_under_the_name_the_forward_takes() -> None:
+    """transformers renamed a forward's ``past_key_values`` to ``cache`` (5.24 warns, 5.40 drops it)."""
+    def renamed(input_ids=None, cache=None, **kwargs): ...  # noqa: ANN001, ANN003, ANN202
+    def older(input_ids=None, past_key_values=None, **kwargs): ...  # noqa: ANN001, ANN003, ANN202
+
+    assert cache_argument(renamed) == "cache"
+    assert cache_argument(older) == "past_key_values"
+    from transformers import LlamaModel
+
+    names = inspect.signature(LlamaModel.forward).parameters
+    assert cache_argument(LlamaModel.forward) in names
