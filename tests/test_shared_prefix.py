@@ -189,6 +189,7 @@ def test_the_compact_lm_head_gives_trl_numbers_from_the_completions_only(monkeyp
 
 def test_the_cache_goes_under_the_name_the_forward_takes() -> None:
     """transformers renamed a forward's ``past_key_values`` to ``cache`` (5.24 warns, 5.40 drops it)."""
+
     def renamed(input_ids=None, cache=None, **kwargs): ...  # noqa: ANN001, ANN003, ANN202
     def older(input_ids=None, past_key_values=None, **kwargs): ...  # noqa: ANN001, ANN003, ANN202
 
