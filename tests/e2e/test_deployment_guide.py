@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("flwr")
 
 from fedgrpo.config import load_config  # noqa: E402
-from fedgrpo.data import read_labelled  # noqa: E402
+from fedgrpo.data import read_labelled, read_questions  # noqa: E402
 from fedgrpo.run.assemble import build_data  # noqa: E402
 from tests.e2e.guide import Machines, guide_blocks  # noqa: E402
 
@@ -76,8 +76,7 @@ def test_the_deployment_guide_runs_as_written_and_keeps_each_party_to_its_own_fi
     # (the demo data are drawn afresh each time; six steps ask about all 12 questions, and client-2
     # releases a bit for each one it holds, about 99 runs in 100: its tiny random model abstains on
     # the others, and an abstention spends nothing)
-    lines = (machines.folder("server") / "questions.jsonl").read_text().splitlines()
-    questions = {json.loads(line)["question"] for line in lines}
+    questions = {q.question for q in read_questions(machines.folder("server") / "questions.jsonl")}
     held = {ex.question for ex in read_labelled(machines.folder("client-2") / "data.jsonl")}
     privacy = results["privacy"]
     assert sorted(privacy) == ["client-2"], privacy
