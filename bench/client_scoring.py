@@ -7,7 +7,8 @@ one process on the same questions and seeds, each client model
   ``run.share_prompts``; before: ``answer`` one question at a time, transformers' generate as is);
 * scoring G server candidates of training questions it does not hold (agreement: its own samples).
 
-Prints seconds per generated answer (questions x ``clients.samples``) for both paths and the ratio:
+Prints seconds per generated answer (questions x ``clients.samples``) for both paths and the ratio
+(the client's kept answers are off, so both paths generate every answer):
 
     python bench/client_scoring.py --clients 2 --questions 10
 """
@@ -51,6 +52,7 @@ def main() -> None:
     rows = []
     for ev in evaluators:
         timings = {}
+        ev.cache_size = 0  # every pass generates: no answer kept from the pass before
         for shared in (False, True):
             ev.share_prompts = shared
             start = time.perf_counter()

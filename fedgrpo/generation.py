@@ -16,12 +16,17 @@ token; for the call the adapter is merged into the base weights (PEFT's ``merge_
 afterwards, so training still sees the separate adapter. Models are used one call at a time
 (the in-process clients take turns on their shared base), which merging requires.
 
+A decode step of a few rows is all weight reads, and torch's CPU ``linear`` reads them slowly at that
+size; for the call, such layers compute the same product in the order that streams the weights
+(:func:`few_row_linears`).
+
 Nothing here changes what is sampled from, only how fast: ``bench/generation_levers.py`` times each lever.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,13 +34,21 @@ from typing import Any
 
 import torch
 
-from fedgrpo.shared_prefix import plan_shared_prefix
+from fedgrpo.shared_prefix import PrefixPlan, cache_argument, plan_shared_prefix
 
 log = logging.getLogger(__name__)
 
 MIN_COMMON_TOKENS = 16  # a shorter common start is not worth its own prefill
+FEW_ROWS = 8  # up to this many rows a linear layer runs as W @ x.T (bench/decode_matmul.py)
 
-__all__ = ["fast_generate", "generate", "is_merged", "merged_adapter", "speed_up_generation"]
+__all__ = [
+    "fast_generate",
+    "few_row_linears",
+    "generate",
+    "is_merged",
+    "merged_adapter",
+    "speed_up_generation",
+]
 
 
 @contextmanager
@@ -53,6 +66,41 @@ def merged_adapter(model: Any) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def few_row_linears(model: Any) -> Iterator[None]:
+    """For the block, every ``torch.nn.Linear`` of ``model`` on a CPU computes an input of at most
+    :data:`FEW_ROWS` rows (a decode step's) as ``W @ x.T``; larger inputs go through ``F.linear``.
+
+    Written by hand because no library option does it: torch's CPU ``linear`` hands ``x @ W.T`` to
+    MKL's sgemm, which for a handful of rows reads the weights far below the memory bandwidth, and a
+    decode step is nothing but such reads (``bench/decode_matmul.py`` measures both orders). The same
+    product with the weight as the left operand streams it. Only the order of float additions
+    changes. Each layer's ``forward`` is replaced on the instance for the block and restored after.
+    """
+    layers = [
+        m
+        for m in model.modules()
+        if type(m) is torch.nn.Linear and m.weight.device.type == "cpu" and "forward" not in vars(m)
+    ]
+    for layer in layers:
+        layer.forward = functools.partial(_few_row_linear, layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+def _few_row_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    rows = x.numel() // layer.in_features if x.dim() and layer.in_features else 0
+    if not 0 < rows <= FEW_ROWS:
+        return torch.nn.functional.linear(x, layer.weight, layer.bias)
+    y = torch.mm(layer.weight, x.reshape(rows, layer.in_features).T).T
+    if layer.bias is not None:
+        y = y + layer.bias
+    return y.reshape(*x.shape[:-1], layer.out_features)
+
+
 def is_merged(model: Any) -> bool:
     """Whether any of a PEFT model's adapter layers is merged into its base weights."""
     return any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "merged_adapters"))
@@ -60,7 +108,8 @@ def is_merged(model: Any) -> bool:
 
 def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs: Any) -> Any:
     """``generate(*args, **kwargs)`` with each distinct prompt (or the prompts' common start, whichever
-    reads fewer tokens) prefilled once and the adapter merged.
+    reads fewer tokens) prefilled once, the adapter merged and few-row matmuls as ``W @ x.T``
+    (:func:`few_row_linears`).
 
     Falls back to a plain call, the adapter still merged, whenever the shortcut does not apply: no
     duplicate prompts and no common start, a cache or embeddings passed in, positional inputs, or an
@@ -78,7 +127,7 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
         or "inputs_embeds" in kwargs
         or getattr(getattr(model, "config", None), "is_encoder_decoder", False)
     )
-    with merged_adapter(model):
+    with merged_adapter(model), few_row_linears(model):
         if plain:
             return generate(*args, **kwargs)
         # Rows grouped by the prefix they share, as the loss forward groups them (at most all but
@@ -86,10 +135,19 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
         plan = plan_shared_prefix(input_ids, attention_mask)
         rows, width = input_ids.shape
         common = None if attention_mask is None else _common_prefix(input_ids, attention_mask)
-        # tokens prefilled: each group's prefix once, or the common start once and every row's rest
+        # tokens prefilled: each group's prefix once, or the common start once and every row's rest,
+        # or both: the common start once, then each group's rest of its prefix once
         grouped = plan.tokens if plan is not None else rows * width
-        if common is not None and common[0] + rows * (width - common[0]) < grouped:
-            return _generate_after_common_prefix(generate, model, common, kwargs)
+        if common is not None:
+            start = common[0]
+            after_common = start + rows * (width - start)
+            if plan is not None and plan.length > start:
+                groups = plan.first.shape[0]
+                both = start + groups * (plan.length - start) + rows * (width - plan.length)
+                if both < min(grouped, after_common):
+                    return _generate_after_common_prefix(generate, model, common, kwargs, plan)
+            if after_common < grouped:
+                return _generate_after_common_prefix(generate, model, common, kwargs)
         if plan is None:
             return generate(**kwargs)
         prefix = input_ids[plan.first, : plan.length]
@@ -97,12 +155,9 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
         positions = None
         if mask is not None:  # the positions generate itself gives left-padded rows
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        with torch.no_grad():
-            out = model(input_ids=prefix, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache = out.past_key_values
-        del out
+        cache = _prefill(model, input_ids=prefix, attention_mask=mask, position_ids=positions)
         cache.batch_select_indices(plan.group.to(input_ids.device))
-        return generate(**kwargs, past_key_values=cache)
+        return generate(**kwargs, **{_cache_name(model): cache})
 
 
 def _common_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[int, torch.Tensor] | None:
@@ -125,13 +180,21 @@ def _common_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tup
 
 
 def _generate_after_common_prefix(
-    generate: Callable[..., Any], model: Any, common: tuple[int, torch.Tensor], kwargs: dict[str, Any]
+    generate: Callable[..., Any],
+    model: Any,
+    common: tuple[int, torch.Tensor],
+    kwargs: dict[str, Any],
+    plan: PrefixPlan | None = None,
 ) -> Any:
     """Prefill the rows' common start once, then generate every row from a copy of its cache.
 
     Each row is laid out as the common start, then its left padding, then the rest of its prompt:
     the same length, the same tokens, the same positions (generate counts them from the mask), and
     masked padding attends to nothing wherever it sits. Only the new tokens are read back by callers.
+    With a ``plan`` whose prefix is longer than the common start (a client's competence chunk: each
+    question's prompt ``samples`` times, all after the same worked example), each group's rest of
+    that prefix is read once on top of the common start before the cache is copied to its rows.
+    Identical rows stay identical in this layout, so the plan's groups hold in it.
     """
     length, prefix = common
     input_ids, attention_mask = kwargs["input_ids"], kwargs["attention_mask"]
@@ -144,12 +207,47 @@ def _generate_after_common_prefix(
     mask[:, :length] = 1
     ids[gap] = input_ids[0, 0] if bool(starts[0] > 0) else 0  # a masked filler
     mask[gap] = 0
+    cache = _prefill(model, input_ids=prefix[None, :])
+    if plan is None:
+        cache.batch_repeat_interleave(rows)
+    else:
+        first, end = plan.first.to(input_ids.device), plan.length
+        cache.batch_repeat_interleave(first.shape[0])
+        group_mask = mask[first, :end]
+        positions = (group_mask.long().cumsum(-1) - 1).masked_fill(group_mask == 0, 0)
+        _prefill(
+            model,
+            cache,
+            input_ids=ids[first, length:end],
+            attention_mask=group_mask,
+            position_ids=positions[:, length:end],
+        )
+        cache.batch_select_indices(plan.group.to(input_ids.device))
+    return generate(**{**kwargs, "input_ids": ids, "attention_mask": mask, _cache_name(model): cache})
+
+
+def _prefill(model: Any, cache: Any = None, **inputs: torch.Tensor) -> Any:
+    """Read ``inputs`` into ``cache`` (a new one when None) and return it. Only the KV cache is wanted,
+    so the LM head projects one position where the forward allows it, not every prefix token (for a
+    competence chunk, 30 prompts of ~70 tokens through a 49,152-wide head would be ~120 GFLOP)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        keeps = "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        keeps = False
+    extra: dict[str, Any] = {"logits_to_keep": 1} if keeps else {}
+    if cache is not None:
+        extra[cache_argument(base.forward)] = cache
     with torch.no_grad():
-        out = model(input_ids=prefix[None, :], use_cache=True)
-    cache = out.past_key_values
-    del out
-    cache.batch_repeat_interleave(rows)
-    return generate(**{**kwargs, "input_ids": ids, "attention_mask": mask}, past_key_values=cache)
+        out = model(**inputs, use_cache=True, **extra)
+    return out.past_key_values if cache is None else cache
+
+
+def _cache_name(model: Any) -> str:
+    """The keyword under which this transformers release's ``generate`` takes a cache: ``cache`` where
+    the model forwards take it (5.24 on; ``past_key_values`` warns there), else ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return cache_argument(base.forward)
 
 
 def generate(model: Any, share_prompts: bool = True, **kwargs: Any) -> Any:

@@ -7,7 +7,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GenerationConfig
 
-from fedgrpo.generation import fast_generate, is_merged, merged_adapter, speed_up_generation
+from fedgrpo.generation import (
+    FEW_ROWS,
+    fast_generate,
+    few_row_linears,
+    is_merged,
+    merged_adapter,
+    speed_up_generation,
+)
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.prompting import build_messages
 
@@ -115,3 +122,90 @@ def test_distinct_prompts_with_a_common_start_read_it_once(lora_model, monkeypat
         fast = fast_generate(model.generate, model, **batch, generation_config=config)
     assert calls == [1]
     assert torch.equal(plain[:, width:], fast[:, width:])
+
+
+@pytest.mark.parametrize(
+    "shape", [(3, 24), (2, 1, 24), (1, 24), (FEW_ROWS, 24), (FEW_ROWS + 1, 24), (4, 5, 24)]
+)
+def test_few_row_linears_give_linear_numbers_and_only_take_few_rows(shape, monkeypatch) -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40)
+    x = torch.randn(*shape)
+    expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    calls = []
+    real_mm = torch.mm
+    with few_row_linears(layer):
+        assert "forward" in vars(layer)
+        monkeypatch.setattr(torch, "mm", lambda *a: calls.append(1) or real_mm(*a))  # which path ran
+        got = layer(x)
+        monkeypatch.undo()
+    assert "forward" not in vars(layer)  # the class's own forward again
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-5)
+    rows = x.numel() // 24
+    assert calls == ([1] if rows <= FEW_ROWS else [])
+
+
+def test_few_row_linears_are_restored_after_a_failure_and_skip_patched_layers() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    own = model[2].forward = lambda x: x[..., :2]  # a layer someone else already patched
+    with pytest.raises(RuntimeError, match="boom"), few_row_linears(model):
+        assert "forward" in vars(model[0])
+        assert model[2].forward is own
+        raise RuntimeError("boom")
+    assert "forward" not in vars(model[0])
+    assert model[2].forward is own
+
+
+def test_generation_runs_its_decode_steps_through_few_row_linears(lora_model) -> None:
+    model, tok = lora_model
+    batch = _batch(tok, ["What is 2 + 2?"] * 3)
+    config = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+    seen: list[bool] = []
+    layer = next(m for m in model.modules() if type(m) is torch.nn.Linear)
+    hook = layer.register_forward_pre_hook(lambda m, args: seen.append("forward" in vars(m)))
+    try:
+        with torch.no_grad():
+            fast_generate(model.generate, model, **batch, generation_config=config)
+    finally:
+        hook.remove()
+    assert seen and all(seen)
+    assert "forward" not in vars(layer)
+
+
+def test_repeated_prompts_after_a_common_start_read_it_once_and_each_prompt_once(lora_model, monkeypatch):
+    import fedgrpo.generation as generation
+
+    model, tok = lora_model
+    # a competence chunk: each question's prompt 3 times (its samples), all after the same worked example
+    questions = ["What is 3 + 4?", "What is 12 * 11 today?", "Is 7 prime?"]
+    batch = _batch(tok, [q for q in questions for _ in range(3)])
+    width = batch["input_ids"].shape[1]
+    plans = []
+    real = generation._generate_after_common_prefix
+    monkeypatch.setattr(
+        generation,
+        "_generate_after_common_prefix",
+        lambda *a: plans.append(a[4] if len(a) > 4 else None) or real(*a),
+    )
+    read = []
+    real_prefill = generation._prefill
+    monkeypatch.setattr(
+        generation,
+        "_prefill",
+        lambda m, c=None, **i: read.append(i["input_ids"].numel()) or real_prefill(m, c, **i),
+    )
+    greedy = GenerationConfig(max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+    sampled = GenerationConfig(max_new_tokens=10, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id)
+    for config in (greedy, sampled):
+        with torch.no_grad():
+            torch.manual_seed(3)
+            plain = model.generate(**batch, generation_config=config)
+            torch.manual_seed(3)
+            fast = fast_generate(model.generate, model, **batch, generation_config=config)
+        assert torch.equal(plain[:, width:], fast[:, width:])
+    assert len(plans) == 2 and all(p is not None and p.first.shape[0] == 3 for p in plans)
+    # per call: the common start once, then the three prompts' rests, never nine rows whole
+    common, length = read[0], plans[0].length
+    assert 16 <= common < length < width
+    assert read == [common, 3 * (length - common)] * 2
