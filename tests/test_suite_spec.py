@@ -199,3 +199,36 @@ def test_the_report_says_where_fedgrpo_wins_ties_or_loses(tmp_path: Path) -> Non
     assert "| zero | zero-shot | 0.300 | +0.300 [+0.16, +0.42] | win | 0 | - |" in report
     assert "| random | fedgrpo/random | 0.550 | +0.050 [-0.09, +0.18] | tie | 1,200 | 0.9x |" in report
     assert "| central | central-grpo | 0.800 | -0.200 [-0.32, -0.07] | loss | 10,000 | 7.7x |" in report
+
+
+def test_the_report_pools_seeds_by_clients_and_experts(tmp_path: Path) -> None:
+    runs = {  # name: (K, M, seed, correct of 40)
+        "k2__s0": (2, 2, 0, 20),
+        "k2__s1": (2, 2, 1, 10),
+        "k5__s0": (5, 2, 0, 30),
+        "m3__s0": (5, 3, 0, 12),
+    }
+    status = {}
+    for name, (k, m, seed, correct) in runs.items():
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        after = {"sums": _accuracy(correct, 40, 0.0, 1.0)}
+        results = {"name": name, "method": "fedgrpo", "steps": 4, "train_seconds": 1.0, "after": after}
+        (run / "results.json").write_text(json.dumps({**results, "communication": {}}))
+        config = {
+            "seed": seed,
+            "federation": {"selector": "confidence-graph", "experts_per_question": m},
+            "data": {"num_clients": k},
+        }
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        status[name] = {"method": "fedgrpo", "status": "done", "error": None, "wall_seconds": 1.0}
+    (tmp_path / "suite.json").write_text(json.dumps({"runs": status}))
+    report = write_report(tmp_path, "Sweeps").read_text()
+    section = report.split("## By clients K and experts per question M")[1].split("## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| fedgrpo")]
+    # K=2's two seeds pooled: 30 of 80; then K=5 at M=2 and at M=3, each its own row
+    assert rows == [
+        "| fedgrpo/confidence-graph | 2 | 2 | 2 | 0.375 [0.28, 0.48] | 0.500, 0.250 |",
+        "| fedgrpo/confidence-graph | 5 | 2 | 1 | 0.750 [0.60, 0.86] | 0.750 |",
+        "| fedgrpo/confidence-graph | 5 | 3 | 1 | 0.300 [0.18, 0.45] | 0.300 |",
+    ]

@@ -93,14 +93,24 @@ def _accuracy_vs_bytes(done: list[RunRecord], path: Path) -> str:
 
 
 def _accuracy_vs_k(done: list[RunRecord], path: Path) -> str:
-    fig, ax = _figure("answer accuracy against K (mean over runs)", "clients K", "answer accuracy")
-    for label in sorted({r.label for r in done}):
-        by_k: dict[int, list[float]] = defaultdict(list)
-        for r in done:
-            if r.label == label and r.num_clients is not None:
-                by_k[r.num_clients].append(r.overall()[0])
+    """One line per method and M (a K sweep holds M fixed; runs at other M are their own points), the
+    mean over seeds at each K, every run's own accuracy as a faint dot."""
+    fig, ax = _figure("answer accuracy against K (mean over seeds)", "clients K", "answer accuracy")
+    lines: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in done:
+        if r.num_clients is not None:
+            m = r.experts_per_question
+            lines[r.label + ("" if m is None else f", M={m}")][r.num_clients].append(r.overall()[0])
+    for name in sorted(lines):
+        by_k = lines[name]
         ks = sorted(by_k)
-        ax.plot(ks, [mean(by_k[k]) for k in ks], marker="o", label=label)
+        (line,) = ax.plot(ks, [mean(by_k[k]) for k in ks], marker="o", label=name)
+        for k in ks:
+            ax.scatter([k] * len(by_k[k]), by_k[k], color=line.get_color(), alpha=0.3, s=12)
+    ax.set_xscale("log")
+    ticks = sorted({k for by_k in lines.values() for k in by_k})
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     return _save(fig, path)
 

@@ -32,6 +32,17 @@ class RunRecord:
     def num_clients(self) -> int | None:
         return self.config.get("data", {}).get("num_clients")
 
+    @property
+    def experts_per_question(self) -> int | None:
+        """M, for FedGRPO runs (the baselines route nothing)."""
+        if self.method != "fedgrpo":
+            return None
+        return self.config.get("federation", {}).get("experts_per_question")
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.get("seed")
+
     def answer_counts(self, when: str = "after") -> tuple[int, int] | None:
         """(correct answers, questions) over all domains pooled; None when not evaluated."""
         domains = (self.results or {}).get(when) or {}

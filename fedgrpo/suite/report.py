@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from fedgrpo.evaluate import difference_interval
+from fedgrpo.evaluate import difference_interval, wilson_interval
 from fedgrpo.run.metrics import read_metrics
 from fedgrpo.suite.plots import make_plots
 from fedgrpo.suite.record import RunRecord
@@ -81,6 +81,7 @@ def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> s
             ]
         )
     out += _table(["run", *domains], rows) + [""]
+    out += by_clients_and_experts(done)
     out += comparison(done)
     note = "Bytes are those of the reward exchanges (central-grpo: the pooled data, uploaded once)."
     out += ["## Cost", "", note, ""]
@@ -105,6 +106,40 @@ def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> s
     if plots:
         out += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in plots] + [""]
     return "\n".join(out)
+
+
+def by_clients_and_experts(done: list[RunRecord]) -> list[str]:
+    """For a suite that varies K or M: each method at each (K, M), its seeds pooled (every held-out
+    answer of every seed counted once, with its Wilson interval) and the per-seed accuracies."""
+    fedgrpo = [r for r in done if r.answer_counts() and r.num_clients is not None]
+    if len({(r.num_clients, r.experts_per_question) for r in fedgrpo}) < 2:
+        return []
+    groups: dict[tuple[str, int, int | None], list[RunRecord]] = {}
+    for r in fedgrpo:
+        groups.setdefault((r.label, r.num_clients, r.experts_per_question), []).append(r)  # type: ignore[arg-type]
+    rows = []
+    for (label, k, m), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+        correct = sum(r.answer_counts()[0] for r in runs)  # type: ignore[index]
+        n = sum(r.answer_counts()[1] for r in runs)  # type: ignore[index]
+        seeds = ", ".join(f"{r.overall()[0]:.3f}" for r in sorted(runs, key=lambda r: r.seed or 0))  # type: ignore[index]
+        rows.append(
+            [
+                label,
+                str(k),
+                "-" if m is None else str(m),
+                str(len(runs)),
+                _cell(correct / n, *wilson_interval(correct, n)),
+                seeds,
+            ]
+        )
+    lines = ["## By clients K and experts per question M", ""]
+    lines += [
+        "Answer accuracy over all domains, each (K, M) with its seeds pooled: every held-out answer of "
+        "every seed counted once, with its 95% Wilson interval; then each seed's own, in seed order.",
+        "",
+    ]
+    header = ["method", "K", "M", "seeds", "answer accuracy (pooled)", "per seed"]
+    return lines + _table(header, rows) + [""]
 
 
 def reference_run(done: list[RunRecord]) -> RunRecord | None:
