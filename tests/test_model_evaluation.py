@@ -272,3 +272,37 @@ def test_client_answers_competence_queries_with_its_model(knowing) -> None:
     assert reply == CompetenceReply("r1", "c0", [1, 1, 0])
     no_model = decode(Client("c1", []).handle(encode(CompetenceRequest("r2", "c1", items))))
     assert no_model.kind == "error" and "no model to answer competence queries" in no_model.error
+
+
+def test_a_request_of_questions_the_client_does_not_hold_is_answered_in_one_batch(knowing) -> None:
+    """Two model-scored items, one ``generate``; the held item and a repeat of a kept question add none."""
+    examples = [Example(make_qid("sums", "What is 1 + 1?"), "sums", "What is 1 + 1?", "2")]
+    model = ModelEvaluator(*knowing)
+    calls: list[list[str]] = []
+    sample = model._sample
+    model._sample = lambda qs: calls.append(list(qs)) or sample(qs)
+    client = Client("c0", examples, evaluator=DualEvaluator(AnswerEvaluator(examples), model))
+    items = [
+        RewardItem("0", SUM[0], ["<answer>7</answer>", "<answer>8</answer>"]),
+        RewardItem("1", "What is 1 + 1?", ["<answer>2</answer>", "<answer>3</answer>"]),
+        RewardItem("2", DOZEN[0], ["<answer>12</answer>", "twelve"]),
+    ]
+    reply = decode(client.handle(encode(RewardRequest("r1", "c0", items))))
+    assert isinstance(reply, RewardReply)
+    assert calls == [[SUM[0], DOZEN[0]]]  # both model-scored questions together, the held one not
+    assert reply.methods == {"answer": 1, "model": 2, "none": 0}
+    # the batch's answers are the model's right ones: a wrong tagged answer keeps the format reward
+    assert [item.rewards for item in reply.items] == [
+        pytest.approx([1.1, 0.1]),
+        pytest.approx([1.1, 0.1]),
+        pytest.approx([1.1, 0.0]),
+    ]
+    client.handle(encode(RewardRequest("r2", "c0", [items[0], items[2]])))  # both kept: no generation
+    assert len(calls) == 1
+    # without kept answers each item is answered on its own, as before
+    unkept = ModelEvaluator(*knowing, cache_size=0)
+    own = unkept._sample
+    unkept._sample = lambda qs: calls.append(list(qs)) or own(qs)
+    client = Client("c1", examples, evaluator=DualEvaluator(AnswerEvaluator(examples), unkept))
+    client.handle(encode(RewardRequest("r3", "c1", [items[0], items[2]])))
+    assert calls[1:] == [[SUM[0]], [DOZEN[0]]]

@@ -18,6 +18,7 @@ privatised before it leaves, and each reply carries the client's cumulative (eps
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -129,6 +130,12 @@ class Client:
         methods: list[Method] = []
         failed: ModelUnavailableError | None = None
         abstained = 0
+        prepare = getattr(self._evaluator, "prepare", None)
+        if prepare is not None and len(request.items) > 1:
+            # the client model answers the request's questions in one batch; if it is down, each
+            # item finds it so on its own below, and abstains
+            with contextlib.suppress(ModelUnavailableError):
+                prepare([item.question for item in request.items])
         for item in request.items:
             try:
                 result = self._evaluator.evaluate(item.question, item.candidates)

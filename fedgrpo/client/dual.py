@@ -45,6 +45,13 @@ class DualEvaluator:
     def __repr__(self) -> str:
         return f"DualEvaluator({len(self.answers)} answers, model={self.model!r})"
 
+    def prepare(self, questions: list[str]) -> None:
+        """Let the client model answer, in one go, the questions of a request it will score (those
+        the client does not hold); a model without ``prepare`` answers each when it scores it."""
+        prepare = getattr(self.model, "prepare", None)
+        if prepare is not None:
+            prepare([q for q in questions if not self.answers.holds(q)])
+
     def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
         if self.answers.holds(question):
             return self.answers.evaluate(question, candidates)

@@ -100,6 +100,24 @@ class ModelEvaluator(SampledScorer):
             self._remember(key, reference)
         return reference
 
+    def prepare(self, questions: list[str]) -> None:
+        """Answer the questions not yet kept in one batched ``generate`` and keep their answers, so
+        that a request's items cost one call instead of one each (the default run sends its most
+        competent clients both questions of a step). The samples are then seeded by those questions
+        together. Nothing to do for one question (``answer`` seeds it alone, as before), for
+        ``likelihood``, or when answers are not kept (``cache_size`` 0)."""
+        if self.mode != "agreement" or not self.cache_size:
+            return
+        todo: dict[str, str] = {}
+        for question in questions:
+            key = normalise_question(question)
+            if key not in todo and not self._recall(key)[0]:
+                todo[key] = question
+        if len(todo) < 2:
+            return
+        for key, reference in zip(todo, self.answers(list(todo.values())), strict=True):
+            self._remember(key, reference)
+
     def answers(self, questions: list[str]) -> list[str | None]:
         """:meth:`answer` for many questions in one batched ``generate``: how a competence query is
         answered. One question gets exactly :meth:`answer`'s samples; for several, the samples are

@@ -57,6 +57,12 @@ class AdversarialEvaluator:
         """The honest client model, which still answers the competence queries."""
         return getattr(self.honest, "model", None)
 
+    def prepare(self, questions: list[str]) -> None:
+        """The honest evaluator's ``prepare``, where it has one (the liar still scores honestly first)."""
+        prepare = getattr(self.honest, "prepare", None)
+        if prepare is not None:
+            prepare(questions)
+
     def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
         honest = self.honest.evaluate(question, candidates)
         claimed = honest.method if honest.method != "none" else "model"
