@@ -23,9 +23,10 @@ class SampledScorer:
     itself (``samples`` answers of ``max_new_tokens`` at ``temperature``, seeded per question) and
     how a candidate is then scored (``mode``, plus ``format_reward``).
 
-    A question's own answer is seeded by the question alone, so it is the same every time it is
-    asked: it is kept (the ``cache_size`` most recently used, by normalised question), and a question
-    asked again, in a later epoch or by a replacement round, costs no generation."""
+    A question's own answer is seeded by the question alone (or, answered in one batch with the other
+    questions of a request, by those questions together). It is kept (the ``cache_size`` most
+    recently used, by normalised question), so it is the same every time the question is asked, and
+    a question asked again, in a later epoch or by a replacement round, costs no generation."""
 
     def __init__(
         self,
