@@ -230,14 +230,13 @@ def _prefill(model: Any, cache: Any = None, **inputs: torch.Tensor) -> Any:
     """Read ``inputs`` into ``cache`` (a new one when None) and return it. Only the KV cache is wanted,
     so the LM head projects one position where the forward allows it, not every prefix token (for a
     competence chunk, 30 prompts of ~70 tokens through a 49,152-wide head would be ~120 GFLOP)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        keeps = "logits_to_keep" in inspect.signature(base.forward).parameters
+        keeps = "logits_to_keep" in inspect.signature(_base(model).forward).parameters
     except (TypeError, ValueError):
         keeps = False
     extra: dict[str, Any] = {"logits_to_keep": 1} if keeps else {}
     if cache is not None:
-        extra[cache_argument(base.forward)] = cache
+        extra[_cache_name(model)] = cache
     with torch.no_grad():
         out = model(**inputs, use_cache=True, **extra)
     return out.past_key_values if cache is None else cache
@@ -246,8 +245,12 @@ def _prefill(model: Any, cache: Any = None, **inputs: torch.Tensor) -> Any:
 def _cache_name(model: Any) -> str:
     """The keyword under which this transformers release's ``generate`` takes a cache: ``cache`` where
     the model forwards take it (5.24 on; ``past_key_values`` warns there), else ``past_key_values``."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return cache_argument(base.forward)
+    return cache_argument(_base(model).forward)
+
+
+def _base(model: Any) -> Any:
+    """The causal LM under a PEFT wrapper (whose own forward takes ``**kwargs``), else the model."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def generate(model: Any, share_prompts: bool = True, **kwargs: Any) -> Any:
