@@ -8,8 +8,10 @@ one process on the same questions and seeds, each client model
 * scoring G server candidates of training questions it does not hold (agreement: its own samples).
 
 Prints seconds per generated answer (questions x ``clients.samples``) for both paths and the ratio
-(the client's kept answers are off, so both paths generate every answer), and the cost when a
-request carries two questions the client does not hold (answered in one batch, ``prepare``):
+(before: the full reply through transformers' generate as is; after: the run's settings, so
+``clients.direct_answer`` and the prompt levers; the client's kept answers are off, so both paths
+generate every answer), and the cost when a request carries two questions the client does not hold
+(answered in one batch, ``prepare``):
 
     python bench/client_scoring.py --clients 2 --questions 10
 """
@@ -55,7 +57,8 @@ def main() -> None:
         timings = {}
         ev.cache_size = 0  # every pass generates: no answer kept from the pass before
         for shared in (False, True):
-            ev.share_prompts = shared
+            # before: transformers' generate as is, on the full reply; after: the run's settings
+            ev.share_prompts, ev.direct_answer = shared, shared and cfg.clients.direct_answer
             start = time.perf_counter()
             if shared:
                 for i in range(0, len(auxiliary), COMPETENCE_CHUNK):

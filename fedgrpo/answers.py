@@ -13,6 +13,7 @@ from fractions import Fraction
 
 from fedgrpo.data import Example, normalise_answer, score_answer
 
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 
 _DECIMAL_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")

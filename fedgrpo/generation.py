@@ -12,29 +12,32 @@ rounding). With a common start, a row's prompt part comes back with its padding 
 start, so callers read the new tokens after the prompt's length, as TRL and this package do.
 
 A PEFT LoRA model adds two small matmuls and Python dispatch to every linear layer at every decoded
-token; for the call the adapter is merged into the base weights (PEFT's ``merge_adapter``) and unmerged
-afterwards, so training still sees the separate adapter. Models are used one call at a time
-(the in-process clients take turns on their shared base), which merging requires.
+token; for a call of many rows the adapter is merged into the base weights (PEFT's ``merge_adapter``)
+and unmerged afterwards, so training still sees the separate adapter. Models are used one call at a
+time (the in-process clients take turns on their shared base), which merging requires.
 
 A decode step of a few rows is all weight reads, and torch's CPU ``linear`` reads them slowly at that
 size; for the call, such layers compute the same product in the order that streams the weights
-(:func:`few_row_linears`).
+(:func:`few_row_linears`). At that size the adapter's two thin products cost next to nothing when
+computed directly, while merging and unmerging rewrite every weight twice (about 0.15 s for
+SmolLM2, the whole decode of a short answer), so a call of few rows leaves the adapter unmerged.
 
 Nothing here changes what is sampled from, only how fast: ``bench/generation_levers.py`` times each lever.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 
-from fedgrpo.shared_prefix import PrefixPlan, cache_argument, plan_shared_prefix
+from fedgrpo.shared_prefix import PrefixPlan, cache_argument, output_cache, plan_shared_prefix
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ MIN_COMMON_TOKENS = 16  # a shorter common start is not worth its own prefill
 FEW_ROWS = 8  # up to this many rows a linear layer runs as W @ x.T (bench/decode_matmul.py)
 
 __all__ = [
+    "PromptHead",
     "fast_generate",
     "few_row_linears",
     "generate",
@@ -49,6 +53,39 @@ __all__ = [
     "merged_adapter",
     "speed_up_generation",
 ]
+
+
+class PromptHead:
+    """The token run every prompt of one caller starts with (a client's chat template, system prompt
+    and worked example: about 85 of SmolLM2's 112 prompt tokens), and its KV cache once read.
+
+    A caller that asks the same fixed model many times passes it to :func:`fast_generate`, which then
+    reads those tokens once for all calls instead of once per call. The cache holds for the weights
+    it was read with: the caller's model must not change while the head is in use (a client's
+    expert, trained before it scores), or it calls :meth:`forget`.
+    """
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = torch.tensor(ids, dtype=torch.long)
+        self._cache: Any = None
+
+    def __len__(self) -> int:
+        return int(self.ids.numel())
+
+    def starts(self, tokens: torch.Tensor) -> bool:
+        """Whether the 1-D ``tokens`` begin with the head."""
+        n = len(self)
+        return n > 0 and tokens.numel() >= n and torch.equal(tokens[:n].cpu(), self.ids)
+
+    def forget(self) -> None:
+        """Drop the cache (the model's weights changed); the next call reads the head again."""
+        self._cache = None
+
+    def cache(self, model: Any, device: torch.device) -> Any:
+        """A fresh copy of the head's KV cache (read now if it never was), for one call to extend."""
+        if self._cache is None:
+            self._cache = _prefill(model, input_ids=self.ids[None, :].to(device))
+        return copy.deepcopy(self._cache)
 
 
 @contextmanager
@@ -82,13 +119,39 @@ def few_row_linears(model: Any) -> Iterator[None]:
         for m in model.modules()
         if type(m) is torch.nn.Linear and m.weight.device.type == "cpu" and "forward" not in vars(m)
     ]
+    adapted = [(m, a) for m in model.modules() if (a := _plain_lora_adapters(m)) is not None]
     for layer in layers:
         layer.forward = functools.partial(_few_row_linear, layer)
+    for layer, adapters in adapted:
+        layer.forward = functools.partial(_few_row_lora, layer, adapters)
     try:
         yield
     finally:
-        for layer in layers:
+        for layer in layers + [m for m, _ in adapted]:
             del layer.forward
+
+
+def _plain_lora_adapters(module: Any) -> list[str] | None:
+    """The active adapters of an unmerged PEFT LoRA ``Linear`` on a CPU whose forward is exactly
+    ``base(x) + B(A(x)) * scaling`` for each (plain LoRA, no dropout in effect, one dtype); None for
+    anything else, which keeps its own forward."""
+    if not (hasattr(module, "lora_A") and hasattr(module, "base_layer") and "forward" not in vars(module)):
+        return None
+    base = module.base_layer
+    if type(base) is not torch.nn.Linear or base.weight.device.type != "cpu":
+        return None
+    if module.merged or module.disable_adapters or getattr(module, "lora_variant", {}):
+        return None
+    adapters = [a for a in module.active_adapters if a in module.lora_A]
+    for a in adapters:
+        A, B, dropout = module.lora_A[a], module.lora_B[a], module.lora_dropout[a]
+        if type(A) is not torch.nn.Linear or type(B) is not torch.nn.Linear or A.bias is not None:
+            return None
+        if B.bias is not None or A.weight.dtype != base.weight.dtype or B.weight.dtype != base.weight.dtype:
+            return None
+        if dropout.training and not isinstance(dropout, torch.nn.Identity):
+            return None
+    return adapters
 
 
 def _few_row_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -101,17 +164,42 @@ def _few_row_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return y.reshape(*x.shape[:-1], layer.out_features)
 
 
+def _few_row_lora(
+    layer: Any, adapters: list[str], x: torch.Tensor, *args: Any, **kwargs: Any
+) -> torch.Tensor:
+    """A LoRA layer's forward for a few rows: the base product as ``W @ x.T`` plus each adapter's
+    ``scaling * B @ (A @ x.T)``, the arithmetic of PEFT's own forward without its per-call dispatch;
+    anything else goes through PEFT's forward."""
+    base = layer.base_layer
+    rows = x.numel() // base.in_features if x.dim() and base.in_features else 0
+    if args or kwargs or not 0 < rows <= FEW_ROWS or x.dtype != base.weight.dtype:
+        return type(layer).forward(layer, x, *args, **kwargs)
+    columns = x.reshape(rows, base.in_features).T
+    y = torch.mm(base.weight, columns)
+    for a in adapters:
+        y = y + torch.mm(layer.lora_B[a].weight, torch.mm(layer.lora_A[a].weight, columns)) * layer.scaling[a]
+    y = y.T
+    if base.bias is not None:
+        y = y + base.bias
+    return y.reshape(*x.shape[:-1], base.out_features)
+
+
 def is_merged(model: Any) -> bool:
     """Whether any of a PEFT model's adapter layers is merged into its base weights."""
     return any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "merged_adapters"))
 
 
-def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs: Any) -> Any:
+def fast_generate(
+    generate: Callable[..., Any], model: Any, *args: Any, head: PromptHead | None = None, **kwargs: Any
+) -> Any:
     """``generate(*args, **kwargs)`` with each distinct prompt (or the prompts' common start, whichever
-    reads fewer tokens) prefilled once, the adapter merged and few-row matmuls as ``W @ x.T``
-    (:func:`few_row_linears`).
+    reads fewer tokens) prefilled once, few-row matmuls as ``W @ x.T`` (:func:`few_row_linears`), and
+    the adapter merged when more than :data:`FEW_ROWS` rows decode (below, those matmuls add it).
 
-    Falls back to a plain call, the adapter still merged, whenever the shortcut does not apply: no
+    ``head``: the start every call of this caller shares, read once across calls (:class:`PromptHead`);
+    it is used when the rows' common start begins with it.
+
+    Falls back to a plain call, with the same adapter handling, whenever the shortcut does not apply: no
     duplicate prompts and no common start, a cache or embeddings passed in, positional inputs, or an
     encoder-decoder model.
     """
@@ -127,7 +215,9 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
         or "inputs_embeds" in kwargs
         or getattr(getattr(model, "config", None), "is_encoder_decoder", False)
     )
-    with merged_adapter(model), few_row_linears(model):
+    # few rows: the adapter's products are computed in the decode steps (few_row_linears), not merged
+    merging = merged_adapter(model) if _decoded_rows(kwargs) > FEW_ROWS else nullcontext()
+    with merging, few_row_linears(model):
         if plain:
             return generate(*args, **kwargs)
         # Rows grouped by the prefix they share, as the loss forward groups them (at most all but
@@ -140,14 +230,17 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
         grouped = plan.tokens if plan is not None else rows * width
         if common is not None:
             start = common[0]
-            after_common = start + rows * (width - start)
+            if head is not None and not (start >= len(head) and head.starts(common[1])):
+                head = None
+            read = start - (len(head) if head is not None else 0)  # of the common start, this call
+            after_common = read + rows * (width - start)
             if plan is not None and plan.length > start:
                 groups = plan.first.shape[0]
-                both = start + groups * (plan.length - start) + rows * (width - plan.length)
+                both = read + groups * (plan.length - start) + rows * (width - plan.length)
                 if both < min(grouped, after_common):
-                    return _generate_after_common_prefix(generate, model, common, kwargs, plan)
+                    return _generate_after_common_prefix(generate, model, common, kwargs, plan, head)
             if after_common < grouped:
-                return _generate_after_common_prefix(generate, model, common, kwargs)
+                return _generate_after_common_prefix(generate, model, common, kwargs, None, head)
         if plan is None:
             return generate(**kwargs)
         prefix = input_ids[plan.first, : plan.length]
@@ -158,6 +251,19 @@ def fast_generate(generate: Callable[..., Any], model: Any, *args: Any, **kwargs
         cache = _prefill(model, input_ids=prefix, attention_mask=mask, position_ids=positions)
         cache.batch_select_indices(plan.group.to(input_ids.device))
         return generate(**kwargs, **{_cache_name(model): cache})
+
+
+def _decoded_rows(kwargs: dict[str, Any]) -> float:
+    """How many rows each decode step of this ``generate`` call runs (inf when it cannot tell)."""
+    input_ids = kwargs.get("input_ids")
+    if input_ids is None or input_ids.ndim != 2:
+        return float("inf")
+    config = kwargs.get("generation_config")
+    per_prompt = 1
+    for name in ("num_return_sequences", "num_beams"):
+        value = kwargs.get(name, getattr(config, name, None))
+        per_prompt *= int(value or 1)
+    return input_ids.shape[0] * per_prompt
 
 
 def _common_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[int, torch.Tensor] | None:
@@ -185,6 +291,7 @@ def _generate_after_common_prefix(
     common: tuple[int, torch.Tensor],
     kwargs: dict[str, Any],
     plan: PrefixPlan | None = None,
+    head: PromptHead | None = None,
 ) -> Any:
     """Prefill the rows' common start once, then generate every row from a copy of its cache.
 
@@ -194,7 +301,8 @@ def _generate_after_common_prefix(
     With a ``plan`` whose prefix is longer than the common start (a client's competence chunk: each
     question's prompt ``samples`` times, all after the same worked example), each group's rest of
     that prefix is read once on top of the common start before the cache is copied to its rows.
-    Identical rows stay identical in this layout, so the plan's groups hold in it.
+    Identical rows stay identical in this layout, so the plan's groups hold in it. With a ``head``
+    (which the common start begins with), only the common start's rest after it is read.
     """
     length, prefix = common
     input_ids, attention_mask = kwargs["input_ids"], kwargs["attention_mask"]
@@ -207,7 +315,12 @@ def _generate_after_common_prefix(
     mask[:, :length] = 1
     ids[gap] = input_ids[0, 0] if bool(starts[0] > 0) else 0  # a masked filler
     mask[gap] = 0
-    cache = _prefill(model, input_ids=prefix[None, :])
+    if head is None:
+        cache = _prefill(model, input_ids=prefix[None, :])
+    else:
+        cache = head.cache(model, input_ids.device)
+        if length > len(head):  # positions follow the cache's length
+            _prefill(model, cache, input_ids=prefix[None, len(head) :])
     if plan is None:
         cache.batch_repeat_interleave(rows)
     else:
@@ -239,7 +352,7 @@ def _prefill(model: Any, cache: Any = None, **inputs: torch.Tensor) -> Any:
         extra[_cache_name(model)] = cache
     with torch.no_grad():
         out = model(**inputs, use_cache=True, **extra)
-    return out.past_key_values if cache is None else cache
+    return output_cache(out) if cache is None else cache
 
 
 def _cache_name(model: Any) -> str:
@@ -253,11 +366,11 @@ def _base(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def generate(model: Any, share_prompts: bool = True, **kwargs: Any) -> Any:
-    """``model.generate(**kwargs)``, through :func:`fast_generate` when ``share_prompts`` (the
-    switch is ``run.share_prompts``)."""
+def generate(model: Any, share_prompts: bool = True, head: PromptHead | None = None, **kwargs: Any) -> Any:
+    """``model.generate(**kwargs)``, through :func:`fast_generate` (with ``head``) when
+    ``share_prompts`` (the switch is ``run.share_prompts``)."""
     if share_prompts:
-        return fast_generate(model.generate, model, **kwargs)
+        return fast_generate(model.generate, model, head=head, **kwargs)
     return model.generate(**kwargs)
 
 

@@ -93,7 +93,7 @@ def _shared_forward(
         use_cache=True,
         **kwargs,
     )
-    cache = prefix.past_key_values
+    cache = output_cache(prefix)
     if cache is None:  # a backbone that keeps no cache after all: read the rows whole
         return backbone_forward(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
     cache.batch_select_indices(plan.group.to(input_ids.device))
@@ -105,8 +105,15 @@ def _shared_forward(
         **kwargs,
     )
     rest.last_hidden_state = torch.cat([prefix.last_hidden_state[plan.group], rest.last_hidden_state], dim=1)
-    rest.past_key_values = None
+    setattr(rest, "cache" if "cache" in rest else "past_key_values", None)
     return rest
+
+
+def output_cache(out: Any) -> Any:
+    """A model output's KV cache under its release's name: ``cache`` from transformers 5.24 on (reading
+    ``past_key_values`` there warns), else ``past_key_values``; None when it kept none."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 def cache_argument(forward: Any) -> str:

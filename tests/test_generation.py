@@ -9,6 +9,7 @@ from transformers import GenerationConfig
 
 from fedgrpo.generation import (
     FEW_ROWS,
+    PromptHead,
     fast_generate,
     few_row_linears,
     is_merged,
@@ -209,3 +210,63 @@ def test_repeated_prompts_after_a_common_start_read_it_once_and_each_prompt_once
     common, length = read[0], plans[0].length
     assert 16 <= common < length < width
     assert read == [common, 3 * (length - common)] * 2
+
+
+def test_few_row_lora_layers_give_peft_numbers_without_merging(lora_model, monkeypatch) -> None:
+    """At few rows the adapter's products are computed in the decode steps; above, it is merged."""
+    model, tok = lora_model
+    ids = torch.randint(0, 100, (FEW_ROWS + 1, 5))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        with few_row_linears(model):
+            lora = [m for m in model.modules() if hasattr(m, "lora_A") and "forward" in vars(m)]
+            few = model(input_ids=ids[:3, :1]).logits  # three rows: the fused forward
+            many = model(input_ids=ids).logits  # 45 rows: PEFT's own
+        assert not [m for m in model.modules() if "forward" in vars(m)]
+    assert lora  # every LoRA layer got the few-row forward
+    assert torch.allclose(few, model(input_ids=ids[:3, :1]).logits, atol=1e-5)
+    assert torch.allclose(many, expected, atol=1e-6)
+    merges = []
+    merge = model.merge_adapter
+    monkeypatch.setattr(model, "merge_adapter", lambda *a, **k: merges.append(1) or merge(*a, **k))
+    config = GenerationConfig(max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    for rows in (FEW_ROWS, FEW_ROWS + 1):
+        batch = _batch(tok, ["What is 2 + 2?"] * rows)
+        with torch.no_grad():
+            plain = model.generate(**batch, generation_config=config)
+            fast = fast_generate(model.generate, model, **batch, generation_config=config)
+        assert torch.equal(plain[:, batch["input_ids"].shape[1] :], fast[:, batch["input_ids"].shape[1] :])
+    assert merges == [1]  # only the call of more than FEW_ROWS rows merged
+    assert not is_merged(model)
+
+
+def test_a_prompt_head_is_read_once_across_calls(lora_model, monkeypatch) -> None:
+    """A caller's fixed prompt start: read by the first call, then only each call's rest."""
+    import fedgrpo.generation as generation
+
+    model, tok = lora_model
+    first, second = _batch(tok, ["What is 3 + 4?"] * 3), _batch(tok, ["Is 7 prime?"] * 3)
+    a, b = first["input_ids"][0].tolist(), second["input_ids"][0].tolist()
+    n = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    head = PromptHead(a[:n])
+    assert len(head) == n >= 16 and head.starts(first["input_ids"][0]) and not head.starts(torch.tensor(b[:4]))
+    read = []
+    real_prefill = generation._prefill
+    monkeypatch.setattr(
+        generation,
+        "_prefill",
+        lambda m, c=None, **i: read.append(i["input_ids"].numel()) or real_prefill(m, c, **i),
+    )
+    config = GenerationConfig(max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    for batch in (first, second, first):
+        width = batch["input_ids"].shape[1]
+        with torch.no_grad():
+            plain = model.generate(**batch, generation_config=config)
+            fast = fast_generate(model.generate, model, head=head, **batch, generation_config=config)
+        assert torch.equal(plain[:, width:], fast[:, width:])
+    rest = [first["input_ids"].shape[1] - 1 - n, second["input_ids"].shape[1] - 1 - n]
+    assert read == [n, rest[0], rest[1], rest[0]]  # the head once, then each call's own part
+    head.forget()
+    with torch.no_grad():
+        fast_generate(model.generate, model, head=head, **first, generation_config=config)
+    assert read[-2:] == [n, rest[0]]  # forgotten: read again

@@ -306,3 +306,57 @@ def test_a_request_of_questions_the_client_does_not_hold_is_answered_in_one_batc
     client = Client("c1", examples, evaluator=DualEvaluator(AnswerEvaluator(examples), unkept))
     client.handle(encode(RewardRequest("r3", "c1", [items[0], items[2]])))
     assert calls[1:] == [[SUM[0]], [DOZEN[0]]]
+
+
+def test_a_direct_answer_starts_inside_the_tag_and_stops_at_its_close(knowing, monkeypatch) -> None:
+    """The same answers as a full reply, in fewer decoded tokens; the reply read back is whole."""
+    import fedgrpo.client.model_scoring as scoring
+
+    decoded: list[int] = []
+    real = scoring.generate
+
+    def counting(model, share, head, **kwargs):
+        out = real(model, share, head, **kwargs)
+        decoded.append(out.shape[1] - kwargs["input_ids"].shape[1])
+        return out
+
+    monkeypatch.setattr(scoring, "generate", counting)
+    replies = {}
+    for direct in (False, True):
+        ev = ModelEvaluator(*knowing, samples=1, max_new_tokens=16, direct_answer=direct)
+        replies[direct] = ev._sample([SUM[0], DOZEN[0]])
+        assert [ev.answer(q) for q, _ in (SUM, DOZEN)] == ["7", "12"]
+    assert replies[True] == ["<answer>7</answer>", "<answer>12</answer>"]
+    assert replies[False] == replies[True]  # the full reply is the tagged answer alone
+    full, direct = decoded[0], decoded[3]  # the two-question calls
+    assert direct <= full - 3  # neither the opening tag nor the end of the closing one is decoded
+    ev = ModelEvaluator(*knowing, direct_answer=True)
+    assert ev._closing_ids() and all(knowing[1].decode([i]).strip().startswith("</") for i in ev._closing_ids())
+
+
+@pytest.mark.parametrize(
+    ("reply", "read"),
+    [("-17</", "-17</answer>"), ("12 </answer", "12 </answer>"), ("7</answer>", "7</answer>"), ("7<", "7<")],
+)
+def test_a_direct_answer_stopped_at_its_closing_tag_is_completed(reply, read) -> None:
+    from fedgrpo.client.model_scoring import _closed
+
+    assert _closed(reply) == read
+
+
+def test_a_client_reads_its_prompt_start_once_for_all_its_calls(knowing, monkeypatch) -> None:
+    import fedgrpo.generation as generation
+
+    read: list[int] = []
+    real = generation._prefill
+    monkeypatch.setattr(
+        generation, "_prefill", lambda m, c=None, **i: read.append(i["input_ids"].numel()) or real(m, c, **i)
+    )
+    ev = ModelEvaluator(*knowing, samples=3, cache_size=0)
+    plain = ModelEvaluator(*knowing, samples=3, cache_size=0, share_prompts=False)
+    head = len(ev._prompt_head())
+    assert head >= 16
+    for question, _ in (SUM, DOZEN, SUM):
+        assert ev._sample([question]) == plain._sample([question])
+    assert read[0] == head and head not in read[1:]  # the head once, then each call's own part
+    assert len(read) == 4

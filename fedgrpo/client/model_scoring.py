@@ -18,6 +18,11 @@ Two scorers:
   answer (the paper's "score from the client's own model", in its verifier-like reading).
   It also never abstains on a parseable answer.
 
+With ``direct_answer`` the client model's reply starts inside the answer tag (the prompt ends with
+``<answer>``) and stops where the tag closes: what an SFT expert, trained to reply with the tagged
+answer alone, writes anyway, in a third of the decoded tokens (``-17`` is 4 of SmolLM2's tokens,
+against 10 for ``<answer>-17</answer>`` and the end of turn).
+
 The agreement rule itself and the dual gate are torch-free (:mod:`fedgrpo.client.agreement`,
 :mod:`fedgrpo.client.dual`); only this in-process scorer needs torch and transformers.
 """
@@ -29,11 +34,11 @@ import inspect
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from fedgrpo.answers import parsed_answer, rationale, reward_for
+from fedgrpo.answers import ANSWER_CLOSE, ANSWER_OPEN, parsed_answer, rationale, reward_for
 from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.data import derive_seed, normalise_question
-from fedgrpo.generation import generate
+from fedgrpo.generation import PromptHead, generate
 from fedgrpo.models import CHATML_TEMPLATE, inference
 from fedgrpo.prompting import build_messages
 
@@ -57,12 +62,15 @@ class ModelEvaluator(SampledScorer):
         adapter: str | None = None,
         share_prompts: bool = True,
         cache_size: int = 4096,
+        direct_answer: bool = False,
     ) -> None:
         """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, activated
         before every use (clients that share one base take turns); None uses ``model`` as it is.
         ``share_prompts``: its samples share one prefill of the prompt and the adapter is merged for
-        the call (:func:`fedgrpo.generation.fast_generate`). ``cache_size``: the questions whose own
-        answer is kept (:class:`~fedgrpo.client.agreement.SampledScorer`)."""
+        the call (:func:`fedgrpo.generation.fast_generate`), and the prompt start every question
+        shares is read once for all calls (:class:`~fedgrpo.generation.PromptHead`). ``cache_size``:
+        the questions whose own answer is kept (:class:`~fedgrpo.client.agreement.SampledScorer`).
+        ``direct_answer``: replies start inside the answer tag and stop at its close (above)."""
         super().__init__(
             mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example, cache_size
         )
@@ -70,6 +78,9 @@ class ModelEvaluator(SampledScorer):
         self.tokenizer = tokenizer
         self.adapter = adapter
         self.share_prompts = share_prompts
+        self.direct_answer = direct_answer
+        self._head: PromptHead | None = None
+        self._close_ids: list[int] | None = None
 
     def __repr__(self) -> str:
         adapter = f", adapter={self.adapter!r}" if self.adapter else ""
@@ -141,6 +152,34 @@ class ModelEvaluator(SampledScorer):
             text = text[0]
         return text
 
+    def _prompt_head(self) -> PromptHead:
+        """The tokens every question's prompt starts with (found as the common start of two prompts),
+        whose KV cache is then read once for all of this client's calls."""
+        if self._head is None:
+            a, b = (
+                self.tokenizer(self._prompt(q), add_special_tokens=False)["input_ids"] for q in ("1", "2")
+            )
+            n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            self._head = PromptHead(list(a[:n]))
+        return self._head
+
+    def _closing_ids(self) -> list[int]:
+        """The tokens a direct answer's closing tag starts with in this tokenizer (SmolLM2: ``</`` and
+        `` </``), found by tokenizing a tagged answer after a few kinds of last character. A tag
+        started by another token is still read back whole; generation then just stops later."""
+        if self._close_ids is None:
+            ids: set[int] = set()
+            for last in ("0", "a", ")", "."):
+                body = self.tokenizer(last, add_special_tokens=False)["input_ids"]
+                for space in ("", " "):
+                    full = self.tokenizer(last + space + ANSWER_CLOSE, add_special_tokens=False)["input_ids"]
+                    if full[: len(body)] == body and len(full) > len(body):
+                        first = full[len(body)]
+                        if self.tokenizer.decode([first]).strip().startswith("</"):
+                            ids.add(int(first))
+            self._close_ids = sorted(ids)
+        return self._close_ids
+
     def _activate(self) -> None:
         if self.adapter is not None and getattr(self.model, "active_adapter", None) != self.adapter:
             self.model.set_adapter(self.adapter)
@@ -168,12 +207,14 @@ class ModelEvaluator(SampledScorer):
         tok, model = self.tokenizer, self.model
         device = self._device()
         sampled = self.samples > 1
+        opening = ANSWER_OPEN if self.direct_answer else ""
+        stops = self._stop_ids() + (self._closing_ids() if self.direct_answer else [])
         config = GenerationConfig(
             max_new_tokens=self.max_new_tokens,
             do_sample=sampled,
             num_beams=1,
             pad_token_id=self._pad_id(),
-            eos_token_id=self._stop_ids() or None,
+            eos_token_id=stops or None,
             **({"temperature": self.temperature, "top_k": 0, "top_p": 1.0} if sampled else {}),
         )
         # A private RNG stream: the same question always gets the same samples, and the caller's
@@ -182,7 +223,7 @@ class ModelEvaluator(SampledScorer):
         self._activate()
         with inference(model, tok, padding_side="left"):  # generation appends on the right
             batch = tok(
-                [self._prompt(q) for q in questions for _ in range(self.samples)],
+                [self._prompt(q) + opening for q in questions for _ in range(self.samples)],
                 padding=True,
                 return_tensors="pt",
                 add_special_tokens=False,
@@ -191,9 +232,11 @@ class ModelEvaluator(SampledScorer):
                 torch.manual_seed(
                     derive_seed("model-evaluation", self.seed, *(normalise_question(q) for q in questions))
                 )
-                out = generate(model, self.share_prompts, **batch, generation_config=config)
+                head = self._prompt_head() if self.share_prompts else None
+                out = generate(model, self.share_prompts, head, **batch, generation_config=config)
         new_tokens = out[:, batch["input_ids"].shape[1] :]
-        return tok.batch_decode(new_tokens, skip_special_tokens=True)
+        texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
+        return [opening + _closed(t) for t in texts] if self.direct_answer else texts
 
     def _likelihood_rewards(self, question: str, candidates: list[str]) -> list[float | None]:
         """Mean per-token probability of each candidate's answer given prompt, rationale and ``<answer>``.
@@ -252,3 +295,11 @@ class ModelEvaluator(SampledScorer):
             prob = logprobs.gather(-1, targets[:, None]).exp().mean().item()
             rewards[i] = reward_for(min(max(prob, 0.0), 1.0), candidates[i], self.format_reward)
         return rewards
+
+
+def _closed(reply: str) -> str:
+    """A direct answer stopped at the start of its closing tag (``-17</``), with the tag completed."""
+    for n in range(len(ANSWER_CLOSE), 1, -1):
+        if reply.endswith(ANSWER_CLOSE[:n]):
+            return reply + ANSWER_CLOSE[n:]
+    return reply

@@ -151,6 +151,13 @@ class ClientSettings(_Strict):
     samples: int = Field(4, ge=1, description="answers the client model samples per question")
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(0.7, gt=0.0)
+    direct_answer: bool = Field(
+        False,
+        description="the client model's reply starts inside <answer> and stops at its close: what an "
+        "SFT expert (trained to reply with the tagged answer alone) writes anyway, in a third of the "
+        "decoded tokens; leave off for a client model that reasons first. In-process and organisation "
+        "models only: an endpoint's chat API cannot start the reply, so it answers in full",
+    )
     endpoint: str | None = Field(
         None,
         description="instead of model: base URL of an OpenAI-compatible server (transformers serve, "

@@ -96,7 +96,12 @@ def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str 
 
     worked = cfg.clients.expert.worked_example if adapter else cfg.model.worked_example
     return ModelEvaluator(
-        net, tokenizer, adapter=adapter, share_prompts=cfg.run.share_prompts, **_scoring(cfg, worked)
+        net,
+        tokenizer,
+        adapter=adapter,
+        share_prompts=cfg.run.share_prompts,
+        direct_answer=cfg.clients.direct_answer,
+        **_scoring(cfg, worked),
     )
 
 
