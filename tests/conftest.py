@@ -32,6 +32,19 @@ def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["FEDGRPO_CACHE"] = str(tmp_path_factory.mktemp("fedgrpo-cache"))
 
 
+@pytest.fixture
+def prefill_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The tokens each prefill of :mod:`fedgrpo.generation` reads, in order (filled as the test runs)."""
+    import fedgrpo.generation as generation
+
+    read: list[int] = []
+    real = generation._prefill
+    monkeypatch.setattr(
+        generation, "_prefill", lambda m, c=None, **i: read.append(i["input_ids"].numel()) or real(m, c, **i)
+    )
+    return read
+
+
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointModel]:
     """The tiny random model behind a real ``transformers serve`` (about 7 s to start), shared by every

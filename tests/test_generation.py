@@ -174,7 +174,9 @@ def test_generation_runs_its_decode_steps_through_few_row_linears(lora_model) ->
     assert "forward" not in vars(layer)
 
 
-def test_repeated_prompts_after_a_common_start_read_it_once_and_each_prompt_once(lora_model, monkeypatch):
+def test_repeated_prompts_after_a_common_start_read_it_once_and_each_prompt_once(
+    lora_model, monkeypatch, prefill_reads
+):
     import fedgrpo.generation as generation
 
     model, tok = lora_model
@@ -189,13 +191,7 @@ def test_repeated_prompts_after_a_common_start_read_it_once_and_each_prompt_once
         "_generate_after_common_prefix",
         lambda *a: plans.append(a[4] if len(a) > 4 else None) or real(*a),
     )
-    read = []
-    real_prefill = generation._prefill
-    monkeypatch.setattr(
-        generation,
-        "_prefill",
-        lambda m, c=None, **i: read.append(i["input_ids"].numel()) or real_prefill(m, c, **i),
-    )
+    read = prefill_reads
     greedy = GenerationConfig(max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
     sampled = GenerationConfig(max_new_tokens=10, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id)
     for config in (greedy, sampled):
@@ -240,23 +236,16 @@ def test_few_row_lora_layers_give_peft_numbers_without_merging(lora_model, monke
     assert not is_merged(model)
 
 
-def test_a_prompt_head_is_read_once_across_calls(lora_model, monkeypatch) -> None:
+def test_a_prompt_head_is_read_once_across_calls(lora_model, prefill_reads) -> None:
     """A caller's fixed prompt start: read by the first call, then only each call's rest."""
-    import fedgrpo.generation as generation
-
     model, tok = lora_model
     first, second = _batch(tok, ["What is 3 + 4?"] * 3), _batch(tok, ["Is 7 prime?"] * 3)
     a, b = first["input_ids"][0].tolist(), second["input_ids"][0].tolist()
     n = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
     head = PromptHead(a[:n])
-    assert len(head) == n >= 16 and head.starts(first["input_ids"][0]) and not head.starts(torch.tensor(b[:4]))
-    read = []
-    real_prefill = generation._prefill
-    monkeypatch.setattr(
-        generation,
-        "_prefill",
-        lambda m, c=None, **i: read.append(i["input_ids"].numel()) or real_prefill(m, c, **i),
-    )
+    assert len(head) == n >= 16 and head.starts(first["input_ids"][0])
+    assert not head.starts(torch.tensor(b[:4]))
+    read = prefill_reads
     config = GenerationConfig(max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
     for batch in (first, second, first):
         width = batch["input_ids"].shape[1]

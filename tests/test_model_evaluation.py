@@ -330,8 +330,8 @@ def test_a_direct_answer_starts_inside_the_tag_and_stops_at_its_close(knowing, m
     assert replies[False] == replies[True]  # the full reply is the tagged answer alone
     full, direct = decoded[0], decoded[3]  # the two-question calls
     assert direct <= full - 3  # neither the opening tag nor the end of the closing one is decoded
-    ev = ModelEvaluator(*knowing, direct_answer=True)
-    assert ev._closing_ids() and all(knowing[1].decode([i]).strip().startswith("</") for i in ev._closing_ids())
+    closing = ModelEvaluator(*knowing, direct_answer=True)._closing_ids()
+    assert closing and all(knowing[1].decode([i]).strip().startswith("</") for i in closing)
 
 
 @pytest.mark.parametrize(
@@ -344,14 +344,8 @@ def test_a_direct_answer_stopped_at_its_closing_tag_is_completed(reply, read) ->
     assert _closed(reply) == read
 
 
-def test_a_client_reads_its_prompt_start_once_for_all_its_calls(knowing, monkeypatch) -> None:
-    import fedgrpo.generation as generation
-
-    read: list[int] = []
-    real = generation._prefill
-    monkeypatch.setattr(
-        generation, "_prefill", lambda m, c=None, **i: read.append(i["input_ids"].numel()) or real(m, c, **i)
-    )
+def test_a_client_reads_its_prompt_start_once_for_all_its_calls(knowing, prefill_reads) -> None:
+    read = prefill_reads
     ev = ModelEvaluator(*knowing, samples=3, cache_size=0)
     plain = ModelEvaluator(*knowing, samples=3, cache_size=0, share_prompts=False)
     head = len(ev._prompt_head())
