@@ -8,6 +8,7 @@ and the allowed values. TRL's GRPO settings pass through under ``grpo`` and are 
 """
 
 from fedgrpo.config.baselines import DpsdaSettings, FedPETuningSettings
+from fedgrpo.config.clients import AdversaryBehaviour, ClientPrivacy, ClientSettings, ExpertTraining
 from fedgrpo.config.experiment import METHODS, FedGRPOConfig
 from fedgrpo.config.grpo import GRPO_DEFAULTS, RESERVED_GRPO_KEYS, grpo_config_fields
 from fedgrpo.config.load import (
@@ -22,12 +23,8 @@ from fedgrpo.config.load import (
 )
 from fedgrpo.config.sections import (
     EMBEDDED_MODELS,
-    AdversaryBehaviour,
-    ClientPrivacy,
-    ClientSettings,
     DataSettings,
     EvalSettings,
-    ExpertTraining,
     FederationSettings,
     FlowerSettings,
     LoraSettings,

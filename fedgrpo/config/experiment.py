@@ -10,9 +10,9 @@ import yaml
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from fedgrpo.config.baselines import DpsdaSettings, FedPETuningSettings
+from fedgrpo.config.clients import ClientSettings
 from fedgrpo.config.grpo import check_grpo_settings
 from fedgrpo.config.sections import (
-    ClientSettings,
     DataSettings,
     EvalSettings,
     FederationSettings,

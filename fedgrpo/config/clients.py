@@ -1,0 +1,162 @@
+"""The clients' sections of a FedGRPO config: each client's own model, its expert and its privacy."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fedgrpo.config.sections import _check_model_name, _check_whole_groups, _Strict
+
+AdversaryBehaviour = Literal["flip", "always-high", "random", "colluding"]
+
+
+class ExpertTraining(_Strict):
+    """How each client turns ``clients.model`` into its own expert: a LoRA adapter on its private data.
+
+    ``method: sft`` trains one LoRA adapter per client on that client's labelled examples only
+    (prompt -> ``<answer>...</answer>``); ``grpo`` trains it with TRL's GRPO, rewarded by the client's
+    own answer check. Adapters are cached under ``cache_dir`` keyed by base model, data and these
+    settings, so a second run (or ``fedgrpo train-clients``) reuses them. ``none`` uses the base
+    model as every client's model.
+    """
+
+    method: Literal["none", "sft", "grpo"] = "none"
+    epochs: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    worked_example: bool = Field(
+        False,
+        description="put the worked example in the expert's prompt; an expert is trained to answer in "
+        "tags, so it needs none, and the prompt is half as long (training and evaluation twice as fast)",
+    )
+    cache_dir: str | None = Field(
+        None, description="where trained adapters are kept; default $FEDGRPO_CACHE/experts or ~/.cache"
+    )
+    num_generations: int = Field(4, ge=2, description="grpo: completions sampled per question")
+    max_completion_length: int = Field(32, ge=1, description="grpo: tokens per sampled completion")
+
+    @model_validator(mode="after")
+    def _grpo_batches(self) -> ExpertTraining:
+        _check_whole_groups("clients.expert", self.method, self.batch_size, self.num_generations)
+        return self
+
+
+class ClientPrivacy(_Strict):
+    """Differentially private rewards at every simulated client (a deployed organisation sets its own
+    in its node config, see docs/deployment.md). Off unless ``enabled``.
+
+    Every value a client sends (reward correctness, competence bit) is privatised with ``epsilon`` per
+    value: randomised response for bits, ``continuous_mechanism`` for model scores in [0, 1]. The client
+    composes its loss over the run and abstains once the next value would exceed ``budget_epsilon`` at
+    ``budget_delta``; the same (question, final answer) always gets the same released value, and at most
+    ``max_answers_per_question`` distinct answers per question are released.
+    """
+
+    enabled: bool = False
+    epsilon: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="epsilon per released value")
+    budget_epsilon: float | None = Field(
+        8.0, gt=0.0, allow_inf_nan=False, description="per client and run; None: no cap (still reported)"
+    )
+    budget_delta: float = Field(1e-5, ge=0.0, lt=1.0, description="delta at which the spend is reported")
+    binary_mechanism: Literal["randomized_response"] = Field(
+        "randomized_response", description="for bits (answer check, agreement, competence)"
+    )
+    continuous_mechanism: Literal["laplace", "gaussian"] = Field(
+        "laplace", description="for model scores in [0, 1] (clients.evaluation: likelihood)"
+    )
+    delta_per_value: float = Field(0.0, ge=0.0, lt=1.0, description="gaussian only: delta per value")
+    max_answers_per_question: int = Field(
+        8, ge=1, description="distinct final answers released per question; later ones abstain"
+    )
+
+    @model_validator(mode="after")
+    def _gaussian_delta(self) -> ClientPrivacy:
+        if self.continuous_mechanism == "gaussian" and self.delta_per_value <= 0:
+            raise ValueError(
+                "clients.privacy.delta_per_value must be positive for continuous_mechanism: gaussian"
+            )
+        if self.continuous_mechanism == "gaussian" and self.budget_delta <= self.delta_per_value:
+            raise ValueError("clients.privacy.budget_delta must exceed delta_per_value (gaussian)")
+        return self
+
+
+class ClientSettings(_Strict):
+    """The clients' own models, for model-based evaluation (ME) and for competence queries.
+
+    ``model`` is an embedded name (``tiny-random``, ``smollm2``), a Hugging Face id or a local folder;
+    None means no client model: clients then only score questions they hold (AE) and cannot answer
+    the confidence graph's competence queries. The base model is loaded ONCE and shared: with
+    ``expert.method: sft`` each client adds its own LoRA adapter on that one base (K clients cost one
+    model plus K small adapters), otherwise every client uses the base as it is.
+    """
+
+    model: str | None = None
+    expert: ExpertTraining = ExpertTraining()
+    evaluation: Literal["agreement", "likelihood"] = "agreement"
+    samples: int = Field(4, ge=1, description="answers the client model samples per question")
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(0.7, gt=0.0)
+    direct_answer: bool = Field(
+        False,
+        description="the client model's reply starts inside <answer> and stops at its close: what an "
+        "SFT expert (trained to reply with the tagged answer alone) writes anyway, in a third of the "
+        "decoded tokens; leave off for a client model that reasons first. In-process and organisation "
+        "models only: an endpoint's chat API cannot start the reply, so it answers in full",
+    )
+    endpoint: str | None = Field(
+        None,
+        description="instead of model: base URL of an OpenAI-compatible server (transformers serve, "
+        "vLLM) with the clients' model, e.g. http://127.0.0.1:8000/v1; every simulated client scores "
+        "through it",
+    )
+    endpoint_model: str | None = Field(
+        None, description="the model name the endpoint expects (transformers serve: its FOLDER argument)"
+    )
+    adversaries: dict[str, AdversaryBehaviour] = Field(
+        default_factory=dict,
+        description="simulation only, for robustness experiments: client name -> flip, always-high, "
+        "random or colluding (two or more clients); see fedgrpo/run/adversaries.py",
+    )
+    privacy: ClientPrivacy = ClientPrivacy()
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str | None) -> str | None:
+        return None if value is None else _check_model_name(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"clients.endpoint must start with http:// or https://, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> ClientSettings:
+        if self.endpoint is None:
+            if self.endpoint_model is not None:
+                raise ValueError("clients.endpoint_model needs clients.endpoint")
+            return self
+        if self.endpoint_model is None:
+            raise ValueError(
+                "clients.endpoint needs clients.endpoint_model: the model name the server expects"
+            )
+        if self.model is not None:
+            raise ValueError(
+                "clients.endpoint and clients.model are alternatives: the client model runs behind the "
+                "endpoint or in this process, not both"
+            )
+        if self.expert.method != "none":
+            raise ValueError(
+                "clients.endpoint and clients.expert.method are exclusive: an organisation behind an "
+                "endpoint serves its own expert"
+            )
+        return self
+
+    @property
+    def has_model(self) -> bool:
+        """Whether clients have a model of their own, in process or behind an endpoint."""
+        return self.model is not None or self.endpoint is not None
