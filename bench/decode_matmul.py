@@ -6,7 +6,7 @@ all weight reads, no reuse. This times, in one process and alternating,
 * the weights of one decode step alone (30 layers' seven matrices, all distinct so nothing stays in
   cache, and the 49,152-wide LM head), as ``F.linear`` and as ``W @ x.T``, with the weight bytes
   divided by the time (GB/s), against a plain read of the same bytes (``sum``);
-* a whole decode step of the real model (a 60-token cache), with :func:`fedgrpo.generation.few_row_linears`
+* a whole decode step of the real model (a 60-token cache), with :func:`fedgrpo.few_rows.few_row_linears`
   off and on, at each row count; above ``FEW_ROWS`` the lever leaves ``F.linear`` in place, so those
   rows time the threshold's other side.
 
@@ -25,9 +25,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from fedgrpo import generation
+from fedgrpo import few_rows
 from fedgrpo.models import load_policy, smollm2_folder
-from fedgrpo.shared_prefix import cache_argument
+from fedgrpo.shared_prefix import cache_argument, output_cache
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -71,7 +71,7 @@ def decode_step(model: torch.nn.Module, rows: int, repeats: int, lever: bool) ->
     prompt = torch.randint(0, 1000, (rows, 60))
     token = torch.randint(0, 1000, (rows, 1))
     with torch.no_grad():
-        cache = model(input_ids=prompt, use_cache=True).past_key_values
+        cache = output_cache(model(input_ids=prompt, use_cache=True))
 
         def step() -> None:
             model(input_ids=token, use_cache=True, **{cache_argument(model.forward): cache})
@@ -79,7 +79,7 @@ def decode_step(model: torch.nn.Module, rows: int, repeats: int, lever: bool) ->
 
         if not lever:
             return _median_ms(step, repeats)
-        with generation.few_row_linears(model):
+        with few_rows.few_row_linears(model):
             return _median_ms(step, repeats)
 
 
@@ -94,7 +94,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_policy(str(smollm2_folder())).eval()
-    print(f"torch threads: {torch.get_num_threads()}; FEW_ROWS = {generation.FEW_ROWS}")
+    print(f"torch threads: {torch.get_num_threads()}; FEW_ROWS = {few_rows.FEW_ROWS}")
     print(
         "| rows | weights: F.linear ms (GB/s) | W @ x.T ms (GB/s) | read ms (GB/s) "
         "| decode step: plain ms | few_row_linears ms | x |"

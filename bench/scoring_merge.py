@@ -1,13 +1,15 @@
 """A client model's scoring call (one question, ``clients.samples`` answers) under four paths, two
-default experts, alternating: plain generate, the prompt levers without few-row matmuls, with them,
-and with them but the LoRA adapter left unmerged. Prints seconds per call (median):
+default experts, alternating: plain generate, the prompt levers without few-row matmuls, with them
+and the LoRA adapter merged for the call, and with them and the adapter's products computed in the
+few-row forward (unmerged: what a call of few rows does). Replies are full (``direct_answer`` off)
+and the prompt is read whole each call (no head), as when this was first measured. Prints seconds
+per call (median):
 
     python bench/scoring_merge.py
 """
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import sys
 import time
@@ -18,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from client_scoring import _evaluators  # noqa: E402
 
-from fedgrpo import generation  # noqa: E402
+from fedgrpo import few_rows, generation  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
 from fedgrpo.run.assemble import build_data  # noqa: E402
 
@@ -29,15 +31,16 @@ def main() -> None:
     torch.set_num_threads(cfg.run.threads or torch.get_num_threads())
     evaluators = _evaluators(cfg, split)[:2]
     questions = [q.question for q in split.train_questions[:8]]
-    merge, rows = generation.merged_adapter, generation.FEW_ROWS
+    rows, decoded = few_rows.FEW_ROWS, generation._decoded_rows
     times: dict[str, list[float]] = {}
     for _ in range(2):
-        for name in ("plain", "levers", "few rows", "few rows, unmerged"):
-            generation.FEW_ROWS = 0 if name in ("plain", "levers") else rows
-            unmerged = name == "few rows, unmerged"
-            generation.merged_adapter = (lambda m: contextlib.nullcontext()) if unmerged else merge
+        for name in ("plain", "levers", "few rows, merged", "few rows, adapter in the forward"):
+            few_rows.FEW_ROWS = 0 if name in ("plain", "levers") else rows
+            merged = name != "few rows, adapter in the forward"
+            generation._decoded_rows = (lambda kwargs: float("inf")) if merged else decoded
             for ev in evaluators:
-                ev.cache_size, ev.share_prompts = 0, name != "plain"
+                ev.cache_size, ev.share_prompts, ev.direct_answer = 0, name != "plain", False
+                ev._prompt_head = lambda: None  # type: ignore[method-assign]
                 start = time.perf_counter()
                 for q in questions:
                     ev._sample([q])

@@ -18,9 +18,12 @@ time (the in-process clients take turns on their shared base), which merging req
 
 A decode step of a few rows is all weight reads, and torch's CPU ``linear`` reads them slowly at that
 size; for the call, such layers compute the same product in the order that streams the weights
-(:func:`few_row_linears`). At that size the adapter's two thin products cost next to nothing when
+(:mod:`fedgrpo.few_rows`). At that size the adapter's two thin products cost next to nothing when
 computed directly, while merging and unmerging rewrite every weight twice (about 0.15 s for
 SmolLM2, the whole decode of a short answer), so a call of few rows leaves the adapter unmerged.
+
+A caller that asks one fixed model many times (a client) passes the prompt start all its calls
+share (:class:`PromptHead`), which is then read once for all of them.
 
 Nothing here changes what is sampled from, only how fast: ``bench/generation_levers.py`` times each lever.
 """
@@ -37,17 +40,16 @@ from typing import Any
 
 import torch
 
+from fedgrpo import few_rows
 from fedgrpo.shared_prefix import PrefixPlan, cache_argument, output_cache, plan_shared_prefix
 
 log = logging.getLogger(__name__)
 
 MIN_COMMON_TOKENS = 16  # a shorter common start is not worth its own prefill
-FEW_ROWS = 8  # up to this many rows a linear layer runs as W @ x.T (bench/decode_matmul.py)
 
 __all__ = [
     "PromptHead",
     "fast_generate",
-    "few_row_linears",
     "generate",
     "is_merged",
     "merged_adapter",
@@ -103,87 +105,6 @@ def merged_adapter(model: Any) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def few_row_linears(model: Any) -> Iterator[None]:
-    """For the block, every ``torch.nn.Linear`` of ``model`` on a CPU computes an input of at most
-    :data:`FEW_ROWS` rows (a decode step's) as ``W @ x.T``; larger inputs go through ``F.linear``.
-
-    Written by hand because no library option does it: torch's CPU ``linear`` hands ``x @ W.T`` to
-    MKL's sgemm, which for a handful of rows reads the weights far below the memory bandwidth, and a
-    decode step is nothing but such reads (``bench/decode_matmul.py`` measures both orders). The same
-    product with the weight as the left operand streams it. Only the order of float additions
-    changes. Each layer's ``forward`` is replaced on the instance for the block and restored after.
-    """
-    layers = [
-        m
-        for m in model.modules()
-        if type(m) is torch.nn.Linear and m.weight.device.type == "cpu" and "forward" not in vars(m)
-    ]
-    adapted = [(m, a) for m in model.modules() if (a := _plain_lora_adapters(m)) is not None]
-    for layer in layers:
-        layer.forward = functools.partial(_few_row_linear, layer)
-    for layer, adapters in adapted:
-        layer.forward = functools.partial(_few_row_lora, layer, adapters)
-    try:
-        yield
-    finally:
-        for layer in layers + [m for m, _ in adapted]:
-            del layer.forward
-
-
-def _plain_lora_adapters(module: Any) -> list[str] | None:
-    """The active adapters of an unmerged PEFT LoRA ``Linear`` on a CPU whose forward is exactly
-    ``base(x) + B(A(x)) * scaling`` for each (plain LoRA, no dropout in effect, one dtype); None for
-    anything else, which keeps its own forward."""
-    if not (hasattr(module, "lora_A") and hasattr(module, "base_layer") and "forward" not in vars(module)):
-        return None
-    base = module.base_layer
-    if type(base) is not torch.nn.Linear or base.weight.device.type != "cpu":
-        return None
-    if module.merged or module.disable_adapters or getattr(module, "lora_variant", {}):
-        return None
-    adapters = [a for a in module.active_adapters if a in module.lora_A]
-    for a in adapters:
-        A, B, dropout = module.lora_A[a], module.lora_B[a], module.lora_dropout[a]
-        if type(A) is not torch.nn.Linear or type(B) is not torch.nn.Linear or A.bias is not None:
-            return None
-        if B.bias is not None or A.weight.dtype != base.weight.dtype or B.weight.dtype != base.weight.dtype:
-            return None
-        if dropout.training and not isinstance(dropout, torch.nn.Identity):
-            return None
-    return adapters
-
-
-def _few_row_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    rows = x.numel() // layer.in_features if x.dim() and layer.in_features else 0
-    if not 0 < rows <= FEW_ROWS:
-        return torch.nn.functional.linear(x, layer.weight, layer.bias)
-    y = torch.mm(layer.weight, x.reshape(rows, layer.in_features).T).T
-    if layer.bias is not None:
-        y = y + layer.bias
-    return y.reshape(*x.shape[:-1], layer.out_features)
-
-
-def _few_row_lora(
-    layer: Any, adapters: list[str], x: torch.Tensor, *args: Any, **kwargs: Any
-) -> torch.Tensor:
-    """A LoRA layer's forward for a few rows: the base product as ``W @ x.T`` plus each adapter's
-    ``scaling * B @ (A @ x.T)``, the arithmetic of PEFT's own forward without its per-call dispatch;
-    anything else goes through PEFT's forward."""
-    base = layer.base_layer
-    rows = x.numel() // base.in_features if x.dim() and base.in_features else 0
-    if args or kwargs or not 0 < rows <= FEW_ROWS or x.dtype != base.weight.dtype:
-        return type(layer).forward(layer, x, *args, **kwargs)
-    columns = x.reshape(rows, base.in_features).T
-    y = torch.mm(base.weight, columns)
-    for a in adapters:
-        y = y + torch.mm(layer.lora_B[a].weight, torch.mm(layer.lora_A[a].weight, columns)) * layer.scaling[a]
-    y = y.T
-    if base.bias is not None:
-        y = y + base.bias
-    return y.reshape(*x.shape[:-1], base.out_features)
-
-
 def is_merged(model: Any) -> bool:
     """Whether any of a PEFT model's adapter layers is merged into its base weights."""
     return any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "merged_adapters"))
@@ -193,8 +114,8 @@ def fast_generate(
     generate: Callable[..., Any], model: Any, *args: Any, head: PromptHead | None = None, **kwargs: Any
 ) -> Any:
     """``generate(*args, **kwargs)`` with each distinct prompt (or the prompts' common start, whichever
-    reads fewer tokens) prefilled once, few-row matmuls as ``W @ x.T`` (:func:`few_row_linears`), and
-    the adapter merged when more than :data:`FEW_ROWS` rows decode (below, those matmuls add it).
+    reads fewer tokens) prefilled once, few-row matmuls as ``W @ x.T`` (:mod:`fedgrpo.few_rows`), and the
+    adapter merged when more than ``FEW_ROWS`` rows decode (below, those matmuls add it).
 
     ``head``: the start every call of this caller shares, read once across calls (:class:`PromptHead`);
     it is used when the rows' common start begins with it.
@@ -216,8 +137,8 @@ def fast_generate(
         or getattr(getattr(model, "config", None), "is_encoder_decoder", False)
     )
     # few rows: the adapter's products are computed in the decode steps (few_row_linears), not merged
-    merging = merged_adapter(model) if _decoded_rows(kwargs) > FEW_ROWS else nullcontext()
-    with merging, few_row_linears(model):
+    merging = merged_adapter(model) if _decoded_rows(kwargs) > few_rows.FEW_ROWS else nullcontext()
+    with merging, few_rows.few_row_linears(model):
         if plain:
             return generate(*args, **kwargs)
         # Rows grouped by the prefix they share, as the loss forward groups them (at most all but

@@ -7,11 +7,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GenerationConfig
 
+from fedgrpo.few_rows import FEW_ROWS, few_row_linears
 from fedgrpo.generation import (
-    FEW_ROWS,
     PromptHead,
     fast_generate,
-    few_row_linears,
     is_merged,
     merged_adapter,
     speed_up_generation,
