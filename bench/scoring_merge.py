@@ -2,8 +2,8 @@
 default experts, alternating: plain generate, the prompt levers without few-row matmuls, with them
 and the LoRA adapter merged for the call, and with them and the adapter's products computed in the
 few-row forward (unmerged: what a call of few rows does). Replies are full (``direct_answer`` off)
-and the prompt is read whole each call (no head), as when this was first measured. Prints seconds
-per call (median):
+and the prompt is read whole each call (no kept prompt starts), as when this was first measured.
+Prints seconds per call (median):
 
     python bench/scoring_merge.py
 """
@@ -40,7 +40,7 @@ def main() -> None:
             generation._decoded_rows = (lambda kwargs: float("inf")) if merged else decoded
             for ev in evaluators:
                 ev.cache_size, ev.share_prompts, ev.direct_answer = 0, name != "plain", False
-                ev._prompt_head = lambda: None  # type: ignore[method-assign]
+                ev._prompts = None  # type: ignore[assignment]
                 start = time.perf_counter()
                 for q in questions:
                     ev._sample([q])

@@ -12,6 +12,7 @@ inputs of at most :data:`FEW_ROWS` rows this way. Only the order of float additi
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,12 +31,16 @@ def few_row_linears(model: Any) -> Iterator[None]:
     layer, its adapter's products included; larger inputs go through their own forward. Each
     layer's ``forward`` is replaced on the instance for the block and restored after.
     """
+    linears, loras = _layers(model)
+    adapted = [(m, a) for m in loras if (a := _plain_lora_adapters(m)) is not None]
+    inside = {id(m) for m, _ in adapted}
+    # a LoRA layer that keeps PEFT's forward (merged, say) still calls its base layer
+    linears = linears + [m.base_layer for m in loras if id(m) not in inside]
     layers = [
         m
-        for m in model.modules()
+        for m in linears
         if type(m) is torch.nn.Linear and m.weight.device.type == "cpu" and "forward" not in vars(m)
     ]
-    adapted = [(m, a) for m in model.modules() if (a := _plain_lora_adapters(m)) is not None]
     for layer in layers:
         layer.forward = functools.partial(_few_row_linear, layer)
     for layer, adapters in adapted:
@@ -45,6 +50,22 @@ def few_row_linears(model: Any) -> Iterator[None]:
     finally:
         for layer in layers + [m for m, _ in adapted]:
             del layer.forward
+
+
+_LAYERS: weakref.WeakKeyDictionary[Any, tuple[list[Any], list[Any]]] = weakref.WeakKeyDictionary()
+
+
+def _layers(model: Any) -> tuple[list[Any], list[Any]]:
+    """``model``'s linear layers outside any LoRA layer, and its LoRA layers: found once per model
+    (a PEFT model with five adapters has about 4,000 modules to walk, ~20 ms a call). A layer added
+    later is only left unpatched, which is slower, never wrong."""
+    found = _LAYERS.get(model)
+    if found is None:
+        loras = [m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
+        inner = {id(x) for lora in loras for x in lora.modules() if x is not lora}
+        linears = [m for m in model.modules() if type(m) is torch.nn.Linear and id(m) not in inner]
+        found = _LAYERS[model] = (linears, loras)
+    return found
 
 
 def _plain_lora_adapters(module: Any) -> list[str] | None:
@@ -92,8 +113,10 @@ def _few_row_lora(
         return type(layer).forward(layer, x, *args, **kwargs)
     columns = x.reshape(rows, base.in_features).T
     y = torch.mm(base.weight, columns)
-    for a in adapters:
-        y = y + torch.mm(layer.lora_B[a].weight, torch.mm(layer.lora_A[a].weight, columns)) * layer.scaling[a]
+    for a in adapters:  # y + scaling * B @ (A @ x.T), the add and the scaling in one call
+        y = torch.addmm(
+            y, layer.lora_B[a].weight, torch.mm(layer.lora_A[a].weight, columns), alpha=layer.scaling[a]
+        )
     y = y.T
     if base.bias is not None:
         y = y + base.bias

@@ -22,8 +22,8 @@ size; for the call, such layers compute the same product in the order that strea
 computed directly, while merging and unmerging rewrite every weight twice (about 0.15 s for
 SmolLM2, the whole decode of a short answer), so a call of few rows leaves the adapter unmerged.
 
-A caller that asks one fixed model many times (a client) passes the prompt start all its calls
-share (:class:`PromptHead`), which is then read once for all of them.
+A caller that asks one fixed model many times (a client) passes a :class:`PromptCache`: the prompt
+starts its calls share are then read once for all of them.
 
 Nothing here changes what is sampled from, only how fast: ``bench/generation_levers.py`` times each lever.
 """
@@ -34,6 +34,7 @@ import copy
 import functools
 import inspect
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 MIN_COMMON_TOKENS = 16  # a shorter common start is not worth its own prefill
 
 __all__ = [
-    "PromptHead",
+    "PromptCache",
     "fast_generate",
     "generate",
     "is_merged",
@@ -57,37 +58,62 @@ __all__ = [
 ]
 
 
-class PromptHead:
-    """The token run every prompt of one caller starts with (a client's chat template, system prompt
-    and worked example: about 85 of SmolLM2's 112 prompt tokens), and its KV cache once read.
+class PromptCache:
+    """The KV caches of the prompt starts of one caller's recent calls, so that a call reads only the
+    part of its prompts it does not share with one of them: a client's chat template and system
+    prompt, and a question's lead-in that its domain repeats ("State the final answer to the
+    following arithmetic problem:"), 35 of a SmolLM2 client's 64 to 71 prompt tokens.
 
-    A caller that asks the same fixed model many times passes it to :func:`fast_generate`, which then
-    reads those tokens once for all calls instead of once per call. The cache holds for the weights
-    it was read with: the caller's model must not change while the head is in use (a client's
-    expert, trained before it scores), or it calls :meth:`forget`.
+    Like vLLM's automatic prefix caching, for one fixed model in this process: the caches hold for
+    the weights they were read with, so the caller's model must not change while it uses them (a
+    client's expert, trained before it scores), or it calls :meth:`forget`. Written here because
+    transformers' ``generate`` takes one cache per call and keeps none across calls.
     """
 
-    def __init__(self, ids: list[int]) -> None:
-        self.ids = torch.tensor(ids, dtype=torch.long)
-        self._cache: Any = None
+    def __init__(self, entries: int = 8) -> None:
+        self.entries = entries
+        self._caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # prompt start -> its cache
 
-    def __len__(self) -> int:
-        return int(self.ids.numel())
+    def matched(self, tokens: torch.Tensor) -> int:
+        """How many leading tokens of the 1-D ``tokens`` a kept cache holds (0 when fewer than
+        ``MIN_COMMON_TOKENS``: too short to be worth a copy)."""
+        return self._best(tuple(tokens.tolist()))[1]
 
-    def starts(self, tokens: torch.Tensor) -> bool:
-        """Whether the 1-D ``tokens`` begin with the head."""
-        n = len(self)
-        return n > 0 and tokens.numel() >= n and torch.equal(tokens[:n].cpu(), self.ids)
+    def prefill(self, model: Any, tokens: torch.Tensor) -> Any:
+        """A new cache of the 1-D ``tokens``, reading only what no kept cache holds; keeps a copy."""
+        ids = tuple(tokens.tolist())
+        key, n = self._best(ids)
+        if key is None:
+            cache = _prefill(model, input_ids=tokens[None, :])
+        else:
+            self._caches.move_to_end(key)
+            cache = copy.deepcopy(self._caches[key])
+            if n < len(key):  # a negative count removes that many tokens, in every release
+                cache.crop(n - len(key))
+            if n < len(ids):  # positions follow the cache's length
+                _prefill(model, cache, input_ids=tokens[None, n:])
+        if ids not in self._caches:
+            self._caches[ids] = copy.deepcopy(cache)
+            while len(self._caches) > self.entries:
+                self._caches.popitem(last=False)
+        return cache
 
     def forget(self) -> None:
-        """Drop the cache (the model's weights changed); the next call reads the head again."""
-        self._cache = None
+        """Drop every kept cache (the model's weights changed)."""
+        self._caches.clear()
 
-    def cache(self, model: Any, device: torch.device) -> Any:
-        """A fresh copy of the head's KV cache (read now if it never was), for one call to extend."""
-        if self._cache is None:
-            self._cache = _prefill(model, input_ids=self.ids[None, :].to(device))
-        return copy.deepcopy(self._cache)
+    def _best(self, ids: tuple[int, ...]) -> tuple[tuple[int, ...] | None, int]:
+        best, length = None, 0
+        for key in self._caches:
+            n = _shared_length(key, ids)
+            if n > length:
+                best, length = key, n
+        return (best, length) if length >= MIN_COMMON_TOKENS else (None, 0)
+
+
+def _shared_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
 
 
 @contextmanager
@@ -111,14 +137,14 @@ def is_merged(model: Any) -> bool:
 
 
 def fast_generate(
-    generate: Callable[..., Any], model: Any, *args: Any, head: PromptHead | None = None, **kwargs: Any
+    generate: Callable[..., Any], model: Any, *args: Any, prompts: PromptCache | None = None, **kwargs: Any
 ) -> Any:
     """``generate(*args, **kwargs)`` with each distinct prompt (or the prompts' common start, whichever
     reads fewer tokens) prefilled once, few-row matmuls as ``W @ x.T`` (:mod:`fedgrpo.few_rows`), and the
     adapter merged when more than ``FEW_ROWS`` rows decode (below, those matmuls add it).
 
-    ``head``: the start every call of this caller shares, read once across calls (:class:`PromptHead`);
-    it is used when the rows' common start begins with it.
+    ``prompts``: the caller's prompt starts kept across calls (:class:`PromptCache`); the rows'
+    common start is then read only past what a kept one holds.
 
     Falls back to a plain call, with the same adapter handling, whenever the shortcut does not apply: no
     duplicate prompts and no common start, a cache or embeddings passed in, positional inputs, or an
@@ -151,17 +177,16 @@ def fast_generate(
         grouped = plan.tokens if plan is not None else rows * width
         if common is not None:
             start = common[0]
-            if head is not None and not (start >= len(head) and head.starts(common[1])):
-                head = None
-            read = start - (len(head) if head is not None else 0)  # of the common start, this call
+            read = start - (prompts.matched(common[1]) if prompts is not None else 0)  # by this call
             after_common = read + rows * (width - start)
             if plan is not None and plan.length > start:
                 groups = plan.first.shape[0]
                 both = read + groups * (plan.length - start) + rows * (width - plan.length)
                 if both < min(grouped, after_common):
-                    return _generate_after_common_prefix(generate, model, common, kwargs, plan, head)
-            if after_common < grouped:
-                return _generate_after_common_prefix(generate, model, common, kwargs, None, head)
+                    return _generate_after_common_prefix(generate, model, common, kwargs, plan, prompts)
+            # a tie goes to this path when it keeps the start for the caller's later calls
+            if after_common < grouped or (prompts is not None and after_common == grouped):
+                return _generate_after_common_prefix(generate, model, common, kwargs, None, prompts)
         if plan is None:
             return generate(**kwargs)
         prefix = input_ids[plan.first, : plan.length]
@@ -212,7 +237,7 @@ def _generate_after_common_prefix(
     common: tuple[int, torch.Tensor],
     kwargs: dict[str, Any],
     plan: PrefixPlan | None = None,
-    head: PromptHead | None = None,
+    prompts: PromptCache | None = None,
 ) -> Any:
     """Prefill the rows' common start once, then generate every row from a copy of its cache.
 
@@ -222,8 +247,8 @@ def _generate_after_common_prefix(
     With a ``plan`` whose prefix is longer than the common start (a client's competence chunk: each
     question's prompt ``samples`` times, all after the same worked example), each group's rest of
     that prefix is read once on top of the common start before the cache is copied to its rows.
-    Identical rows stay identical in this layout, so the plan's groups hold in it. With a ``head``
-    (which the common start begins with), only the common start's rest after it is read.
+    Identical rows stay identical in this layout, so the plan's groups hold in it. With ``prompts``,
+    the common start is read only past what a kept cache holds (:class:`PromptCache`).
     """
     length, prefix = common
     input_ids, attention_mask = kwargs["input_ids"], kwargs["attention_mask"]
@@ -236,12 +261,7 @@ def _generate_after_common_prefix(
     mask[:, :length] = 1
     ids[gap] = input_ids[0, 0] if bool(starts[0] > 0) else 0  # a masked filler
     mask[gap] = 0
-    if head is None:
-        cache = _prefill(model, input_ids=prefix[None, :])
-    else:
-        cache = head.cache(model, input_ids.device)
-        if length > len(head):  # positions follow the cache's length
-            _prefill(model, cache, input_ids=prefix[None, len(head) :])
+    cache = _prefill(model, input_ids=prefix[None, :]) if prompts is None else prompts.prefill(model, prefix)
     if plan is None:
         cache.batch_repeat_interleave(rows)
     else:
@@ -287,11 +307,13 @@ def _base(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def generate(model: Any, share_prompts: bool = True, head: PromptHead | None = None, **kwargs: Any) -> Any:
-    """``model.generate(**kwargs)``, through :func:`fast_generate` (with ``head``) when
+def generate(
+    model: Any, share_prompts: bool = True, prompts: PromptCache | None = None, **kwargs: Any
+) -> Any:
+    """``model.generate(**kwargs)``, through :func:`fast_generate` (with ``prompts``) when
     ``share_prompts`` (the switch is ``run.share_prompts``)."""
     if share_prompts:
-        return fast_generate(model.generate, model, head=head, **kwargs)
+        return fast_generate(model.generate, model, prompts=prompts, **kwargs)
     return model.generate(**kwargs)
 
 

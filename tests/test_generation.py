@@ -9,7 +9,7 @@ from transformers import GenerationConfig
 
 from fedgrpo.few_rows import FEW_ROWS, few_row_linears
 from fedgrpo.generation import (
-    PromptHead,
+    PromptCache,
     fast_generate,
     is_merged,
     merged_adapter,
@@ -162,15 +162,19 @@ def test_generation_runs_its_decode_steps_through_few_row_linears(lora_model) ->
     batch = _batch(tok, ["What is 2 + 2?"] * 3)
     config = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
     seen: list[bool] = []
-    layer = next(m for m in model.modules() if type(m) is torch.nn.Linear)
-    hook = layer.register_forward_pre_hook(lambda m, args: seen.append("forward" in vars(m)))
+    head = model.get_output_embeddings()  # a plain linear layer
+    lora = next(m for m in model.modules() if hasattr(m, "lora_A"))  # a LoRA one
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args: seen.append("forward" in vars(m))) for m in (head, lora)
+    ]
     try:
         with torch.no_grad():
             fast_generate(model.generate, model, **batch, generation_config=config)
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     assert seen and all(seen)
-    assert "forward" not in vars(layer)
+    assert "forward" not in vars(head) and "forward" not in vars(lora)
 
 
 def test_repeated_prompts_after_a_common_start_read_it_once_and_each_prompt_once(
@@ -235,26 +239,31 @@ def test_few_row_lora_layers_give_peft_numbers_without_merging(lora_model, monke
     assert not is_merged(model)
 
 
-def test_a_prompt_head_is_read_once_across_calls(lora_model, prefill_reads) -> None:
-    """A caller's fixed prompt start: read by the first call, then only each call's rest."""
+def test_prompt_starts_are_read_once_across_calls(lora_model, prefill_reads) -> None:
+    """A caller's kept prompt starts: each call reads only what it does not share with one of them."""
     model, tok = lora_model
-    first, second = _batch(tok, ["What is 3 + 4?"] * 3), _batch(tok, ["Is 7 prime?"] * 3)
+    first, second = _batch(tok, ["What is 3 + 4?"] * 3), _batch(tok, ["What is 12 * 11 today?"] * 3)
     a, b = first["input_ids"][0].tolist(), second["input_ids"][0].tolist()
-    n = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
-    head = PromptHead(a[:n])
-    assert len(head) == n >= 16 and head.starts(first["input_ids"][0])
-    assert not head.starts(torch.tensor(b[:4]))
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)  # "... What is"
+    prompts = PromptCache(entries=2)
+    assert shared >= 16 and prompts.matched(first["input_ids"][0]) == 0
     read = prefill_reads
     config = GenerationConfig(max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
     for batch in (first, second, first):
         width = batch["input_ids"].shape[1]
         with torch.no_grad():
             plain = model.generate(**batch, generation_config=config)
-            fast = fast_generate(model.generate, model, head=head, **batch, generation_config=config)
+            fast = fast_generate(model.generate, model, prompts=prompts, **batch, generation_config=config)
         assert torch.equal(plain[:, width:], fast[:, width:])
-    rest = [first["input_ids"].shape[1] - 1 - n, second["input_ids"].shape[1] - 1 - n]
-    assert read == [n, rest[0], rest[1], rest[0]]  # the head once, then each call's own part
-    head.forget()
+    # rows are alike: the common start is the prompt but its last token, which generate reads
+    starts = [len(a) - 1, len(b) - 1]
+    assert read == [starts[0], starts[1] - shared]  # the third call reads nothing: its start is kept
+    assert prompts.matched(first["input_ids"][0]) == starts[0]
+    prompts.forget()
     with torch.no_grad():
-        fast_generate(model.generate, model, head=head, **first, generation_config=config)
-    assert read[-2:] == [n, rest[0]]  # forgotten: read again
+        fast_generate(model.generate, model, prompts=prompts, **first, generation_config=config)
+    assert read[-1] == starts[0]  # forgotten: read again
+    for question in ("Is 7 prime?", "Is 9 prime?", "Name a prime."):  # two kept at most
+        batch = _batch(tok, [question] * 3)
+        fast_generate(model.generate, model, prompts=prompts, **batch, generation_config=config)
+    assert len(prompts._caches) == 2

@@ -38,7 +38,7 @@ from fedgrpo.answers import ANSWER_CLOSE, ANSWER_OPEN, parsed_answer, rationale,
 from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.data import derive_seed, normalise_question
-from fedgrpo.generation import PromptHead, generate
+from fedgrpo.generation import PromptCache, generate
 from fedgrpo.models import CHATML_TEMPLATE, inference
 from fedgrpo.prompting import build_messages
 
@@ -67,8 +67,8 @@ class ModelEvaluator(SampledScorer):
         """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, activated
         before every use (clients that share one base take turns); None uses ``model`` as it is.
         ``share_prompts``: its samples share one prefill of the prompt and the adapter is merged for
-        the call (:func:`fedgrpo.generation.fast_generate`), and the prompt start every question
-        shares is read once for all calls (:class:`~fedgrpo.generation.PromptHead`). ``cache_size``:
+        the call (:func:`fedgrpo.generation.fast_generate`), and the prompt starts its calls share
+        are read once for all of them (:class:`~fedgrpo.generation.PromptCache`). ``cache_size``:
         the questions whose own answer is kept (:class:`~fedgrpo.client.agreement.SampledScorer`).
         ``direct_answer``: replies start inside the answer tag and stop at its close (above)."""
         super().__init__(
@@ -79,7 +79,7 @@ class ModelEvaluator(SampledScorer):
         self.adapter = adapter
         self.share_prompts = share_prompts
         self.direct_answer = direct_answer
-        self._head: PromptHead | None = None
+        self._prompts = PromptCache()
         self._close_ids: list[int] | None = None
 
     def __repr__(self) -> str:
@@ -152,17 +152,6 @@ class ModelEvaluator(SampledScorer):
             text = text[0]
         return text
 
-    def _prompt_head(self) -> PromptHead:
-        """The tokens every question's prompt starts with (found as the common start of two prompts),
-        whose KV cache is then read once for all of this client's calls."""
-        if self._head is None:
-            a, b = (
-                self.tokenizer(self._prompt(q), add_special_tokens=False)["input_ids"] for q in ("1", "2")
-            )
-            n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-            self._head = PromptHead(list(a[:n]))
-        return self._head
-
     def _closing_ids(self) -> list[int]:
         """The tokens a direct answer's closing tag starts with in this tokenizer (SmolLM2: ``</`` and
         `` </``), found by tokenizing a tagged answer after a few kinds of last character. A tag
@@ -232,8 +221,7 @@ class ModelEvaluator(SampledScorer):
                 torch.manual_seed(
                     derive_seed("model-evaluation", self.seed, *(normalise_question(q) for q in questions))
                 )
-                head = self._prompt_head() if self.share_prompts else None
-                out = generate(model, self.share_prompts, head, **batch, generation_config=config)
+                out = generate(model, self.share_prompts, self._prompts, **batch, generation_config=config)
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
         return [opening + _closed(t) for t in texts] if self.direct_answer else texts
