@@ -40,6 +40,8 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from fedgrpo import few_rows
 from fedgrpo.shared_prefix import PrefixPlan, cache_argument, output_cache, plan_shared_prefix
@@ -87,13 +89,13 @@ class PromptCache:
             cache = _prefill(model, input_ids=tokens[None, :])
         else:
             self._caches.move_to_end(key)
-            cache = copy.deepcopy(self._caches[key])
+            cache = _copy_cache(self._caches[key])
             if n < len(key):  # a negative count removes that many tokens, in every release
                 cache.crop(n - len(key))
             if n < len(ids):  # positions follow the cache's length
                 _prefill(model, cache, input_ids=tokens[None, n:])
         if ids not in self._caches:
-            self._caches[ids] = copy.deepcopy(cache)
+            self._caches[ids] = _copy_cache(cache)
             while len(self._caches) > self.entries:
                 self._caches.popitem(last=False)
         return cache
@@ -109,6 +111,21 @@ class PromptCache:
             if n > length:
                 best, length = key, n
         return (best, length) if length >= MIN_COMMON_TOKENS else (None, 0)
+
+
+def _copy_cache(cache: Any) -> Any:
+    """A copy of ``cache`` that the other's later use leaves as it is. A ``DynamicCache``'s layers
+    never change their tensors in place (they concatenate, slice and index into new ones), so new
+    layer objects over the same tensors suffice; a deep copy of a client's prompt start cost about
+    as much as a decode step. Any other cache is copied deeply."""
+    layers = getattr(cache, "layers", None)
+    if type(cache) is not DynamicCache or not isinstance(layers, list):
+        return copy.deepcopy(cache)
+    if any(type(layer) is not DynamicLayer for layer in layers):
+        return copy.deepcopy(cache)
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in layers]
+    return new
 
 
 def _shared_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
