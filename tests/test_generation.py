@@ -267,3 +267,14 @@ def test_prompt_starts_are_read_once_across_calls(lora_model, prefill_reads) -> 
         batch = _batch(tok, [question] * 3)
         fast_generate(model.generate, model, prompts=prompts, **batch, generation_config=config)
     assert len(prompts._caches) == 2
+
+
+def test_the_rows_a_call_decodes_count_its_returned_sequences_and_beams() -> None:
+    from fedgrpo.generation import _decoded_rows
+
+    ids = torch.zeros((2, 5), dtype=torch.long)
+    assert _decoded_rows({"input_ids": ids}) == 2
+    sampled = GenerationConfig(do_sample=True, num_return_sequences=4)
+    assert _decoded_rows({"input_ids": ids, "generation_config": sampled}) == 8
+    assert _decoded_rows({"input_ids": ids, "num_beams": 3, "num_return_sequences": 3}) == 18
+    assert _decoded_rows({"inputs_embeds": torch.zeros(2, 5, 4)}) == float("inf")  # cannot tell: merge
