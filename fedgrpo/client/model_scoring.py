@@ -66,8 +66,8 @@ class ModelEvaluator(SampledScorer):
     ) -> None:
         """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, activated
         before every use (clients that share one base take turns); None uses ``model`` as it is.
-        ``share_prompts``: its samples share one prefill of the prompt and the adapter is merged for
-        the call (:func:`fedgrpo.generation.fast_generate`), and the prompt starts its calls share
+        ``share_prompts``: its samples share one prefill of the prompt, the adapter is merged for a
+        call of many rows (:func:`fedgrpo.generation.fast_generate`), and the prompt starts its calls share
         are read once for all of them (:class:`~fedgrpo.generation.PromptCache`). ``cache_size``:
         the questions whose own answer is kept (:class:`~fedgrpo.client.agreement.SampledScorer`).
         ``direct_answer``: replies start inside the answer tag and stop at its close (above)."""
