@@ -1,8 +1,9 @@
 """Where one model-scoring call goes (one question a call, ``clients.samples`` answers, the default
 expert ``client-0``, its kept answers off): seconds per call, and the model forwards inside it, the
-first of which reads the part of the prompt no kept prompt start holds:
+first of which reads the part of the prompt no kept prompt start holds. ``--merged`` merges the
+adapter into the base once, before the calls (a merged copy per client, kept: what that would save):
 
-    python bench/scoring_call.py --calls 20
+    python bench/scoring_call.py --calls 20 [--merged]
 """
 
 from __future__ import annotations
@@ -28,12 +29,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--merged", action="store_true", help="merge the adapter once, before the calls")
     args = parser.parse_args()
     cfg = load_config("default", [])
     torch.set_num_threads(cfg.run.threads or torch.get_num_threads())
     split = build_data(cfg)
     ev = _evaluators(cfg, split)[0]
     ev.cache_size = 0
+    if args.merged:
+        ev._activate()
+        ev.model.merge_adapter()
     questions = [q.question for q in split.train_questions[: args.calls + 3]]
     times: dict[str, list[float]] = {"prompt read (ours)": [], "model forward": []}
 

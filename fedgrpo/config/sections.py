@@ -242,7 +242,8 @@ class RunSettings(_Strict):
     share_prompts: bool = Field(
         True,
         description="read each distinct prompt once: when sampling (its KV cache copied to its rows, "
-        "LoRA merged for the call; server policy, evaluation, in-process client models) and in the GRPO "
-        "loss forward, whose LM head projects only the completion positions; false: transformers' and "
-        "TRL's own paths as they are",
+        "LoRA merged for calls of many rows and added in the few-row decode steps otherwise, a client "
+        "model's recent prompt starts kept; server policy, evaluation, in-process client models) and in "
+        "the GRPO loss forward, whose LM head projects only the completion positions; false: "
+        "transformers' and TRL's own paths as they are",
     )
