@@ -1,6 +1,6 @@
 """A real run's client model calls, timed one by one: ``fedgrpo run ARGS...`` in this process with
 every ``ModelEvaluator._sample`` call timed, then how many calls answered one question, two, or a
-competence chunk, and their median seconds:
+competence chunk, their median seconds, and the torch threads the calls ran with:
 
     python bench/scoring_calls_in_run.py default grpo.max_steps=8 eval.before=false eval.after=false
 """
@@ -12,10 +12,13 @@ import sys
 import time
 from collections import defaultdict
 
+import torch
+
 import fedgrpo.client.model_scoring as model_scoring
 from fedgrpo.cli import main as cli_main
 
 CALLS: list[tuple[int, float]] = []  # (questions, seconds)
+THREADS: set[int] = set()
 
 
 def main() -> None:
@@ -25,6 +28,7 @@ def main() -> None:
         start = time.perf_counter()
         out = sample(self, questions)
         CALLS.append((len(questions), time.perf_counter() - start))
+        THREADS.add(torch.get_num_threads())
         return out
 
     model_scoring.ModelEvaluator._sample = timed  # type: ignore[method-assign]
@@ -39,6 +43,7 @@ def main() -> None:
     print("|---|---|---|")
     for size, values in sorted(by_size.items()):
         print(f"| {size} | {len(values)} | {statistics.median(values):.3f} |")
+    print(f"torch threads during the calls: {sorted(THREADS)}")
     sys.exit(code)
 
 
