@@ -26,7 +26,7 @@ from fedgrpo.baselines.private_evolution import (
 )
 from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Example
-from fedgrpo.run.experiment import RunExists
+from fedgrpo.run.folder import RunExists
 from fedgrpo.server.stats import RoundStats
 
 # FedGRPO's results.json keys (fedgrpo/run/experiment.py)

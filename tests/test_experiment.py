@@ -10,7 +10,8 @@ import pytest
 from fedgrpo.checkpoints import complete_checkpoints
 from fedgrpo.config import load_config
 from fedgrpo.run.assemble import build_data, server_data
-from fedgrpo.run.experiment import RunExists, run, run_in_process
+from fedgrpo.run.experiment import run, run_in_process
+from fedgrpo.run.folder import RunExists
 from fedgrpo.transport import InProcessTransport
 from tests.helpers import metric_rows
 

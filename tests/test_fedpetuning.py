@@ -22,7 +22,7 @@ from fedgrpo.baselines.fedpetuning import (
 from fedgrpo.config import ConfigError, FedGRPOConfig, load_config
 from fedgrpo.models import load_tokenizer
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.experiment import RunExists
+from fedgrpo.run.folder import RunExists
 
 SMALL = [
     "fedpetuning.rounds=2",

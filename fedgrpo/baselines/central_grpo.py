@@ -21,15 +21,8 @@ from fedgrpo.data import Example, FederatedSplit, Question, labelled_jsonl
 from fedgrpo.objective import group_advantages, zero_spread
 from fedgrpo.prompting import completion_text
 from fedgrpo.run.assemble import ServerData, build_data, split_summary
-from fedgrpo.run.experiment import (
-    check_output_dir,
-    evaluate_before,
-    in_run_folder,
-    load_server_model,
-    start_run,
-    train_and_evaluate,
-    write_results,
-)
+from fedgrpo.run.experiment import evaluate_before, load_server_model, train_and_evaluate, write_results
+from fedgrpo.run.folder import check_output_dir, in_run_folder, start_run
 from fedgrpo.server import GroupRecord
 from fedgrpo.server.stats import RoundStats
 

@@ -35,7 +35,7 @@ from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to
 from fedgrpo.io import write_json_atomic
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data, split_summary
-from fedgrpo.run.experiment import RunExists, attach_log_file, check_output_dir
+from fedgrpo.run.folder import RunExists, attach_log_file, check_output_dir
 from fedgrpo.run.metrics import peak_rss_mb
 from fedgrpo.run.trl import lora_config
 from fedgrpo.server.stats import TRANSFER_KEYS, RoundStats

@@ -29,7 +29,7 @@ from fedgrpo.flower.launch import _absolute, simulate, virtual_client_config
 from fedgrpo.flower.transport import wait_until
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.experiment import check_output_dir
+from fedgrpo.run.folder import check_output_dir
 from fedgrpo.selection import mean_pooled_embedder
 
 log = logging.getLogger(__name__)

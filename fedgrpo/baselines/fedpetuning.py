@@ -36,14 +36,8 @@ from fedgrpo.evaluate import to_json
 from fedgrpo.io import write_json_atomic
 from fedgrpo.models import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data, split_summary
-from fedgrpo.run.experiment import (
-    evaluate_before,
-    held_out_evaluator,
-    log_outcome,
-    resume_point,
-    run_folder,
-    start_run,
-)
+from fedgrpo.run.experiment import evaluate_before, held_out_evaluator, log_outcome
+from fedgrpo.run.folder import resume_point, run_folder, start_run
 from fedgrpo.run.metrics import peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import lora_config
 from fedgrpo.server.stats import TRANSFER_KEYS, RoundStats, finite

@@ -33,7 +33,7 @@ from fedgrpo.data import FederatedSplit, client_name, derive_seed
 from fedgrpo.flower.launch import _absolute, simulate, virtual_client_config
 from fedgrpo.models import load_tokenizer
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.experiment import check_output_dir, run_folder
+from fedgrpo.run.folder import check_output_dir, run_folder
 from fedgrpo.server.stats import RoundStats
 
 log = logging.getLogger(__name__)

@@ -11,14 +11,8 @@ from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example
 from fedgrpo.evaluate import to_json
 from fedgrpo.run.assemble import build_data, split_summary
-from fedgrpo.run.experiment import (
-    check_output_dir,
-    evaluate_heldout,
-    in_run_folder,
-    load_server_model,
-    start_run,
-    write_results,
-)
+from fedgrpo.run.experiment import evaluate_heldout, load_server_model, write_results
+from fedgrpo.run.folder import check_output_dir, in_run_folder, start_run
 from fedgrpo.run.metrics import peak_rss_mb
 from fedgrpo.server.stats import RoundStats
 

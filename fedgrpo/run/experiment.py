@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import set_seed
-
-from fedgrpo.checkpoints import STATE_FILE, complete_checkpoints, last_checkpoint, remove_torn_checkpoints
+from fedgrpo.checkpoints import STATE_FILE, last_checkpoint
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example, FederatedSplit
 from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, from_json, to_json
@@ -36,6 +31,7 @@ from fedgrpo.run.assemble import (
 )
 from fedgrpo.run.audit import RoutingAudit
 from fedgrpo.run.clients import PRIVACY_STATE, build_clients
+from fedgrpo.run.folder import check_output_dir, in_run_folder, resume_point, start_run
 from fedgrpo.run.metrics import MetricsCallback, install_metrics, peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import StopOnInterrupt, TrainingReward, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
@@ -43,23 +39,6 @@ from fedgrpo.server.stats import RoundStats, note_privacy_spent
 from fedgrpo.transport import InProcessTransport, Transport
 
 log = logging.getLogger(__name__)
-
-
-class RunExists(FileExistsError):
-    """The output folder already holds a run: resume it or choose another folder."""
-
-
-def check_output_dir(cfg: FedGRPOConfig, resume: bool) -> None:
-    """Refuse to start a new run over a folder that holds one (checked before anything is submitted)."""
-    out = cfg.output_dir
-    if resume or not out.exists():
-        return
-    if (
-        complete_checkpoints(out / "checkpoints")
-        or (out / "results.json").exists()
-        or (out / "metrics.jsonl").exists()
-    ):
-        raise RunExists(f"{out} already holds a run; pass --resume to continue it or set run.output_dir")
 
 
 def run_in_process(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
@@ -108,33 +87,6 @@ def run(
     )
 
 
-def in_run_folder(cfg: FedGRPOConfig, resume: bool, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``body`` in the run folder (:func:`run_folder`): every method shares this, so every run
-    folder looks alike."""
-    with run_folder(cfg, resume):
-        return body()
-
-
-@contextmanager
-def run_folder(cfg: FedGRPOConfig, resume: bool) -> Iterator[Path]:
-    """The run folder, with ``run.log`` attached; removed again if the run fails before its first
-    complete checkpoint (nothing to resume from: no half-made run folder is left behind)."""
-    check_output_dir(cfg, resume)
-    out = cfg.output_dir
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    handler = attach_log_file(out / "run.log")
-    try:
-        yield out
-    except BaseException:
-        if created and not complete_checkpoints(out / "checkpoints"):
-            logging.getLogger("fedgrpo").removeHandler(handler)
-            handler.close()
-            shutil.rmtree(out, ignore_errors=True)
-            log.error("the run failed before its first checkpoint; removed %s", out)
-        raise
-
-
 def _run(
     cfg: FedGRPOConfig,
     transport: Transport,
@@ -161,30 +113,8 @@ def _run(
     )
     write_results(cfg, results)
     transport.close()
-    comm = advantage.total
-    log.info(
-        "communication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); %d replies rejected",
-        comm.rounds,
-        comm.bytes_down / 1e3,
-        comm.bytes_up / 1e3,
-        (comm.bytes_down + comm.bytes_up) / 1e3 / max(comm.rounds, 1),
-        sum(comm.rejected.values()),
-    )
+    log.info("%s", communication_line(advantage.total, "replies"))
     return results
-
-
-def start_run(cfg: FedGRPOConfig, resume: bool, split_info: dict[str, Any] | None = None) -> None:
-    """Save the config (and the split's counts), seed everything, set torch's threads."""
-    out = cfg.output_dir
-    config_path = out / "config.yaml"
-    if resume and config_path.exists() and config_path.read_text() != cfg.to_yaml():
-        log.warning("resuming with a config that differs from %s; the new one is used", config_path)
-    config_path.write_text(cfg.to_yaml())
-    set_seed(cfg.seed)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    if split_info is not None:
-        write_json_atomic(out / "split.json", split_info)
 
 
 def load_server_model(cfg: FedGRPOConfig) -> tuple[Any, Any]:
@@ -309,17 +239,17 @@ def log_outcome(
     results_path: Path,
 ) -> None:
     """The end of a run in the log: the accuracy table, the bytes both ways, where the results are."""
-    log.info(
-        "\n%s\ncommunication: %d rounds, %.1f KB down, %.1f KB up (%.1f KB per round); "
-        "%d %s rejected\nresults: %s",
-        accuracy_table(before, after),
-        comm.rounds,
-        comm.bytes_down / 1e3,
-        comm.bytes_up / 1e3,
-        (comm.bytes_down + comm.bytes_up) / 1e3 / max(comm.rounds, 1),
-        sum(comm.rejected.values()),
-        rejected_what,
-        results_path,
+    table, line = accuracy_table(before, after), communication_line(comm, rejected_what)
+    log.info("\n%s\n%s\nresults: %s", table, line, results_path)
+
+
+def communication_line(comm: RoundStats, rejected_what: str) -> str:
+    """A run's communication in one line: rounds, bytes both ways, what the server rejected."""
+    rounds = max(comm.rounds, 1)
+    return (
+        f"communication: {comm.rounds} rounds, {comm.bytes_down / 1e3:.1f} KB down, "
+        f"{comm.bytes_up / 1e3:.1f} KB up ({(comm.bytes_down + comm.bytes_up) / 1e3 / rounds:.1f} KB per "
+        f"round); {sum(comm.rejected.values())} {rejected_what} rejected"
     )
 
 
@@ -341,31 +271,3 @@ def prepare_resume(checkpoints: Path, metrics_path: Path, reward: TrainingReward
     reward.load_state_dict(json.loads((folder / STATE_FILE).read_text()))
     log.info("resuming from %s (step %d)", folder, step)
     return folder
-
-
-def resume_point(checkpoints: Path, metrics_path: Path) -> tuple[int, Path] | None:
-    """The last complete checkpoint (its step and folder), after removing torn ones; the metric rows
-    after it are dropped, since those steps run again. None (and no rows kept): start afresh."""
-    for torn in remove_torn_checkpoints(checkpoints):
-        log.warning("removed incomplete checkpoint %s", torn)
-    done = complete_checkpoints(checkpoints)
-    if not done:
-        log.info("nothing to resume in %s; starting from the beginning", checkpoints)
-        truncate_metrics(metrics_path, 0)
-        return None
-    truncate_metrics(metrics_path, done[-1][0])
-    return done[-1]
-
-
-def attach_log_file(path: Path) -> logging.Handler:
-    """Everything the ``fedgrpo`` loggers say also goes to the run folder's ``run.log``."""
-    root = logging.getLogger("fedgrpo")
-    if root.level == logging.NOTSET and not logging.getLogger().handlers:
-        root.setLevel(logging.INFO)  # nobody configured logging (a Flower ServerApp): still fill run.log
-    for h in root.handlers:
-        if isinstance(h, logging.FileHandler) and h.baseFilename == str(path.resolve()):
-            return h
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    return handler
