@@ -328,10 +328,17 @@ def test_a_direct_answer_starts_inside_the_tag_and_stops_at_its_close(knowing, m
         assert [ev.answer(q) for q, _ in (SUM, DOZEN)] == ["7", "12"]
     assert replies[True] == ["<answer>7</answer>", "<answer>12</answer>"]
     assert replies[False] == replies[True]  # the full reply is the tagged answer alone
-    full, direct = decoded[0], decoded[3]  # the two-question calls
-    assert direct <= full - 3  # neither the opening tag nor the end of the closing one is decoded
     closing = ModelEvaluator(*knowing, direct_answer=True)._closing_ids()
     assert closing and all(knowing[1].decode([i]).strip().startswith("</") for i in closing)
+    # the longest reply's tokens as trained, after the opening tag: generation stops at the first
+    # closing token, so neither the opening tag nor the rest of the closing one is decoded
+    tok = knowing[1]
+    opening = tok("<answer>", add_special_tokens=False)["input_ids"]
+    trained = tok("<answer>12</answer><|im_end|>", add_special_tokens=False)["input_ids"]
+    rest = trained[len(opening) :]
+    stop = next(i for i, t in enumerate(rest) if t in closing)
+    full, direct = decoded[0], decoded[3]  # the two-question calls
+    assert full == len(trained) and direct == stop + 1 < full - len(opening)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from fedgrpo.answers import answer_key
 from fedgrpo.client.answer_scoring import AnswerEvaluator, Evaluation
-from fedgrpo.client.dual import ClientModel, ModelUnavailableError
+from fedgrpo.client.dual import ClientModel, ModelUnavailableError, prepare_answers
 from fedgrpo.client.privacy import PrivateRelease
 from fedgrpo.data import Example
 from fedgrpo.protocol import (
@@ -130,12 +130,11 @@ class Client:
         methods: list[Method] = []
         failed: ModelUnavailableError | None = None
         abstained = 0
-        prepare = getattr(self._evaluator, "prepare", None)
-        if prepare is not None and len(request.items) > 1:
+        if len(request.items) > 1:
             # the client model answers the request's questions in one batch; if it is down, each
             # item finds it so on its own below, and abstains
             with contextlib.suppress(ModelUnavailableError):
-                prepare([item.question for item in request.items])
+                prepare_answers(self._evaluator, [item.question for item in request.items])
         for item in request.items:
             try:
                 result = self._evaluator.evaluate(item.question, item.candidates)

@@ -31,6 +31,15 @@ class ClientModel(Protocol):
     def answer(self, question: str) -> str | None: ...
 
 
+def prepare_answers(evaluator: object, questions: list[str]) -> None:
+    """Let ``evaluator`` answer a request's questions in one batch before it scores them, where it
+    can (its ``prepare``: an in-process client model, the dual gate, a simulated liar over either);
+    any other answers each question when it scores it."""
+    prepare = getattr(evaluator, "prepare", None)
+    if prepare is not None:
+        prepare(questions)
+
+
 class DualEvaluator:
     """The paper's dual gate: answer-based where the client holds the question, model-based otherwise.
 
@@ -47,10 +56,8 @@ class DualEvaluator:
 
     def prepare(self, questions: list[str]) -> None:
         """Let the client model answer, in one go, the questions of a request it will score (those
-        the client does not hold); a model without ``prepare`` answers each when it scores it."""
-        prepare = getattr(self.model, "prepare", None)
-        if prepare is not None:
-            prepare([q for q in questions if not self.answers.holds(q)])
+        the client does not hold)."""
+        prepare_answers(self.model, [q for q in questions if not self.answers.holds(q)])
 
     def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
         if self.answers.holds(question):

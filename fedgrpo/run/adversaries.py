@@ -28,6 +28,7 @@ from typing import get_args
 
 from fedgrpo.answers import answer_key, extract_answer, has_answer_format
 from fedgrpo.client import ClientModel, Evaluation, Evaluator
+from fedgrpo.client.dual import prepare_answers
 from fedgrpo.config import AdversaryBehaviour as Behaviour
 from fedgrpo.data import normalise_question
 
@@ -59,9 +60,7 @@ class AdversarialEvaluator:
 
     def prepare(self, questions: list[str]) -> None:
         """The honest evaluator's ``prepare``, where it has one (the liar still scores honestly first)."""
-        prepare = getattr(self.honest, "prepare", None)
-        if prepare is not None:
-            prepare(questions)
+        prepare_answers(self.honest, questions)
 
     def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
         honest = self.honest.evaluate(question, candidates)
