@@ -116,6 +116,14 @@ def test_a_killed_supernode_is_skipped_then_rejoins_under_its_key_and_nothing_is
         time.sleep(0.5)
     assert marker.exists(), (tmp_path / "run.log").read_text()[-4000:]
     deployment.supernodes["client-2"].kill()  # SIGKILL: the SuperLink hears nothing
+
+    def noticed() -> bool:  # a round timed out on it, or the SuperLink reported it gone
+        missed = any(r.get("fed/timed_out", {}).get("client-2") for r in _rows(out))
+        return missed or "client client-2 left" in (tmp_path / "run.log").read_text()
+
+    # down until the server has noticed: a restart before any round reached it would skip nothing
+    while not noticed() and time.time() < deadline + 200 and proc.poll() is None:
+        time.sleep(0.5)
     # Flower refuses the same key while it still counts the old node online (about a minute), and
     # its SuperNode then exits: restart it until the SuperLink lets it back in.
     back = False
