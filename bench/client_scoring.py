@@ -8,10 +8,10 @@ one process on the same questions and seeds, each client model
 * scoring G server candidates of training questions it does not hold (agreement: its own samples).
 
 Prints seconds per generated answer (questions x ``clients.samples``) for both paths and the ratio
-(before: the full reply through transformers' generate as is; after: the run's settings, so
-``clients.direct_answer`` and the prompt levers; the client's kept answers are off, so both paths
-generate every answer), and the cost when a request carries two questions the client does not hold
-(answered in one batch, ``prepare``):
+(before: the full reply through transformers' generate as is, fp32 weights; after: the run's
+settings, so ``clients.direct_answer``, ``clients.weights`` and the prompt levers; the client's kept
+answers are off, so both paths generate every answer), and the cost when a request carries two
+questions the client does not hold (answered in one batch, ``prepare``):
 
     python bench/client_scoring.py --clients 2 --questions 10
 """
@@ -36,29 +36,39 @@ def _evaluators(cfg, split) -> list[ModelEvaluator]:  # noqa: ANN001
     return [m for m in models.values() if isinstance(m, ModelEvaluator)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def experts_parser(doc: str, clients: int) -> argparse.ArgumentParser:
+    """A bench's arguments over the default experts: a config name, and how many clients."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", default="default")
-    parser.add_argument("--clients", type=int, default=2, help="how many clients to time")
-    parser.add_argument("--questions", type=int, default=10, help="training questions scored per client")
+    parser.add_argument("--clients", type=int, default=clients, help="how many clients")
+    return parser
+
+
+def parse_and_build(parser: argparse.ArgumentParser):  # noqa: ANN201
+    """The bench's arguments, torch's threads as the run sets them, and the split."""
     args = parser.parse_args()
     cfg = load_config(args.config, [])
     torch.set_num_threads(cfg.run.threads or torch.get_num_threads())
-    split = build_data(cfg)
+    return args, cfg, build_data(cfg)
+
+
+def main() -> None:
+    parser = experts_parser(__doc__, clients=2)
+    parser.add_argument("--questions", type=int, default=10, help="training questions scored per client")
+    args, cfg, split = parse_and_build(parser)
+    # before: the same experts with their weights as loaded (their own base, so the run's is untouched)
+    plain = _evaluators(load_config(args.config, ["clients.weights=fp32"]), split)[: args.clients]
     evaluators = _evaluators(cfg, split)[: args.clients]
     auxiliary = [ex.question for ex in split.auxiliary]
     questions = [q.question for q in split.train_questions[: args.questions]]
     candidates = [f"{i} + 1 = {i + 1}. <answer>{i + 1}</answer>" for i in range(cfg.grpo["num_generations"])]
     samples = cfg.clients.samples
     rows = []
-    for ev in evaluators:
+    for before, after in zip(plain, evaluators, strict=True):
         timings = {}
-        ev.cache_size = 0  # every pass generates: no answer kept from the pass before
-        for shared in (False, True):
-            # before: transformers' generate as is, on the full reply; after: the run's settings
-            ev.share_prompts, ev.direct_answer = shared, shared and cfg.clients.direct_answer
+        before.cache_size = after.cache_size = 0  # every pass generates: no answer kept from the pass before
+        before.share_prompts = before.direct_answer = False  # transformers' generate as is, the full reply
+        for shared, ev in ((False, before), (True, after)):
             start = time.perf_counter()
             if shared:
                 for i in range(0, len(auxiliary), COMPETENCE_CHUNK):
@@ -74,15 +84,15 @@ def main() -> None:
             timings[shared] = (graph / (len(auxiliary) * samples), scoring / (len(questions) * samples))
         # A request of two questions the client does not hold, as the default run sends its most
         # competent clients: both answered in one batch (``prepare``, which keeps the answers).
-        ev.cache_size, ev._references = 4096, type(ev._references)()
+        after.cache_size, after._references = 4096, type(after._references)()
         start = time.perf_counter()
         for i in range(0, len(questions) - 1, 2):
-            ev.prepare(questions[i : i + 2])
+            after.prepare(questions[i : i + 2])
             for q in questions[i : i + 2]:
-                ev.evaluate(q, candidates)
+                after.evaluate(q, candidates)
         paired = (time.perf_counter() - start) / ((len(questions) // 2) * 2 * samples)
-        ev.cache_size = 0
-        rows.append((ev.adapter, timings, paired))
+        after.cache_size = 0
+        rows.append((after.adapter, timings, paired))
     print(f"{len(auxiliary)} auxiliary questions, {len(questions)} scored questions, {samples} samples each")
     print(
         "| client | graph build s/answer before -> after | x | scoring s/answer before -> after | x "

@@ -1,9 +1,10 @@
 """Where one model-scoring call goes (one question a call, ``clients.samples`` answers, the default
 expert ``client-0``, its kept answers off): seconds per call, and the model forwards inside it, the
 first of which reads the part of the prompt no kept prompt start holds. ``--merged`` merges the
-adapter into the base once, before the calls (a merged copy per client, kept: what that would save):
+adapter into the base once, before the calls (a merged copy per client, kept: what that would save;
+fp32 weights only). Further arguments override the config (``clients.weights=fp32``):
 
-    python bench/scoring_call.py --calls 20 [--merged]
+    python bench/scoring_call.py --calls 20 [--merged] [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from client_scoring import _evaluators  # noqa: E402
 
 from fedgrpo import generation  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
+from fedgrpo.few_rows import activate  # noqa: E402
 from fedgrpo.run.assemble import build_data  # noqa: E402
 
 
@@ -30,14 +32,17 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--merged", action="store_true", help="merge the adapter once, before the calls")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. clients.weights=fp32")
     args = parser.parse_args()
-    cfg = load_config("default", [])
+    cfg = load_config("default", args.overrides)
+    if args.merged and cfg.clients.weights != "fp32":
+        parser.error("--merged merges into fp32 weights: add clients.weights=fp32")
     torch.set_num_threads(cfg.run.threads or torch.get_num_threads())
     split = build_data(cfg)
     ev = _evaluators(cfg, split)[0]
     ev.cache_size = 0
     if args.merged:
-        ev._activate()
+        activate(ev.model, ev.adapter)
         ev.model.merge_adapter()
     questions = [q.question for q in split.train_questions[: args.calls + 3]]
     times: dict[str, list[float]] = {"prompt read (ours)": [], "model forward": []}

@@ -1,6 +1,8 @@
 """A real run's client model calls, timed one by one: ``fedgrpo run ARGS...`` in this process with
 every ``ModelEvaluator._sample`` call timed, then how many calls answered one question, two, or a
-competence chunk, their median seconds, and the torch threads the calls ran with:
+competence chunk, their median and total seconds (the totals against the run's ``fed/seconds``, from
+``bench/exchange_time.py``, show what the exchange spends outside the client models), and the torch
+threads the calls ran with:
 
     python bench/scoring_calls_in_run.py default grpo.max_steps=8 eval.before=false eval.after=false
 """
@@ -39,10 +41,10 @@ def main() -> None:
     by_size: dict[str, list[float]] = defaultdict(list)
     for n, seconds in CALLS:
         by_size[str(n) if n <= 2 else "competence chunk"].append(seconds)
-    print("| questions a call | calls | median s |")
-    print("|---|---|---|")
+    print("| questions a call | calls | median s | total s |")
+    print("|---|---|---|---|")
     for size, values in sorted(by_size.items()):
-        print(f"| {size} | {len(values)} | {statistics.median(values):.3f} |")
+        print(f"| {size} | {len(values)} | {statistics.median(values):.3f} | {sum(values):.2f} |")
     print(f"torch threads during the calls: {sorted(THREADS)}")
     sys.exit(code)
 

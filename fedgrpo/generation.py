@@ -44,6 +44,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from fedgrpo import few_rows
+from fedgrpo.fp16_weights import is_packed
 from fedgrpo.shared_prefix import PrefixPlan, cache_argument, output_cache, plan_shared_prefix
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,9 @@ def _shared_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 @contextmanager
 def merged_adapter(model: Any) -> Iterator[None]:
     """The active LoRA adapter merged into the base weights for the block, unmerged after; a no-op for
-    a model without one (or one already merged)."""
-    can_merge = hasattr(model, "merge_adapter") and hasattr(model, "peft_config")
-    if can_merge and not is_merged(model):
+    a model without one, one already merged, or one whose base weights are packed in fp16 (there is
+    nothing to merge into: the adapter's products are added to the base's, :mod:`fedgrpo.fp16_weights`)."""
+    if _mergeable(model) and not is_merged(model):
         model.merge_adapter()
         try:
             yield
@@ -148,20 +149,31 @@ def merged_adapter(model: Any) -> Iterator[None]:
         yield
 
 
+def _mergeable(model: Any) -> bool:
+    return hasattr(model, "merge_adapter") and hasattr(model, "peft_config") and not is_packed(model)
+
+
 def is_merged(model: Any) -> bool:
     """Whether any of a PEFT model's adapter layers is merged into its base weights."""
     return any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "merged_adapters"))
 
 
 def fast_generate(
-    generate: Callable[..., Any], model: Any, *args: Any, prompts: PromptCache | None = None, **kwargs: Any
+    generate: Callable[..., Any],
+    model: Any,
+    *args: Any,
+    prompts: PromptCache | None = None,
+    adapter: str | None = None,
+    **kwargs: Any,
 ) -> Any:
     """``generate(*args, **kwargs)`` with each distinct prompt (or the prompts' common start, whichever
     reads fewer tokens) prefilled once, few-row matmuls as ``W @ x.T`` (:mod:`fedgrpo.few_rows`), and the
     adapter merged when more than ``FEW_ROWS`` rows decode (below, those matmuls add it).
 
     ``prompts``: the caller's prompt starts kept across calls (:class:`PromptCache`); the rows'
-    common start is then read only past what a kept one holds.
+    common start is then read only past what a kept one holds. ``adapter``: the LoRA adapter of a
+    PEFT ``model`` to generate with, named to its layers rather than switched on the model where it
+    can be (:func:`fedgrpo.few_rows.few_row_linears`); None: the active one.
 
     Falls back to a plain call, with the same adapter handling, whenever the shortcut does not apply: no
     duplicate prompts and no common start, a cache or embeddings passed in, positional inputs, or an
@@ -180,8 +192,10 @@ def fast_generate(
         or getattr(getattr(model, "config", None), "is_encoder_decoder", False)
     )
     # few rows: the adapter's products are computed in the decode steps (few_row_linears), not merged
-    merging = merged_adapter(model) if _decoded_rows(kwargs) > few_rows.FEW_ROWS else nullcontext()
-    with merging, few_rows.few_row_linears(model):
+    merge = _decoded_rows(kwargs) > few_rows.FEW_ROWS and _mergeable(model)
+    if merge:
+        few_rows.activate(model, adapter)  # merging merges the active adapter
+    with merged_adapter(model) if merge else nullcontext(), few_rows.few_row_linears(model, adapter):
         if plain:
             return generate(*args, **kwargs)
         # Rows grouped by the prefix they share, as the loss forward groups them (at most all but
@@ -325,12 +339,17 @@ def _base(model: Any) -> Any:
 
 
 def generate(
-    model: Any, share_prompts: bool = True, prompts: PromptCache | None = None, **kwargs: Any
+    model: Any,
+    share_prompts: bool = True,
+    prompts: PromptCache | None = None,
+    adapter: str | None = None,
+    **kwargs: Any,
 ) -> Any:
-    """``model.generate(**kwargs)``, through :func:`fast_generate` (with ``prompts``) when
-    ``share_prompts`` (the switch is ``run.share_prompts``)."""
+    """``model.generate(**kwargs)`` with the LoRA ``adapter`` of a PEFT ``model`` (None: the active one),
+    through :func:`fast_generate` (with ``prompts``) when ``share_prompts`` (``run.share_prompts``)."""
     if share_prompts:
-        return fast_generate(model.generate, model, prompts=prompts, **kwargs)
+        return fast_generate(model.generate, model, prompts=prompts, adapter=adapter, **kwargs)
+    few_rows.activate(model, adapter)
     return model.generate(**kwargs)
 
 

@@ -315,8 +315,8 @@ def test_a_direct_answer_starts_inside_the_tag_and_stops_at_its_close(knowing, m
     decoded: list[int] = []
     real = scoring.generate
 
-    def counting(model, share, head, **kwargs):
-        out = real(model, share, head, **kwargs)
+    def counting(model, share, head, adapter, **kwargs):
+        out = real(model, share, head, adapter, **kwargs)
         decoded.append(out.shape[1] - kwargs["input_ids"].shape[1])
         return out
 

@@ -38,6 +38,7 @@ from fedgrpo.answers import ANSWER_CLOSE, ANSWER_OPEN, parsed_answer, rationale,
 from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.data import derive_seed, normalise_question
+from fedgrpo.few_rows import activate
 from fedgrpo.generation import PromptCache, generate
 from fedgrpo.models import CHATML_TEMPLATE, inference
 from fedgrpo.prompting import build_messages
@@ -64,8 +65,9 @@ class ModelEvaluator(SampledScorer):
         cache_size: int = 4096,
         direct_answer: bool = False,
     ) -> None:
-        """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, activated
-        before every use (clients that share one base take turns); None uses ``model`` as it is.
+        """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, used for
+        every call (clients that share one base take turns: named to the layers that generate, and
+        activated where they cannot take it); None uses ``model`` as it is.
         ``share_prompts``: its samples share one prefill of the prompt, the adapter is merged for a
         call of many rows (:func:`fedgrpo.generation.fast_generate`), and the prompt starts its calls share
         are read once for all of them (:class:`~fedgrpo.generation.PromptCache`). ``cache_size``:
@@ -169,10 +171,6 @@ class ModelEvaluator(SampledScorer):
             self._close_ids = sorted(ids)
         return self._close_ids
 
-    def _activate(self) -> None:
-        if self.adapter is not None and getattr(self.model, "active_adapter", None) != self.adapter:
-            self.model.set_adapter(self.adapter)
-
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -209,7 +207,6 @@ class ModelEvaluator(SampledScorer):
         # A private RNG stream: the same question always gets the same samples, and the caller's
         # global RNG (the server's own sampling, say) is left exactly where it was.
         cuda = [device.index or 0] if device.type == "cuda" else []
-        self._activate()
         with inference(model, tok, padding_side="left"):  # generation appends on the right
             batch = tok(
                 [self._prompt(q) + opening for q in questions for _ in range(self.samples)],
@@ -221,7 +218,9 @@ class ModelEvaluator(SampledScorer):
                 torch.manual_seed(
                     derive_seed("model-evaluation", self.seed, *(normalise_question(q) for q in questions))
                 )
-                out = generate(model, self.share_prompts, self._prompts, **batch, generation_config=config)
+                out = generate(
+                    model, self.share_prompts, self._prompts, self.adapter, **batch, generation_config=config
+                )
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
         return [opening + _closed(t) for t in texts] if self.direct_answer else texts
@@ -270,7 +269,7 @@ class ModelEvaluator(SampledScorer):
             # A full (batch, length, vocab) logits tensor is gigabytes for a real vocabulary.
             kwargs["logits_to_keep"] = torch.arange(first, last + 1, device=device)
             offset = first
-        self._activate()
+        activate(model, self.adapter)
         with inference(model):
             logits = model(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs

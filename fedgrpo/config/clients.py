@@ -106,6 +106,13 @@ class ClientSettings(_Strict):
         "decoded tokens; leave off for a client model that reasons first. In-process and organisation "
         "models only: an endpoint's chat API cannot start the reply, so it answers in full",
     )
+    weights: Literal["fp32", "fp16"] = Field(
+        "fp32",
+        description="fp16: the client model's linear weights held in fp16 and multiplied in fp32 "
+        "(fbgemm, x86 CPUs): half the bytes a decode step reads, about 2x faster generation, replies "
+        "the same but for rare near-ties (each weight rounded to fp16); fp32: as loaded. LoRA experts "
+        "stay fp32 on the shared base. Kept fp32 on a GPU or where the torch build cannot pack",
+    )
     endpoint: str | None = Field(
         None,
         description="instead of model: base URL of an OpenAI-compatible server (transformers serve, "

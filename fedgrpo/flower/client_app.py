@@ -91,7 +91,7 @@ def _config(text: str, overrides: str) -> FedGRPOConfig:
 
 
 CLIENT_KEYS = {
-    "clients": ("evaluation", "samples", "max_new_tokens", "temperature", "direct_answer"),
+    "clients": ("evaluation", "samples", "max_new_tokens", "temperature", "direct_answer", "weights"),
     "federation": ("format_reward", "per_item_methods"),
     "flower": ("max_message_bytes", "reward_timeout_s", "competence_timeout_s"),
     "model": ("worked_example",),

@@ -89,11 +89,15 @@ def _scoring(cfg: FedGRPOConfig, worked_example: bool) -> dict[str, Any]:
 
 
 def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str | None) -> ClientModel:
-    """A model loaded in this process (``adapter``: the client's LoRA adapter on a shared base)."""
+    """A model loaded in this process (``adapter``: the client's LoRA adapter on a shared base), its
+    weights packed in fp16 with ``clients.weights: fp16`` (:mod:`fedgrpo.fp16_weights`)."""
     # Imported here: torch and transformers are an optional, heavy dependency that only in-process
     # client models need (not an import cycle).
     from fedgrpo.client.model_scoring import ModelEvaluator
+    from fedgrpo.fp16_weights import pack_fp16_weights
 
+    if cfg.clients.weights == "fp16":  # in place, once for a base its clients share
+        pack_fp16_weights(net)
     worked = cfg.clients.expert.worked_example if adapter else cfg.model.worked_example
     return ModelEvaluator(
         net,
