@@ -3,7 +3,9 @@
 For each default expert, on the auxiliary set and ``--heldout`` held-out questions per domain, in
 competence-query chunks (``answers``, the run's prompt levers and ``clients.direct_answer``), prints
 how many replies the fp16-weight model gives exactly as the fp32 one, greedy and sampled with the
-run's settings (seeded alike), how many greedy replies are correct, and seconds per answer of both:
+run's settings (seeded alike), how many greedy replies are correct, seconds per answer of both, the
+process's resident memory with each, and how long packing took (the experts' shared base is packed
+in place, as in a run):
 
     python bench/client_weights.py --clients 5 --heldout 30
 """
@@ -21,6 +23,7 @@ from fedgrpo.answers import is_correct  # noqa: E402
 from fedgrpo.client.client import COMPETENCE_CHUNK  # noqa: E402
 from fedgrpo.client.model_scoring import ModelEvaluator  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
+from fedgrpo.fp16_weights import pack_fp16_weights  # noqa: E402
 
 
 def _replies(ev: ModelEvaluator, questions: list[str], samples: int) -> tuple[list[str], float]:
@@ -32,6 +35,13 @@ def _replies(ev: ModelEvaluator, questions: list[str], samples: int) -> tuple[li
     return texts, (time.perf_counter() - start) / len(texts)
 
 
+def _resident() -> str:
+    """This process's resident memory: anonymous (tensors) and file-backed (mapped model files)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    anon, file = (int(fields[k].split()[0]) / 2**20 for k in ("RssAnon", "RssFile"))
+    return f"{anon:.2f} GB anonymous + {file:.2f} GB file-backed"
+
+
 def main() -> None:
     parser = experts_parser(__doc__, clients=5)
     parser.add_argument("--heldout", type=int, default=30, help="held-out questions per domain")
@@ -39,29 +49,36 @@ def main() -> None:
     examples = list(split.auxiliary) + [ex for d in split.heldout.values() for ex in d[: args.heldout]]
     questions = [ex.question for ex in examples]
     samples = cfg.clients.samples
-    fp32, fp16 = (
-        _evaluators(load_config(args.config, [f"clients.weights={w}"]), split)[: args.clients]
-        for w in ("fp32", "fp16")
-    )
+    experts = _evaluators(load_config(args.config, ["clients.weights=fp32"]), split)[: args.clients]
+    # every expert in fp32, then their shared base packed in place, as clients.weights: fp16 does
+    replies: dict[str, list[tuple[tuple[list[str], float], tuple[list[str], float]]]] = {}
+    for weights in ("fp32", "fp16"):
+        if weights == "fp16":
+            start = time.perf_counter()
+            layers = pack_fp16_weights(experts[0].model)
+            print(f"packing {layers} layers took {time.perf_counter() - start:.1f} s")
+        for ev in experts:
+            ev._prompts.forget()  # kept prompt starts hold the other weights' caches
+            replies.setdefault(ev.adapter, []).append(
+                (_replies(ev, questions, 1), _replies(ev, questions, samples))
+            )
+        print(f"resident memory with {weights} weights: {_resident()}")
     print(f"{len(questions)} questions (auxiliary and held-out), {samples} samples when sampled")
     print(
         "| client | greedy: same reply | correct fp32 / fp16 | sampled: same reply "
         "| s per answer fp32 / fp16 |"
     )
     print("|---|---|---|---|---|")
-    for a, b in zip(fp32, fp16, strict=True):
-        greedy = [_replies(ev, questions, 1) for ev in (a, b)]
-        sampled = [_replies(ev, questions, samples) for ev in (a, b)]
-        (g32, t32), (g16, t16) = greedy
+    for name, ((greedy32, sampled32), (greedy16, sampled16)) in replies.items():
+        (g32, t32), (g16, t16) = greedy32, greedy16
         same = sum(x == y for x, y in zip(g32, g16, strict=True))
         right = [sum(is_correct(ex, t) for ex, t in zip(examples, g, strict=True)) for g in (g32, g16)]
-        s_same = sum(x == y for x, y in zip(sampled[0][0], sampled[1][0], strict=True))
-        per32 = (t32 + sampled[0][1] * samples) / (1 + samples)
-        per16 = (t16 + sampled[1][1] * samples) / (1 + samples)
+        s_same = sum(x == y for x, y in zip(sampled32[0], sampled16[0], strict=True))
+        per32 = (t32 + sampled32[1] * samples) / (1 + samples)
+        per16 = (t16 + sampled16[1] * samples) / (1 + samples)
         print(
-            f"| {a.adapter} | {same} / {len(g32)} | {right[0]} / {right[1]} | "
-            f"{s_same} / {len(sampled[0][0])} | {per32:.3f} / {per16:.3f} ({per32 / per16:.1f}x) |",
-            flush=True,
+            f"| {name} | {same} / {len(g32)} | {right[0]} / {right[1]} | "
+            f"{s_same} / {len(sampled32[0])} | {per32:.3f} / {per16:.3f} ({per32 / per16:.1f}x) |"
         )
 
 

@@ -10,6 +10,7 @@ fp32 weights only). Further arguments override the config (``clients.weights=fp3
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -63,11 +64,13 @@ def main() -> None:
         ev._sample([q])
     for values in times.values():
         values.clear()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     for q in questions[3:]:
         ev._sample([q])
     per_call = (time.perf_counter() - start) / args.calls
-    print(f"{per_call:.3f} s per call ({ev.samples} answers)")
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.calls
+    print(f"{per_call:.3f} s per call ({ev.samples} answers), {faults:.0f} minor page faults a call")
     for name, values in times.items():
         count, median = len(values) / args.calls, statistics.median(values) * 1e3
         total = sum(values) / args.calls * 1e3

@@ -48,11 +48,7 @@ def few_row_linears(model: Any, adapter: str | None = None) -> Iterator[None]:
     inside = {id(m) for m, _ in adapted}
     # a LoRA layer that keeps PEFT's forward (merged, say) still calls its base layer
     linears = linears + [m.base_layer for m in loras if id(m) not in inside]
-    layers = [
-        m
-        for m in linears
-        if type(m) is torch.nn.Linear and m.weight.device.type == "cpu" and "forward" not in vars(m)
-    ]
+    layers = [m for m in linears if _plain_linear(m) and "forward" not in vars(m)]
     switch = functools.partial(activate, model, adapter)  # for a call PEFT's forward must take
     for layer in layers:
         layer.forward = functools.partial(_few_row_linear, layer)
@@ -99,7 +95,7 @@ def _plain_lora_adapters(module: Any, adapter: str | None = None) -> list[str] |
     base = module.base_layer
     if type(base) is Fp16Linear:  # fp16 weights: a CPU product of fp32 inputs
         dtype = torch.float32
-    elif type(base) is torch.nn.Linear and base.weight.device.type == "cpu":
+    elif _plain_linear(base):
         dtype = base.weight.dtype
     else:
         return None
@@ -116,6 +112,16 @@ def _plain_lora_adapters(module: Any, adapter: str | None = None) -> list[str] |
         if dropout.training and not isinstance(dropout, torch.nn.Identity):
             return None
     return adapters
+
+
+def _plain_linear(layer: Any) -> bool:
+    """A ``torch.nn.Linear`` on a CPU whose weight is a plain tensor: not one a quantisation library
+    wrapped in its own tensor subclass (torchao's), whose products only its own kernels compute."""
+    return (
+        type(layer) is torch.nn.Linear
+        and type(layer.weight.data) is torch.Tensor
+        and layer.weight.device.type == "cpu"
+    )
 
 
 def _few_row_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:

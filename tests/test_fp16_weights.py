@@ -131,6 +131,11 @@ def test_clients_weights_fp16_packs_the_client_model_it_scores_with() -> None:
     evaluation = evaluator.evaluate("What is 2 + 2?", ["<answer>4</answer>", "<answer>5</answer>"])
     assert len(evaluation.rewards) == 2
     assert load_config("default", []).clients.weights == "fp16"
+    # a deployed organisation's ClientApp lives for one message: packing would not pay back there
+    from fedgrpo.flower.client_app import CLIENT_KEYS, client_view
+
+    assert "weights" not in CLIENT_KEYS["clients"]
+    assert "weights" not in client_view({"clients": {"weights": "fp16", "samples": 2}})["clients"]
     with pytest.raises(ConfigError, match="clients.weights"):
         load_config("graph-smoke", ["clients.weights=int8"])
 

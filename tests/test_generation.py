@@ -157,6 +157,19 @@ def test_few_row_linears_are_restored_after_a_failure_and_skip_patched_layers() 
     assert model[2].forward is own
 
 
+def test_few_row_linears_leave_a_weight_in_a_tensor_subclass_to_its_own_kernels() -> None:
+    """A quantisation library's weight (torchao wraps it in its own tensor subclass) is not multiplied
+    as a plain tensor: the layer keeps its own forward."""
+
+    class Wrapped(torch.Tensor):  # stands for torchao's Int8Tensor and the like
+        pass
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    model[1].weight = torch.nn.Parameter(model[1].weight.detach().as_subclass(Wrapped))
+    with few_row_linears(model):
+        assert "forward" in vars(model[0]) and "forward" not in vars(model[1])
+
+
 def test_generation_runs_its_decode_steps_through_few_row_linears(lora_model) -> None:
     model, tok = lora_model
     batch = _batch(tok, ["What is 2 + 2?"] * 3)

@@ -90,8 +90,10 @@ def _config(text: str, overrides: str) -> FedGRPOConfig:
     return cfg
 
 
+# Not clients.weights: a deployed organisation's ClientApp process lives for one message, and packing
+# its model's weights in fp16 (about 1 s) would cost more than a message's generation saves.
 CLIENT_KEYS = {
-    "clients": ("evaluation", "samples", "max_new_tokens", "temperature", "direct_answer", "weights"),
+    "clients": ("evaluation", "samples", "max_new_tokens", "temperature", "direct_answer"),
     "federation": ("format_reward", "per_item_methods"),
     "flower": ("max_message_bytes", "reward_timeout_s", "competence_timeout_s"),
     "model": ("worked_example",),
