@@ -7,7 +7,7 @@ bytes, and on the 2-core AVX2 machine a 3-row decode step of SmolLM2 1.5 to 2x f
 prompt read 2.1 to 2.3x (``bench/client_weight_formats.py``, ``bench/scoring_call.py``). The arithmetic
 changes only by each weight's rounding to fp16 (a relative 2^-11 at most, far inside the Q4_1 GGUF's
 own quantisation of SmolLM2): 595 of the default experts' 600 greedy replies come out the same
-(``bench/client_weights.py``), the rest at near-ties.
+(``bench/client_weights.py``).
 
 Written here because the libraries' routes to it do not pay or are going: torchao's int8 configs ran
 slower than fp32 in eager mode on this CPU, and torch.ao's ``quantize_dynamic``, which wraps exactly

@@ -110,7 +110,7 @@ class ClientSettings(_Strict):
         "fp32",
         description="fp16: the client model's linear weights held in fp16 and multiplied in fp32 "
         "(fbgemm, x86 CPUs): half the bytes a decode step reads, about 1.6x faster client calls, "
-        "replies the same but for rare near-ties (each weight rounded to fp16), 0.3 to 0.6 GB more "
+        "nearly all replies the same (each weight rounded to fp16), 0.3 to 0.6 GB more "
         "memory; fp32: as loaded. LoRA experts stay fp32 on the shared base. Kept fp32 on a GPU, "
         "where the torch build cannot pack, and for a deployed organisation's in-process model (its "
         "ClientApp process lives for one message, shorter than packing pays back)",
