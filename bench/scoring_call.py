@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from client_scoring import _evaluators  # noqa: E402
 
-from fedgrpo import generation  # noqa: E402
+from fedgrpo import prompt_cache  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
 from fedgrpo.few_rows import activate  # noqa: E402
 from fedgrpo.run.assemble import build_data  # noqa: E402
@@ -57,7 +57,7 @@ def main() -> None:
 
         return call
 
-    generation._prefill = timed("prompt read (ours)", generation._prefill)
+    prompt_cache.prefill = timed("prompt read (ours)", prompt_cache.prefill)
     base = ev.model.get_base_model() if hasattr(ev.model, "get_base_model") else ev.model
     base.forward = timed("model forward", base.forward)
     for q in questions[:3]:  # warm: the first call reads its whole prompt start

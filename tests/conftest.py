@@ -34,13 +34,14 @@ def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture
 def prefill_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The tokens each prefill of :mod:`fedgrpo.generation` reads, in order (filled as the test runs)."""
-    import fedgrpo.generation as generation
+    """The tokens each prefill (:func:`fedgrpo.prompt_cache.prefill`) reads, in order (filled as the
+    test runs)."""
+    import fedgrpo.prompt_cache as prompt_cache
 
     read: list[int] = []
-    real = generation._prefill
+    real = prompt_cache.prefill
     monkeypatch.setattr(
-        generation, "_prefill", lambda m, c=None, **i: read.append(i["input_ids"].numel()) or real(m, c, **i)
+        prompt_cache, "prefill", lambda m, c=None, **i: read.append(i["input_ids"].numel()) or real(m, c, **i)
     )
     return read
 

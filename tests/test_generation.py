@@ -9,13 +9,13 @@ from transformers import GenerationConfig
 
 from fedgrpo.few_rows import FEW_ROWS, few_row_linears
 from fedgrpo.generation import (
-    PromptCache,
     fast_generate,
     is_merged,
     merged_adapter,
     speed_up_generation,
 )
 from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.prompt_cache import PromptCache
 from fedgrpo.prompting import build_messages
 
 

@@ -39,8 +39,9 @@ from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, maj
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.data import derive_seed, normalise_question
 from fedgrpo.few_rows import activate
-from fedgrpo.generation import PromptCache, generate
+from fedgrpo.generation import generate
 from fedgrpo.models import CHATML_TEMPLATE, inference
+from fedgrpo.prompt_cache import PromptCache
 from fedgrpo.prompting import build_messages
 
 __all__ = ["ModelEvaluator"]
@@ -70,7 +71,7 @@ class ModelEvaluator(SampledScorer):
         activated where they cannot take it); None uses ``model`` as it is.
         ``share_prompts``: its samples share one prefill of the prompt, the adapter is merged for a
         call of many rows (:func:`fedgrpo.generation.fast_generate`), and the prompt starts its calls share
-        are read once for all of them (:class:`~fedgrpo.generation.PromptCache`). ``cache_size``:
+        are read once for all of them (:class:`~fedgrpo.prompt_cache.PromptCache`). ``cache_size``:
         the questions whose own answer is kept (:class:`~fedgrpo.client.agreement.SampledScorer`).
         ``direct_answer``: replies start inside the answer tag and stop at its close (above)."""
         super().__init__(
