@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from client_scoring import _evaluators, experts_parser, parse_and_build  # noqa: E402
+from client_weights import _replies  # noqa: E402
 
 from fedgrpo.answers import is_correct  # noqa: E402
-from fedgrpo.client.client import COMPETENCE_CHUNK  # noqa: E402
 from fedgrpo.client.model_scoring import ModelEvaluator  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
 from fedgrpo.few_rows import activate, few_row_linears  # noqa: E402
@@ -125,11 +125,7 @@ def main() -> None:
                 direct_answer=cfg.clients.direct_answer,
                 cache_size=0,
             )
-            replies = [
-                r
-                for c in range(0, len(questions), COMPETENCE_CHUNK)
-                for r in scorer._sample(questions[c : c + COMPETENCE_CHUNK])
-            ]
+            replies = _replies(scorer, questions, 1)[0]  # greedy, in competence chunks
             reference = replies if reference is None else reference
             rows[name][2] += sum(a == b for a, b in zip(replies, reference, strict=True))
             rows[name][3] += sum(is_correct(ex, r) for ex, r in zip(auxiliary, replies, strict=True))
