@@ -27,7 +27,7 @@ from fedgrpo.client.client import COMPETENCE_CHUNK
 from fedgrpo.client.model_scoring import ModelEvaluator
 from fedgrpo.config import load_config
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.clients import client_models
+from fedgrpo.simulation.clients import client_models
 
 
 def _evaluators(cfg, split) -> list[ModelEvaluator]:  # noqa: ANN001

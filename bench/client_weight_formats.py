@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from client_scoring import _evaluators, experts_parser, parse_and_build  # noqa: E402
 from client_weights import _replies  # noqa: E402
 
-from fedgrpo.answers import is_correct  # noqa: E402
+from fedgrpo.accel.few_rows import activate, few_row_linears  # noqa: E402
+from fedgrpo.accel.fp16_weights import pack_fp16_weights  # noqa: E402
 from fedgrpo.client.model_scoring import ModelEvaluator  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
-from fedgrpo.few_rows import activate, few_row_linears  # noqa: E402
-from fedgrpo.fp16_weights import pack_fp16_weights  # noqa: E402
+from fedgrpo.method.answers import is_correct  # noqa: E402
 
 
 def _int8(qconfig: Any) -> Callable[[Any], Any]:

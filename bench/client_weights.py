@@ -19,11 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from client_scoring import _evaluators, experts_parser, parse_and_build  # noqa: E402
 
-from fedgrpo.answers import is_correct  # noqa: E402
+from fedgrpo.accel.fp16_weights import pack_fp16_weights  # noqa: E402
 from fedgrpo.client.client import COMPETENCE_CHUNK  # noqa: E402
 from fedgrpo.client.model_scoring import ModelEvaluator  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
-from fedgrpo.fp16_weights import pack_fp16_weights  # noqa: E402
+from fedgrpo.method.answers import is_correct  # noqa: E402
 
 
 def _replies(ev: ModelEvaluator, questions: list[str], samples: int) -> tuple[list[str], float]:

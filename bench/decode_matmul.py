@@ -6,7 +6,8 @@ all weight reads, no reuse. This times, in one process and alternating,
 * the weights of one decode step alone (30 layers' seven matrices, all distinct so nothing stays in
   cache, and the 49,152-wide LM head), as ``F.linear`` and as ``W @ x.T``, with the weight bytes
   divided by the time (GB/s), against a plain read of the same bytes (``sum``);
-* a whole decode step of the real model (a 60-token cache), with :func:`fedgrpo.few_rows.few_row_linears`
+* a whole decode step of the real model (a 60-token cache), with
+:func:`fedgrpo.accel.few_rows.few_row_linears`
   off and on, at each row count; above ``FEW_ROWS`` the lever leaves ``F.linear`` in place, so those
   rows time the threshold's other side.
 
@@ -25,9 +26,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from fedgrpo import few_rows
-from fedgrpo.models import load_policy, smollm2_folder
-from fedgrpo.shared_prefix import cache_argument, output_cache
+from fedgrpo.accel import few_rows
+from fedgrpo.accel.shared_prefix import cache_argument, output_cache
+from fedgrpo.models.loading import load_policy, smollm2_folder
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:

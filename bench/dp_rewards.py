@@ -37,9 +37,9 @@ from fedgrpo.config import load_config
 from fedgrpo.data import generate
 from fedgrpo.protocol import RewardItem, RewardReply, RewardRequest
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.clients import build_clients
 from fedgrpo.selection.base import AllSelector
 from fedgrpo.server import FederatedAdvantage
+from fedgrpo.simulation.clients import build_clients
 from fedgrpo.transport import InProcessTransport
 
 EPSILONS = [None, 8.0, 4.0, 2.0, 1.0]  # None: no differential privacy

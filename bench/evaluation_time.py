@@ -15,9 +15,9 @@ import time
 import torch
 
 from fedgrpo.config import load_config
-from fedgrpo.evaluate import evaluate_policy
-from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data
+from fedgrpo.run.evaluate import evaluate_policy
 
 
 def main() -> None:

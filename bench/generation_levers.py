@@ -10,7 +10,7 @@ machine's measured fp32 matmul rate):
 
 Levers: the LoRA adapter merged into the base weights for the call (PEFT's ``merge_adapter``,
 undone after, up to float rounding), a static KV cache, each distinct prompt prefilled once with its
-KV cache shared by its G rows plus the merge (:mod:`fedgrpo.generation`, what runs use), and the bare
+KV cache shared by its G rows plus the merge (:mod:`fedgrpo.accel.generation`, what runs use), and the bare
 base model without any adapter (the floor of what merging alone can reach).
 """
 
@@ -24,9 +24,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GenerationConfig
 
-from fedgrpo.generation import fast_generate
-from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.prompting import build_messages
+from fedgrpo.accel.generation import fast_generate
+from fedgrpo.method.prompting import build_messages
+from fedgrpo.models.loading import load_policy, load_tokenizer
 
 QUESTIONS = ["What is 37 + 48?", "What is 6 * 7?"]
 
@@ -103,7 +103,7 @@ def main() -> None:
     model.unmerge_adapter()
     rows.append(
         (
-            "each distinct prompt prefilled once + LoRA merged (fedgrpo.generation)",
+            "each distinct prompt prefilled once + LoRA merged (fedgrpo.accel.generation)",
             run(model, fast=True),
         )
     )

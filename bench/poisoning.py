@@ -32,16 +32,16 @@ from typing import Any
 
 import torch
 
-from fedgrpo.answers import is_correct
+from fedgrpo.client.factory import make_client
 from fedgrpo.config import load_config
 from fedgrpo.data import Example, Question, generate
-from fedgrpo.evaluate import wilson_interval
-from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.run.client_factory import make_client
-from fedgrpo.run.clients import adversary
+from fedgrpo.method.answers import is_correct
+from fedgrpo.models.loading import load_policy, load_tokenizer
+from fedgrpo.run.evaluate import wilson_interval
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector, mean_pooled_embedder
 from fedgrpo.selection.base import RandomSelector, Selector
 from fedgrpo.server import FederatedAdvantage
+from fedgrpo.simulation.clients import adversary
 from fedgrpo.transport import InProcessTransport
 
 DOMAINS = ("sums_1digit", "sums_2digit", "products")

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 
-from fedgrpo.answers import is_correct
 from fedgrpo.config import load_config
-from fedgrpo.evaluate import generate_completions, wilson_interval
-from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.method.answers import is_correct
+from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.protocol import RewardItem, RewardReply, RewardRequest
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.clients import build_clients
+from fedgrpo.run.evaluate import generate_completions, wilson_interval
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector, OracleSelector, mean_pooled_embedder
 from fedgrpo.selection.base import AllSelector, RandomSelector
+from fedgrpo.simulation.clients import build_clients
 from fedgrpo.transport import InProcessTransport
 
 

@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from client_scoring import _evaluators  # noqa: E402
 
-from fedgrpo import prompt_cache  # noqa: E402
+from fedgrpo.accel import prompt_cache  # noqa: E402
+from fedgrpo.accel.few_rows import activate  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
-from fedgrpo.few_rows import activate  # noqa: E402
 from fedgrpo.run.assemble import build_data  # noqa: E402
 
 

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from client_scoring import _evaluators  # noqa: E402
 
-from fedgrpo import few_rows, generation  # noqa: E402
+from fedgrpo.accel import few_rows, generation  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
 from fedgrpo.run.assemble import build_data  # noqa: E402
 

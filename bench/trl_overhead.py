@@ -39,16 +39,16 @@ import torch
 from transformers import ProgressCallback, TrainerCallback, set_seed
 from transformers.trainer_utils import SaveStrategy
 
-from fedgrpo.answers import extract_answer, reward_for
 from fedgrpo.config import load_config
 from fedgrpo.data import Example, score_answer
-from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.prompting import completion_text
+from fedgrpo.method.answers import extract_answer, reward_for
+from fedgrpo.method.prompting import completion_text
+from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_advantage, build_data, build_selector
-from fedgrpo.run.clients import build_clients
 from fedgrpo.run.metrics import MetricsCallback
 from fedgrpo.run.trl import CompleteCheckpoints, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
+from fedgrpo.simulation.clients import build_clients
 from fedgrpo.transport import InProcessTransport
 
 NAMES = ("fedgrpo", "trl")

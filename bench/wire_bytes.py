@@ -170,11 +170,11 @@ def smoke() -> dict[str, Any]:
 def smollm2(questions: int) -> dict[str, Any]:
     import torch
 
+    from fedgrpo.client.factory import make_client
     from fedgrpo.config import load_config
-    from fedgrpo.evaluate import generate_completions
-    from fedgrpo.models import load_policy, load_tokenizer
+    from fedgrpo.models.loading import load_policy, load_tokenizer
     from fedgrpo.run.assemble import build_data
-    from fedgrpo.run.client_factory import make_client
+    from fedgrpo.run.evaluate import generate_completions
 
     cfg = load_config("default")
     torch.set_num_threads(cfg.run.threads or 2)

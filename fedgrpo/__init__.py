@@ -3,7 +3,7 @@
 Where things are (the method, then the wiring):
   fedgrpo.selection   expert selection: which clients judge a question (the confidence graph)
   fedgrpo.client      client side: private data, answer- and model-based scoring (dual evaluation)
-  fedgrpo.objective   the federated group-relative advantage
+  fedgrpo.method.objective   the federated group-relative advantage
   fedgrpo.protocol    the wire messages and every check of a reply
   fedgrpo.server      the server's rounds: exchange, rewards -> advantages, competence queries
   fedgrpo.transport   how messages travel (in-process); fedgrpo.flower: the Flower apps

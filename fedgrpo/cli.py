@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-endpoint":
         return _check_endpoint(args.url, args.model, args.wait)
     if args.command == "model-folder":
-        from fedgrpo.models import resolve_model
+        from fedgrpo.models.loading import resolve_model
 
         with _stdout_to_stderr():  # a first conversion's progress (from native code too) is not the answer
             folder = resolve_model(args.name)
@@ -225,12 +225,12 @@ def _command(args: argparse.Namespace, cfg: FedGRPOConfig) -> int:
         print(json.dumps(write_example_files(cfg, Path(args.dir)), indent=2))
         return 0
     if args.command == "train-clients":
-        from fedgrpo.run.clients import train_clients
+        from fedgrpo.simulation.clients import train_clients
 
         report = train_clients(cfg)
         print(json.dumps(report, indent=2))
         return 1 if any("error" in r for r in report.values()) else 0
-    from fedgrpo.baselines import run_method
+    from fedgrpo.algorithms import run_method
 
     run_method(cfg, resume=args.resume)
     return 0

@@ -34,9 +34,9 @@ def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture
 def prefill_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The tokens each prefill (:func:`fedgrpo.prompt_cache.prefill`) reads, in order (filled as the
+    """The tokens each prefill (:func:`fedgrpo.accel.prompt_cache.prefill`) reads, in order (filled as the
     test runs)."""
-    import fedgrpo.prompt_cache as prompt_cache
+    import fedgrpo.accel.prompt_cache as prompt_cache
 
     read: list[int] = []
     real = prompt_cache.prefill
@@ -50,7 +50,7 @@ def prefill_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointModel]:
     """The tiny random model behind a real ``transformers serve`` (about 7 s to start), shared by every
     test module that asks for it."""
-    from fedgrpo.models import tiny_random_folder
+    from fedgrpo.models.loading import tiny_random_folder
     from tests.helpers import transformers_serve
 
     with transformers_serve(str(tiny_random_folder()), tmp_path_factory.mktemp("serve")) as endpoint:

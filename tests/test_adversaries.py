@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from fedgrpo.client import AnswerEvaluator, Client
+from fedgrpo.client.factory import make_client
 from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Question, generate
-from fedgrpo.run.adversaries import AdversarialEvaluator
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.client_factory import make_client
-from fedgrpo.run.clients import adversary, build_clients
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector
 from fedgrpo.server import FederatedAdvantage
+from fedgrpo.simulation.adversaries import AdversarialEvaluator
+from fedgrpo.simulation.clients import adversary, build_clients
 from fedgrpo.transport import InProcessTransport
 
 NAMES = [f"client-{k}" for k in range(5)]

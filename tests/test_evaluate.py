@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from fedgrpo.answers import final_answer, last_number
 from fedgrpo.data import Example, generate, make_qid
-from fedgrpo.evaluate import DomainAccuracy, accuracy_table, score_completions, to_json, wilson_interval
+from fedgrpo.method.answers import final_answer, last_number
+from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, score_completions, to_json, wilson_interval
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fedgrpo.checkpoints import complete_checkpoints
 from fedgrpo.config import load_config
 from fedgrpo.run.assemble import build_data, server_data
 from fedgrpo.run.experiment import run, run_in_process
-from fedgrpo.run.folder import RunExists
+from fedgrpo.storage.checkpoints import complete_checkpoints
+from fedgrpo.storage.run_folder import RunExists
 from fedgrpo.transport import InProcessTransport
 from tests.helpers import metric_rows
 

@@ -20,7 +20,7 @@ from fedgrpo.client.experts import (
     read_meta,
 )
 from fedgrpo.data import Example, make_qid
-from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.models.loading import load_policy, load_tokenizer
 
 QUESTION = "What is 3 + 4?"
 # Overfits tiny-random's adapter to one answer in 50 optimiser steps (one batch per epoch).

@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedgrpo.baselines import fedpetuning
-from fedgrpo.baselines.fedavg import _npy_bytes, to_wire, update_problem, weighted_average, wire_bytes
-from fedgrpo.baselines.fedpetuning import (
+from fedgrpo.algorithms.fedpetuning import train as fedpetuning
+from fedgrpo.algorithms.fedpetuning.fedavg import (
+    _npy_bytes,
+    to_wire,
+    update_problem,
+    weighted_average,
+    wire_bytes,
+)
+from fedgrpo.algorithms.fedpetuning.train import (
     ADAPTER_FILE,
     adapter_state,
     policy_with_adapter,
@@ -20,9 +26,9 @@ from fedgrpo.baselines.fedpetuning import (
     train_locally,
 )
 from fedgrpo.config import ConfigError, FedGRPOConfig, load_config
-from fedgrpo.models import load_tokenizer
+from fedgrpo.models.loading import load_tokenizer
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.folder import RunExists
+from fedgrpo.storage.run_folder import RunExists
 
 SMALL = [
     "fedpetuning.rounds=2",

@@ -13,9 +13,9 @@ pytest.importorskip("flwr")
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict  # noqa: E402
 
-from fedgrpo.baselines.fedavg import weighted_average, wire_bytes  # noqa: E402
-from fedgrpo.baselines.fedpetuning import RunBook, train_locally  # noqa: E402
-from fedgrpo.baselines.fedpetuning_flower import AccountedFedAvg, make_client_app  # noqa: E402
+from fedgrpo.algorithms.fedpetuning.fedavg import weighted_average, wire_bytes  # noqa: E402
+from fedgrpo.algorithms.fedpetuning.flower import AccountedFedAvg, make_client_app  # noqa: E402
+from fedgrpo.algorithms.fedpetuning.train import RunBook, train_locally  # noqa: E402
 from fedgrpo.run.assemble import build_data  # noqa: E402
 from tests.test_fedpetuning import small_config  # noqa: E402
 

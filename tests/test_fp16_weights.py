@@ -1,4 +1,4 @@
-"""Client models with their linear weights held in fp16 (:mod:`fedgrpo.fp16_weights`): the numbers of
+"""Client models with their linear weights held in fp16 (:mod:`fedgrpo.accel.fp16_weights`): the numbers of
 fp16-rounded weights, every adapter kept on the shared base, and generation that never merges."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GenerationConfig
 
+from fedgrpo.accel.few_rows import FEW_ROWS, few_row_linears
+from fedgrpo.accel.fp16_weights import Fp16Linear, is_packed, pack_fp16_weights
+from fedgrpo.accel.generation import fast_generate, is_merged
 from fedgrpo.client import ModelEvaluator
+from fedgrpo.client.factory import in_process_model
 from fedgrpo.config import ConfigError, load_config
-from fedgrpo.few_rows import FEW_ROWS, few_row_linears
-from fedgrpo.fp16_weights import Fp16Linear, is_packed, pack_fp16_weights
-from fedgrpo.generation import fast_generate, is_merged
-from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.prompting import build_messages
-from fedgrpo.run.client_factory import in_process_model
+from fedgrpo.method.prompting import build_messages
+from fedgrpo.models.loading import load_policy, load_tokenizer
 
 
 def _outside_lora(model) -> list[torch.nn.Module]:
@@ -114,7 +114,7 @@ def test_without_fbgemm_the_model_stays_as_loaded(monkeypatch, caplog) -> None:
 
     monkeypatch.setattr(torch.ops.quantized, "linear_prepack_fp16", no_fbgemm)
     model = load_policy("tiny-random")
-    with caplog.at_level(logging.WARNING, logger="fedgrpo.fp16_weights"):
+    with caplog.at_level(logging.WARNING, logger="fedgrpo.accel.fp16_weights"):
         assert pack_fp16_weights(model) == 0
     assert "kept in fp32" in caplog.text
     assert not is_packed(model) and _outside_lora(model)

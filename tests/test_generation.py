@@ -1,4 +1,4 @@
-"""The generation shortcut (:mod:`fedgrpo.generation`): same tokens as transformers' own generate."""
+"""The generation shortcut (:mod:`fedgrpo.accel.generation`): same tokens as transformers' own generate."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GenerationConfig
 
-from fedgrpo.few_rows import FEW_ROWS, few_row_linears
-from fedgrpo.generation import (
+from fedgrpo.accel.few_rows import FEW_ROWS, few_row_linears
+from fedgrpo.accel.generation import (
     fast_generate,
     is_merged,
     merged_adapter,
     speed_up_generation,
 )
-from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.prompt_cache import PromptCache
-from fedgrpo.prompting import build_messages
+from fedgrpo.accel.prompt_cache import PromptCache
+from fedgrpo.method.prompting import build_messages
+from fedgrpo.models.loading import load_policy, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_speed_up_generation_wraps_once_and_keeps_results(lora_model) -> None:
 
 
 def test_distinct_prompts_with_a_common_start_read_it_once(lora_model, monkeypatch) -> None:
-    import fedgrpo.generation as generation
+    import fedgrpo.accel.generation as generation
 
     model, tok = lora_model
     # an evaluation batch: every question differs, all after the same worked example, padded left
@@ -193,7 +193,7 @@ def test_generation_runs_its_decode_steps_through_few_row_linears(lora_model) ->
 def test_repeated_prompts_after_a_common_start_read_it_once_and_each_prompt_once(
     lora_model, monkeypatch, prefill_reads
 ):
-    import fedgrpo.generation as generation
+    import fedgrpo.accel.generation as generation
 
     model, tok = lora_model
     # a competence chunk: each question's prompt 3 times (its samples), all after the same worked example
@@ -283,7 +283,7 @@ def test_prompt_starts_are_read_once_across_calls(lora_model, prefill_reads) -> 
 
 
 def test_the_rows_a_call_decodes_count_its_returned_sequences_and_beams() -> None:
-    from fedgrpo.generation import _decoded_rows
+    from fedgrpo.accel.generation import _decoded_rows
 
     ids = torch.zeros((2, 5), dtype=torch.long)
     assert _decoded_rows({"input_ids": ids}) == 2

@@ -23,9 +23,9 @@ from fedgrpo.protocol import (
     encode,
 )
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.clients import build_clients
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
+from fedgrpo.simulation.clients import build_clients
 from fedgrpo.transport import InProcessTransport
 from tests.wire import header, join
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from fedgrpo.baselines import MODULES
-from fedgrpo.baselines.central_grpo import GroundTruthReward, pooled_upload
+from fedgrpo.algorithms import MODULES
+from fedgrpo.algorithms.central_grpo import GroundTruthReward, pooled_upload
 from fedgrpo.config import METHODS, ConfigError, load_config
 from fedgrpo.data import Example, write_labelled
 from fedgrpo.run.assemble import build_data

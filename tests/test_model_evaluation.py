@@ -12,11 +12,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from fedgrpo.answers import answer_key
 from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, Evaluation, ModelEvaluator
 from fedgrpo.data import Example, make_qid
-from fedgrpo.models import CHATML_TEMPLATE, load_policy, load_tokenizer
-from fedgrpo.prompting import build_messages
+from fedgrpo.method.answers import answer_key
+from fedgrpo.method.prompting import build_messages
+from fedgrpo.models.loading import CHATML_TEMPLATE, load_policy, load_tokenizer
 from fedgrpo.protocol import (
     CompetenceItem,
     CompetenceReply,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedgrpo.objective import EPS, group_advantages, zero_spread
+from fedgrpo.method.objective import EPS, group_advantages, zero_spread
 from tests.helpers import EPS as HAND_EPS
 from tests.helpers import hand_mean_aggregation, sample_std
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedgrpo.objective import group_advantages
+from fedgrpo.method.objective import group_advantages
 from tests.helpers import EPS
 
 pytest.importorskip("hypothesis")

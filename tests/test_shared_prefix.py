@@ -1,4 +1,4 @@
-"""The shared-prefix loss forward (:mod:`fedgrpo.shared_prefix`): TRL's numbers, fewer tokens read."""
+"""The shared-prefix loss forward (:mod:`fedgrpo.accel.shared_prefix`): TRL's numbers, fewer tokens read."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from trl.trainer.utils import add_fused_lm_head
 
-from fedgrpo import shared_prefix
-from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.prompting import build_messages
-from fedgrpo.shared_prefix import cache_argument, plan_shared_prefix, share_prompt_prefixes
+from fedgrpo.accel import shared_prefix
+from fedgrpo.accel.shared_prefix import cache_argument, plan_shared_prefix, share_prompt_prefixes
+from fedgrpo.method.prompting import build_messages
+from fedgrpo.models.loading import load_policy, load_tokenizer
 
 
 def _rows(tok, groups: list[tuple[str, list[str]]]) -> tuple[torch.Tensor, torch.Tensor, int]:

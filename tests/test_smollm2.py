@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fedgrpo.data import generate
-from fedgrpo.evaluate import evaluate_policy
-from fedgrpo.models import load_policy, load_tokenizer, smollm2_folder
+from fedgrpo.models.loading import load_policy, load_tokenizer, smollm2_folder
+from fedgrpo.run.evaluate import evaluate_policy
 
 pytestmark = pytest.mark.slow
 

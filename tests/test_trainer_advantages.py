@@ -7,7 +7,7 @@ import pytest
 from fedgrpo.client import Client, Evaluation
 from fedgrpo.config import load_config
 from fedgrpo.data import Question
-from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.trl import make_trainer, train_dataset
 from fedgrpo.selection import AllSelector
 from fedgrpo.server import FederatedAdvantage

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from typing import Literal
 
-from fedgrpo.answers import answer_key, parsed_answer, reward_for
+from fedgrpo.method.answers import answer_key, parsed_answer, reward_for
 
 __all__ = ["Mode", "SampledScorer", "agreement_rewards", "majority_answer"]
 
@@ -76,7 +76,7 @@ class SampledScorer:
 def majority_answer(completions: list[str]) -> str | None:
     """The majority final answer of a model's samples; None when no sample has one.
 
-    Answers are grouped by :func:`~fedgrpo.answers.answer_key` (so "7" and "7.0" vote together); ties
+    Answers are grouped by :func:`~fedgrpo.method.answers.answer_key` (so "7" and "7.0" vote together); ties
     go to the group seen first, and the answer returned is that group's first spelling.
     """
     answers = [a for a in (parsed_answer(t) for t in completions) if a is not None]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fedgrpo.answers import extract_answer, reward_for
 from fedgrpo.data import Example, normalise_question, score_answer
+from fedgrpo.method.answers import extract_answer, reward_for
 from fedgrpo.protocol import Method
 
 

@@ -24,11 +24,11 @@ import logging
 import time
 from typing import Protocol
 
-from fedgrpo.answers import answer_key
 from fedgrpo.client.answer_scoring import AnswerEvaluator, Evaluation
 from fedgrpo.client.dual import ClientModel, ModelUnavailableError, prepare_answers
 from fedgrpo.client.privacy import PrivateRelease
 from fedgrpo.data import Example
+from fedgrpo.method.answers import answer_key
 from fedgrpo.protocol import (
     MAX_MESSAGE_BYTES,
     CompetenceReply,

@@ -27,13 +27,13 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from fedgrpo.answers import parsed_answer, rationale, reward_for
 from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.client.dual import ModelUnavailableError
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
 from fedgrpo.data import derive_seed, normalise_question
-from fedgrpo.prompting import build_messages
+from fedgrpo.method.answers import parsed_answer, rationale, reward_for
+from fedgrpo.method.prompting import build_messages
 
 __all__ = ["EndpointEvaluator", "chatml_prompt"]
 

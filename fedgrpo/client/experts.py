@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedgrpo.accel.shared_prefix import share_prompt_prefixes
 from fedgrpo.client.answer_scoring import AnswerEvaluator
 from fedgrpo.data import Example
-from fedgrpo.models import cache_dir, load_policy, load_tokenizer
-from fedgrpo.prompting import build_messages, completion_text
-from fedgrpo.shared_prefix import share_prompt_prefixes
+from fedgrpo.method.prompting import build_messages, completion_text
+from fedgrpo.models.loading import cache_dir, load_policy, load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -34,15 +34,15 @@ import inspect
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from fedgrpo.answers import ANSWER_CLOSE, ANSWER_OPEN, parsed_answer, rationale, reward_for
+from fedgrpo.accel.few_rows import activate
+from fedgrpo.accel.generation import generate
+from fedgrpo.accel.prompt_cache import PromptCache
 from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.data import derive_seed, normalise_question
-from fedgrpo.few_rows import activate
-from fedgrpo.generation import generate
-from fedgrpo.models import CHATML_TEMPLATE, inference
-from fedgrpo.prompt_cache import PromptCache
-from fedgrpo.prompting import build_messages
+from fedgrpo.method.answers import ANSWER_CLOSE, ANSWER_OPEN, parsed_answer, rationale, reward_for
+from fedgrpo.method.prompting import build_messages
+from fedgrpo.models.loading import CHATML_TEMPLATE, inference
 
 __all__ = ["ModelEvaluator"]
 
@@ -70,8 +70,9 @@ class ModelEvaluator(SampledScorer):
         every call (clients that share one base take turns: named to the layers that generate, and
         activated where they cannot take it); None uses ``model`` as it is.
         ``share_prompts``: its samples share one prefill of the prompt, the adapter is merged for a
-        call of many rows (:func:`fedgrpo.generation.fast_generate`), and the prompt starts its calls share
-        are read once for all of them (:class:`~fedgrpo.prompt_cache.PromptCache`). ``cache_size``:
+        call of many rows (:func:`fedgrpo.accel.generation.fast_generate`), and the prompt starts its calls
+        share
+        are read once for all of them (:class:`~fedgrpo.accel.prompt_cache.PromptCache`). ``cache_size``:
         the questions whose own answer is kept (:class:`~fedgrpo.client.agreement.SampledScorer`).
         ``direct_answer``: replies start inside the answer tag and stop at its close (above)."""
         super().__init__(

@@ -42,9 +42,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fedgrpo.answers import answer_key, has_answer_format, parsed_answer
 from fedgrpo.data import normalise_question
-from fedgrpo.io import write_text_atomic
+from fedgrpo.method.answers import answer_key, has_answer_format, parsed_answer
+from fedgrpo.storage.atomic import write_text_atomic
 
 Kind = Literal["rr", "laplace", "gaussian"]
 KINDS: tuple[Kind, ...] = ("rr", "laplace", "gaussian")

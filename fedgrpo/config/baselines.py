@@ -11,7 +11,7 @@ from fedgrpo.config.sections import _check_whole_groups, _Strict
 
 
 class FedPETuningSettings(_Strict):
-    """The ``fedpetuning`` baseline (:mod:`fedgrpo.baselines.fedpetuning`): FedAvg of LoRA adapters.
+    """The ``fedpetuning`` baseline (:mod:`fedgrpo.algorithms.fedpetuning.train`): FedAvg of LoRA adapters.
 
     Each round a share of the clients continues the server's averaged adapter (LoRA on
     ``model.name_or_path`` with ``model.lora``'s rank, alpha, dropout and target modules; its

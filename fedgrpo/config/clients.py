@@ -127,7 +127,7 @@ class ClientSettings(_Strict):
     adversaries: dict[str, AdversaryBehaviour] = Field(
         default_factory=dict,
         description="simulation only, for robustness experiments: client name -> flip, always-high, "
-        "random or colluding (two or more clients); see fedgrpo/run/adversaries.py",
+        "random or colluding (two or more clients); see fedgrpo/simulation/adversaries.py",
     )
     privacy: ClientPrivacy = ClientPrivacy()
 

@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fedgrpo.aggregation import MIN_ROBUST_EXPERTS, ROBUST_AGGREGATIONS, Aggregation
 from fedgrpo.data import BUILTIN_DOMAINS, DomainSpec, resolve_domain
+from fedgrpo.method.aggregation import MIN_ROBUST_EXPERTS, ROBUST_AGGREGATIONS, Aggregation
 from fedgrpo.protocol import MAX_MESSAGE_BYTES
 
 EMBEDDED_MODELS = ("smollm2", "tiny-random")

@@ -1,4 +1,4 @@
-"""Task domains, exact scoring, each party's data files and the federated split between clients and server."""
+"""Task domains, exact scoring and each party's data files (the simulated split: fedgrpo.simulation)."""
 
 from fedgrpo.data.domains import (
     BUILTIN_DOMAINS,
@@ -15,26 +15,26 @@ from fedgrpo.data.domains import (
     resolve_domain,
     score_answer,
 )
-from fedgrpo.data.files import labelled_jsonl, read_labelled, read_questions, write_labelled, write_questions
-from fedgrpo.data.generate import generate, parse_gsm8k_answer
-from fedgrpo.data.partition import (
-    FederatedSplit,
-    build_split,
+from fedgrpo.data.files import (
     client_name,
+    labelled_jsonl,
     read_client_data,
+    read_labelled,
+    read_questions,
     to_question,
     write_client_data,
+    write_labelled,
+    write_questions,
 )
+from fedgrpo.data.generate import generate, parse_gsm8k_answer
 
 __all__ = [
     "BUILTIN_DOMAINS",
     "DataFileError",
     "DomainSpec",
     "Example",
-    "FederatedSplit",
     "NotEnoughExamplesError",
     "Question",
-    "build_split",
     "client_name",
     "derive_seed",
     "generate",

@@ -66,9 +66,18 @@ from fedgrpo.data.jsonl import (
     read_jsonl_objects,
     required_text,
 )
-from fedgrpo.io import write_text_atomic
+from fedgrpo.storage.atomic import write_text_atomic
 
-__all__ = ["read_labelled", "read_questions", "write_labelled", "write_questions"]
+__all__ = [
+    "client_name",
+    "read_client_data",
+    "read_labelled",
+    "read_questions",
+    "to_question",
+    "write_client_data",
+    "write_labelled",
+    "write_questions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -233,3 +242,23 @@ def write_questions(questions: Iterable[Question | Example], path: str | os.Path
         row = {"qid": q.qid, "domain": q.domain, "question": q.question}
         lines.append(json.dumps(row) + "\n")
     write_text_atomic(path, "".join(lines))
+
+
+def client_name(k: int) -> str:
+    """Canonical client name: client-0, client-1, ..."""
+    return f"client-{k}"
+
+
+def to_question(example: Example) -> Question:
+    """Strip the answer and the scoring entry: what the server is allowed to see."""
+    return Question(qid=example.qid, domain=example.domain, question=example.question)
+
+
+def write_client_data(examples: list[Example], path: str | os.PathLike[str]) -> None:
+    """One client's private examples: the file its own SuperNode is pointed at (see write_labelled)."""
+    write_labelled(examples, path)
+
+
+def read_client_data(path: str | os.PathLike[str]) -> list[Example]:
+    """A client's private examples, as written by write_client_data or by hand (see read_labelled)."""
+    return read_labelled(path)

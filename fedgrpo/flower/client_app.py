@@ -51,14 +51,15 @@ from flwr.clientapp import ClientApp
 from pydantic import ValidationError
 
 from fedgrpo.client import Client, ClientModel
+from fedgrpo.client.factory import endpoint_model, in_process_model, make_client, private_release
 from fedgrpo.client.privacy import PrivateRelease
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig, config_from_mapping, load_config_text
 from fedgrpo.data import client_name, read_client_data
 from fedgrpo.flower.codec import PROFILE, content_bytes, read_payload, reply_records
 from fedgrpo.protocol import ErrorReply, ProtocolError, decode
-from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_client, private_release
 
-# Not imported here: fedgrpo.models, fedgrpo.client.experts, fedgrpo.run.clients and run.assemble.
+# Not imported here: fedgrpo.models.loading, fedgrpo.client.experts, fedgrpo.simulation.clients and
+# run.assemble.
 # They need torch and transformers, an optional heavy dependency that only in-process client models
 # and the simulated split use (not an import cycle); the functions that need them import them.
 
@@ -114,7 +115,7 @@ def client_view(data: dict[str, Any]) -> dict[str, Any]:
 def _simulated_clients(cfg_yaml: str) -> dict[str, Client]:
     """Every client of the seeded split, built once per process: one base model, shared."""
     from fedgrpo.run.assemble import build_data  # heavy: see the note on the imports
-    from fedgrpo.run.clients import PRIVACY_STATE, build_clients
+    from fedgrpo.simulation.clients import PRIVACY_STATE, build_clients
 
     cfg = load_config_text(cfg_yaml, trl_checks=False)
     # Ray may route a client's messages to different worker processes: its privacy cache and ledger
@@ -124,7 +125,7 @@ def _simulated_clients(cfg_yaml: str) -> dict[str, Client]:
 
 @functools.cache
 def _base_model(name: str) -> tuple[Any, Any]:
-    from fedgrpo.models import load_policy, load_tokenizer  # heavy: see the note on the imports
+    from fedgrpo.models.loading import load_policy, load_tokenizer  # heavy: see the note
 
     model = load_policy(name)
     model.requires_grad_(False)

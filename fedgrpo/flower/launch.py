@@ -26,7 +26,7 @@ from flwr.simulation import run_simulation
 from fedgrpo.config import ConfigError, FedGRPOConfig, load_config_text
 from fedgrpo.flower.client_app import make_client_app
 from fedgrpo.flower.server_app import make_server_app
-from fedgrpo.run.folder import check_output_dir
+from fedgrpo.storage.run_folder import check_output_dir
 
 log = logging.getLogger(__name__)
 

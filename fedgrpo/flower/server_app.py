@@ -14,7 +14,7 @@ from fedgrpo.config import FedGRPOConfig, load_config_text
 from fedgrpo.flower.transport import FlowerTransport
 from fedgrpo.run.assemble import build_data, server_data_from_files
 from fedgrpo.run.experiment import run, run_simulation
-from fedgrpo.run.folder import attach_log_file, check_output_dir
+from fedgrpo.storage.run_folder import attach_log_file, check_output_dir
 
 
 def server_config(run_config: dict) -> FedGRPOConfig:

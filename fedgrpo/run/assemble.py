@@ -15,20 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import ConfigError, FedGRPOConfig, ServerFiles
-from fedgrpo.data import (
-    Example,
-    FederatedSplit,
-    Question,
-    build_split,
-    read_labelled,
-    read_questions,
-    write_labelled,
-    write_questions,
-)
-from fedgrpo.io import write_json_atomic
-from fedgrpo.models import load_policy
+from fedgrpo.data import Example, Question, read_labelled, read_questions, write_labelled, write_questions
+from fedgrpo.models.loading import load_policy
 from fedgrpo.selection import ConfidenceGraph, Selector, make_selector, mean_pooled_embedder
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
+from fedgrpo.simulation.partition import FederatedSplit, build_split
+from fedgrpo.storage.atomic import write_json_atomic
 from fedgrpo.transport import Transport
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.checkpoints import STATE_FILE, last_checkpoint
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.data import Example, FederatedSplit
-from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, from_json, to_json
-from fedgrpo.io import write_json_atomic
-from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.data import Example
+from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import (
     ServerData,
     build_advantage,
@@ -29,13 +26,17 @@ from fedgrpo.run.assemble import (
     server_data,
     split_summary,
 )
-from fedgrpo.run.audit import RoutingAudit
-from fedgrpo.run.clients import PRIVACY_STATE, build_clients
-from fedgrpo.run.folder import check_output_dir, in_run_folder, resume_point, start_run
+from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, from_json, to_json
 from fedgrpo.run.metrics import MetricsCallback, install_metrics, peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import StopOnInterrupt, TrainingReward, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.server.stats import RoundStats, note_privacy_spent
+from fedgrpo.simulation.audit import RoutingAudit
+from fedgrpo.simulation.clients import PRIVACY_STATE, build_clients
+from fedgrpo.simulation.partition import FederatedSplit
+from fedgrpo.storage.atomic import write_json_atomic
+from fedgrpo.storage.checkpoints import STATE_FILE, last_checkpoint
+from fedgrpo.storage.run_folder import check_output_dir, in_run_folder, resume_point, start_run
 from fedgrpo.transport import InProcessTransport, Transport
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from fedgrpo.io import write_text_atomic
-from fedgrpo.run.audit import RoutingAudit
 from fedgrpo.run.trl import TrainingReward
 from fedgrpo.server.stats import finite
+from fedgrpo.simulation.audit import RoutingAudit
+from fedgrpo.storage.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 

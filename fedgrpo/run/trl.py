@@ -20,15 +20,15 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from fedgrpo.checkpoints import COMPLETE_MARKER, STATE_FILE
+from fedgrpo.accel.generation import speed_up_generation
+from fedgrpo.accel.shared_prefix import score_completions_only, share_prompt_prefixes
 from fedgrpo.config import FedGRPOConfig, LoraSettings
 from fedgrpo.data import Question
-from fedgrpo.generation import speed_up_generation
-from fedgrpo.io import write_json_atomic
-from fedgrpo.prompting import build_messages
+from fedgrpo.method.prompting import build_messages
 from fedgrpo.server import GroupRecord
 from fedgrpo.server.stats import RoundStats
-from fedgrpo.shared_prefix import score_completions_only, share_prompt_prefixes
+from fedgrpo.storage.atomic import write_json_atomic
+from fedgrpo.storage.checkpoints import COMPLETE_MARKER, STATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,8 @@ def make_trainer(
     """TRL's trainer on the federated advantage, with LoRA when the config asks for it.
 
     With ``run.share_prompts`` the policy's ``generate`` and its backbone's forward read each
-    distinct prompt once (:mod:`fedgrpo.generation`, :mod:`fedgrpo.shared_prefix`): installed on the
+    distinct prompt once (:mod:`fedgrpo.accel.generation`, :mod:`fedgrpo.accel.shared_prefix`): installed on
+    the
     model instance, as TRL installs its own fused LM head, with the same numbers out; and TRL's
     fused LM head projects only the completion positions (:func:`score_completions_only`)."""
     peft_config = lora_config(cfg.model.lora) if cfg.model.lora.enabled else None

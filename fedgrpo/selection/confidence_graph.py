@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from fedgrpo.data import Question
-from fedgrpo.io import atomic_path
 from fedgrpo.selection.base import Selector
+from fedgrpo.storage.atomic import atomic_path
 
 _FORMAT_VERSION = 1
 

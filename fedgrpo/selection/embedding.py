@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fedgrpo.models import inference
+from fedgrpo.models.loading import inference
 
 
 def mean_pooled_embedder(

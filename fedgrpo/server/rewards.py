@@ -4,7 +4,7 @@
 it every completion of a generation batch (each prompt repeated G times in a row); it picks experts
 per question with the selector, sends one batched request per client (:mod:`fedgrpo.server.exchange`),
 keeps the rewards that pass every check, and returns the federated group-relative **advantage** of
-each candidate (:mod:`fedgrpo.objective`), not a reward. TRL runs with ``scale_rewards="none"`` and
+each candidate (:mod:`fedgrpo.method.objective`), not a reward. TRL runs with ``scale_rewards="none"`` and
 this single function, so the advantage TRL uses is exactly the value returned here (TRL subtracts the
 group mean, which is already zero). The rewards themselves go to the ``fed/`` metrics.
 
@@ -32,10 +32,10 @@ from typing import Any
 
 import torch
 
-from fedgrpo.aggregation import Aggregation
 from fedgrpo.data import Question
-from fedgrpo.objective import group_advantages, zero_spread
-from fedgrpo.prompting import completion_text
+from fedgrpo.method.aggregation import Aggregation
+from fedgrpo.method.objective import group_advantages, zero_spread
+from fedgrpo.method.prompting import completion_text
 from fedgrpo.protocol import (
     Rejected,
     RewardItem,

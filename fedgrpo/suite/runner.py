@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.io import write_json_atomic
+from fedgrpo.storage.atomic import write_json_atomic
 from fedgrpo.suite.spec import PlannedRun
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedgrpo.baselines.central_grpo import pooled_upload
+from fedgrpo.algorithms.central_grpo import pooled_upload
 from fedgrpo.config import load_config
-from fedgrpo.models import tiny_random_folder
+from fedgrpo.models.loading import tiny_random_folder
 from fedgrpo.run.assemble import build_data
 from tests.helpers import fedgrpo, metric_rows
 

@@ -3,7 +3,7 @@
 Two accuracies, because a gain can be the model learning to answer in the requested form rather than
 to reason better: *strict* accuracy scores only the answer inside ``<answer>`` tags (what the
 clients reward), *answer* accuracy scores the final answer wherever the model wrote it
-(:func:`fedgrpo.answers.final_answer`), both with the task's exact scorer. Strict rising towards
+(:func:`fedgrpo.method.answers.final_answer`), both with the task's exact scorer. Strict rising towards
 answer accuracy is format learned; answer accuracy rising is reasoning learned. Every accuracy is
 reported next to the domain's majority-answer rate, because a policy that learns to always say "Yes"
 looks good on a domain where "Yes" is usually right.
@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from fedgrpo.answers import extract_answer, final_answer
+from fedgrpo.accel.generation import generate
 from fedgrpo.data import Example, majority_answer_rate, score_answer
-from fedgrpo.generation import generate
-from fedgrpo.models import inference
-from fedgrpo.prompting import build_messages
+from fedgrpo.method.answers import extract_answer, final_answer
+from fedgrpo.method.prompting import build_messages
+from fedgrpo.models.loading import inference
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def generate_completions(
 ) -> list[str]:
     """Completions for a list of questions, batched with left padding: greedy unless a temperature
     is given (then sampled; seed torch first for repeatable samples). ``share_prompts``: the prompts'
-    common start read once, LoRA merged for the call (:func:`fedgrpo.generation.fast_generate`)."""
+    common start read once, LoRA merged for the call (:func:`fedgrpo.accel.generation.fast_generate`)."""
     out: list[str] = []
     with inference(model, tokenizer, padding_side="left"):
         for start in tqdm(range(0, len(questions), batch_size), desc=desc, leave=False):

@@ -18,12 +18,12 @@ time (the in-process clients take turns on their shared base), which merging req
 
 A decode step of a few rows is all weight reads, and torch's CPU ``linear`` reads them slowly at that
 size; for the call, such layers compute the same product in the order that streams the weights
-(:mod:`fedgrpo.few_rows`). At that size the adapter's two thin products cost next to nothing when
+(:mod:`fedgrpo.accel.few_rows`). At that size the adapter's two thin products cost next to nothing when
 computed directly, while merging and unmerging rewrite every weight twice (about 0.15 s for
 SmolLM2, the whole decode of a short answer), so a call of few rows leaves the adapter unmerged.
 
 A caller that asks one fixed model many times (a client) passes a
-:class:`~fedgrpo.prompt_cache.PromptCache`: the prompt starts its calls share are then read once for
+:class:`~fedgrpo.accel.prompt_cache.PromptCache`: the prompt starts its calls share are then read once for
 all of them.
 
 Nothing here changes what is sampled from, only how fast: ``bench/generation_levers.py`` times each lever.
@@ -39,10 +39,10 @@ from typing import Any
 
 import torch
 
-from fedgrpo import few_rows, prompt_cache
-from fedgrpo.fp16_weights import is_packed
-from fedgrpo.prompt_cache import MIN_COMMON_TOKENS, PromptCache, cache_name
-from fedgrpo.shared_prefix import PrefixPlan, plan_shared_prefix
+from fedgrpo.accel import few_rows, prompt_cache
+from fedgrpo.accel.fp16_weights import is_packed
+from fedgrpo.accel.prompt_cache import MIN_COMMON_TOKENS, PromptCache, cache_name
+from fedgrpo.accel.shared_prefix import PrefixPlan, plan_shared_prefix
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ __all__ = [
 def merged_adapter(model: Any) -> Iterator[None]:
     """The active LoRA adapter merged into the base weights for the block, unmerged after; a no-op for
     a model without one, one already merged, or one whose base weights are packed in fp16 (there is
-    nothing to merge into: the adapter's products are added to the base's, :mod:`fedgrpo.fp16_weights`)."""
+    nothing to merge into: the adapter's products are added to the base's,
+    :mod:`fedgrpo.accel.fp16_weights`)."""
     if _mergeable(model) and not is_merged(model):
         model.merge_adapter()
         try:
@@ -88,13 +89,14 @@ def fast_generate(
     **kwargs: Any,
 ) -> Any:
     """``generate(*args, **kwargs)`` with each distinct prompt (or the prompts' common start, whichever
-    reads fewer tokens) prefilled once, few-row matmuls as ``W @ x.T`` (:mod:`fedgrpo.few_rows`), and the
+    reads fewer tokens) prefilled once, few-row matmuls as ``W @ x.T`` (:mod:`fedgrpo.accel.few_rows`), and
+    the
     adapter merged when more than ``FEW_ROWS`` rows decode (below, those matmuls add it).
 
     ``prompts``: the caller's prompt starts kept across calls (:class:`PromptCache`); the rows'
     common start is then read only past what a kept one holds. ``adapter``: the LoRA adapter of a
     PEFT ``model`` to generate with, named to its layers rather than switched on the model where it
-    can be (:func:`fedgrpo.few_rows.few_row_linears`); None: the active one.
+    can be (:func:`fedgrpo.accel.few_rows.few_row_linears`); None: the active one.
 
     Falls back to a plain call, with the same adapter handling, whenever the shortcut does not apply: no
     duplicate prompts and no common start, a cache or embeddings passed in, positional inputs, or an

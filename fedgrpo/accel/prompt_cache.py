@@ -3,7 +3,7 @@
 A client asks its one fixed model many times, and its prompts share the chat template, the system
 prompt and, within a domain, the question's lead-in: :class:`PromptCache` keeps the KV caches of its
 recent prompt starts, so each call reads only the part no kept start holds
-(:func:`fedgrpo.generation.fast_generate` takes it). :func:`prefill` is the one way this package reads
+(:func:`fedgrpo.accel.generation.fast_generate` takes it). :func:`prefill` is the one way this package reads
 tokens into a cache, for the prompt cache and for the generation shortcut alike.
 """
 
@@ -18,7 +18,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from fedgrpo.shared_prefix import cache_argument, output_cache
+from fedgrpo.accel.shared_prefix import cache_argument, output_cache
 
 MIN_COMMON_TOKENS = 16  # a shorter common start is not worth its own prefill
 

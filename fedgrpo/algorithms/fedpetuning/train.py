@@ -4,7 +4,7 @@ Each round the server sends its averaged adapter to a share of the clients; each
 private labelled examples for ``fedpetuning.local_steps`` optimiser steps (TRL SFT on prompt ->
 ``<answer>...</answer>``, or TRL GRPO rewarded by its own answer check: the same trainers the client
 experts use, :func:`fedgrpo.client.experts.local_trainer`) and sends the adapter back; the server
-averages them weighted by examples held (FedAvg, :mod:`fedgrpo.baselines.fedavg`). Only adapter
+averages them weighted by examples held (FedAvg, :mod:`fedgrpo.algorithms.fedpetuning.fedavg`). Only adapter
 tensors move: the base weights never change. Unlike FedGRPO, the clients' data shape the shared
 weights directly, and every round costs a whole adapter each way per client.
 
@@ -27,20 +27,27 @@ from typing import Any
 
 from transformers import set_seed
 
-from fedgrpo.baselines.fedavg import AdapterState, to_wire, update_problem, weighted_average, wire_bytes
-from fedgrpo.checkpoints import COMPLETE_MARKER, STATE_FILE, complete_checkpoints
+from fedgrpo.algorithms.fedpetuning.fedavg import (
+    AdapterState,
+    to_wire,
+    update_problem,
+    weighted_average,
+    wire_bytes,
+)
 from fedgrpo.client.experts import ExpertRecipe, local_trainer, training_summary
 from fedgrpo.config import ConfigError, FedGRPOConfig
-from fedgrpo.data import Example, FederatedSplit, derive_seed
-from fedgrpo.evaluate import to_json
-from fedgrpo.io import write_json_atomic
-from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.data import Example, derive_seed
+from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data, split_summary
+from fedgrpo.run.evaluate import to_json
 from fedgrpo.run.experiment import evaluate_before, held_out_evaluator, log_outcome
-from fedgrpo.run.folder import resume_point, run_folder, start_run
 from fedgrpo.run.metrics import peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import lora_config
 from fedgrpo.server.stats import TRANSFER_KEYS, RoundStats, finite
+from fedgrpo.simulation.partition import FederatedSplit
+from fedgrpo.storage.atomic import write_json_atomic
+from fedgrpo.storage.checkpoints import COMPLETE_MARKER, STATE_FILE, complete_checkpoints
+from fedgrpo.storage.run_folder import resume_point, run_folder, start_run
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,7 @@ COMMUNICATION_KEYS = TRANSFER_KEYS
 
 def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     """A whole in-process fedpetuning run into ``cfg.output_dir``; returns the results also saved
-    there (:func:`fedgrpo.baselines.run_method` picks this or the Flower run)."""
+    there (:func:`fedgrpo.algorithms.run_method` picks this or the Flower run)."""
     if cfg.federation.transport == "flower-deployment":
         raise ConfigError(
             "fedpetuning runs on the seeded split of a simulation: federation.transport must be "

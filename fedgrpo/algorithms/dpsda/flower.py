@@ -1,11 +1,11 @@
 """dpsda-fl on Flower's Simulation Engine: the Private Evolution votes travel as Flower messages.
 
-The ServerApp runs the in-process baseline (:func:`fedgrpo.baselines.dpsda.run`) unchanged but for
+The ServerApp runs the in-process baseline (:func:`fedgrpo.algorithms.dpsda.train.run`) unchanged but for
 how a vote request reaches the clients: one ``query.pe_vote`` message per node, pushed at once and
 pulled until ``flower.competence_timeout_s``. Each virtual client (``partition-id`` ->
 ``client-<id>`` of the seeded split) embeds its own examples and the request's samples with the
 frozen encoder and answers with its noisy histogram
-(:class:`~fedgrpo.baselines.private_evolution.VotingClient`, the same seeds as in process, so the
+(:class:`~fedgrpo.algorithms.dpsda.private_evolution.VotingClient`, the same seeds as in process, so the
 same votes). The request and the histogram are the in-process bytes, carried in one ``ConfigRecord``
 each way and counted the same way. A node that fails, answers with something else or not at all is
 counted and left out of the sum, as in process.
@@ -21,16 +21,16 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fedgrpo.baselines import dpsda
-from fedgrpo.baselines.private_evolution import VotingClient
+from fedgrpo.algorithms.dpsda import train as dpsda
+from fedgrpo.algorithms.dpsda.private_evolution import VotingClient
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import client_name, derive_seed
 from fedgrpo.flower.launch import _absolute, simulate, virtual_client_config
 from fedgrpo.flower.transport import wait_until
-from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.folder import check_output_dir
 from fedgrpo.selection import mean_pooled_embedder
+from fedgrpo.storage.run_folder import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def run_simulation_engine(cfg: FedGRPOConfig, resume: bool = False) -> dict[str,
 
 
 class FlowerVotes:
-    """A :data:`~fedgrpo.baselines.evolution.VoteExchange` over a Flower ``Grid``: every node, every time."""
+    """A :data:`~fedgrpo.algorithms.dpsda.evolution.VoteExchange` over a Flower ``Grid``: every node, every
+    time."""
 
     def __init__(self, grid: Grid, cfg: FedGRPOConfig) -> None:
         self.grid, self.timeout = grid, cfg.flower.competence_timeout_s

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from transformers import set_seed
 
-from fedgrpo.checkpoints import complete_checkpoints, remove_torn_checkpoints
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.io import write_json_atomic
 from fedgrpo.run.metrics import truncate_metrics
+from fedgrpo.storage.atomic import write_json_atomic
+from fedgrpo.storage.checkpoints import complete_checkpoints, remove_torn_checkpoints
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from fedgrpo.aggregation import AGGREGATIONS, MIN_ROBUST_EXPERTS, ROBUST_AGGREGATIONS, Aggregation
+from fedgrpo.method.aggregation import AGGREGATIONS, MIN_ROBUST_EXPERTS, ROBUST_AGGREGATIONS, Aggregation
 
 EPS = 1e-4  # TRL's epsilon in (r - mean) / (std + eps)
 

@@ -1,4 +1,5 @@
-"""How a question is asked: the chat prompt with its answer format (read back by :mod:`fedgrpo.answers`).
+"""How a question is asked: the chat prompt with its answer format (read back by
+:mod:`fedgrpo.method.answers`).
 
 One short worked example in the chat fixes the answer format for small instruct models (SmolLM2
 rarely uses tags zero-shot); there is no long system prompt, because prompt tokens cost step time.

@@ -4,7 +4,7 @@ ground-truth reward computed there.
 Same split, seed, held-out set, GRPO settings, trainer, checkpoints and metrics as FedGRPO; only the
 reward differs: one "expert" that knows every answer (the clients' own reward, correctness plus the
 format reward), turned into advantages by the same objective as the federation's
-(:func:`fedgrpo.objective.group_advantages`), so the comparison isolates who scores, not how.
+(:func:`fedgrpo.method.objective.group_advantages`), so the comparison isolates who scores, not how.
 Communication: the pooled data is uploaded once, counted as ``bytes_up`` (each client's labelled file,
 as ``fedgrpo example-data`` would write it); nothing is sent down during training.
 """
@@ -15,16 +15,17 @@ from typing import Any
 
 import torch
 
-from fedgrpo.answers import is_correct, reward_for
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.data import Example, FederatedSplit, Question, labelled_jsonl
-from fedgrpo.objective import group_advantages, zero_spread
-from fedgrpo.prompting import completion_text
+from fedgrpo.data import Example, Question, labelled_jsonl
+from fedgrpo.method.answers import is_correct, reward_for
+from fedgrpo.method.objective import group_advantages, zero_spread
+from fedgrpo.method.prompting import completion_text
 from fedgrpo.run.assemble import ServerData, build_data, split_summary
 from fedgrpo.run.experiment import evaluate_before, load_server_model, train_and_evaluate, write_results
-from fedgrpo.run.folder import check_output_dir, in_run_folder, start_run
 from fedgrpo.server import GroupRecord
 from fedgrpo.server.stats import RoundStats
+from fedgrpo.simulation.partition import FederatedSplit
+from fedgrpo.storage.run_folder import check_output_dir, in_run_folder, start_run
 
 
 class GroundTruthReward:

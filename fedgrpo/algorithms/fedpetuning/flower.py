@@ -4,10 +4,11 @@ The ServerApp hands the averaged adapter to ``flwr.serverapp.strategy.FedAvg.sta
 the clients (``fraction_train`` = ``fedpetuning.clients_per_round``, with Flower's own sampler, seeded
 from ``cfg.seed``), sends each the adapter as an ``ArrayRecord``, and averages the replies weighted by
 their ``num-examples``. Each virtual client (``partition-id`` -> ``client-<id>`` of the seeded split)
-trains it locally exactly as in process (:func:`~fedgrpo.baselines.fedpetuning.train_locally`, same
+trains it locally exactly as in process (:func:`~fedgrpo.algorithms.fedpetuning.train.train_locally`, same
 seeds). The strategy is Flower's; a subclass only counts every ``ArrayRecord``'s bytes each way and
 drops (and counts) a reply whose adapter cannot be averaged before Flower's consistency check would
-stop the run on it. The run folder is the in-process one (:class:`~fedgrpo.baselines.fedpetuning.RunBook`).
+stop the run on it. The run folder is the in-process one
+(:class:`~fedgrpo.algorithms.fedpetuning.train.RunBook`).
 """
 
 from __future__ import annotations
@@ -26,15 +27,16 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from fedgrpo.baselines.fedavg import update_problem
-from fedgrpo.baselines.fedpetuning import RunBook, policy_with_adapter, train_locally
+from fedgrpo.algorithms.fedpetuning.fedavg import update_problem
+from fedgrpo.algorithms.fedpetuning.train import RunBook, policy_with_adapter, train_locally
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.data import FederatedSplit, client_name, derive_seed
+from fedgrpo.data import client_name, derive_seed
 from fedgrpo.flower.launch import _absolute, simulate, virtual_client_config
-from fedgrpo.models import load_tokenizer
+from fedgrpo.models.loading import load_tokenizer
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.folder import check_output_dir, run_folder
 from fedgrpo.server.stats import RoundStats
+from fedgrpo.simulation.partition import FederatedSplit
+from fedgrpo.storage.run_folder import check_output_dir, run_folder
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 
-from fedgrpo.answers import is_correct
-from fedgrpo.data import FederatedSplit
+from fedgrpo.method.answers import is_correct
 from fedgrpo.server import GroupRecord
+from fedgrpo.simulation.partition import FederatedSplit
 
 
 class RoutingAudit:

@@ -17,19 +17,19 @@ from fedgrpo.config import METHODS, FedGRPOConfig
 
 # method -> module exposing ``run(cfg, resume=False) -> dict``
 MODULES: dict[str, str] = {
-    "fedgrpo": "fedgrpo.baselines.federated",
-    "zero-shot": "fedgrpo.baselines.zero_shot",
-    "central-grpo": "fedgrpo.baselines.central_grpo",
-    "fedpetuning": "fedgrpo.baselines.fedpetuning",
-    "dpsda-fl": "fedgrpo.baselines.dpsda",
+    "fedgrpo": "fedgrpo.algorithms.fedgrpo",
+    "zero-shot": "fedgrpo.algorithms.zero_shot",
+    "central-grpo": "fedgrpo.algorithms.central_grpo",
+    "fedpetuning": "fedgrpo.algorithms.fedpetuning.train",
+    "dpsda-fl": "fedgrpo.algorithms.dpsda.train",
 }
 assert set(MODULES) == set(METHODS), "every configurable method has a module"
 
 # baseline -> module exposing ``run_simulation_engine(cfg, resume=False) -> dict`` (flower-simulation);
 # FedGRPO's own module picks its transport itself
 FLOWER_MODULES: dict[str, str] = {
-    "fedpetuning": "fedgrpo.baselines.fedpetuning_flower",
-    "dpsda-fl": "fedgrpo.baselines.dpsda_flower",
+    "fedpetuning": "fedgrpo.algorithms.fedpetuning.flower",
+    "dpsda-fl": "fedgrpo.algorithms.dpsda.flower",
 }
 
 

@@ -1,8 +1,8 @@
 """The ``dpsda-fl`` baseline: clients release differentially private votes on synthetic data, the server
 evolves that data with Private Evolution and trains on it.
 
-The evolution is :mod:`fedgrpo.baselines.evolution` (the server's side: proposals, votes summed,
-thresholded, rewritten) and :mod:`fedgrpo.baselines.private_evolution` (the clients' side: the noisy
+The evolution is :mod:`fedgrpo.algorithms.dpsda.evolution` (the server's side: proposals, votes summed,
+thresholded, rewritten) and :mod:`fedgrpo.algorithms.dpsda.private_evolution` (the clients' side: the noisy
 vote histogram and its accounting). After T iterations the kept samples are the synthetic set
 (``synthetic.jsonl``); the server trains on it with SFT, then GRPO rewarded by the synthetic answers,
 and is evaluated as FedGRPO is.
@@ -25,20 +25,20 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, set_seed
 
-from fedgrpo.baselines.evolution import VoteExchange, evolve, in_process_exchange, voting_clients
-from fedgrpo.baselines.private_evolution import Sample, calibrate_sigma, epsilon_spent
+from fedgrpo.algorithms.dpsda.evolution import VoteExchange, evolve, in_process_exchange, voting_clients
+from fedgrpo.algorithms.dpsda.private_evolution import Sample, calibrate_sigma, epsilon_spent
 from fedgrpo.client.experts import answer_reward, grpo_dataset, sft_dataset
 from fedgrpo.config import ConfigError, DpsdaSettings, FedGRPOConfig
 from fedgrpo.config.baselines import DEFAULT_NOISE_MULTIPLIER
 from fedgrpo.data import Example
-from fedgrpo.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
-from fedgrpo.io import write_json_atomic
-from fedgrpo.models import load_policy, load_tokenizer
+from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data, split_summary
-from fedgrpo.run.folder import RunExists, attach_log_file, check_output_dir
+from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
 from fedgrpo.run.metrics import peak_rss_mb
 from fedgrpo.run.trl import lora_config
 from fedgrpo.server.stats import TRANSFER_KEYS, RoundStats
+from fedgrpo.storage.atomic import write_json_atomic
+from fedgrpo.storage.run_folder import RunExists, attach_log_file, check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def run(cfg: FedGRPOConfig, resume: bool = False, exchange: VoteExchange | None 
     """A whole dpsda-fl run into ``cfg.output_dir``; returns the results also saved there.
 
     ``exchange``: how vote requests reach the clients (Flower's, from :mod:`.dpsda_flower`); None: the
-    split's clients in this process (:func:`fedgrpo.baselines.run_method` picks this or the Flower run).
+    split's clients in this process (:func:`fedgrpo.algorithms.run_method` picks this or the Flower run).
     """
     check_settings(cfg)
     if exchange is None and cfg.federation.transport != "in_process":

@@ -4,10 +4,10 @@ keep the best-voted, vary them, T times.
 RANDOM_API: the server policy, shown ``dpsda.fewshot`` of the server's own auxiliary examples of one
 domain, writes a new question and its ``<answer>``. Each iteration every client returns a noisy
 nearest-neighbour vote histogram over the samples (its only release, made by
-:class:`~fedgrpo.baselines.private_evolution.VotingClient`); the server sums, thresholds and keeps the
+:class:`~fedgrpo.algorithms.dpsda.private_evolution.VotingClient`); the server sums, thresholds and keeps the
 best-voted samples, and VARIATION_API (the policy rewrites a sample) refills the population. How a
 vote request reaches the clients is a :data:`VoteExchange`: in this process
-(:func:`in_process_exchange`) or as Flower messages (:mod:`fedgrpo.baselines.dpsda_flower`).
+(:func:`in_process_exchange`) or as Flower messages (:mod:`fedgrpo.algorithms.dpsda.flower`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedgrpo.answers import ANSWER_RE, extract_answer
-from fedgrpo.baselines.private_evolution import (
+from fedgrpo.algorithms.dpsda.private_evolution import (
     Sample,
     VotingClient,
     decode_histogram,
@@ -36,8 +35,9 @@ from fedgrpo.baselines.private_evolution import (
 )
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example, derive_seed
-from fedgrpo.evaluate import generate_completions
-from fedgrpo.models import load_policy
+from fedgrpo.method.answers import ANSWER_RE, extract_answer
+from fedgrpo.models.loading import load_policy
+from fedgrpo.run.evaluate import generate_completions
 from fedgrpo.selection import mean_pooled_embedder
 from fedgrpo.server.stats import RoundStats
 

@@ -15,12 +15,12 @@ import torch
 
 from fedgrpo.client import Client, ClientModel, Evaluator
 from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts, read_meta
+from fedgrpo.client.factory import endpoint_model, in_process_model, make_client, private_release
 from fedgrpo.config import ConfigError, FedGRPOConfig
-from fedgrpo.data import FederatedSplit
-from fedgrpo.models import load_policy, load_tokenizer
-from fedgrpo.run.adversaries import AdversarialEvaluator
+from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data
-from fedgrpo.run.client_factory import endpoint_model, in_process_model, make_client, private_release
+from fedgrpo.simulation.adversaries import AdversarialEvaluator
+from fedgrpo.simulation.partition import FederatedSplit
 
 log = logging.getLogger(__name__)
 

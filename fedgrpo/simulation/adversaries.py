@@ -1,6 +1,6 @@
 """Simulated adversarial clients, for robustness experiments only (``clients.adversaries``).
 
-Only a simulation's client construction (:mod:`fedgrpo.run.clients`) wraps a client's evaluator with
+Only a simulation's client construction (:mod:`fedgrpo.simulation.clients`) wraps a client's evaluator with
 one of these; a deployed organisation's client never does. The wrapper lies about candidates and
 nothing else: it keeps the protocol (every reward in ``[0, 1 + format_reward]``, honest method
 counts) so that the server's checks let it through, and it answers competence queries with the
@@ -26,11 +26,11 @@ import hashlib
 import random
 from typing import get_args
 
-from fedgrpo.answers import answer_key, extract_answer, has_answer_format
 from fedgrpo.client import ClientModel, Evaluation, Evaluator
 from fedgrpo.client.dual import prepare_answers
 from fedgrpo.config import AdversaryBehaviour as Behaviour
 from fedgrpo.data import normalise_question
+from fedgrpo.method.answers import answer_key, extract_answer, has_answer_format
 
 BEHAVIOURS: tuple[Behaviour, ...] = get_args(Behaviour)
 

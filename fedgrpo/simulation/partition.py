@@ -1,4 +1,7 @@
-"""Split generated domains into private client data, server questions, an auxiliary set and held-out sets.
+"""The simulated federation's seeded split: generated domains cut into private client data, server
+questions, an auxiliary set and held-out sets. A deployment never uses it: each party brings its files.
+
+Split generated domains into private client data, server questions, an auxiliary set and held-out sets.
 
 Every set is carved from one deduplicated pool per domain (held-out first, then auxiliary, then client
 data), and no normalised question text occurs twice anywhere, so evaluation never sees training data
@@ -7,7 +10,6 @@ and clients never share an example.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,17 +24,10 @@ from fedgrpo.data.domains import (
     normalise_question,
     resolve_domain,
 )
-from fedgrpo.data.files import read_labelled, write_labelled
+from fedgrpo.data.files import client_name, to_question
 from fedgrpo.data.generate import generate
 
-__all__ = [
-    "FederatedSplit",
-    "build_split",
-    "client_name",
-    "read_client_data",
-    "to_question",
-    "write_client_data",
-]
+__all__ = ["FederatedSplit", "build_split"]
 
 
 @dataclass
@@ -48,16 +43,6 @@ class FederatedSplit:
     # experiment's own audit (reward correctness) reads it.
     train_examples: list[Example] = field(default_factory=list)
     ground_truth: bool = True  # False: no client holds any training question (only ME can score)
-
-
-def client_name(k: int) -> str:
-    """Canonical client name: client-0, client-1, ..."""
-    return f"client-{k}"
-
-
-def to_question(example: Example) -> Question:
-    """Strip the answer and the scoring entry: what the server is allowed to see."""
-    return Question(qid=example.qid, domain=example.domain, question=example.question)
 
 
 def _even(total: int, parts: int, offset: int = 0) -> list[int]:
@@ -227,13 +212,3 @@ def build_split(
         train_examples=train_examples,
         ground_truth=ground_truth,
     )
-
-
-def write_client_data(examples: list[Example], path: str | os.PathLike[str]) -> None:
-    """One client's private examples: the file its own SuperNode is pointed at (see write_labelled)."""
-    write_labelled(examples, path)
-
-
-def read_client_data(path: str | os.PathLike[str]) -> list[Example]:
-    """A client's private examples, as written by write_client_data or by hand (see read_labelled)."""
-    return read_labelled(path)

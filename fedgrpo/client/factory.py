@@ -59,7 +59,8 @@ def make_client(
 ) -> Client:
     """One client: answer-based evaluation on its examples, plus ``model`` for model-based evaluation and
     competence queries when it has one. ``wrap``: lays something over that honest evaluator (a
-    simulation's adversaries, :mod:`fedgrpo.run.adversaries`; never a deployed client); ``privacy``: its
+    simulation's adversaries, :mod:`fedgrpo.simulation.adversaries`; never a deployed client); ``privacy``:
+    its
     release layer (default: none)."""
     fmt = cfg.federation.format_reward
     evaluator: Evaluator = DualEvaluator(AnswerEvaluator(examples, fmt), model)
@@ -90,11 +91,11 @@ def _scoring(cfg: FedGRPOConfig, worked_example: bool) -> dict[str, Any]:
 
 def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str | None) -> ClientModel:
     """A model loaded in this process (``adapter``: the client's LoRA adapter on a shared base), its
-    weights packed in fp16 with ``clients.weights: fp16`` (:mod:`fedgrpo.fp16_weights`)."""
+    weights packed in fp16 with ``clients.weights: fp16`` (:mod:`fedgrpo.accel.fp16_weights`)."""
     # Imported here: torch and transformers are an optional, heavy dependency that only in-process
     # client models need (not an import cycle).
+    from fedgrpo.accel.fp16_weights import pack_fp16_weights
     from fedgrpo.client.model_scoring import ModelEvaluator
-    from fedgrpo.fp16_weights import pack_fp16_weights
 
     if cfg.clients.weights == "fp16":  # in place, once for a base its clients share
         pack_fp16_weights(net)

@@ -4,10 +4,10 @@ A decode step multiplies one row per sequence by every weight matrix, so it is n
 reads. Torch's CPU ``linear`` computes ``x @ W.T`` through MKL's sgemm, which for a handful of rows
 reads the weights far below the memory bandwidth; the same product with the weight as the left
 operand streams them (``bench/decode_matmul.py`` measures both orders). No library option does
-this, so it is written here: for the duration of a ``generate`` call (:mod:`fedgrpo.generation`),
+this, so it is written here: for the duration of a ``generate`` call (:mod:`fedgrpo.accel.generation`),
 each linear layer, and each unmerged PEFT LoRA layer with its adapter's two thin products, computes
 inputs of at most :data:`FEW_ROWS` rows this way. Only the order of float additions changes. A base
-layer whose weights are packed in fp16 (:mod:`fedgrpo.fp16_weights`) keeps its own product; its LoRA
+layer whose weights are packed in fp16 (:mod:`fedgrpo.accel.fp16_weights`) keeps its own product; its LoRA
 adapter's products are added the same way.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from fedgrpo.fp16_weights import Fp16Linear, is_packed
+from fedgrpo.accel.fp16_weights import Fp16Linear, is_packed
 
 FEW_ROWS = 8  # up to this many rows a linear layer runs as W @ x.T (bench/decode_matmul.py)
 
@@ -73,7 +73,7 @@ _LAYERS: weakref.WeakKeyDictionary[Any, tuple[bool, list[Any], list[Any]]] = wea
 def _layers(model: Any) -> tuple[list[Any], list[Any]]:
     """``model``'s linear layers outside any LoRA layer, and its LoRA layers: found once per model
     (a PEFT model with five adapters has about 4,000 modules to walk, ~20 ms a call), and again once
-    its weights are packed in fp16 (:mod:`fedgrpo.fp16_weights` replaces the layers). A layer added
+    its weights are packed in fp16 (:mod:`fedgrpo.accel.fp16_weights` replaces the layers). A layer added
     otherwise later is only left unpatched, which is slower, never wrong."""
     packed = is_packed(model)
     found = _LAYERS.get(model)

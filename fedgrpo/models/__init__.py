@@ -1,0 +1,1 @@
+"""Language models: loading any Hugging Face causal LM (``loading``), the embedded SmolLM2 included."""
