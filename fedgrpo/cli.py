@@ -1,5 +1,5 @@
 """The ``fedgrpo`` command: ``run CONFIG [key=value ...] [--resume]``, ``suite SUITE``, ``train-clients``,
-``show-config``, and for Flower deployments ``example-data`` and ``flower-certs``."""
+``show-config``, ``docs``, and for Flower deployments ``example-data`` and ``flower-certs``."""
 
 from __future__ import annotations
 
@@ -85,8 +85,20 @@ def _parser() -> argparse.ArgumentParser:
         "SUITE_DIR/report.{md,html} and plots/. Exits 1 if any run failed.",
     )
     suite.add_argument("suite")
-    suite.add_argument("--report-only", action="store_true", help="remake the report from the run folders")
+    suite.add_argument(
+        "--report",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="run nothing: remake report.{md,html} and plots/ from the run folders in DIR (default: the "
+        "suite's folder), e.g. docs/results/trust",
+    )
     suite.add_argument("--check", action="store_true", help="validate and list the runs; run nothing")
+    docs = sub.add_parser(
+        "docs",
+        help="write the config and metrics references (docs/config.md, docs/metrics.md) from the code",
+    )
+    docs.add_argument("dir", nargs="?", default="docs", help="where to write them (default docs)")
     show = sub.add_parser("show-config", help="print the resolved, validated config and exit")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*", metavar="key=value")
@@ -105,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 
         hosts = args.host or ["127.0.0.1", "localhost"]
         print(json.dumps(make_certificates(Path(args.dir), hosts, args.supernodes), indent=2))
+        return 0
+    if args.command == "docs":
+        for path in write_references(Path(args.dir)):
+            print(path)
         return 0
     if args.command == "check-endpoint":
         return _check_endpoint(args.url, args.model, args.wait)
@@ -165,6 +181,19 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def write_references(folder: Path) -> list[Path]:
+    """``config.md`` and ``metrics.md`` in ``folder``, generated from the code."""
+    from fedgrpo.config.reference import config_reference
+    from fedgrpo.run.metric_names import metrics_reference
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("config.md", config_reference()), ("metrics.md", metrics_reference())):
+        (folder / name).write_text(text)
+        written.append(folder / name)
+    return written
+
+
 def _check_endpoint(url: str, model: str, wait: float) -> int:
     from fedgrpo.client.endpoint import EndpointError, EndpointModel
 
@@ -190,8 +219,8 @@ def _suite(args: argparse.Namespace) -> int:
     try:
         spec, folder = load_suite(args.suite)
         out = suite_dir(spec)
-        if args.report_only:
-            print(write_report(out, f"Suite {spec.name}"))
+        if args.report is not None:
+            print(write_report(Path(args.report) if args.report else out, f"Suite {spec.name}"))
             return 0
         planned = plan(spec, folder)
     except ConfigError as err:

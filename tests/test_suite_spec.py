@@ -160,6 +160,33 @@ def test_the_report_tables_failures_and_plots(tmp_path: Path) -> None:
         assert f"![{name}](plots/{name})" in report
 
 
+def test_suite_report_remakes_the_html_from_committed_records_and_runs_nothing(tmp_path: Path) -> None:
+    """``fedgrpo suite SUITE --report DIR``: what a committed results folder (docs/results/NAME, with
+    no report.html, which is not committed) needs to show its report again."""
+    from fedgrpo.cli import main
+
+    records = tmp_path / "results"
+    _fixture_run(records, "graph__k2", "fedgrpo", "confidence-graph", 2, 6, 300)
+    _fixture_run(records, "random__k3", "fedgrpo", "random", 3, 5, 200)
+    status = {n: {"method": "fedgrpo", "status": "done", "error": None} for n in ("graph__k2", "random__k3")}
+    (records / "suite.json").write_text(json.dumps({"runs": status}))
+    suite = _suite(tmp_path, runs=[{"method": "fedgrpo"}])
+
+    assert main(["suite", str(suite), "--report", str(records)]) == 0
+    html = (records / "report.html").read_text()
+    assert "<table>" in html and "graph__k2" in html and "0.600 [0.20, 0.80]" in html
+    assert not (tmp_path / "out").exists()  # the suite's own folder: nothing ran
+    report = (records / "report.md").read_text()
+
+    # A committed suite that kept only its report (a done run's folder gone): report.md stays, the
+    # HTML is remade from it.
+    (records / "runs" / "random__k3" / "results.json").unlink()
+    (records / "report.html").unlink()
+    assert main(["suite", str(suite), "--report", str(records)]) == 0
+    assert (records / "report.md").read_text() == report
+    assert "random__k3" in (records / "report.html").read_text()
+
+
 def test_newcombes_interval_for_a_difference_matches_the_published_examples() -> None:
     """Newcombe (1998), Statistics in Medicine 17, Table II, method 10."""
     from fedgrpo.run.evaluate import difference_interval

@@ -78,8 +78,8 @@ class DpsdaSettings(_Strict):
     temperature: float = Field(1.0, gt=0.0, description="sampling temperature of proposals and rewrites")
     max_new_tokens: int = Field(64, ge=8, description="tokens per proposed or rewritten sample")
     sft_steps: int = Field(10, ge=0, description="SFT optimiser steps on the synthetic set")
-    sft_learning_rate: float = Field(1e-4, gt=0.0)
-    sft_batch_size: int = Field(8, ge=1)
+    sft_learning_rate: float = Field(1e-4, gt=0.0, description="learning rate of the SFT steps")
+    sft_batch_size: int = Field(8, ge=1, description="batch size of the SFT steps")
     grpo_steps: int | None = Field(
         None, ge=0, description="GRPO steps on the synthetic set; None: grpo.max_steps, as FedGRPO trains"
     )

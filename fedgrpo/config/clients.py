@@ -21,12 +21,14 @@ class ExpertTraining(_Strict):
     model as every client's model.
     """
 
-    method: Literal["none", "sft", "grpo"] = "none"
-    epochs: int = Field(2, ge=1)
-    learning_rate: float = Field(1e-3, gt=0.0)
-    batch_size: int = Field(8, ge=1)
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
+    method: Literal["none", "sft", "grpo"] = Field(
+        "none", description="how each client trains its expert adapter; none: the base as it is"
+    )
+    epochs: int = Field(2, ge=1, description="passes over the client's own data")
+    learning_rate: float = Field(1e-3, gt=0.0, description="the expert's learning rate")
+    batch_size: int = Field(8, ge=1, description="the expert's batch size (grpo: completions)")
+    lora_r: int = Field(8, ge=1, description="the expert adapter's LoRA rank")
+    lora_alpha: int = Field(16, ge=1, description="the expert adapter's LoRA alpha")
     worked_example: bool = Field(
         False,
         description="put the worked example in the expert's prompt; an expert is trained to answer in "
@@ -55,7 +57,7 @@ class ClientPrivacy(_Strict):
     ``max_answers_per_question`` distinct answers per question are released.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="privatise every value each simulated client sends")
     epsilon: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="epsilon per released value")
     budget_epsilon: float | None = Field(
         8.0, gt=0.0, allow_inf_nan=False, description="per client and run; None: no cap (still reported)"
@@ -93,12 +95,18 @@ class ClientSettings(_Strict):
     model plus K small adapters), otherwise every client uses the base as it is.
     """
 
-    model: str | None = None
+    model: str | None = Field(
+        None, description="the clients' base model (embedded name, hub id or folder); None: answers only"
+    )
     expert: ExpertTraining = ExpertTraining()
-    evaluation: Literal["agreement", "likelihood"] = "agreement"
+    evaluation: Literal["agreement", "likelihood"] = Field(
+        "agreement",
+        description="model-based score: agreement with the client model's majority answer, or the "
+        "likelihood it gives the candidate's answer",
+    )
     samples: int = Field(4, ge=1, description="answers the client model samples per question")
-    max_new_tokens: int = Field(48, ge=1)
-    temperature: float = Field(0.7, gt=0.0)
+    max_new_tokens: int = Field(48, ge=1, description="tokens per client model answer")
+    temperature: float = Field(0.7, gt=0.0, description="the client model's sampling temperature")
     direct_answer: bool = Field(
         False,
         description="the client model's reply starts inside <answer> and stops at its close: what an "

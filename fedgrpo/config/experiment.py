@@ -33,13 +33,13 @@ Method = Literal["fedgrpo", "zero-shot", "central-grpo", "fedpetuning", "dpsda-f
 
 
 class FedGRPOConfig(_Strict):
-    name: str = "run"
+    name: str = Field("run", description="the run's name ({name} in run.output_dir)")
     method: Method = Field(
         "fedgrpo",
         description="fedgrpo (the federation's rewards), zero-shot (evaluation only), central-grpo "
         "(GRPO on the pooled labelled client data, ground-truth reward on the server), or a baseline",
     )
-    seed: int = 0
+    seed: int = Field(0, description="seeds the split, the sampling and the LoRA initialisation")
     model: ModelSettings = ModelSettings()
     data: DataSettings = DataSettings()
     federation: FederationSettings = FederationSettings()

@@ -22,20 +22,26 @@ class _Strict(BaseModel):
 
 
 class LoraSettings(_Strict):
-    enabled: bool = True
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: str | list[str] = "all-linear"
+    enabled: bool = Field(True, description="train a LoRA adapter on the policy; false: train every weight")
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (the update is scaled by alpha / r)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="PEFT's target_modules: all-linear, or the module names"
+    )
 
 
 class ModelSettings(_Strict):
     """The server policy: an embedded model name, a Hugging Face id, or a local folder."""
 
-    name_or_path: str = "smollm2"
+    name_or_path: str = Field(
+        "smollm2", description="smollm2 or tiny-random (embedded), a Hugging Face id, or a local folder"
+    )
     lora: LoraSettings = LoraSettings()
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    worked_example: bool = True
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="bfloat16 only where the CPU has bf16 instructions (AMX, AVX-512 bf16)"
+    )
+    worked_example: bool = Field(True, description="show one worked example before each question")
 
     @field_validator("name_or_path")
     @classmethod
@@ -66,19 +72,26 @@ def _check_whole_groups(section: str, method: str, batch_size: int, num_generati
 
 
 class DataSettings(_Strict):
-    domains: list[str | DomainSpec] = ["sums_1digit", "sums_2digit", "syllogism"]
+    domains: list[str | DomainSpec] = Field(
+        ["sums_1digit", "sums_2digit", "syllogism"],
+        description="built-in domain names, or {name, source: gsm8k_jsonl | hf, ...} for your own",
+    )
     setting: Literal["ground-truth", "no-ground-truth"] = Field(
         "ground-truth",
         description="ground-truth: training questions come from client data (one client holds each); "
         "no-ground-truth: no client holds any (the paper's Table 2), so only client models score them",
     )
-    num_clients: int = Field(5, ge=1)
-    partition: Literal["iid", "dirichlet"] = "dirichlet"
-    alpha: float = Field(0.5, gt=0.0)
-    examples_per_client: int = Field(100, ge=1)
-    num_train_questions: int = Field(200, ge=1)
-    num_auxiliary: int = Field(100, ge=0)
-    heldout_per_domain: int = Field(100, ge=1)
+    num_clients: int = Field(5, ge=1, description="K: simulated clients")
+    partition: Literal["iid", "dirichlet"] = Field(
+        "dirichlet", description="how the clients' data spread over the domains"
+    )
+    alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration: smaller is more non-IID")
+    examples_per_client: int = Field(100, ge=1, description="labelled examples each client holds")
+    num_train_questions: int = Field(200, ge=1, description="the server's training questions")
+    num_auxiliary: int = Field(
+        100, ge=0, description="labelled auxiliary questions: the confidence graph's exemplars"
+    )
+    heldout_per_domain: int = Field(100, ge=1, description="held-out evaluation questions per domain")
 
     @field_validator("domains")
     @classmethod
@@ -224,21 +237,21 @@ class FlowerSettings(_Strict):
 
 
 class EvalSettings(_Strict):
-    before: bool = True
-    after: bool = True
-    max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(32, ge=1)
-    max_per_domain: int | None = Field(None, ge=1)
+    before: bool = Field(True, description="evaluate the policy on the held-out set before training")
+    after: bool = Field(True, description="evaluate it after training")
+    max_new_tokens: int = Field(64, ge=1, description="greedy tokens per held-out answer")
+    batch_size: int = Field(32, ge=1, description="held-out questions per generate call")
+    max_per_domain: int | None = Field(None, ge=1, description="evaluate at most this many per domain")
 
 
 class RunSettings(_Strict):
-    output_dir: str = "runs/{name}"
-    save_steps: int = Field(10, ge=1)
+    output_dir: str = Field("runs/{name}", description="the run folder; {name} is the config's name")
+    save_steps: int = Field(10, ge=1, description="a checkpoint every this many steps")
     save_total_limit: int = Field(
         2, ge=2, description="at least 2, so a torn save never leaves no checkpoint"
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
-    device: Literal["cpu", "auto"] = "cpu"
+    device: Literal["cpu", "auto"] = Field("cpu", description="auto: an accelerator when there is one")
     share_prompts: bool = Field(
         True,
         description="read each distinct prompt once: when sampling (its KV cache copied to its rows, "

@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from fedgrpo.run.metric_names import tracked
 from fedgrpo.run.trl import TrainingReward
 from fedgrpo.server.stats import finite
 from fedgrpo.simulation.audit import RoutingAudit
@@ -63,14 +64,9 @@ class MetricsCallback(TrainerCallback):
         # JSON has no NaN or infinity: any such number, wherever it came from, is written as null.
         row = finite(row)
         # The trackers in grpo.report_to (tensorboard, trackio, ...) read this same dict after this
-        # callback (install_metrics puts it first): give them the federation's scalar numbers too.
-        logs.update(
-            {
-                k: v
-                for k, v in row.items()
-                if k.startswith("fed/") and isinstance(v, int | float) and not isinstance(v, bool)
-            }
-        )
+        # callback (install_metrics puts it first): give them the federation's scalar numbers too
+        # (the ones fedgrpo.run.metric_names lists as scalars).
+        logs.update({k: v for k, v in row.items() if tracked(k, v)})
         with self.path.open("a") as fh:
             fh.write(json.dumps(row, allow_nan=False) + "\n")
         if row["fed/rejected_total"]:

@@ -150,8 +150,24 @@ def make_trainer(
         peft_config=peft_config,
         callbacks=[CompleteCheckpoints(reward)],
     )
+    tensorboard_in(trainer, checkpoints.parent / "tensorboard")
     score_completions_only(cfg.run.share_prompts)
     if cfg.run.share_prompts:
         speed_up_generation(trainer.model)
         share_prompt_prefixes(trainer.model)
     return trainer
+
+
+def tensorboard_in(trainer: GRPOTrainer, folder: Path) -> None:
+    """With ``grpo.report_to`` naming tensorboard, its events go to ``folder`` (the run folder's
+    ``tensorboard/``) instead of transformers' default ``checkpoints/runs/<date>_<host>/``: the
+    Trainer's TensorBoard callback is replaced by one given a writer there (its public argument)."""
+    from transformers.integrations import TensorBoardCallback
+
+    if trainer.pop_callback(TensorBoardCallback) is None:
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the same fallback as transformers' own callback
+        from tensorboardX import SummaryWriter
+    trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(folder))))

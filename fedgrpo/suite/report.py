@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from pathlib import Path
 
 import yaml
@@ -19,6 +20,8 @@ from fedgrpo.run.metrics import read_metrics
 from fedgrpo.suite.plots import make_plots
 from fedgrpo.suite.record import RunRecord
 from fedgrpo.suite.runner import read_status
+
+log = logging.getLogger(__name__)
 
 
 def collect(folder: Path) -> list[RunRecord]:
@@ -194,11 +197,20 @@ def html_report(markdown: str, title: str) -> str:
 
 
 def write_report(folder: Path, title: str | None = None) -> Path:
-    """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``folder``; returns report.md."""
+    """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``folder``; returns report.md.
+
+    Where ``suite.json`` lists a done run whose folder is gone (a committed suite that kept only its
+    report), the records cannot remake the tables: ``report.md`` and the plots are kept as they are
+    and only the HTML is remade, from ``report.md``."""
     title = title or f"Suite {folder.name}"
     records = collect(folder)
-    plots = make_plots(records, folder / "plots")
-    markdown = markdown_report(title, records, plots)
-    (folder / "report.md").write_text(markdown)
+    gone = [r.name for r in records if r.status == "done" and r.results is None]
+    if gone and (folder / "report.md").exists():
+        log.warning("no run folder for %s: report.md kept, report.html remade from it", ", ".join(gone))
+        markdown = (folder / "report.md").read_text()
+    else:
+        plots = make_plots(records, folder / "plots")
+        markdown = markdown_report(title, records, plots)
+        (folder / "report.md").write_text(markdown)
     (folder / "report.html").write_text(html_report(markdown, title))
     return folder / "report.md"

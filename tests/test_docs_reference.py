@@ -1,0 +1,53 @@
+"""The config and metrics references are generated from the code (``fedgrpo docs``): the committed
+files must be what the generator writes, and the metrics table must name exactly what the code logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedgrpo.cli import write_references
+from fedgrpo.config.reference import config_reference
+from fedgrpo.run.metric_names import FED_METRICS, metrics_reference, tracked
+from fedgrpo.server.stats import RoundStats
+from fedgrpo.simulation.audit import RoutingAudit
+from fedgrpo.simulation.partition import FederatedSplit
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+REGENERATE = "run `fedgrpo docs` and commit the result"
+
+
+def test_the_committed_config_reference_is_what_the_code_generates() -> None:
+    assert (DOCS / "config.md").read_text() == config_reference(), REGENERATE
+
+
+def test_the_committed_metrics_reference_is_what_the_code_generates() -> None:
+    assert (DOCS / "metrics.md").read_text() == metrics_reference(), REGENERATE
+
+
+def test_every_config_key_has_a_description() -> None:
+    missing = [line for line in config_reference().splitlines() if line.startswith("| `") and line.endswith("|  |")]
+    assert not missing, missing
+
+
+def test_fedgrpo_docs_writes_both_files(tmp_path: Path) -> None:
+    written = write_references(tmp_path)
+    assert [p.name for p in written] == ["config.md", "metrics.md"]
+    assert (tmp_path / "metrics.md").read_text() == metrics_reference()
+
+
+def test_the_metrics_table_names_exactly_what_a_round_and_the_audit_log() -> None:
+    round_keys = set(RoundStats().summary())
+    split = FederatedSplit(clients={}, train_questions=[], auxiliary=[], heldout={}, client_domains={})
+    audit_keys = set(RoutingAudit(split).summary([]))
+    by_source = {s: {k for k, m in FED_METRICS.items() if m.source == s} for s in ("round", "audit", "selector")}
+    assert by_source["round"] == round_keys
+    assert by_source["audit"] == audit_keys
+    assert by_source["selector"] == {"fed/competence"}
+
+
+def test_only_known_scalar_metrics_reach_the_trackers() -> None:
+    assert tracked("fed/bytes_up", 12) and tracked("fed/reward_mean", 0.5)
+    assert not tracked("fed/reward_mean", None)  # no reward came back: nothing to plot
+    assert not tracked("fed/routed", {"client-0": 2})  # a mapping stays in metrics.jsonl
+    assert not tracked("fed/not_a_metric", 1.0)
+    assert not tracked("fed/rounds", True)
