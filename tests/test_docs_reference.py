@@ -25,7 +25,9 @@ def test_the_committed_metrics_reference_is_what_the_code_generates() -> None:
 
 
 def test_every_config_key_has_a_description() -> None:
-    missing = [line for line in config_reference().splitlines() if line.startswith("| `") and line.endswith("|  |")]
+    missing = [
+        line for line in config_reference().splitlines() if line.startswith("| `") and line.endswith("|  |")
+    ]
     assert not missing, missing
 
 
@@ -39,7 +41,9 @@ def test_the_metrics_table_names_exactly_what_a_round_and_the_audit_log() -> Non
     round_keys = set(RoundStats().summary())
     split = FederatedSplit(clients={}, train_questions=[], auxiliary=[], heldout={}, client_domains={})
     audit_keys = set(RoutingAudit(split).summary([]))
-    by_source = {s: {k for k, m in FED_METRICS.items() if m.source == s} for s in ("round", "audit", "selector")}
+    by_source = {
+        s: {k for k, m in FED_METRICS.items() if m.source == s} for s in ("round", "audit", "selector")
+    }
     assert by_source["round"] == round_keys
     assert by_source["audit"] == audit_keys
     assert by_source["selector"] == {"fed/competence"}
@@ -51,3 +55,16 @@ def test_only_known_scalar_metrics_reach_the_trackers() -> None:
     assert not tracked("fed/routed", {"client-0": 2})  # a mapping stays in metrics.jsonl
     assert not tracked("fed/not_a_metric", 1.0)
     assert not tracked("fed/rounds", True)
+
+
+def test_the_results_page_tables_are_what_the_committed_records_give() -> None:
+    """docs/results.md's generated tables (``python scripts/results_tables.py``) match the records."""
+    import importlib.util
+
+    path = DOCS.parent / "scripts" / "results_tables.py"
+    spec = importlib.util.spec_from_file_location("results_tables", path)
+    assert spec is not None and spec.loader is not None
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    page = (DOCS / "results.md").read_text()
+    assert tables.rendered(page) == page, "run python scripts/results_tables.py and commit the result"

@@ -13,7 +13,7 @@ Written here because the libraries' routes to it do not pay or are going: torcha
 slower than fp32 in eager mode on this CPU, and torch.ao's ``quantize_dynamic``, which wraps exactly
 these two ops, is deprecated. fbgemm's dynamic int8 is a little faster, but it changed most of the
 experts' replies and lowered their accuracy, so it is not offered (``bench/client_weight_formats.py``;
-``docs/benchmarks.md``, "Tried and not kept").
+``docs/notes/engineering-log.md``, "Tried and not kept").
 
 Inference only: the packed product has no gradient. LoRA layers keep their adapters in fp32 on top of
 the packed base (so clients sharing one base still share it), and such a base cannot be merged into.

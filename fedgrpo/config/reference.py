@@ -58,7 +58,9 @@ def _section_table(model: type[BaseModel], prefix: str) -> list[str]:
         if inspect.isclass(field.annotation) and issubclass(field.annotation, BaseModel):
             continue  # a section of its own
         description = _cell(field.description or "")
-        rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |")
+        rows.append(
+            f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |"
+        )
     return rows
 
 

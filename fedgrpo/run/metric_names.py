@@ -39,7 +39,9 @@ FED_METRICS: dict[str, Metric] = {
     "fed/rewards_missing": Metric(
         "expert-candidate slots without a reward: abstentions and rejected replies together"
     ),
-    "fed/abstentions": Metric("items a client could not judge (it does not hold the question and has no model)"),
+    "fed/abstentions": Metric(
+        "items a client could not judge (it does not hold the question and has no model)"
+    ),
     "fed/methods": Metric(
         "items by how the clients scored them (answer / model / none), from each reply's counts", scalar=False
     ),
@@ -87,7 +89,10 @@ def tracked(key: str, value: object) -> bool:
     """Whether a row's entry goes to the trackers: a known scalar ``fed/*`` metric with a number."""
     metric = FED_METRICS.get(key)
     return (
-        metric is not None and metric.scalar and isinstance(value, int | float) and not isinstance(value, bool)
+        metric is not None
+        and metric.scalar
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
     )
 
 
@@ -110,7 +115,7 @@ below is logged beside TRL's, as `train/fed/...`:
 fedgrpo run default grpo.report_to=tensorboard       # events in runs/default/tensorboard/
 tensorboard --logdir runs/default/tensorboard
 fedgrpo run default grpo.report_to=trackio grpo.project=fedgrpo grpo.run_name=default
-trackio show                                          # trackio keeps its own store (TRACKIO_DIR)
+trackio show --project fedgrpo                        # trackio keeps its own store (TRACKIO_DIR)
 ```
 
 TensorBoard's events go to the run folder's `tensorboard/` (TRL's default would be

@@ -87,6 +87,7 @@ def test_fed_metrics_reach_tensorboard(tmp_path: Path) -> None:
     proc = fedgrpo("run", "smoke", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (events,) = {p.parent for p in run_dir.rglob("events.out.tfevents.*")}
+    assert events == run_dir / "tensorboard"  # the run folder's own, not checkpoints/runs/<date>_<host>/
     scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
     assert {"train/fed/reward_mean", "train/fed/bytes_up", "train/fed/rounds"} <= set(scalars), scalars
     logged = [e.value for e in EventAccumulator(str(events)).Reload().Scalars("train/fed/rounds")]
