@@ -58,7 +58,9 @@ FED_METRICS: dict[str, Metric] = {
     "fed/seconds": Metric("seconds the reward exchange took: routing, every client's scoring, the checks"),
     "fed/routed": Metric("questions routed to each client", scalar=False),
     "fed/replacements": Metric("experts replaced in the same round after returning no reward"),
-    "fed/online_updates": Metric("online updates of the confidence graph's edges"),
+    "fed/online_updates": Metric(
+        "confidence-graph online updates: one per expert and question it took feedback on"
+    ),
     "fed/timed_out": Metric("requests each client did not answer in time", scalar=False),
     "fed/competence": Metric(
         "with the confidence graph: each client's mean edge weight after the step's online updates",
