@@ -162,7 +162,7 @@ def test_the_report_tables_failures_and_plots(tmp_path: Path) -> None:
 
 def test_newcombes_interval_for_a_difference_matches_the_published_examples() -> None:
     """Newcombe (1998), Statistics in Medicine 17, Table II, method 10."""
-    from fedgrpo.run.evaluate import difference_interval
+    from fedgrpo.run.intervals import difference_interval
 
     for counts, (low, high) in [
         ((56, 70, 48, 80), (0.0524, 0.3339)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedgrpo.run.evaluate import wilson_interval
+from fedgrpo.run.intervals import wilson_interval
 
 
 @dataclass

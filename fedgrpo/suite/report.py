@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from fedgrpo.run.evaluate import difference_interval, wilson_interval
+from fedgrpo.run.intervals import difference_interval, wilson_interval
 from fedgrpo.run.metrics import read_metrics
 from fedgrpo.suite.plots import make_plots
 from fedgrpo.suite.record import RunRecord
