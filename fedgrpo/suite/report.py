@@ -92,8 +92,8 @@ def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> s
     out += comparison(done)
     stale = [r for r in records if r.stale]
     if stale:
-        out += ["## Stale rows", "", "Runs whose method's code changed since they ran (or listed in "]
-        out[-1] += "stale.yaml): shown, never counted as a win or a loss.", ""
+        why = "Runs whose method's code changed since they ran, or listed in stale.yaml with a reason: shown"
+        out += ["## Stale rows", "", why + ", never counted as a win or a loss.", ""]
         out += _table(["run", "method", "why"], [[r.name, r.label, r.stale or ""] for r in stale]) + [""]
     note = "Bytes are those of the reward exchanges (central-grpo: the pooled data, uploaded once)."
     out += ["## Cost", "", note, ""]
