@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     suite.add_argument("suite")
     suite.add_argument("--report-only", action="store_true", help="remake the report from the run folders")
     suite.add_argument("--check", action="store_true", help="validate and list the runs; run nothing")
+    suite.add_argument(
+        "--records",
+        metavar="DIR",
+        help="then copy the committable records (suite.json, stale.yaml, each run's config.yaml, "
+        "results.json, metrics.jsonl, outcomes.json) into DIR, e.g. docs/results/NAME, and write the "
+        "report there too",
+    )
     show = sub.add_parser("show-config", help="print the resolved, validated config and exit")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*", metavar="key=value")
@@ -184,14 +191,13 @@ def _check_endpoint(url: str, model: str, wait: float) -> int:
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from fedgrpo.suite.report import write_report
     from fedgrpo.suite.spec import load_suite, plan, suite_dir
 
     try:
         spec, folder = load_suite(args.suite)
         out = suite_dir(spec)
         if args.report_only:
-            print(write_report(out, f"Suite {spec.name}"))
+            print(_suite_report(out, spec.name, args.records))
             return 0
         planned = plan(spec, folder)
     except ConfigError as err:
@@ -206,15 +212,30 @@ def _suite(args: argparse.Namespace) -> int:
     try:
         status = run_suite(planned, out)
     except KeyboardInterrupt:
-        write_report(out, f"Suite {spec.name}")
+        _suite_report(out, spec.name, args.records)
         return 130
-    report = write_report(out, f"Suite {spec.name}")
+    report = _suite_report(out, spec.name, args.records)
     failed = sorted(name for name, entry in status.items() if entry["status"] == "failed")
     print(report)
     if failed:
         print(f"fedgrpo: {len(failed)} run(s) failed: {', '.join(failed)} (see {report})", file=sys.stderr)
         return 1
     return 0
+
+
+def _suite_report(out: Path, name: str, records: str | None) -> Path:
+    """The suite's report in its folder; with ``records``, the records copied there (when the suite
+    folder exists: else only the report of the records already there is remade) and their report."""
+    from fedgrpo.suite.record import copy_records
+    from fedgrpo.suite.report import write_report
+    from fedgrpo.suite.runner import STATUS_FILE
+
+    if records is None:
+        return write_report(out, f"Suite {name}")
+    if (out / STATUS_FILE).exists():
+        write_report(out, f"Suite {name}")
+        copy_records(out, Path(records))
+    return write_report(Path(records), f"Suite {name}")
 
 
 def _command(args: argparse.Namespace, cfg: FedGRPOConfig) -> int:
