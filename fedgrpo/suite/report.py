@@ -95,6 +95,13 @@ def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> s
         why = "Runs whose method's code changed since they ran, or listed in stale.yaml with a reason: shown"
         out += ["## Stale rows", "", why + ", never counted as a win or a loss.", ""]
         out += _table(["run", "method", "why"], [[r.name, r.label, r.stale or ""] for r in stale]) + [""]
+    rebuilt: dict[str, list[str]] = {}  # how -> runs
+    for r in done:
+        if r.results.get("reconstructed"):
+            rebuilt.setdefault(str(r.results["reconstructed"]), []).append(r.name)
+    if rebuilt:
+        out += ["## Rebuilt records", "", "Records rebuilt from an earlier report (no run folder kept):", ""]
+        out += _table(["runs", "how"], [[", ".join(names), how] for how, names in rebuilt.items()]) + [""]
     note = "Bytes are those of the reward exchanges (central-grpo: the pooled data, uploaded once)."
     out += ["## Cost", "", note, ""]
     rows = []
@@ -124,7 +131,7 @@ def by_clients_and_experts(done: list[RunRecord]) -> list[str]:
     """For a suite that varies K or M: each method at each (K, M), its seeds pooled (every held-out
     answer of every seed counted once, with its Wilson interval) and the per-seed accuracies."""
     fedgrpo = [r for r in done if r.answer_counts() and r.num_clients is not None]
-    if len({(r.num_clients, r.experts_per_question) for r in fedgrpo}) < 2:
+    if len({(r.num_clients, r.experts_per_question) for r in fedgrpo if r.method == "fedgrpo"}) < 2:
         return []
     groups: dict[tuple[str, int, int | None], list[RunRecord]] = {}
     for r in fedgrpo:
