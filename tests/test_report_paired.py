@@ -110,3 +110,17 @@ def test_copy_records_keeps_what_the_report_reads(tmp_path: Path) -> None:
         f for f in RECORD_FILES if f != "metrics.jsonl"
     )
     assert write_report(dest, "t").read_text() == write_report(suite, "t").read_text()
+
+
+def test_each_method_keeps_its_colour_and_runs_of_one_method_get_their_own_markers() -> None:
+    from fedgrpo.suite.plots import OTHER_COLOURS, _styles, colour
+    from fedgrpo.suite.record import RunRecord
+
+    graph = {"federation": {"selector": "confidence-graph"}}
+    runs = [RunRecord("a", "fedgrpo", "done", config=graph), RunRecord("b", "fedgrpo", "done", config=graph)]
+    runs.append(RunRecord("z", "zero-shot", "done"))
+    styles = _styles(runs)
+    assert styles["a"][0] == styles["b"][0] == colour("fedgrpo/confidence-graph") != styles["z"][0]
+    assert styles["a"][1] != styles["b"][1]
+    assert _styles(runs[2:])["z"] == styles["z"]  # the same in a plot of other runs
+    assert colour("fedgrpo/embedding") in OTHER_COLOURS  # a label without a set colour: fixed by its name
