@@ -14,16 +14,7 @@ from fedgrpo.data import make_qid
 from fedgrpo.run.assemble import build_data
 from fedgrpo.run.experiment import run_in_process
 from fedgrpo.run.outcomes import OUTCOMES_FILE, DomainOutcomes, load_outcomes, save_outcomes
-
-
-def _matches(results: dict[str, dict], outcomes: dict[str, DomainOutcomes]) -> None:
-    assert set(results) == set(outcomes)
-    for domain, acc in results.items():
-        out = outcomes[domain]
-        assert len(out.qids) == acc["n"] == len(out.strict) == len(out.answer) == len(out.tagged)
-        assert out.strict.count("1") == acc["correct"]
-        assert out.answer.count("1") == acc["answer_correct"]
-        assert out.tagged.count("1") == round(acc["format_rate"] * acc["n"])
+from tests.helpers import assert_outcomes_match
 
 
 def test_a_run_saves_each_question_outcome_and_resume_keeps_the_before_evaluation(
@@ -34,10 +25,9 @@ def test_a_run_saves_each_question_outcome_and_resume_keeps_the_before_evaluatio
     over = [f"run.output_dir={out}", "run.save_steps=2"]
     cfg = load_config("smoke", [*over, "grpo.max_steps=2"])
     first = run_in_process(cfg)
-    before, after = load_outcomes(out, "before"), load_outcomes(out, "after")
-    assert before is not None and after is not None
-    _matches(first["before"], before)
-    _matches(first["after"], after)
+    assert_outcomes_match(out, first)
+    before = load_outcomes(out, "before")
+    assert before is not None
     heldout = build_data(cfg).heldout
     for domain, examples in heldout.items():  # keyed by the data's stable question ids, in order
         assert before[domain].qids == tuple(make_qid(domain, e.question) for e in examples)
@@ -45,14 +35,22 @@ def test_a_run_saves_each_question_outcome_and_resume_keeps_the_before_evaluatio
     more = run_in_process(load_config("smoke", [*over, "grpo.max_steps=4"]), resume=True)
     assert load_outcomes(out, "before") == before  # the cached before-evaluation, not a new one
     assert caplog.text.count("evaluation before took") == 1
-    _matches(more["after"], load_outcomes(out, "after"))  # type: ignore[arg-type]
+    assert_outcomes_match(out, more)
 
 
 def test_zero_shot_saves_its_one_evaluation_as_after(tmp_path: Path) -> None:
     out = tmp_path / "zs"
     results = run_method(load_config("smoke", [f"run.output_dir={out}", "method=zero-shot"]))
-    assert load_outcomes(out, "before") is None
-    _matches(results["after"], load_outcomes(out, "after"))  # type: ignore[arg-type]
+    assert load_outcomes(out, "before") is None and load_outcomes(out, "after") is not None
+    assert_outcomes_match(out, results)
+
+
+def test_central_grpo_saves_both_evaluations(tmp_path: Path) -> None:
+    out = tmp_path / "central"
+    over = [f"run.output_dir={out}", "method=central-grpo", "grpo.max_steps=1", "run.save_steps=1"]
+    results = run_method(load_config("smoke", over))
+    assert load_outcomes(out, "before") is not None and load_outcomes(out, "after") is not None
+    assert_outcomes_match(out, results)
 
 
 def test_the_file_stays_small_and_a_domain_whose_questions_changed_starts_over(tmp_path: Path) -> None:
