@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fedgrpo.algorithms import run_method
 from fedgrpo.config import load_config
@@ -14,7 +15,8 @@ from fedgrpo.data import make_qid
 from fedgrpo.run.assemble import build_data
 from fedgrpo.run.experiment import run_in_process
 from fedgrpo.run.outcomes import OUTCOMES_FILE, DomainOutcomes, load_outcomes, save_outcomes
-from tests.helpers import assert_outcomes_match
+from fedgrpo.suite.provenance import source_hash
+from tests.helpers import assert_outcomes_match, fedgrpo
 
 
 def test_a_run_saves_each_question_outcome_and_resume_keeps_the_before_evaluation(
@@ -66,3 +68,20 @@ def test_the_file_stays_small_and_a_domain_whose_questions_changed_starts_over(t
     assert json.loads((tmp_path / OUTCOMES_FILE).read_text())["domains"]["d"]["after"]["answer"] == "11"
     with pytest.raises(ValueError, match="one outcome per question"):
         DomainOutcomes.of(["a"], [True, False], [True], [True])
+
+
+def test_a_suite_records_the_code_each_run_ran_and_its_records_keep_the_outcomes(tmp_path: Path) -> None:
+    suite = {
+        "name": "s",
+        "base": "smoke",
+        "suite_dir": str(tmp_path / "suite"),
+        "runs": [{"method": "zero-shot"}],
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
+    records = tmp_path / "records"
+    proc = fedgrpo("suite", str(tmp_path / "s.yaml"), "--records", str(records))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entry = json.loads((records / "suite.json").read_text())["runs"]["zero-shot"]
+    assert entry["code"]["source_hash"] == source_hash("zero-shot")
+    assert (records / "runs" / "zero-shot" / OUTCOMES_FILE).exists()
+    assert "| zero-shot | zero-shot |" in (records / "report.md").read_text()
