@@ -18,7 +18,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from fedgrpo.run.evaluate import difference_interval
+from fedgrpo.run.intervals import difference_interval
 from fedgrpo.suite.record import RunRecord
 from fedgrpo.suite.report import collect
 

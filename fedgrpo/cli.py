@@ -94,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         "suite's folder), e.g. docs/results/trust",
     )
     suite.add_argument("--check", action="store_true", help="validate and list the runs; run nothing")
+    suite.add_argument(
+        "--records",
+        metavar="DIR",
+        help="then copy the committable records (suite.json, stale.yaml, each run's config.yaml, "
+        "results.json, metrics.jsonl, outcomes.json) into DIR, e.g. docs/results/NAME, and write the "
+        "report there too",
+    )
     docs = sub.add_parser(
         "docs",
         help="write the config and metrics references (docs/config.md, docs/metrics.md) from the code",
@@ -213,14 +220,13 @@ def _check_endpoint(url: str, model: str, wait: float) -> int:
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from fedgrpo.suite.report import write_report
     from fedgrpo.suite.spec import load_suite, plan, suite_dir
 
     try:
         spec, folder = load_suite(args.suite)
         out = suite_dir(spec)
         if args.report is not None:
-            print(write_report(Path(args.report) if args.report else out, f"Suite {spec.name}"))
+            print(_suite_report(Path(args.report) if args.report else out, spec.name, args.records))
             return 0
         planned = plan(spec, folder)
     except ConfigError as err:
@@ -235,15 +241,30 @@ def _suite(args: argparse.Namespace) -> int:
     try:
         status = run_suite(planned, out)
     except KeyboardInterrupt:
-        write_report(out, f"Suite {spec.name}")
+        _suite_report(out, spec.name, args.records)
         return 130
-    report = write_report(out, f"Suite {spec.name}")
+    report = _suite_report(out, spec.name, args.records)
     failed = sorted(name for name, entry in status.items() if entry["status"] == "failed")
     print(report)
     if failed:
         print(f"fedgrpo: {len(failed)} run(s) failed: {', '.join(failed)} (see {report})", file=sys.stderr)
         return 1
     return 0
+
+
+def _suite_report(out: Path, name: str, records: str | None) -> Path:
+    """The suite's report in its folder; with ``records``, the records copied there (when the suite
+    folder exists: else only the report of the records already there is remade) and their report."""
+    from fedgrpo.suite.record import copy_records
+    from fedgrpo.suite.report import write_report
+    from fedgrpo.suite.runner import STATUS_FILE
+
+    if records is None:
+        return write_report(out, f"Suite {name}")
+    if (out / STATUS_FILE).exists():
+        write_report(out, f"Suite {name}")
+        copy_records(out, Path(records))
+    return write_report(Path(records), f"Suite {name}")
 
 
 def _command(args: argparse.Namespace, cfg: FedGRPOConfig) -> int:

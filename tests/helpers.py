@@ -164,3 +164,19 @@ def chat_reply(content: object) -> Reply:
     return json_reply(
         {"object": "chat.completion", "choices": [{"index": 0, "message": {"content": content}}]}
     )
+
+
+def assert_outcomes_match(run_dir: Path, results: dict[str, Any]) -> None:
+    """The run folder's ``outcomes.json`` adds up to its results' accuracy table, per evaluation."""
+    from fedgrpo.run.outcomes import load_outcomes
+
+    for when in ("before", "after"):
+        outcomes, table = load_outcomes(run_dir, when), results.get(when)
+        if table is None or (when == "before" and results.get("steps") == 0 and outcomes is None):
+            continue  # not evaluated, or zero-shot (its one evaluation is saved as "after")
+        assert outcomes is not None and set(outcomes) == set(table), when
+        for domain, acc in table.items():
+            out = outcomes[domain]
+            assert len(out.qids) == acc["n"] == len(out.strict) == len(out.answer) == len(out.tagged)
+            assert (out.strict.count("1"), out.answer.count("1")) == (acc["correct"], acc["answer_correct"])
+            assert out.tagged.count("1") == round(acc["format_rate"] * acc["n"])

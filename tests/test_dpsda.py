@@ -29,6 +29,7 @@ from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Example
 from fedgrpo.server.stats import RoundStats
 from fedgrpo.storage.run_folder import RunExists
+from tests.helpers import assert_outcomes_match
 
 # FedGRPO's results.json keys (fedgrpo/run/experiment.py)
 RUN_KEYS = {"name", "steps", "train_seconds", "seconds_per_step", "peak_rss_mb", "before", "after"}
@@ -66,6 +67,7 @@ def test_a_tiny_run_writes_results_with_the_accounted_epsilon_and_the_encoded_by
     assert results["synthetic"] == {"samples": 2, "with_answer": 0, "file": "synthetic.jsonl"}
     assert results["steps"] == 0 and (results["sft_steps"], results["grpo_steps"]) == (0, 0)
     assert results["before"] is None and set(results["after"]) == {"sums_1digit", "sums_2digit", "syllogism"}
+    assert_outcomes_match(out, results)  # each question's outcome, as every method saves them
     privacy = results["privacy"]
     assert (privacy["noise_multiplier"], privacy["iterations"], privacy["delta"]) == (3.0, 2, 1e-5)
     assert privacy["epsilon"] == pytest.approx(rdp_epsilon_by_hand(3.0, 2, 1e-5), rel=1e-9)

@@ -29,6 +29,7 @@ from fedgrpo.config import ConfigError, FedGRPOConfig, load_config
 from fedgrpo.models.loading import load_tokenizer
 from fedgrpo.run.assemble import build_data
 from fedgrpo.storage.run_folder import RunExists
+from tests.helpers import assert_outcomes_match
 
 SMALL = [
     "fedpetuning.rounds=2",
@@ -196,6 +197,7 @@ def test_a_run_writes_fedgrpos_results_with_both_direction_bytes(two_rounds) -> 
         results
     )
     assert results["steps"] == 2 and results["client_steps"] == 2 * 3 * 2  # rounds x clients x local steps
+    assert_outcomes_match(out, results)  # each question's outcome, before and after
     domains = set(cfg.data.domains)
     for when in ("before", "after"):
         assert set(results[when]) == domains

@@ -189,7 +189,7 @@ def test_suite_report_remakes_the_html_from_committed_records_and_runs_nothing(t
 
 def test_newcombes_interval_for_a_difference_matches_the_published_examples() -> None:
     """Newcombe (1998), Statistics in Medicine 17, Table II, method 10."""
-    from fedgrpo.run.evaluate import difference_interval
+    from fedgrpo.run.intervals import difference_interval
 
     for counts, (low, high) in [
         ((56, 70, 48, 80), (0.0524, 0.3339)),
@@ -223,9 +223,17 @@ def test_the_report_says_where_fedgrpo_wins_ties_or_loses(tmp_path: Path) -> Non
     (tmp_path / "suite.json").write_text(json.dumps({"runs": status}))
     report = write_report(tmp_path, "Suite t").read_text()
     assert "## graph against each run" in report  # the confidence graph with ground truth is the reference
-    assert "| zero | zero-shot | 0.300 | +0.300 [+0.16, +0.42] | win | 0 | - |" in report
-    assert "| random | fedgrpo/random | 0.550 | +0.050 [-0.09, +0.18] | tie | 1,200 | 0.9x |" in report
-    assert "| central | central-grpo | 0.800 | -0.200 [-0.32, -0.07] | loss | 10,000 | 7.7x |" in report
+    # no outcomes recorded: the unpaired z test, Holm over the three comparisons, the unpaired MDD
+    unpaired = "unpaired: per-question outcomes not recorded"
+    for cells in [
+        ["zero", "zero-shot", "1", "100", "0.300", "+0.300 [+0.16, +0.42]", unpaired, "2.0e-05", "6.0e-05"]
+        + ["win", "0.197", "0", "-"],
+        ["random", "fedgrpo/random", "1", "100", "0.550", "+0.050 [-0.09, +0.18]", unpaired, "0.474"]
+        + ["0.474", "tie", "0.196", "1,200", "0.9x"],
+        ["central", "central-grpo", "1", "100", "0.800", "-0.200 [-0.32, -0.07]", unpaired, "0.002"]
+        + ["0.004", "loss", "0.182", "10,000", "7.7x"],
+    ]:
+        assert "| " + " | ".join(cells) + " |" in report
 
 
 def test_the_report_pools_seeds_by_clients_and_experts(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """``zero-shot``: the untrained policy on the held-out set; no training, nothing communicated.
 
-The floor every trained method is compared with. ``before`` and ``after`` are the same evaluation.
+The floor every trained method is compared with. ``before`` and ``after`` are the same evaluation
+(its question outcomes are saved once, as ``after``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _run(
 ) -> dict[str, Any]:
     start_run(cfg, resume, split_info)
     tokenizer, model = load_server_model(cfg)
-    accuracy = to_json(evaluate_heldout(cfg, model, tokenizer, heldout, "zero-shot"))
+    accuracy = to_json(evaluate_heldout(cfg, model, tokenizer, heldout, "after"))
     results = {
         "name": cfg.name,
         "method": cfg.method,

@@ -11,7 +11,6 @@ looks good on a domain where "Yes" is usually right.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -23,6 +22,8 @@ from fedgrpo.data import Example, majority_answer_rate, score_answer
 from fedgrpo.method.answers import extract_answer, final_answer
 from fedgrpo.method.prompting import build_messages
 from fedgrpo.models.loading import inference
+from fedgrpo.run.intervals import wilson_interval
+from fedgrpo.run.outcomes import DomainOutcomes
 
 
 @dataclass(frozen=True)
@@ -43,29 +44,6 @@ class DomainAccuracy:
     answer_accuracy: float | None = None
     answer_ci_low: float | None = None
     answer_ci_high: float | None = None
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion; sound at 0 and n, unlike the normal one."""
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def difference_interval(c1: int, n1: int, c2: int, n2: int, z: float = 1.96) -> tuple[float, float, float]:
-    """``p1 - p2`` of two proportions with its 95% interval: Newcombe's hybrid score interval (1998,
-    method 10), made of each proportion's Wilson interval, sound near 0 and 1 where the normal one
-    is not. (statsmodels' ``confint_proportions_2indep(method="newcomb")`` is the same interval; four
-    lines do not warrant that dependency.) For two runs scored on the same questions it is
-    conservative: their results are paired, which would only narrow it."""
-    p1, p2 = c1 / n1, c2 / n2
-    (l1, u1), (l2, u2) = wilson_interval(c1, n1, z), wilson_interval(c2, n2, z)
-    d = p1 - p2
-    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
 def generate_completions(
@@ -119,7 +97,23 @@ def evaluate_policy(
     max_per_domain: int | None = None,
     share_prompts: bool = True,
 ) -> dict[str, DomainAccuracy]:
-    results = {}
+    return evaluate_questions(
+        model, tokenizer, heldout, max_new_tokens, batch_size, worked_example, max_per_domain, share_prompts
+    )[0]
+
+
+def evaluate_questions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    heldout: dict[str, list[Example]],
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    worked_example: bool = True,
+    max_per_domain: int | None = None,
+    share_prompts: bool = True,
+) -> tuple[dict[str, DomainAccuracy], dict[str, DomainOutcomes]]:
+    """Per domain the accuracies and each question's outcome (what a paired comparison needs)."""
+    results, outcomes = {}, {}
     for domain, examples in heldout.items():
         examples = examples[:max_per_domain] if max_per_domain else examples
         completions = generate_completions(
@@ -132,15 +126,20 @@ def evaluate_policy(
             desc=f"eval {domain}",
             share_prompts=share_prompts,
         )
-        results[domain] = score_completions(domain, examples, completions)
-    return results
+        outcomes[domain] = judge_completions(examples, completions)
+        results[domain] = accuracy_of(domain, examples, outcomes[domain])
+    return results, outcomes
 
 
 def score_completions(domain: str, examples: list[Example], completions: list[str]) -> DomainAccuracy:
     """One domain's accuracies from its examples and the policy's completions (one each, in order)."""
+    return accuracy_of(domain, examples, judge_completions(examples, completions))
+
+
+def judge_completions(examples: list[Example], completions: list[str]) -> DomainOutcomes:
+    """Each question's three outcomes: strict (tagged answer right), answer (final answer right), tagged."""
     if len(examples) != len(completions):
         raise ValueError(f"{len(examples)} examples but {len(completions)} completions")
-    n = len(examples)
     tagged = [extract_answer(c) for c in completions]
     strict = [score_answer(e, a) >= 1.0 for e, a in zip(examples, tagged, strict=True)]
     # A non-empty tag is also the final answer: reuse its score instead of scoring it again.
@@ -148,7 +147,12 @@ def score_completions(domain: str, examples: list[Example], completions: list[st
         ok if a else score_answer(e, final_answer(c)) >= 1.0
         for e, a, c, ok in zip(examples, tagged, completions, strict, strict=True)
     ]
-    correct, answer_correct = sum(strict), sum(answered)
+    return DomainOutcomes.of([e.qid for e in examples], strict, answered, [a is not None for a in tagged])
+
+
+def accuracy_of(domain: str, examples: list[Example], outcomes: DomainOutcomes) -> DomainAccuracy:
+    n = len(examples)
+    correct, answer_correct = outcomes.strict.count("1"), outcomes.answer.count("1")
     low, high = wilson_interval(correct, n)
     answer_low, answer_high = wilson_interval(answer_correct, n)
     return DomainAccuracy(
@@ -158,7 +162,7 @@ def score_completions(domain: str, examples: list[Example], completions: list[st
         accuracy=correct / max(n, 1),
         ci_low=low,
         ci_high=high,
-        format_rate=sum(a is not None for a in tagged) / max(n, 1),
+        format_rate=outcomes.tagged.count("1") / max(n, 1),
         majority_rate=majority_answer_rate(examples),
         answer_correct=answer_correct,
         answer_accuracy=answer_correct / max(n, 1),

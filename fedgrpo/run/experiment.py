@@ -26,8 +26,9 @@ from fedgrpo.run.assemble import (
     server_data,
     split_summary,
 )
-from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, from_json, to_json
+from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_questions, from_json, to_json
 from fedgrpo.run.metrics import MetricsCallback, install_metrics, peak_rss_mb, read_metrics, truncate_metrics
+from fedgrpo.run.outcomes import save_outcomes
 from fedgrpo.run.trl import StopOnInterrupt, TrainingReward, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.server.stats import RoundStats, note_privacy_spent
@@ -126,10 +127,11 @@ def load_server_model(cfg: FedGRPOConfig) -> tuple[Any, Any]:
 def evaluate_heldout(
     cfg: FedGRPOConfig, policy: Any, tokenizer: Any, heldout: dict[str, list[Example]], tag: str
 ) -> dict[str, DomainAccuracy]:
-    """The held-out accuracy per domain, as every method reports it."""
+    """The held-out accuracy per domain, as every method reports it; each question's outcome goes to
+    the run folder's ``outcomes.json`` under ``tag`` (``before`` or ``after``)."""
     ev = cfg.eval
     start = time.perf_counter()
-    res = evaluate_policy(
+    res, outcomes = evaluate_questions(
         policy,
         tokenizer,
         heldout,
@@ -140,6 +142,7 @@ def evaluate_heldout(
         share_prompts=cfg.run.share_prompts,
     )
     log.info("evaluation %s took %.0f s", tag, time.perf_counter() - start)
+    save_outcomes(cfg.output_dir, tag, outcomes)
     return res
 
 

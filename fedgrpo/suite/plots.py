@@ -1,15 +1,58 @@
 """The suite's PNG plots (matplotlib, no display needed). Each plot is made only when the runs hold
 what it needs, and says what it shows: runs evaluate before and after training only, so "accuracy
-against step" has two points per run; the training reward per step comes from ``metrics.jsonl``."""
+against step" has two points per run; the training reward per step comes from ``metrics.jsonl``.
+A method (its label) has one colour and one marker in every plot; runs of one method are told apart
+by their marker, and points at the same bytes are spread a little sideways."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
 from fedgrpo.suite.record import RunRecord
+
+# one colour per method across every plot (matplotlib's tab10, fixed by name, not by order of appearance)
+COLOURS = {
+    "fedgrpo/confidence-graph": "#1f77b4",
+    "fedgrpo/confidence-graph/no-gt": "#17becf",
+    "fedgrpo/random": "#ff7f0e",
+    "fedgrpo/all": "#d62728",
+    "central-grpo": "#2ca02c",
+    "fedpetuning": "#9467bd",
+    "dpsda-fl": "#8c564b",
+    "zero-shot": "#7f7f7f",
+}
+OTHER_COLOURS = ("#e377c2", "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
+def colour(label: str) -> str:
+    """The method's colour; a label without one gets a fixed one from its name."""
+    if label in COLOURS:
+        return COLOURS[label]
+    return OTHER_COLOURS[int(hashlib.sha1(label.encode()).hexdigest(), 16) % len(OTHER_COLOURS)]
+
+
+def marker(label: str) -> str:
+    names = list(COLOURS)
+    i = names.index(label) if label in names else int(hashlib.sha1(label.encode()).hexdigest(), 16)
+    return MARKERS[i % len(MARKERS)]
+
+
+def _styles(runs: list[RunRecord]) -> dict[str, tuple[str, str]]:
+    """Per run its (colour, marker): the method's colour; the method's marker, or where a plot holds
+    several runs of one method, one marker each."""
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for r in runs:
+        by_label[r.label].append(r.name)
+    return {
+        name: (colour(label), marker(label) if len(names) == 1 else MARKERS[i % len(MARKERS)])
+        for label, names in by_label.items()
+        for i, name in enumerate(names)
+    }
 
 
 def _figure(title: str, xlabel: str, ylabel: str):  # noqa: ANN202 (matplotlib's types)
@@ -59,27 +102,33 @@ def make_plots(records: list[RunRecord], folder: Path) -> list[str]:
 
 def _accuracy_vs_step(done: list[RunRecord], path: Path) -> str:
     fig, ax = _figure("answer accuracy before and after training", "training step", "answer accuracy")
+    styles = _styles(done)
     for r in done:
         before, after = r.overall("before"), r.overall("after")
         steps = r.results.get("steps") or 0
         xs, ys = ([0], [before[0]]) if before else ([], [])
         xs.append(steps)
         ys.append(after[0])
-        ax.plot(xs, ys, marker="o", label=r.name)
+        c, m = styles[r.name]
+        ax.plot(xs, ys, marker=m, color=c, alpha=0.8, label=r.name + (" (stale)" if r.stale else ""))
     ax.legend(fontsize=6)
     return _save(fig, path)
 
 
 def _accuracy_vs_bytes(done: list[RunRecord], path: Path) -> str:
     fig, ax = _figure("answer accuracy against bytes communicated", "bytes down + up", "answer accuracy")
-    for label in sorted({r.label for r in done}):
+    labels = sorted({r.label for r in done})
+    for i, label in enumerate(labels):
         runs = [r for r in done if r.label == label]
         accs = [r.overall() for r in runs]
+        spread = 10 ** (0.04 * (i - (len(labels) - 1) / 2))  # methods at the same bytes stay apart
         ax.errorbar(
-            [r.bytes_total() for r in runs],
+            [r.bytes_total() * spread for r in runs],
             [a[0] for a in accs],
             yerr=[[a[0] - a[1] for a in accs], [a[2] - a[0] for a in accs]],
-            fmt="o",
+            fmt=marker(label),
+            color=colour(label),
+            alpha=0.8,
             capsize=3,
             label=label,
         )
@@ -96,17 +145,17 @@ def _accuracy_vs_k(done: list[RunRecord], path: Path) -> str:
     """One line per method and M (a K sweep holds M fixed; runs at other M are their own points), the
     mean over seeds at each K, every run's own accuracy as a faint dot."""
     fig, ax = _figure("answer accuracy against K (mean over seeds)", "clients K", "answer accuracy")
-    lines: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    lines: dict[tuple[str, int | None], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in done:
         if r.num_clients is not None:
-            m = r.experts_per_question
-            lines[r.label + ("" if m is None else f", M={m}")][r.num_clients].append(r.overall()[0])
-    for name in sorted(lines):
-        by_k = lines[name]
+            lines[(r.label, r.experts_per_question)][r.num_clients].append(r.overall()[0])
+    for (label, m), by_k in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         ks = sorted(by_k)
-        (line,) = ax.plot(ks, [mean(by_k[k]) for k in ks], marker="o", label=name)
+        name = label + ("" if m is None else f", M={m}")
+        style = {"color": colour(label), "marker": marker(label) if m is None else MARKERS[m % len(MARKERS)]}
+        ax.plot(ks, [mean(by_k[k]) for k in ks], label=name, **style)
         for k in ks:
-            ax.scatter([k] * len(by_k[k]), by_k[k], color=line.get_color(), alpha=0.3, s=12)
+            ax.scatter([k] * len(by_k[k]), by_k[k], alpha=0.3, s=12, **style)
     ax.set_xscale("log")
     ticks = sorted({k for by_k in lines.values() for k in by_k})
     ax.set_xticks(ticks, [str(k) for k in ticks])
@@ -117,9 +166,20 @@ def _accuracy_vs_k(done: list[RunRecord], path: Path) -> str:
 
 def _reward_vs_step(trained: list[RunRecord], path: Path) -> str:
     fig, ax = _figure("mean training reward per logged step", "training step", "reward (mean)")
+    styles = _styles(trained)
     for r in trained:
         rows = [m for m in r.metrics if m.get("fed/reward_mean") is not None]
-        ax.plot([m["step"] for m in rows], [m["fed/reward_mean"] for m in rows], label=r.name)
+        c, mk = styles[r.name]
+        steps, rewards = [m["step"] for m in rows], [m["fed/reward_mean"] for m in rows]
+        ax.plot(
+            steps,
+            rewards,
+            color=c,
+            marker=mk,
+            markevery=max(1, len(rows) // 8),
+            alpha=0.8,
+            label=r.name + (" (stale)" if r.stale else ""),
+        )
     ax.legend(fontsize=6)
     return _save(fig, path)
 
@@ -129,7 +189,8 @@ def _reward_correctness(audited: dict[str, list[float]], path: Path) -> str:
         "reward correctness per selector (simulation audit)", "selector", "rewards agreeing with truth"
     )
     labels = sorted(audited)
-    ax.bar([k.removeprefix("fedgrpo/") for k in labels], [mean(audited[k]) for k in labels])
+    heights = [mean(audited[k]) for k in labels]
+    ax.bar([k.removeprefix("fedgrpo/") for k in labels], heights, color=[colour(k) for k in labels])
     ax.set_ylim(0, 1)
     ax.tick_params(axis="x", labelsize=7, labelrotation=15)
     return _save(fig, path)

@@ -1,11 +1,19 @@
-"""One run of a suite as the report and the plots read it: its status, results, config and metrics."""
+"""One run of a suite as the report and the plots read it: its status, results, config, metrics,
+question outcomes and whether it is stale; and the files of a run that make its committed record."""
 
 from __future__ import annotations
 
+import re
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from fedgrpo.run.evaluate import wilson_interval
+from fedgrpo.run.intervals import wilson_interval
+from fedgrpo.run.outcomes import OUTCOMES_FILE, DomainOutcomes
+
+# what a run's committed record keeps (docs/results/<suite>/runs/<run>/): small, and all the report reads
+RECORD_FILES = ("config.yaml", "results.json", "metrics.jsonl", OUTCOMES_FILE)
 
 
 @dataclass
@@ -18,6 +26,13 @@ class RunRecord:
     results: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: dict[str, DomainOutcomes] | None = None  # after training, per domain; None: not recorded
+    stale: str | None = None  # why the row no longer stands for its method's code, or None
+
+    @property
+    def group(self) -> str:
+        """The run's name without its seed: the runs whose seeds a comparison pools."""
+        return re.sub(r"__seed=-?\d+", "", self.name)
 
     @property
     def label(self) -> str:
@@ -61,3 +76,20 @@ class RunRecord:
     def bytes_total(self) -> int:
         comm = (self.results or {}).get("communication") or {}
         return int(comm.get("fed/bytes_down", 0)) + int(comm.get("fed/bytes_up", 0))
+
+
+def copy_records(suite_folder: Path, dest: Path) -> list[str]:
+    """Copy what a suite's committed record keeps into ``dest``: ``suite.json``, ``stale.yaml`` if
+    any, and each run's :data:`RECORD_FILES`; returns the runs copied."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("suite.json", "stale.yaml"):
+        if (suite_folder / name).exists():
+            shutil.copy2(suite_folder / name, dest / name)
+    copied = []
+    for run_dir in sorted(p for p in (suite_folder / "runs").glob("*") if (p / "results.json").exists()):
+        (dest / "runs" / run_dir.name).mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, dest / "runs" / run_dir.name / name)
+        copied.append(run_dir.name)
+    return copied

@@ -1,9 +1,10 @@
 """The suite's report: Markdown and HTML tables and matplotlib PNG plots, from the run folders alone.
 
-Read-only over what the runs wrote (``suite.json``, each run's ``results.json``, ``config.yaml`` and
-``metrics.jsonl``), so it can be remade at any time, from a finished or a half-finished suite. A gain
-counts in *answer* accuracy (the final answer wherever written), so the plots use it; the tables give
-strict accuracy (the tagged answer) too, each with its 95% Wilson interval.
+Read-only over what the runs wrote (``suite.json``, each run's ``results.json``, ``config.yaml``,
+``metrics.jsonl`` and ``outcomes.json``, and the suite folder's ``stale.yaml`` if any), so it can be
+remade at any time, from a finished or a half-finished suite. A gain counts in *answer* accuracy (the
+final answer wherever written), so the plots use it; the tables give strict accuracy (the tagged
+answer) too, each with its 95% Wilson interval.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from fedgrpo.run.evaluate import difference_interval, wilson_interval
+from fedgrpo.run.intervals import wilson_interval
 from fedgrpo.run.metrics import read_metrics
+from fedgrpo.run.outcomes import load_outcomes
+from fedgrpo.suite.comparison import comparison
+from fedgrpo.suite.markdown import table as _table
 from fedgrpo.suite.plots import make_plots
+from fedgrpo.suite.provenance import listed_stale, stale_reason
 from fedgrpo.suite.record import RunRecord
 from fedgrpo.suite.runner import read_status
 
@@ -26,6 +31,7 @@ log = logging.getLogger(__name__)
 
 def collect(folder: Path) -> list[RunRecord]:
     records = []
+    listed = listed_stale(folder)
     for name, entry in read_status(folder).items():
         run_dir = folder / "runs" / name
         rec = RunRecord(name, entry.get("method", "?"), entry.get("status", "?"), entry.get("error"))
@@ -35,6 +41,8 @@ def collect(folder: Path) -> list[RunRecord]:
         if (run_dir / "config.yaml").exists():
             rec.config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         rec.metrics = read_metrics(run_dir / "metrics.jsonl")
+        rec.outcomes = load_outcomes(run_dir, "after")
+        rec.stale = stale_reason(name, rec.method, entry.get("code"), listed)
         records.append(rec)
     return records
 
@@ -43,9 +51,8 @@ def _cell(acc: float | None, low: float | None, high: float | None) -> str:
     return "-" if acc is None else f"{acc:.3f} [{low:.2f}, {high:.2f}]"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+def _name(r: RunRecord) -> str:
+    return r.name + (" (stale)" if r.stale else "")
 
 
 def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> str:
@@ -67,14 +74,14 @@ def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> s
             for d in domains
         ]
         total = r.overall()
-        rows.append([r.name, r.label, *cells, _cell(*total) if total else "-"])
+        rows.append([_name(r), r.label, *cells, _cell(*total) if total else "-"])
     out += _table(["run", "method", *domains, "all domains"], rows) + [""]
     out += ["## Strict accuracy (answer in tags) before -> after", ""]
     rows = []
     for r in done:
         before, after = r.results.get("before") or {}, r.results.get("after") or {}
         rows.append(
-            [r.name]
+            [_name(r)]
             + [
                 " -> ".join(
                     _cell(x[d]["accuracy"], x[d]["ci_low"], x[d]["ci_high"]) if d in x else "-"
@@ -86,6 +93,18 @@ def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> s
     out += _table(["run", *domains], rows) + [""]
     out += by_clients_and_experts(done)
     out += comparison(done)
+    stale = [r for r in records if r.stale]
+    if stale:
+        why = "Runs whose method's code changed since they ran, or listed in stale.yaml with a reason: shown"
+        out += ["## Stale rows", "", why + ", never counted as a win or a loss.", ""]
+        out += _table(["run", "method", "why"], [[r.name, r.label, r.stale or ""] for r in stale]) + [""]
+    rebuilt: dict[str, list[str]] = {}  # how -> runs
+    for r in done:
+        if r.results.get("reconstructed"):
+            rebuilt.setdefault(str(r.results["reconstructed"]), []).append(r.name)
+    if rebuilt:
+        out += ["## Rebuilt records", "", "Records rebuilt from an earlier report (no run folder kept):", ""]
+        out += _table(["runs", "how"], [[", ".join(names), how] for how, names in rebuilt.items()]) + [""]
     note = "Bytes are those of the reward exchanges (central-grpo: the pooled data, uploaded once)."
     out += ["## Cost", "", note, ""]
     rows = []
@@ -115,7 +134,7 @@ def by_clients_and_experts(done: list[RunRecord]) -> list[str]:
     """For a suite that varies K or M: each method at each (K, M), its seeds pooled (every held-out
     answer of every seed counted once, with its Wilson interval) and the per-seed accuracies."""
     fedgrpo = [r for r in done if r.answer_counts() and r.num_clients is not None]
-    if len({(r.num_clients, r.experts_per_question) for r in fedgrpo}) < 2:
+    if len({(r.num_clients, r.experts_per_question) for r in fedgrpo if r.method == "fedgrpo"}) < 2:
         return []
     groups: dict[tuple[str, int, int | None], list[RunRecord]] = {}
     for r in fedgrpo:
@@ -142,46 +161,6 @@ def by_clients_and_experts(done: list[RunRecord]) -> list[str]:
         "",
     ]
     header = ["method", "K", "M", "seeds", "answer accuracy (pooled)", "per seed"]
-    return lines + _table(header, rows) + [""]
-
-
-def reference_run(done: list[RunRecord]) -> RunRecord | None:
-    """The FedGRPO run the others are compared with: the first with the confidence graph and ground
-    truth (the paper's method), else the first FedGRPO run."""
-    fedgrpo = [r for r in done if r.method == "fedgrpo" and r.answer_counts()]
-    graph = [r for r in fedgrpo if r.label == "fedgrpo/confidence-graph"]
-    return (graph or fedgrpo or [None])[0]
-
-
-def comparison(done: list[RunRecord]) -> list[str]:
-    """Win, tie or loss of the reference FedGRPO run against every other run, in answer accuracy over
-    all domains (the difference's 95% interval excludes 0, or not) and in bytes."""
-    ref = reference_run(done)
-    if ref is None:
-        return []
-    c1, n1 = ref.answer_counts()  # type: ignore[misc]
-    rows = []
-    for r in done:
-        counts = r.answer_counts()
-        if r is ref or counts is None:
-            continue
-        d, low, high = difference_interval(c1, n1, *counts)
-        verdict = "win" if low > 0 else "loss" if high < 0 else "tie"
-        ref_bytes, other = ref.bytes_total(), r.bytes_total()
-        ratio = "-" if not ref_bytes or not other else f"{other / ref_bytes:,.1f}x"
-        accuracy, difference = f"{counts[0] / counts[1]:.3f}", f"{d:+.3f} [{low:+.2f}, {high:+.2f}]"
-        rows.append([r.name, r.label, accuracy, difference, verdict, f"{other:,}", ratio])
-    if not rows:
-        return []
-    lines = [f"## {ref.name} against each run", ""]
-    lines += [
-        f"Answer accuracy over all domains: {ref.name} {c1 / n1:.3f} ({c1}/{n1}). The difference is "
-        f"{ref.name} minus the run, with Newcombe's 95% interval (conservative: both runs answer the "
-        f"same questions); a win or a loss is an interval that excludes 0. Bytes: {ref.bytes_total():,} "
-        f"for {ref.name}; the ratio is the run's bytes over that.",
-        "",
-    ]
-    header = ["run", "method", "answer accuracy", "difference", "FedGRPO", "bytes", "bytes ratio"]
     return lines + _table(header, rows) + [""]
 
 

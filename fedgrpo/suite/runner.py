@@ -4,7 +4,8 @@ A separate process per run keeps runs apart (memory, torch threads, seeds, a har
 what a user would type. A run whose folder holds ``results.json`` is done and skipped; one whose folder
 exists otherwise is resumed (from its last complete checkpoint, if any). A run that fails is recorded in
 ``suite.json`` with the last line the command printed (its reason) and the suite goes on; the report is
-written at the end either way.
+written at the end either way. Each run's entry also records the code it ran (the commit and its
+method's source hash, :mod:`fedgrpo.suite.provenance`), for the report's stale marks.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.storage.atomic import write_json_atomic
+from fedgrpo.suite.provenance import code_version
 from fedgrpo.suite.spec import PlannedRun
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def run_suite(planned: list[PlannedRun], folder: Path) -> dict[str, dict[str, An
         if out.exists():
             command.append("--resume")
         log.info("suite: running %s (%s)%s", run.name, run.config.method, " resumed" if out.exists() else "")
+        entry.update(code=code_version(run.config.method))  # the report marks the row stale once it changes
         start = time.perf_counter()
         with (folder / "logs" / f"{run.name}.log").open("a") as log_file:
             proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.PIPE, text=True)

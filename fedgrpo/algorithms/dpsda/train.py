@@ -33,7 +33,8 @@ from fedgrpo.config.baselines import DEFAULT_NOISE_MULTIPLIER
 from fedgrpo.data import Example
 from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import build_data, split_summary
-from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_policy, to_json
+from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, to_json
+from fedgrpo.run.experiment import evaluate_heldout
 from fedgrpo.run.metrics import peak_rss_mb
 from fedgrpo.run.trl import lora_config
 from fedgrpo.server.stats import TRANSFER_KEYS, RoundStats
@@ -128,17 +129,7 @@ def _run(
     model = load_policy(cfg.model.name_or_path, cfg.model.dtype)
 
     def evaluate(policy: Any, tag: str) -> dict[str, DomainAccuracy]:
-        ev = cfg.eval
-        res = evaluate_policy(
-            policy,
-            tokenizer,
-            split.heldout,
-            ev.max_new_tokens,
-            ev.batch_size,
-            cfg.model.worked_example,
-            ev.max_per_domain,
-            share_prompts=cfg.run.share_prompts,
-        )
+        res = evaluate_heldout(cfg, policy, tokenizer, split.heldout, tag)
         write_json_atomic(out / f"eval_{tag}.json", to_json(res))
         return res
 
