@@ -225,8 +225,9 @@ def _suite(args: argparse.Namespace) -> int:
     try:
         spec, folder = load_suite(args.suite)
         out = suite_dir(spec)
-        if args.report is not None:
-            print(_suite_report(Path(args.report) if args.report else out, spec.name, args.records))
+        if args.report is not None:  # run nothing; with --records, copy the suite folder's records first
+            target = out if args.records or not args.report else Path(args.report)
+            print(_suite_report(target, spec.name, args.records))
             return 0
         planned = plan(spec, folder)
     except ConfigError as err:
