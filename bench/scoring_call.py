@@ -24,7 +24,7 @@ from client_scoring import _evaluators  # noqa: E402
 from fedgrpo.accel import prompt_cache  # noqa: E402
 from fedgrpo.accel.few_rows import activate  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
-from fedgrpo.run.assemble import build_data  # noqa: E402
+from fedgrpo.simulation.data import build_data  # noqa: E402
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from client_scoring import _evaluators  # noqa: E402
 
 from fedgrpo.accel import few_rows, generation  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
-from fedgrpo.run.assemble import build_data  # noqa: E402
+from fedgrpo.simulation.data import build_data  # noqa: E402
 
 
 def main() -> None:

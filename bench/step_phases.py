@@ -25,10 +25,11 @@ from transformers import TrainerCallback
 from fedgrpo.accel.shared_prefix import score_completions_only
 from fedgrpo.config import load_config
 from fedgrpo.models.loading import load_policy, load_tokenizer
-from fedgrpo.run.assemble import build_advantage, build_data, build_selector
+from fedgrpo.run.assemble import build_advantage, build_selector
 from fedgrpo.run.metrics import peak_rss_mb
 from fedgrpo.run.trl import make_trainer, train_dataset
 from fedgrpo.simulation.clients import build_clients
+from fedgrpo.simulation.data import build_data
 from fedgrpo.transport import InProcessTransport
 
 PHASES: dict[int, dict[str, float]] = collections.defaultdict(lambda: collections.defaultdict(float))

@@ -153,8 +153,8 @@ def test_clients_endpoint_config_is_validated() -> None:
 def test_simulated_clients_score_through_one_shared_endpoint() -> None:
     """A run's clients behind the in-process transport: model-scored rewards and competence bits
     through one endpoint (one evaluator, so one sampling per question for all clients)."""
-    from fedgrpo.run.assemble import build_data
     from fedgrpo.simulation.clients import build_clients
+    from fedgrpo.simulation.data import build_data
     from fedgrpo.transport import InProcessTransport
 
     with stub_server(_expert) as (url, seen):

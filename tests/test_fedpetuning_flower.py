@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from fedgrpo.algorithms.fedpetuning.fedavg import weighted_average, wire_bytes  # noqa: E402
 from fedgrpo.algorithms.fedpetuning.flower import AccountedFedAvg, make_client_app  # noqa: E402
 from fedgrpo.algorithms.fedpetuning.train import RunBook, train_locally  # noqa: E402
-from fedgrpo.run.assemble import build_data  # noqa: E402
+from fedgrpo.simulation.data import build_data  # noqa: E402
 from tests.test_fedpetuning import small_config  # noqa: E402
 
 

@@ -32,6 +32,7 @@ from fedgrpo.protocol import (  # noqa: E402
     decode,
     encode,
 )
+from fedgrpo.simulation.flower import make_virtual_client_app  # noqa: E402
 from tests.wire import join, split  # noqa: E402
 
 MESSAGES = [
@@ -118,7 +119,7 @@ def client_app():
     # what a ServerApp process has set when it builds instruction messages
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     cfg = load_config("smoke")
-    return apps.make_client_app(cfg.to_yaml()), cfg
+    return make_virtual_client_app(cfg.to_yaml()), cfg
 
 
 def _call(app, message: Message, node: dict) -> Message:
@@ -229,7 +230,9 @@ def test_per_item_methods_only_when_the_run_asks_for_them() -> None:
     request = RewardRequest("r1", "client-1", [RewardItem("0", "What is 2+2?", ["<answer>4</answer>"])])
     for switch, expected in [(False, None), (True, "none")]:
         cfg = load_config("smoke", [f"federation.per_item_methods={switch}"])
-        reply = _call(apps.make_client_app(cfg.to_yaml()), _request(to_records(request)), {"partition-id": 1})
+        reply = _call(
+            make_virtual_client_app(cfg.to_yaml()), _request(to_records(request)), {"partition-id": 1}
+        )
         got = from_records(reply.content)
         assert isinstance(got, RewardReply) and got.items[0].method == expected
         assert got.methods == {"answer": 0, "model": 0, "none": 1}
