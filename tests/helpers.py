@@ -164,3 +164,27 @@ def chat_reply(content: object) -> Reply:
     return json_reply(
         {"object": "chat.completion", "choices": [{"index": 0, "message": {"content": content}}]}
     )
+
+
+# -- Flower messages as a SuperNode delivers them ---------------------------------------------------------
+
+
+def delivered(
+    content: Any, kind: str, message_id: str = "m1", src_node_id: int = 1, dst_node_id: int = 7
+) -> Any:
+    """A message of run 1 as its receiver gets it: with the id the SuperLink gave it (a reply refers
+    to it) and its sender's node id, built through Flower's public ``Metadata``."""
+    from flwr.app import Message, Metadata
+
+    metadata = Metadata(
+        run_id=1,
+        message_id=message_id,
+        src_node_id=src_node_id,
+        dst_node_id=dst_node_id,
+        reply_to_message_id="",
+        group_id="",
+        created_at=time.time(),
+        ttl=3600.0,
+        message_type=kind,
+    )
+    return Message(content=content, metadata=metadata)

@@ -33,6 +33,7 @@ from fedgrpo.protocol import (  # noqa: E402
     encode,
 )
 from fedgrpo.simulation.flower import make_virtual_client_app  # noqa: E402
+from tests.helpers import delivered  # noqa: E402
 from tests.wire import join, split  # noqa: E402
 
 MESSAGES = [
@@ -109,7 +110,7 @@ def _context(node_config: dict) -> Context:
 
 
 def _request(content: RecordDict, kind: str = "query.reward") -> Message:
-    return Message(content, dst_node_id=7, message_type=kind)
+    return delivered(content, kind)
 
 
 @pytest.fixture()
@@ -124,7 +125,6 @@ def client_app():
 
 def _call(app, message: Message, node: dict) -> Message:
     # a real ClientApp called as Flower calls it; the reply must carry records, never raise
-    message.metadata.__dict__["_message_id"] = "m1"
     return app(message=message, context=_context(node))
 
 
@@ -289,9 +289,7 @@ def test_flower_transport_refuses_an_oversized_profile(monkeypatch) -> None:
         profile = RecordDict(
             {"profile": ConfigRecord({"name": f"n{node}", "domains": domains, "evaluates": []})}
         )
-        reply = Message(profile, dst_node_id=1, message_type="query.profile")
-        reply.metadata.__dict__["_src_node_id"] = node
-        replies[f"m{node}"] = reply
+        replies[f"m{node}"] = delivered(profile, "query.profile", f"m{node}", src_node_id=node, dst_node_id=1)
     monkeypatch.setattr(server, "_send_and_receive", lambda messages, timeout: ([], replies))
     monkeypatch.setattr(server, "_event", lambda *a: None)
     server._nodes, server._node_names, server.profiles = {}, {}, {}
