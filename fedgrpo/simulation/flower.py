@@ -22,6 +22,7 @@ from fedgrpo.config import FedGRPOConfig, load_config_text
 from fedgrpo.data import client_name
 from fedgrpo.flower.client_app import client_for, make_client_app
 from fedgrpo.flower.transport import FlowerTransport
+from fedgrpo.simulation.data import build_data
 
 # The server side (fedgrpo.flower.launch, fedgrpo.flower.server_app, the split, TRL) is imported in the
 # functions that run it: Ray workers import this module to call virtual_client, and need none of it.
@@ -46,12 +47,11 @@ def make_virtual_client_app(config_text: str) -> ClientApp:
 
 def serve_simulation(config: FedGRPOConfig, grid: Grid, resume: bool) -> None:
     """The simulation's server side over Flower: the seeded split, each client known by its profile."""
-    from fedgrpo.simulation.data import build_data
-    from fedgrpo.simulation.in_process import run_simulation as run_split
+    from fedgrpo.simulation.in_process import run_on_split
 
     expected = min(config.flower.num_supernodes or config.data.num_clients, config.data.num_clients)
     transport = FlowerTransport(grid, config.flower, expected, identity="profile")
-    run_split(config, transport, build_data(config), resume)
+    run_on_split(config, transport, build_data(config), resume)
 
 
 def virtual_client(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
@@ -70,7 +70,6 @@ def virtual_client(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
 def _simulated_clients(cfg_yaml: str) -> dict[str, Client]:
     """Every client of the seeded split, built once per process: one base model, shared."""
     from fedgrpo.simulation.clients import PRIVACY_STATE, build_clients  # heavy (torch, transformers)
-    from fedgrpo.simulation.data import build_data
 
     cfg = load_config_text(cfg_yaml, trl_checks=False)
     # Ray may route a client's messages to different worker processes: its privacy cache and ledger

@@ -24,10 +24,10 @@ def run_in_process(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     # goes on with them (the same released values, the budget already spent)
     clients = build_clients(cfg, split, cfg.output_dir / PRIVACY_STATE)
     transport = InProcessTransport(clients, cfg.flower.max_message_bytes, cfg.flower.rejoin_interval_s)
-    return run_simulation(cfg, transport, split, resume)
+    return run_on_split(cfg, transport, split, resume)
 
 
-def run_simulation(
+def run_on_split(
     cfg: FedGRPOConfig, transport: Transport, split: FederatedSplit, resume: bool = False
 ) -> dict[str, Any]:
     """A run whose experimenter holds the whole seeded split: the server side, plus the label audit."""
