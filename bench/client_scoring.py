@@ -26,8 +26,8 @@ import torch
 from fedgrpo.client.client import COMPETENCE_CHUNK
 from fedgrpo.client.model_scoring import ModelEvaluator
 from fedgrpo.config import load_config
-from fedgrpo.run.assemble import build_data
 from fedgrpo.simulation.clients import client_models
+from fedgrpo.simulation.data import build_data
 
 
 def _evaluators(cfg, split) -> list[ModelEvaluator]:  # noqa: ANN001

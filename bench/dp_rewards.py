@@ -36,10 +36,10 @@ from fedgrpo.client.privacy import PrivacyPolicy, PrivateRelease
 from fedgrpo.config import load_config
 from fedgrpo.data import generate
 from fedgrpo.protocol import RewardItem, RewardReply, RewardRequest
-from fedgrpo.run.assemble import build_data
 from fedgrpo.selection.base import AllSelector
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.simulation.clients import build_clients
+from fedgrpo.simulation.data import build_data
 from fedgrpo.transport import InProcessTransport
 
 EPSILONS = [None, 8.0, 4.0, 2.0, 1.0]  # None: no differential privacy
@@ -147,7 +147,7 @@ def correctness(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
-    from fedgrpo.run.experiment import run_in_process
+    from fedgrpo.simulation.in_process import run_in_process
 
     rows = {}
     for i, eps in enumerate(args.epsilons):

@@ -16,8 +16,8 @@ import torch
 
 from fedgrpo.config import load_config
 from fedgrpo.models.loading import load_policy, load_tokenizer
-from fedgrpo.run.assemble import build_data
 from fedgrpo.run.evaluate import evaluate_policy
+from fedgrpo.simulation.data import build_data
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fedgrpo.config import load_config
 from fedgrpo.protocol import CompetenceItem, CompetenceReply, CompetenceRequest, encode
-from fedgrpo.run.assemble import build_data
+from fedgrpo.simulation.data import build_data
 
 
 def main() -> None:

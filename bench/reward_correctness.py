@@ -26,11 +26,11 @@ from fedgrpo.config import load_config
 from fedgrpo.method.answers import is_correct
 from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.protocol import RewardItem, RewardReply, RewardRequest
-from fedgrpo.run.assemble import build_data
 from fedgrpo.run.evaluate import generate_completions, wilson_interval
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector, OracleSelector, mean_pooled_embedder
 from fedgrpo.selection.base import AllSelector, RandomSelector
 from fedgrpo.simulation.clients import build_clients
+from fedgrpo.simulation.data import build_data
 from fedgrpo.transport import InProcessTransport
 
 

@@ -2,8 +2,8 @@
 every ``ModelEvaluator._sample`` call timed, then how many calls answered one question, two, or a
 competence chunk, their median and total seconds (the totals against the run's ``fed/seconds``, from
 ``bench/exchange_time.py``, show what the exchange spends outside the client models), the median
-model forward after each call's first (the decode steps: ``bench/scoring_call.py`` times the same
-alone), the median minor page faults a call, and the torch threads the calls ran with:
+model forward after each call's first (the decode steps: ``bench/experiments/scoring_call.py`` times
+the same alone), the median minor page faults a call, and the torch threads the calls ran with:
 
     python bench/scoring_calls_in_run.py default grpo.max_steps=8 eval.before=false eval.after=false
 """

@@ -6,7 +6,7 @@ transport), runs a few steps without evaluation and prints per-phase seconds (fi
     python bench/step_phases.py --steps 4 default grpo.gradient_checkpointing=true
 
 ``--full-lm-head`` keeps TRL's own choice of projecting every position through the LM head on the
-CPU (:func:`fedgrpo.accel.shared_prefix.score_completions_only` off), all else as configured.
+CPU (:func:`fedgrpo.accel.trl_patch.score_completions_only` off), all else as configured.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import torch
 import trl.extras.profiling as profiling
 from transformers import TrainerCallback
 
-from fedgrpo.accel.shared_prefix import score_completions_only
+from fedgrpo.accel.trl_patch import score_completions_only
 from fedgrpo.config import load_config
 from fedgrpo.models.loading import load_policy, load_tokenizer
-from fedgrpo.run.assemble import build_advantage, build_data, build_selector
+from fedgrpo.run.assemble import build_advantage, build_selector
 from fedgrpo.run.metrics import peak_rss_mb
 from fedgrpo.run.trl import make_trainer, train_dataset
 from fedgrpo.simulation.clients import build_clients
+from fedgrpo.simulation.data import build_data
 from fedgrpo.transport import InProcessTransport
 
 PHASES: dict[int, dict[str, float]] = collections.defaultdict(lambda: collections.defaultdict(float))

@@ -44,11 +44,12 @@ from fedgrpo.data import Example, score_answer
 from fedgrpo.method.answers import extract_answer, reward_for
 from fedgrpo.method.prompting import completion_text
 from fedgrpo.models.loading import load_policy, load_tokenizer
-from fedgrpo.run.assemble import build_advantage, build_data, build_selector
+from fedgrpo.run.assemble import build_advantage, build_selector
 from fedgrpo.run.metrics import MetricsCallback
 from fedgrpo.run.trl import CompleteCheckpoints, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.simulation.clients import build_clients
+from fedgrpo.simulation.data import build_data
 from fedgrpo.transport import InProcessTransport
 
 NAMES = ("fedgrpo", "trl")

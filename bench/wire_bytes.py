@@ -144,7 +144,7 @@ class Recorder:
 
 def smoke() -> dict[str, Any]:
     from fedgrpo.config import load_config
-    from fedgrpo.run.experiment import run_in_process
+    from fedgrpo.simulation.in_process import run_in_process
 
     runs = []
     for _ in range(2):
@@ -173,8 +173,8 @@ def smollm2(questions: int) -> dict[str, Any]:
     from fedgrpo.client.factory import make_client
     from fedgrpo.config import load_config
     from fedgrpo.models.loading import load_policy, load_tokenizer
-    from fedgrpo.run.assemble import build_data
     from fedgrpo.run.evaluate import generate_completions
+    from fedgrpo.simulation.data import build_data
 
     cfg = load_config("default")
     torch.set_num_threads(cfg.run.threads or 2)

@@ -7,8 +7,11 @@ Where things are (the method, then the wiring):
   fedgrpo.protocol    the wire messages and every check of a reply
   fedgrpo.server      the server's rounds: exchange, rewards -> advantages, competence queries
   fedgrpo.transport   how messages travel (in-process); fedgrpo.flower: the Flower apps
-  fedgrpo.data        domains, scoring, each party's files, the simulated split
-  fedgrpo.run         a run assembled from the config on TRL's GRPOTrainer
+  fedgrpo.data        domains, scoring, each party's files
+  fedgrpo.run         a run's server side assembled from the config on TRL's GRPOTrainer
+  fedgrpo.accel       the CPU speed levers (same numbers out); fedgrpo.storage: the run folder
+  fedgrpo.simulation  a simulated federation: the seeded split, simulated clients, the label audit
+  fedgrpo.algorithms  FedGRPO and the baselines behind one registry (``method=``)
   fedgrpo.cli         the ``fedgrpo`` command
 """
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fedgrpo.algorithms import ALGORITHMS
 from fedgrpo.config import PRESETS, ConfigError, FedGRPOConfig, load_config
 
 
@@ -26,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
             "Run a FedGRPO experiment. CONFIG is a YAML file or a preset "
             f"({', '.join(PRESETS)}); overrides use dotted keys, e.g. grpo.max_steps=5 data.num_clients=3."
         ),
+        epilog="methods (method=NAME):\n" + "\n".join(f"  {a.name:<13} {a.summary}" for a in ALGORITHMS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("config")
     run.add_argument("overrides", nargs="*", metavar="key=value")
@@ -271,7 +274,7 @@ def _suite_report(out: Path, name: str, records: str | None) -> Path:
 def _command(args: argparse.Namespace, cfg: FedGRPOConfig) -> int:
     """The commands that load models; imported only once the config is known to be good."""
     if args.command == "example-data":
-        from fedgrpo.run.assemble import write_example_files
+        from fedgrpo.simulation.data import write_example_files
 
         print(json.dumps(write_example_files(cfg, Path(args.dir)), indent=2))
         return 0

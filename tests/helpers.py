@@ -180,3 +180,27 @@ def assert_outcomes_match(run_dir: Path, results: dict[str, Any]) -> None:
             assert len(out.qids) == acc["n"] == len(out.strict) == len(out.answer) == len(out.tagged)
             assert (out.strict.count("1"), out.answer.count("1")) == (acc["correct"], acc["answer_correct"])
             assert out.tagged.count("1") == round(acc["format_rate"] * acc["n"])
+
+
+# -- Flower messages as a SuperNode delivers them ---------------------------------------------------------
+
+
+def delivered(
+    content: Any, kind: str, message_id: str = "m1", src_node_id: int = 1, dst_node_id: int = 7
+) -> Any:
+    """A message of run 1 as its receiver gets it: with the id the SuperLink gave it (a reply refers
+    to it) and its sender's node id, built through Flower's public ``Metadata``."""
+    from flwr.app import Message, Metadata
+
+    metadata = Metadata(
+        run_id=1,
+        message_id=message_id,
+        src_node_id=src_node_id,
+        dst_node_id=dst_node_id,
+        reply_to_message_id="",
+        group_id="",
+        created_at=time.time(),
+        ttl=3600.0,
+        message_type=kind,
+    )
+    return Message(content=content, metadata=metadata)

@@ -13,11 +13,11 @@ from fedgrpo.client import AnswerEvaluator, Client
 from fedgrpo.client.factory import make_client
 from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Question, generate
-from fedgrpo.run.assemble import build_data
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.simulation.adversaries import AdversarialEvaluator
 from fedgrpo.simulation.clients import adversary, build_clients
+from fedgrpo.simulation.data import build_data
 from fedgrpo.transport import InProcessTransport
 
 NAMES = [f"client-{k}" for k in range(5)]

@@ -31,7 +31,7 @@ from fedgrpo.protocol import (
     decode,
     encode,
 )
-from fedgrpo.run.experiment import run_in_process
+from fedgrpo.simulation.in_process import run_in_process
 
 FMT = 0.1
 

@@ -37,7 +37,7 @@ from fedgrpo.protocol import (
     RewardReply,
     RewardRequest,
 )
-from tests.helpers import Reply, chat_reply, free_port, json_reply, stub_server
+from tests.helpers import Reply, chat_reply, delivered, free_port, json_reply, stub_server
 
 HELD = ("What is 3 + 4?", "7")  # the client holds this one
 DOZEN = "How many eggs are in a dozen?"  # and not these: its endpoint model answers them
@@ -153,8 +153,8 @@ def test_clients_endpoint_config_is_validated() -> None:
 def test_simulated_clients_score_through_one_shared_endpoint() -> None:
     """A run's clients behind the in-process transport: model-scored rewards and competence bits
     through one endpoint (one evaluator, so one sampling per question for all clients)."""
-    from fedgrpo.run.assemble import build_data
     from fedgrpo.simulation.clients import build_clients
+    from fedgrpo.simulation.data import build_data
     from fedgrpo.transport import InProcessTransport
 
     with stub_server(_expert) as (url, seen):
@@ -198,13 +198,11 @@ def app() -> Iterator[Any]:
 def _call(app: Any, message: Message | None, kind: str, node: dict[str, Any]) -> tuple[Any, Any]:
     """One query to the ClientApp: (the decoded reply, the reply's stats)."""
     from flwr.app import Context, RecordDict
-    from flwr.app import Message as FlowerMessage
 
     from fedgrpo.flower.codec import from_records, read_stats, to_records
 
     content = RecordDict() if message is None else to_records(message)
-    request = FlowerMessage(content, dst_node_id=7, message_type=kind)
-    request.metadata.__dict__["_message_id"] = "m1"
+    request = delivered(content, kind)
     context = Context(run_id=1, node_id=7, node_config=node, state=RecordDict(), run_config={})
     reply = app(message=request, context=context)
     if kind == "query.profile":

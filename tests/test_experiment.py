@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from fedgrpo.config import load_config
-from fedgrpo.run.assemble import build_data, server_data
-from fedgrpo.run.experiment import run, run_in_process
+from fedgrpo.run.experiment import run
+from fedgrpo.simulation.data import build_data
+from fedgrpo.simulation.in_process import run_in_process, server_data
 from fedgrpo.storage.checkpoints import complete_checkpoints
 from fedgrpo.storage.run_folder import RunExists
 from fedgrpo.transport import InProcessTransport

@@ -27,7 +27,7 @@ from fedgrpo.algorithms.fedpetuning.train import (
 )
 from fedgrpo.config import ConfigError, FedGRPOConfig, load_config
 from fedgrpo.models.loading import load_tokenizer
-from fedgrpo.run.assemble import build_data
+from fedgrpo.simulation.data import build_data
 from fedgrpo.storage.run_folder import RunExists
 from tests.helpers import assert_outcomes_match
 

@@ -16,7 +16,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from fedgrpo.algorithms.fedpetuning.fedavg import weighted_average, wire_bytes  # noqa: E402
 from fedgrpo.algorithms.fedpetuning.flower import AccountedFedAvg, make_client_app  # noqa: E402
 from fedgrpo.algorithms.fedpetuning.train import RunBook, train_locally  # noqa: E402
-from fedgrpo.run.assemble import build_data  # noqa: E402
+from fedgrpo.simulation.data import build_data  # noqa: E402
+from tests.helpers import delivered  # noqa: E402
 from tests.test_fedpetuning import small_config  # noqa: E402
 
 
@@ -35,11 +36,7 @@ def instruction(book: RunBook, node: int) -> Message:
     """What Flower's FedAvg sends a node in round 1: the adapter and the round config."""
     arrays = ArrayRecord.from_torch_state_dict(book.global_state)
     config = ConfigRecord({"server-round": 1, "round-offset": 0})
-    message = Message(
-        RecordDict({"arrays": arrays, "config": config}), dst_node_id=node, message_type="train"
-    )
-    message.metadata.__dict__["_message_id"] = f"m{node}"
-    return message
+    return delivered(RecordDict({"arrays": arrays, "config": config}), "train", f"m{node}", dst_node_id=node)
 
 
 def reply(book: RunBook, node: int, arrays: dict[str, torch.Tensor], metrics: dict[str, float]) -> Message:

@@ -32,6 +32,8 @@ from fedgrpo.protocol import (  # noqa: E402
     decode,
     encode,
 )
+from fedgrpo.simulation.flower import make_virtual_client_app  # noqa: E402
+from tests.helpers import delivered  # noqa: E402
 from tests.wire import join, split  # noqa: E402
 
 MESSAGES = [
@@ -108,7 +110,7 @@ def _context(node_config: dict) -> Context:
 
 
 def _request(content: RecordDict, kind: str = "query.reward") -> Message:
-    return Message(content, dst_node_id=7, message_type=kind)
+    return delivered(content, kind)
 
 
 @pytest.fixture()
@@ -118,12 +120,11 @@ def client_app():
     # what a ServerApp process has set when it builds instruction messages
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     cfg = load_config("smoke")
-    return apps.make_client_app(cfg.to_yaml()), cfg
+    return make_virtual_client_app(cfg.to_yaml()), cfg
 
 
 def _call(app, message: Message, node: dict) -> Message:
     # a real ClientApp called as Flower calls it; the reply must carry records, never raise
-    message.metadata.__dict__["_message_id"] = "m1"
     return app(message=message, context=_context(node))
 
 
@@ -229,7 +230,9 @@ def test_per_item_methods_only_when_the_run_asks_for_them() -> None:
     request = RewardRequest("r1", "client-1", [RewardItem("0", "What is 2+2?", ["<answer>4</answer>"])])
     for switch, expected in [(False, None), (True, "none")]:
         cfg = load_config("smoke", [f"federation.per_item_methods={switch}"])
-        reply = _call(apps.make_client_app(cfg.to_yaml()), _request(to_records(request)), {"partition-id": 1})
+        reply = _call(
+            make_virtual_client_app(cfg.to_yaml()), _request(to_records(request)), {"partition-id": 1}
+        )
         got = from_records(reply.content)
         assert isinstance(got, RewardReply) and got.items[0].method == expected
         assert got.methods == {"answer": 0, "model": 0, "none": 1}
@@ -286,9 +289,7 @@ def test_flower_transport_refuses_an_oversized_profile(monkeypatch) -> None:
         profile = RecordDict(
             {"profile": ConfigRecord({"name": f"n{node}", "domains": domains, "evaluates": []})}
         )
-        reply = Message(profile, dst_node_id=1, message_type="query.profile")
-        reply.metadata.__dict__["_src_node_id"] = node
-        replies[f"m{node}"] = reply
+        replies[f"m{node}"] = delivered(profile, "query.profile", f"m{node}", src_node_id=node, dst_node_id=1)
     monkeypatch.setattr(server, "_send_and_receive", lambda messages, timeout: ([], replies))
     monkeypatch.setattr(server, "_event", lambda *a: None)
     server._nodes, server._node_names, server.profiles = {}, {}, {}

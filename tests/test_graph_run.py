@@ -22,10 +22,10 @@ from fedgrpo.protocol import (
     decode,
     encode,
 )
-from fedgrpo.run.assemble import build_data
 from fedgrpo.selection import ConfidenceGraph, ConfidenceGraphSelector
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
 from fedgrpo.simulation.clients import build_clients
+from fedgrpo.simulation.data import build_data
 from fedgrpo.transport import InProcessTransport
 from tests.wire import header, join
 

@@ -3,21 +3,59 @@ and the ``fed/`` numbers reaching TRL's trackers."""
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from fedgrpo.algorithms import MODULES
+from fedgrpo.algorithms import ALGORITHMS, REGISTRY, Entry
 from fedgrpo.algorithms.central_grpo import GroundTruthReward, pooled_upload
 from fedgrpo.config import METHODS, ConfigError, load_config
 from fedgrpo.data import Example, write_labelled
-from fedgrpo.run.assemble import build_data
 from fedgrpo.run.metrics import MetricsCallback
+from fedgrpo.simulation.data import build_data
+
+
+def test_the_registry_is_the_configs_methods_and_every_entry_resolves() -> None:
+    assert tuple(a.name for a in ALGORITHMS) == METHODS and ALGORITHMS[0].name == "fedgrpo"
+    flower = importlib.util.find_spec("flwr") is not None  # the Flower runs need the flower extra
+    for algorithm in ALGORITHMS:
+        for transport in ("in_process", "flower-simulation", "flower-deployment"):
+            entry = algorithm.entry(transport)
+            if entry is not None and (flower or transport == "in_process"):
+                assert callable(entry.load()), entry.target
+    with pytest.raises(ValueError, match="is not 'package.module:function'"):
+        Entry("fedgrpo.algorithms.zero_shot.run")
+
+
+def test_the_config_allows_exactly_the_transports_the_registry_has(tmp_path: Path) -> None:
+    (tmp_path / "q.jsonl").touch()
+    (tmp_path / "h.jsonl").touch()
+    files = [f"server.questions={tmp_path / 'q.jsonl'}", f"server.heldout={tmp_path / 'h.jsonl'}"]
+    deployment = ["flower.insecure=true", "flower.num_supernodes=2", *files]
+    extra = {"in_process": [], "flower-simulation": [], "flower-deployment": deployment}
+    for name, algorithm in REGISTRY.items():
+        for transport, over in extra.items():
+            try:
+                load_config("smoke", [f"method={name}", f"federation.transport={transport}", *over])
+                allowed = True
+            except ConfigError as err:
+                assert f"method={name} runs" in str(err), err  # refused for the method, nothing else
+                allowed = False
+            assert allowed == (algorithm.entry(transport) is not None), (name, transport)
+
+
+def test_listing_the_methods_loads_no_model_code() -> None:
+    heavy = "('torch', 'transformers', 'trl', 'flwr')"
+    code = f"import sys, fedgrpo.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_every_method_validates_and_an_unknown_one_names_the_field() -> None:
-    assert set(METHODS) == set(MODULES)
     for method in METHODS:
         assert load_config("smoke", [f"method={method}"]).method == method
     with pytest.raises(ConfigError, match=r"method: Input should be 'fedgrpo'"):

@@ -12,9 +12,9 @@ import yaml
 from fedgrpo.algorithms import run_method
 from fedgrpo.config import load_config
 from fedgrpo.data import make_qid
-from fedgrpo.run.assemble import build_data
-from fedgrpo.run.experiment import run_in_process
 from fedgrpo.run.outcomes import OUTCOMES_FILE, DomainOutcomes, load_outcomes, save_outcomes
+from fedgrpo.simulation.data import build_data
+from fedgrpo.simulation.in_process import run_in_process
 from fedgrpo.suite.provenance import source_hash
 from tests.helpers import assert_outcomes_match, fedgrpo
 

@@ -20,11 +20,11 @@ from fedgrpo.config import load_config
 from fedgrpo.data import Question, generate, make_qid
 from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.protocol import METHODS, CompetenceRequest, ErrorReply, RewardReply, RewardRequest, decode
-from fedgrpo.run.assemble import build_data
 from fedgrpo.run.trl import make_trainer, train_dataset
 from fedgrpo.selection import AllSelector, ConfidenceGraph, ConfidenceGraphSelector
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
 from fedgrpo.simulation.clients import build_clients
+from fedgrpo.simulation.data import build_data
 from fedgrpo.transport import InProcessTransport
 from tests import wire
 

@@ -8,8 +8,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from trl.trainer.utils import add_fused_lm_head
 
-from fedgrpo.accel import shared_prefix
-from fedgrpo.accel.shared_prefix import cache_argument, plan_shared_prefix, share_prompt_prefixes
+from fedgrpo.accel import shared_prefix, speed_up_trainer_model
+from fedgrpo.accel.compat import cache_argument
+from fedgrpo.accel.shared_prefix import plan_shared_prefix, share_prompt_prefixes
+from fedgrpo.accel.trl_patch import score_completions_only
 from fedgrpo.method.prompting import build_messages
 from fedgrpo.models.loading import load_policy, load_tokenizer
 
@@ -136,7 +138,7 @@ def test_an_expert_sft_step_is_the_same_with_the_shared_prefix(monkeypatch, tmp_
     monkeypatch.setattr(shared_prefix, "_shared_forward", lambda *a: calls.append(1) or real(*a))
 
     def losses(share) -> list[float]:  # noqa: ANN001
-        monkeypatch.setattr(experts, "share_prompt_prefixes", share)
+        monkeypatch.setattr(experts, "speed_up_trainer_model", share)
         torch.manual_seed(0)
         trainer = experts.local_trainer(
             recipe,
@@ -149,37 +151,39 @@ def test_an_expert_sft_step_is_the_same_with_the_shared_prefix(monkeypatch, tmp_
         trainer.train()
         return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
-    shared = losses(share_prompt_prefixes)
+    shared = losses(speed_up_trainer_model)
     assert calls, "the SFT forward never took the shared path"
     taken = len(calls)
-    plain = losses(lambda model: model)
+    plain = losses(lambda model, generation=True: model)
     assert len(calls) == taken  # the plain run read its rows whole
     assert len(shared) == 2 and torch.allclose(torch.tensor(shared), torch.tensor(plain), atol=1e-4)
 
 
 def test_the_compact_lm_head_gives_trl_numbers_from_the_completions_only(monkeypatch) -> None:
     """TRL projects every position on the CPU; compacted, it projects only the labelled ones, same numbers."""
-    import trl.trainer.utils as trl_utils
+    from trl.kernels import ChunkedLogProbFunction  # the projection TRL's fused head runs
 
     tok = load_tokenizer("tiny-random")
     ids, mask, keep = _rows(tok, GROUPS)
     projected: list[int] = []
-    real = trl_utils._ChunkedLogProbFunction.apply
+    real = ChunkedLogProbFunction.apply
     monkeypatch.setattr(
-        trl_utils._ChunkedLogProbFunction, "apply", lambda h, *a: projected.append(h.shape[0]) or real(h, *a)
+        ChunkedLogProbFunction, "apply", lambda h, *a: projected.append(h.shape[0]) or real(h, *a)
     )
     try:
-        shared_prefix.score_completions_only(False)
+        score_completions_only(False)
         full = _loss_and_grads(_model(shared=True), ids, mask, keep)
-        shared_prefix.score_completions_only(True)
-        shared_prefix.score_completions_only(True)  # idempotent: wraps TRL's own function once
-        assert trl_utils._use_triton.__wrapped__.__module__ == "trl.kernels.chunked_logprob"
+        score_completions_only(True)
+        score_completions_only(True)  # idempotent: wraps TRL's own function once
         compact = _loss_and_grads(_model(shared=True), ids, mask, keep)
+        score_completions_only(False)  # TRL's own choice again, after two installs
+        _loss_and_grads(_model(shared=True), ids, mask, keep)
     finally:
-        shared_prefix.score_completions_only(False)
+        score_completions_only(False)
     labelled = int((ids.masked_fill(mask == 0, -100)[:, -keep:] != -100).sum())
-    assert projected == [ids.shape[0] * (ids.shape[1] - 1), labelled]
-    assert labelled < ids.shape[0] * (ids.shape[1] - 1) / 2
+    every = ids.shape[0] * (ids.shape[1] - 1)
+    assert projected == [every, labelled, every]
+    assert labelled < every / 2
     assert torch.allclose(full[0], compact[0], atol=1e-5)
     assert torch.allclose(full[1], compact[1], atol=1e-5)
     assert full[2].keys() == compact[2].keys() and full[2]

@@ -1,8 +1,8 @@
-"""The advantages TRL's GRPOTrainer ends up using equal the hand-calculated federated ones."""
+"""The advantages TRL's GRPOTrainer puts into its loss equal the hand-calculated federated ones."""
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
 from fedgrpo.client import Client, Evaluation
 from fedgrpo.config import load_config
@@ -53,13 +53,29 @@ def test_trainer_uses_federated_advantages(tmp_path) -> None:
     trainer = make_trainer(
         cfg, load_policy("tiny-random"), tokenizer, train_dataset(questions, True), rewards, tmp_path / "ckpt"
     )
+    # What TRL puts into its loss: the inputs of ``compute_loss``, the Trainer's public override point.
+    # TRL shuffles a generation batch's rows before the loss, so each row is matched by its completion.
+    used: list[tuple[str, float]] = []
+    compute_loss = trainer.compute_loss
+
+    def recording_compute_loss(model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        for ids, mask, advantage in zip(
+            inputs["completion_ids"], inputs["completion_mask"], inputs["advantages"].tolist(), strict=True
+        ):
+            used.append((tokenizer.decode(ids[mask.bool()], skip_special_tokens=True), advantage))
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording_compute_loss  # type: ignore[method-assign]
     trainer.train()
 
-    used = list(trainer._logs["advantages"])  # what TRL put into the loss for this generation batch
-    assert len(used) == g * n_questions
+    _, groups = rewards.drain()  # the federation's own record of the step: each group's candidates
     expected = hand_mean_aggregation()
-    for start in range(0, len(used), g):
-        assert used[start : start + g] == pytest.approx(expected, abs=1e-5)
+    federated = [(text, expected[i]) for group in groups for i, text in enumerate(group.candidates)]
+    assert len(used) == len(federated) == g * n_questions
+    for text, advantage in used:  # every row's advantage is its candidate's federated one, each used once
+        matches = [k for k, (t, a) in enumerate(federated) if t == text and abs(a - advantage) < 1e-5]
+        assert matches, f"TRL used {advantage} for {text!r}: not its candidate's federated advantage"
+        federated.pop(matches[0])
     assert rewards.total.rejected == {"non_finite": n_questions}
     assert rewards.total.rewards_received == n_questions * (4 + 3)
     assert rewards.total.abstentions == n_questions  # client c holds nothing: an abstention, not an error

@@ -3,8 +3,8 @@
 A decode step multiplies one row per sequence by every weight matrix, so it is nothing but weight
 reads. Torch's CPU ``linear`` computes ``x @ W.T`` through MKL's sgemm, which for a handful of rows
 reads the weights far below the memory bandwidth; the same product with the weight as the left
-operand streams them (``bench/decode_matmul.py`` measures both orders). No library option does
-this, so it is written here: for the duration of a ``generate`` call (:mod:`fedgrpo.accel.generation`),
+operand streams them (``bench/experiments/decode_matmul.py`` measures both orders). No library option
+does this, so it is written here: for the duration of a ``generate`` call (:mod:`fedgrpo.accel.generation`),
 each linear layer, and each unmerged PEFT LoRA layer with its adapter's two thin products, computes
 inputs of at most :data:`FEW_ROWS` rows this way. Only the order of float additions changes. A base
 layer whose weights are packed in fp16 (:mod:`fedgrpo.accel.fp16_weights`) keeps its own product; its LoRA
@@ -23,7 +23,7 @@ import torch
 
 from fedgrpo.accel.fp16_weights import Fp16Linear, is_packed
 
-FEW_ROWS = 8  # up to this many rows a linear layer runs as W @ x.T (bench/decode_matmul.py)
+FEW_ROWS = 8  # up to this many rows a linear layer runs as W @ x.T (bench/experiments/decode_matmul.py)
 
 __all__ = ["FEW_ROWS", "activate", "few_row_linears"]
 

@@ -4,16 +4,16 @@ A client model's work is short generations of a few rows (model scoring, compete
 decode step reads every weight once, so its time is the weights' bytes. fbgemm's fp16-weight GEMM keeps
 each weight matrix packed in fp16 and multiplies the fp32 activations with fp32 accumulation: half the
 bytes, and on the 2-core AVX2 machine a 3-row decode step of SmolLM2 1.5 to 2x faster and a 30-token
-prompt read 2.1 to 2.3x (``bench/client_weight_formats.py``, ``bench/scoring_call.py``). The arithmetic
-changes only by each weight's rounding to fp16 (a relative 2^-11 at most, far inside the Q4_1 GGUF's
-own quantisation of SmolLM2): 595 of the default experts' 600 greedy replies come out the same
-(``bench/client_weights.py``).
+prompt read 2.1 to 2.3x (``bench/experiments/client_weight_formats.py``,
+``bench/experiments/scoring_call.py``). The arithmetic changes only by each weight's rounding to fp16
+(a relative 2^-11 at most, far inside the Q4_1 GGUF's own quantisation of SmolLM2): 595 of the
+default experts' 600 greedy replies come out the same (``bench/client_weights.py``).
 
 Written here because the libraries' routes to it do not pay or are going: torchao's int8 configs ran
 slower than fp32 in eager mode on this CPU, and torch.ao's ``quantize_dynamic``, which wraps exactly
 these two ops, is deprecated. fbgemm's dynamic int8 is a little faster, but it changed most of the
-experts' replies and lowered their accuracy, so it is not offered (``bench/client_weight_formats.py``;
-``docs/notes/engineering-log.md``, "Tried and not kept").
+experts' replies and lowered their accuracy, so it is not offered
+(``bench/experiments/client_weight_formats.py``; ``docs/notes/engineering-log.md``, "Tried and not kept").
 
 Inference only: the packed product has no gradient. LoRA layers keep their adapters in fp32 on top of
 the packed base (so clients sharing one base still share it), and such a base cannot be merged into.

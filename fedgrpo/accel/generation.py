@@ -26,7 +26,8 @@ A caller that asks one fixed model many times (a client) passes a
 :class:`~fedgrpo.accel.prompt_cache.PromptCache`: the prompt starts its calls share are then read once for
 all of them.
 
-Nothing here changes what is sampled from, only how fast: ``bench/generation_levers.py`` times each lever.
+Nothing here changes what is sampled from, only how fast: ``bench/experiments/generation_levers.py``
+times each lever.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from typing import Any
 import torch
 
 from fedgrpo.accel import few_rows, prompt_cache
+from fedgrpo.accel.compat import cache_name
 from fedgrpo.accel.fp16_weights import is_packed
-from fedgrpo.accel.prompt_cache import MIN_COMMON_TOKENS, PromptCache, cache_name
+from fedgrpo.accel.prompt_cache import MIN_COMMON_TOKENS, PromptCache
 from fedgrpo.accel.shared_prefix import PrefixPlan, plan_shared_prefix
 
 log = logging.getLogger(__name__)

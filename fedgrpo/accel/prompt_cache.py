@@ -10,7 +10,6 @@ tokens into a cache, for the prompt cache and for the generation shortcut alike.
 from __future__ import annotations
 
 import copy
-import inspect
 from collections import OrderedDict
 from typing import Any
 
@@ -18,11 +17,11 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from fedgrpo.accel.shared_prefix import cache_argument, output_cache
+from fedgrpo.accel.compat import cache_name, output_cache, takes_logits_to_keep
 
 MIN_COMMON_TOKENS = 16  # a shorter common start is not worth its own prefill
 
-__all__ = ["MIN_COMMON_TOKENS", "PromptCache", "cache_name", "prefill"]
+__all__ = ["MIN_COMMON_TOKENS", "PromptCache", "prefill"]
 
 
 class PromptCache:
@@ -102,24 +101,9 @@ def prefill(model: Any, cache: Any = None, **inputs: torch.Tensor) -> Any:
     """Read ``inputs`` into ``cache`` (a new one when None) and return it. Only the KV cache is wanted,
     so the LM head projects one position where the forward allows it, not every prefix token (for a
     competence chunk, 30 prompts of ~70 tokens through a 49,152-wide head would be ~120 GFLOP)."""
-    try:
-        keeps = "logits_to_keep" in inspect.signature(_base(model).forward).parameters
-    except (TypeError, ValueError):
-        keeps = False
-    extra: dict[str, Any] = {"logits_to_keep": 1} if keeps else {}
+    extra: dict[str, Any] = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
     if cache is not None:
         extra[cache_name(model)] = cache
     with torch.no_grad():
         out = model(**inputs, use_cache=True, **extra)
     return output_cache(out) if cache is None else cache
-
-
-def cache_name(model: Any) -> str:
-    """The keyword under which this transformers release's ``generate`` takes a cache: ``cache`` where
-    the model forwards take it (5.24 on; ``past_key_values`` warns there), else ``past_key_values``."""
-    return cache_argument(_base(model).forward)
-
-
-def _base(model: Any) -> Any:
-    """The causal LM under a PEFT wrapper (whose own forward takes ``**kwargs``), else the model."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model

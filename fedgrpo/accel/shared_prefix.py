@@ -18,16 +18,17 @@ a system prompt); generation, which asks for its cache, is left alone.
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from fedgrpo.accel.compat import base_model, cache_argument, drop_output_cache, output_cache
+
 log = logging.getLogger(__name__)
 
-__all__ = ["PrefixPlan", "plan_shared_prefix", "score_completions_only", "share_prompt_prefixes"]
+__all__ = ["PrefixPlan", "plan_shared_prefix", "share_prompt_prefixes"]
 
 MIN_SHARED_TOKENS = 8  # below this the extra pass costs more than it saves
 MIN_SAVING = 0.2  # share only when it saves at least this share of the backbone's tokens
@@ -105,26 +106,8 @@ def _shared_forward(
         **kwargs,
     )
     rest.last_hidden_state = torch.cat([prefix.last_hidden_state[plan.group], rest.last_hidden_state], dim=1)
-    setattr(rest, "cache" if "cache" in rest else "past_key_values", None)
+    drop_output_cache(rest)
     return rest
-
-
-def output_cache(out: Any) -> Any:
-    """A model output's KV cache under its release's name: ``cache`` from transformers 5.24 on (reading
-    ``past_key_values`` there warns), else ``past_key_values``; None when it kept none."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else getattr(out, "past_key_values", None)
-
-
-def cache_argument(forward: Any) -> str:
-    """The name under which ``forward`` takes a KV cache: ``cache`` in the transformers releases that
-    renamed it (5.24 warns that ``past_key_values`` goes away from model forwards in 5.40), else
-    ``past_key_values``."""
-    try:
-        parameters = inspect.signature(forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def share_prompt_prefixes(model: Any) -> Any:
@@ -133,7 +116,7 @@ def share_prompt_prefixes(model: Any) -> Any:
     ``model`` may be a PEFT model or a plain causal LM. A backbone the shortcut cannot use (one
     without a KV cache) is left as it is.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     backbone = getattr(base, "base_model", None)
     if backbone is None or backbone is base or getattr(backbone.forward, "_fedgrpo_shared", False):
         return model
@@ -168,29 +151,3 @@ def share_prompt_prefixes(model: Any) -> Any:
     forward._fedgrpo_shared = True  # type: ignore[attr-defined]
     backbone.forward = forward
     return model
-
-
-def score_completions_only(enabled: bool = True) -> None:
-    """Make TRL's fused LM head project only the positions it scores (the completions) on the CPU too.
-
-    TRL's fused head (``trl.trainer.utils.add_fused_lm_head``) compacts to the labelled positions
-    only where ``_use_triton`` says so; elsewhere it projects every position through the
-    vocabulary-sized head and zeroes the prompt's afterwards, because compact tile shapes would make
-    compilers (Neuron) recompile on every batch. Nothing recompiles on the CPU, and the prompt is most
-    of a row, so that is about 140 GFLOP forward and 280 backward per default step spent on zeros.
-    The compact path is TRL's own and gives the same numbers (``tests/test_shared_prefix.py``). Only
-    the head's compaction decision is changed: TRL's kernel module keeps its own ``_use_triton``.
-    ``enabled=False`` restores TRL's choice. Process-wide, as the decision is a TRL module global.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = getattr(trl_utils._use_triton, "__wrapped__", trl_utils._use_triton)
-    if not enabled:
-        trl_utils._use_triton = original
-        return
-
-    @functools.wraps(original)
-    def compact_on_cpu(device: torch.device) -> bool:
-        return device.type == "cpu" or original(device)
-
-    trl_utils._use_triton = compact_on_cpu

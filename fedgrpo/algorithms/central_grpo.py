@@ -20,10 +20,11 @@ from fedgrpo.data import Example, Question, labelled_jsonl
 from fedgrpo.method.answers import is_correct, reward_for
 from fedgrpo.method.objective import group_advantages, zero_spread
 from fedgrpo.method.prompting import completion_text
-from fedgrpo.run.assemble import ServerData, build_data, split_summary
+from fedgrpo.run.assemble import ServerData
 from fedgrpo.run.experiment import evaluate_before, load_server_model, train_and_evaluate, write_results
 from fedgrpo.server import GroupRecord
 from fedgrpo.server.stats import RoundStats
+from fedgrpo.simulation.data import build_data, split_summary
 from fedgrpo.simulation.partition import FederatedSplit
 from fedgrpo.storage.run_folder import check_output_dir, in_run_folder, start_run
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example
-from fedgrpo.run.assemble import build_data, split_summary
 from fedgrpo.run.evaluate import to_json
 from fedgrpo.run.experiment import evaluate_heldout, load_server_model, write_results
 from fedgrpo.run.metrics import peak_rss_mb
 from fedgrpo.server.stats import RoundStats
+from fedgrpo.simulation.data import build_data, split_summary
 from fedgrpo.storage.run_folder import check_output_dir, in_run_folder, start_run
 
 

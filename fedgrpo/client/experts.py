@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.accel.shared_prefix import share_prompt_prefixes
+from fedgrpo.accel import speed_up_trainer_model
 from fedgrpo.client.answer_scoring import AnswerEvaluator
 from fedgrpo.data import Example
 from fedgrpo.method.prompting import build_messages, completion_text
@@ -200,7 +200,7 @@ def local_trainer(
     else:
         raise ValueError(f"unknown local training method {recipe.method!r}; use 'sft' or 'grpo'")
     trainer.remove_callback(PrinterCallback)
-    share_prompt_prefixes(trainer.model)  # rows that share their prompt's start read it once
+    speed_up_trainer_model(trainer.model, generation=False)  # rows sharing a prompt start read it once
     return trainer
 
 

@@ -91,14 +91,13 @@ def _scoring(cfg: FedGRPOConfig, worked_example: bool) -> dict[str, Any]:
 
 def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str | None) -> ClientModel:
     """A model loaded in this process (``adapter``: the client's LoRA adapter on a shared base), its
-    weights packed in fp16 with ``clients.weights: fp16`` (:mod:`fedgrpo.accel.fp16_weights`)."""
+    weights packed in fp16 with ``clients.weights: fp16`` (:func:`fedgrpo.accel.speed_up_client_model`)."""
     # Imported here: torch and transformers are an optional, heavy dependency that only in-process
     # client models need (not an import cycle).
-    from fedgrpo.accel.fp16_weights import pack_fp16_weights
+    from fedgrpo.accel import speed_up_client_model
     from fedgrpo.client.model_scoring import ModelEvaluator
 
-    if cfg.clients.weights == "fp16":  # in place, once for a base its clients share
-        pack_fp16_weights(net)
+    speed_up_client_model(net, cfg.clients.weights)
     worked = cfg.clients.expert.worked_example if adapter else cfg.model.worked_example
     return ModelEvaluator(
         net,

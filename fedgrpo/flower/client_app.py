@@ -26,8 +26,8 @@ The run config carries the experiment's config (``config``: a preset, a YAML fil
   and ``seed``, answer-based evaluation first. If its endpoint is down, model-scored items of a
   reward request abstain (None, method "none"; counted as ``model_unavailable`` in the reply's
   ``rejected`` count) and a competence query gets an error reply naming the endpoint's error.
-* Simulation Engine: the virtual node's ``partition-id`` picks ``client-<id>`` from the seeded split;
-  all virtual clients in one Ray worker share one loaded base model (their adapters sit on it).
+* Simulation Engine: the same app with the simulation's clients (:mod:`fedgrpo.simulation.flower`):
+  the virtual node's ``partition-id`` picks ``client-<id>`` from the seeded split.
 
 An answer-only or endpoint-served ClientApp imports neither torch nor transformers (nor TRL: the
 config is read without TRL's checks, which the server made). Clients are cached per process across
@@ -42,6 +42,7 @@ import functools
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +55,13 @@ from fedgrpo.client import Client, ClientModel
 from fedgrpo.client.factory import endpoint_model, in_process_model, make_client, private_release
 from fedgrpo.client.privacy import PrivateRelease
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig, config_from_mapping, load_config_text
-from fedgrpo.data import client_name, read_client_data
+from fedgrpo.data import read_client_data
 from fedgrpo.flower.codec import PROFILE, content_bytes, read_payload, reply_records
 from fedgrpo.protocol import ErrorReply, ProtocolError, decode
 
-# Not imported here: fedgrpo.models.loading, fedgrpo.client.experts, fedgrpo.simulation.clients and
-# run.assemble.
-# They need torch and transformers, an optional heavy dependency that only in-process client models
-# and the simulated split use (not an import cycle); the functions that need them import them.
+# Not imported here: fedgrpo.models.loading and fedgrpo.client.experts. They need torch and
+# transformers, an optional heavy dependency that only in-process client models use (not an import
+# cycle); the functions that need them import them.
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +109,6 @@ def client_view(data: dict[str, Any]) -> dict[str, Any]:
         given = data.get(section) or {}
         view[section] = {k: given[k] for k in keys if k in given}
     return view
-
-
-@functools.cache
-def _simulated_clients(cfg_yaml: str) -> dict[str, Client]:
-    """Every client of the seeded split, built once per process: one base model, shared."""
-    from fedgrpo.run.assemble import build_data  # heavy: see the note on the imports
-    from fedgrpo.simulation.clients import PRIVACY_STATE, build_clients
-
-    cfg = load_config_text(cfg_yaml, trl_checks=False)
-    # Ray may route a client's messages to different worker processes: its privacy cache and ledger
-    # live in a state file (one per client) so every process sees the same ones.
-    return {c.name: c for c in build_clients(cfg, build_data(cfg), cfg.output_dir / PRIVACY_STATE)}
 
 
 @functools.cache
@@ -224,13 +212,11 @@ def client_for(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
         if key not in _CLIENTS:
             _CLIENTS[key] = _deployed_client(cfg, node)
         return _CLIENTS[key]
-    if "partition-id" in node:
-        name = client_name(int(node["partition-id"]))
-        clients = _simulated_clients(cfg.to_yaml())
-        if name not in clients:
-            raise LookupError(f"virtual node {node['partition-id']} has no client: {name} is not available")
-        return clients[name]
     raise LookupError("node config names no client: give data-file=... (see docs/deployment.md)")
+
+
+# how a ClientApp finds the client that serves a node: (config, node config) -> client
+FindClient = Callable[[FedGRPOConfig, dict[str, Any]], Client]
 
 
 def _reject(reason: str, detail: str) -> None:
@@ -243,8 +229,9 @@ def _error(message: Message, who: str, request_id: str, error: str) -> Message:
     return Message(reply_records(reply, 0, sum(REJECTED.values())), reply_to=message)
 
 
-def make_client_app(config_text: str | None = None) -> ClientApp:
-    """The ClientApp; ``config_text`` fixes the config (Python-launched simulation), else the run config."""
+def make_client_app(config_text: str | None = None, find_client: FindClient = client_for) -> ClientApp:
+    """The ClientApp; ``config_text`` fixes the config (Python-launched simulation), else the run config;
+    ``find_client``: a node's client (a simulation's: :func:`fedgrpo.simulation.flower.virtual_client`)."""
     app = ClientApp()
 
     def cfg_of(context: Context) -> FedGRPOConfig:
@@ -255,7 +242,7 @@ def make_client_app(config_text: str | None = None) -> ClientApp:
     @app.query("profile")
     def profile(message: Message, context: Context) -> Message:
         try:
-            client = client_for(cfg_of(context), dict(context.node_config))
+            client = find_client(cfg_of(context), dict(context.node_config))
             record = ConfigRecord(client.profile())
         except Exception as err:  # an unusable node says why instead of crashing its SuperNode
             log.warning("this node cannot serve as a client: %s", err)
@@ -273,7 +260,7 @@ def make_client_app(config_text: str | None = None) -> ClientApp:
             request = decode(payload, cfg.flower.max_message_bytes)
             if request.kind != kind:
                 raise ProtocolError(f"a {message.metadata.message_type} message carries a {request.kind!r}")
-            client = client_for(cfg, dict(context.node_config))
+            client = find_client(cfg, dict(context.node_config))
         except ProtocolError as err:
             _reject("malformed_request", str(err))
             return _error(message, "?", "?", f"malformed request: {err}")

@@ -1,9 +1,9 @@
-"""Starting a FedGRPO run on a Flower engine.
+"""Starting a FedGRPO run on Flower's Deployment Engine.
 
-``fedgrpo run CONFIG federation.transport=flower-simulation`` runs the Simulation Engine in this
-process (Ray workers host the virtual clients); ``flower-deployment`` submits the app to a running
-SuperLink with ``flwr run`` and streams its logs. Either way the ServerApp runs
-:func:`fedgrpo.run.experiment.run` with a FlowerTransport and writes the usual run folder.
+``fedgrpo run CONFIG federation.transport=flower-deployment`` submits the app to a running SuperLink
+with ``flwr run`` and streams its logs; the ServerApp runs :func:`fedgrpo.run.experiment.run` with a
+FlowerTransport and writes the usual run folder. (``flower-simulation`` runs the Simulation Engine in
+this process: :mod:`fedgrpo.simulation.flower`.)
 """
 
 from __future__ import annotations
@@ -19,13 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from flwr.clientapp import ClientApp
-from flwr.serverapp import ServerApp
-from flwr.simulation import run_simulation
 
-from fedgrpo.config import ConfigError, FedGRPOConfig, load_config_text
-from fedgrpo.flower.client_app import make_client_app
-from fedgrpo.flower.server_app import make_server_app
+from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.storage.run_folder import check_output_dir
 
 log = logging.getLogger(__name__)
@@ -40,7 +35,7 @@ class RunFailed(RuntimeError):
     """The Flower run did not complete; the message carries Flower's status and its reason."""
 
 
-def _absolute(cfg: FedGRPOConfig) -> FedGRPOConfig:
+def absolute_paths(cfg: FedGRPOConfig) -> FedGRPOConfig:
     """The config with absolute paths: the ServerApp runs in the SuperLink's working directory."""
     data = cfg.model_dump(mode="json")
     data["run"]["output_dir"] = str(cfg.output_dir.resolve())
@@ -50,51 +45,12 @@ def _absolute(cfg: FedGRPOConfig) -> FedGRPOConfig:
     return FedGRPOConfig.model_validate(data)
 
 
-def _results(cfg: FedGRPOConfig, since: float = 0.0) -> dict[str, Any]:
+def run_results(cfg: FedGRPOConfig, since: float = 0.0) -> dict[str, Any]:
     """This run's ``results.json``; a file left by an earlier run is never returned."""
     path = cfg.output_dir / "results.json"
     if not path.exists() or path.stat().st_mtime < since:
         raise RunFailed(f"the Flower run ended without writing {path}; see {cfg.output_dir / 'run.log'}")
     return json.loads(path.read_text())
-
-
-def run_on_flower(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
-    cfg = _absolute(cfg)
-    if cfg.federation.transport == "flower-simulation":
-        return run_simulation_engine(cfg, resume)
-    return run_deployment(cfg, resume)
-
-
-def run_simulation_engine(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
-    """The whole run on Flower's Simulation Engine (Ray backend) with N virtual clients."""
-    return simulate(cfg, make_server_app(cfg, resume), make_client_app(cfg.to_yaml()))
-
-
-def virtual_client_config(config_text: str) -> FedGRPOConfig:
-    """A virtual client's config in its Ray worker (the simulation's YAML), its torch threads set.
-
-    A baseline's ClientApp caches what it builds from this per worker (``functools.cache``): Flower
-    calls the app once per message, and a worker serves many."""
-    import torch
-
-    cfg = load_config_text(config_text, trl_checks=False)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    return cfg
-
-
-def simulate(cfg: FedGRPOConfig, server_app: ServerApp, client_app: ClientApp) -> dict[str, Any]:
-    """A ServerApp and ClientApp pair on the Simulation Engine, per the ``flower`` section; returns the
-    ``results.json`` the ServerApp wrote (the fedpetuning baseline brings its own pair)."""
-    fl = cfg.flower
-    n = fl.num_supernodes or cfg.data.num_clients
-    init_args: dict[str, Any] = {"logging_level": "error", "log_to_driver": True}
-    if fl.ray_cpus:
-        init_args["num_cpus"] = fl.ray_cpus
-    backend = {"client_resources": {"num_cpus": fl.client_cpus, "num_gpus": 0.0}, "init_args": init_args}
-    log.info("Flower Simulation Engine: %d virtual clients, %s CPU each", n, fl.client_cpus)
-    run_simulation(server_app, client_app, n, backend_config=backend)
-    return _results(cfg)
 
 
 def flwr_home(cfg: FedGRPOConfig, folder: Path) -> Path:
@@ -152,6 +108,7 @@ def run_deployment(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     ``finished:completed`` raises :class:`RunFailed` with Flower's reason. A run folder that already
     holds a run is refused before anything is submitted.
     """
+    cfg = absolute_paths(cfg)
     check_output_dir(cfg, resume)
     out = cfg.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -172,4 +129,4 @@ def run_deployment(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     status, details = runs[0].get("status"), runs[0].get("status-details")
     if status != "finished:completed":
         raise RunFailed(f"Flower run {run_id} ended as {status!r}: {details}")
-    return _results(cfg, since=submitted)
+    return run_results(cfg, since=submitted)

@@ -1,2 +1,3 @@
-"""A run, assembled once: config -> parts (``assemble``, ``clients``), TRL's trainer (``trl``), the
-metrics (``metrics``, and ``audit`` in simulations), and the run itself (``experiment``)."""
+"""A run's server side, assembled once: config -> parts (``assemble``), TRL's trainer (``trl``), the
+metrics (``metrics``), the held-out evaluation (``evaluate``) and the run itself (``experiment``).
+A simulation's data, clients and label audit come from :mod:`fedgrpo.simulation`."""

@@ -1,25 +1,22 @@
-"""From the config to the run's parts: the only place the experiment's settings are unpacked.
-
-Data (the seeded split of a simulation), the server's own inputs, the selector (building or loading
-the confidence graph through the clients' competence replies) and the federated advantage.
+"""From the config to the server's parts of a run: its own inputs (a deployed server's files; a
+simulation's come from :mod:`fedgrpo.simulation.data`), the selector (building or loading the
+confidence graph through the clients' competence replies) and the federated advantage.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import ConfigError, FedGRPOConfig, ServerFiles
-from fedgrpo.data import Example, Question, read_labelled, read_questions, write_labelled, write_questions
+from fedgrpo.data import Example, Question, read_labelled, read_questions
 from fedgrpo.models.loading import load_policy
 from fedgrpo.selection import ConfidenceGraph, Selector, make_selector, mean_pooled_embedder
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
-from fedgrpo.simulation.partition import FederatedSplit, build_split
 from fedgrpo.storage.atomic import write_json_atomic
 from fedgrpo.transport import Transport
 
@@ -34,30 +31,6 @@ class ServerData:
     train_questions: list[Question]
     auxiliary: list[Example]
     heldout: dict[str, list[Example]]
-
-
-def build_data(cfg: FedGRPOConfig, seed: int | None = None) -> FederatedSplit:
-    """A simulation's seeded split: client data, server questions, auxiliary and held-out sets."""
-    d = cfg.data
-    try:
-        return build_split(
-            d.domain_specs(),
-            d.num_clients,
-            d.examples_per_client,
-            d.num_train_questions,
-            d.num_auxiliary,
-            d.heldout_per_domain,
-            d.partition,
-            d.alpha,
-            cfg.seed if seed is None else seed,
-            ground_truth=d.setting == "ground-truth",
-        )
-    except ValueError as err:  # sizes the domains cannot fill: a config error, found before any model loads
-        raise ConfigError(f"data: {err}") from err
-
-
-def server_data(split: FederatedSplit) -> ServerData:
-    return ServerData(split.train_questions, split.auxiliary, split.heldout)
 
 
 def server_data_from_files(files: ServerFiles) -> ServerData:
@@ -79,37 +52,6 @@ def server_data_from_files(files: ServerFiles) -> ServerData:
         {d: len(v) for d, v in heldout.items()},
     )
     return ServerData(questions, auxiliary, dict(heldout))
-
-
-def write_example_files(cfg: FedGRPOConfig, folder: Path, seed: int | None = None) -> dict[str, Any]:
-    """Stand-in files for a deployment demo: the server's three files and one labelled file per
-    organisation, from a split drawn with a fresh random seed (not the config's), so that nobody can
-    rebuild any party's file from the run config. Real parties bring their own files instead."""
-    split = build_data(cfg, secrets.randbits(40) if seed is None else seed)
-    server = folder / "server"
-    server.mkdir(parents=True, exist_ok=True)
-    write_questions(split.train_questions, server / "questions.jsonl")
-    write_labelled(split.auxiliary, server / "auxiliary.jsonl")
-    write_labelled([ex for exs in split.heldout.values() for ex in exs], server / "heldout.jsonl")
-    out: dict[str, Any] = {
-        "server": {k: str((server / f"{k}.jsonl").resolve()) for k in ("questions", "auxiliary", "heldout")}
-    }
-    for name, examples in split.clients.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        write_labelled(examples, folder / name / "data.jsonl")
-        out[name] = str((folder / name / "data.jsonl").resolve())
-    return out
-
-
-def split_summary(split: FederatedSplit) -> dict[str, Any]:
-    """Counts only (who holds how many of which domain): the experimenter's view of a simulation."""
-    return {
-        "client_domains": split.client_domains,
-        "setting": "ground-truth" if split.ground_truth else "no-ground-truth",
-        "train_questions": len(split.train_questions),
-        "auxiliary": len(split.auxiliary),
-        "heldout": {d: len(v) for d, v in split.heldout.items()},
-    }
 
 
 def build_selector(

@@ -1,9 +1,9 @@
 """A whole FedGRPO run: evaluate, train with federated advantages, evaluate again, write the run folder.
 
-:func:`run` takes a transport that is already connected (it never starts one): the in-process
-transport from :func:`run_in_process`, or a Flower ServerApp's ``FlowerTransport``. The run folder
-(``config.yaml``, ``metrics.jsonl``, complete-or-ignored checkpoints, ``results.json``, ``run.log``)
-is the same either way.
+:func:`run` takes a transport that is already connected (it never starts one): a simulation's
+in-process transport (:mod:`fedgrpo.simulation.in_process`), or a Flower ServerApp's
+``FlowerTransport``. The run folder (``config.yaml``, ``metrics.jsonl``, complete-or-ignored
+checkpoints, ``results.json``, ``run.log``) is the same either way.
 """
 
 from __future__ import annotations
@@ -18,55 +18,26 @@ from typing import Any
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example
 from fedgrpo.models.loading import load_policy, load_tokenizer
-from fedgrpo.run.assemble import (
-    ServerData,
-    build_advantage,
-    build_data,
-    build_selector,
-    server_data,
-    split_summary,
-)
+from fedgrpo.run.assemble import ServerData, build_advantage, build_selector
 from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_questions, from_json, to_json
-from fedgrpo.run.metrics import MetricsCallback, install_metrics, peak_rss_mb, read_metrics, truncate_metrics
+from fedgrpo.run.metrics import (
+    Audit,
+    MetricsCallback,
+    install_metrics,
+    peak_rss_mb,
+    read_metrics,
+    truncate_metrics,
+)
 from fedgrpo.run.outcomes import save_outcomes
 from fedgrpo.run.trl import StopOnInterrupt, TrainingReward, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.server.stats import RoundStats, note_privacy_spent
-from fedgrpo.simulation.audit import RoutingAudit
-from fedgrpo.simulation.clients import PRIVACY_STATE, build_clients
-from fedgrpo.simulation.partition import FederatedSplit
 from fedgrpo.storage.atomic import write_json_atomic
 from fedgrpo.storage.checkpoints import STATE_FILE, last_checkpoint
-from fedgrpo.storage.run_folder import check_output_dir, in_run_folder, resume_point, start_run
-from fedgrpo.transport import InProcessTransport, Transport
+from fedgrpo.storage.run_folder import in_run_folder, resume_point, start_run
+from fedgrpo.transport import Transport
 
 log = logging.getLogger(__name__)
-
-
-def run_in_process(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
-    """A simulation in this process: the seeded split, its clients behind an in-process transport."""
-    check_output_dir(cfg, resume)
-    split = build_data(cfg)
-    # with clients.privacy, each client's cache and ledger persist in the run folder: a resumed run
-    # goes on with them (the same released values, the budget already spent)
-    clients = build_clients(cfg, split, cfg.output_dir / PRIVACY_STATE)
-    transport = InProcessTransport(clients, cfg.flower.max_message_bytes, cfg.flower.rejoin_interval_s)
-    return run_simulation(cfg, transport, split, resume)
-
-
-def run_simulation(
-    cfg: FedGRPOConfig, transport: Transport, split: FederatedSplit, resume: bool = False
-) -> dict[str, Any]:
-    """A run whose experimenter holds the whole seeded split: the server side, plus the label audit."""
-    return run(
-        cfg,
-        transport,
-        server_data(split),
-        resume=resume,
-        audit=RoutingAudit(split),
-        client_domains=split.client_domains,
-        split_info=split_summary(split),
-    )
 
 
 def run(
@@ -75,7 +46,7 @@ def run(
     data: ServerData,
     *,
     resume: bool = False,
-    audit: RoutingAudit | None = None,
+    audit: Audit | None = None,
     client_domains: dict[str, dict[str, int]] | None = None,
     split_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -94,7 +65,7 @@ def _run(
     transport: Transport,
     data: ServerData,
     resume: bool,
-    audit: RoutingAudit | None,
+    audit: Audit | None,
     client_domains: dict[str, dict[str, int]] | None,
     split_info: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -176,7 +147,7 @@ def train_and_evaluate(
     data: ServerData,
     reward: TrainingReward,
     resume: bool,
-    audit: RoutingAudit | None,
+    audit: Audit | None,
     before: dict[str, DomainAccuracy] | None,
 ) -> dict[str, Any]:
     """TRL's GRPO on ``data.train_questions`` with ``reward``, checkpoints, ``metrics.jsonl``, Ctrl-C as

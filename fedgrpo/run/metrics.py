@@ -7,14 +7,14 @@ import logging
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
 from fedgrpo.run.metric_names import tracked
 from fedgrpo.run.trl import TrainingReward
+from fedgrpo.server import GroupRecord
 from fedgrpo.server.stats import finite
-from fedgrpo.simulation.audit import RoutingAudit
 from fedgrpo.storage.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 # TRL logs the mean of what the reward function returns as "reward": here that is an advantage (zero
 # mean by construction), not a reward. The real rewards are fed/reward_mean; these keys are renamed.
 _TRL_RENAMES = {"reward": "advantage_mean", "reward_std": "advantage_std"}
+
+
+class Audit(Protocol):
+    """Judges a step's rounds with labels only a simulation's experimenter holds
+    (:class:`fedgrpo.simulation.audit.RoutingAudit`); a deployment has none."""
+
+    def summary(self, groups: list[GroupRecord]) -> dict[str, float | None]: ...
 
 
 def peak_rss_mb() -> float:
@@ -32,7 +39,7 @@ class MetricsCallback(TrainerCallback):
     """Writes ``metrics.jsonl``: step, seconds, peak memory, ``trl/*`` and the ``fed/*`` round numbers,
     with each client's competence (``fed/competence``) where the selector keeps one."""
 
-    def __init__(self, path: Path, advantage: TrainingReward, audit: RoutingAudit | None = None) -> None:
+    def __init__(self, path: Path, advantage: TrainingReward, audit: Audit | None = None) -> None:
         self.path = path
         self.advantage = advantage
         self.audit = audit

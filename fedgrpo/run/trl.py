@@ -1,10 +1,14 @@
-"""TRL's ``GRPOTrainer`` on the federated advantage, through TRL's public hooks only.
+"""TRL's ``GRPOTrainer`` on the federated advantage, through TRL's public API but for one private name.
 
 TRL does generation, clipping, KL and the loss; FedGRPO hands it one reward function (the
 federated advantage, :class:`~fedgrpo.server.FederatedAdvantage`) and two callbacks: one completes
 each checkpoint with the federation's state and a marker written last, one turns Ctrl-C into
 "save, then stop" so that an interrupt can never be swallowed halfway through a step. For speed,
-the policy instance reads each distinct prompt once (:func:`make_trainer`); no TRL method is overridden.
+the policy instance reads each distinct prompt once (:func:`make_trainer`); no TRL method is
+overridden. The one exception to TRL's public API: with ``run.share_prompts``,
+:func:`fedgrpo.accel.trl_patch.score_completions_only` rebinds TRL's private
+``trl.trainer.utils._use_triton`` (process-wide) so that its fused LM head projects only the
+completion positions on the CPU too.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from fedgrpo.accel.generation import speed_up_generation
-from fedgrpo.accel.shared_prefix import score_completions_only, share_prompt_prefixes
+from fedgrpo.accel import speed_up_trainer_model
+from fedgrpo.accel.trl_patch import score_completions_only
 from fedgrpo.config import FedGRPOConfig, LoraSettings
 from fedgrpo.data import Question
 from fedgrpo.method.prompting import build_messages
@@ -136,10 +140,9 @@ def make_trainer(
     """TRL's trainer on the federated advantage, with LoRA when the config asks for it.
 
     With ``run.share_prompts`` the policy's ``generate`` and its backbone's forward read each
-    distinct prompt once (:mod:`fedgrpo.accel.generation`, :mod:`fedgrpo.accel.shared_prefix`): installed on
-    the
-    model instance, as TRL installs its own fused LM head, with the same numbers out; and TRL's
-    fused LM head projects only the completion positions (:func:`score_completions_only`)."""
+    distinct prompt once (:func:`fedgrpo.accel.speed_up_trainer_model`): installed on the model
+    instance, as TRL installs its own fused LM head, with the same numbers out; and TRL's fused LM
+    head projects only the completion positions (:func:`score_completions_only`, TRL's private name)."""
     peft_config = lora_config(cfg.model.lora) if cfg.model.lora.enabled else None
     trainer = GRPOTrainer(
         model=model,
@@ -153,8 +156,7 @@ def make_trainer(
     tensorboard_in(trainer, checkpoints.parent / "tensorboard")
     score_completions_only(cfg.run.share_prompts)
     if cfg.run.share_prompts:
-        speed_up_generation(trainer.model)
-        share_prompt_prefixes(trainer.model)
+        speed_up_trainer_model(trainer.model)
     return trainer
 
 

@@ -18,8 +18,8 @@ from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts, r
 from fedgrpo.client.factory import endpoint_model, in_process_model, make_client, private_release
 from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.models.loading import load_policy, load_tokenizer
-from fedgrpo.run.assemble import build_data
 from fedgrpo.simulation.adversaries import AdversarialEvaluator
+from fedgrpo.simulation.data import build_data
 from fedgrpo.simulation.partition import FederatedSplit
 
 log = logging.getLogger(__name__)

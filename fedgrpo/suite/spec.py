@@ -118,7 +118,7 @@ def plan(spec: SuiteSpec, folder: Path = Path("."), *, check_data: bool = True) 
                 cfg = config_from_mapping(data)
                 data_key = (cfg.data.model_dump_json(), cfg.seed)
                 if check_data and cfg.federation.transport != "flower-deployment" and data_key not in drawn:
-                    from fedgrpo.run.assemble import build_data
+                    from fedgrpo.simulation.data import build_data
 
                     build_data(cfg)  # K larger than the data allow, too few examples for the sizes
                     drawn.add(data_key)

@@ -133,7 +133,7 @@ def make_deployment(root: Path, supernode_keys: int = 4) -> Deployment:
     from fedgrpo.config import load_config
     from fedgrpo.flower.certs import make_certificates
     from fedgrpo.flower.launch import flwr_home
-    from fedgrpo.run.assemble import write_example_files
+    from fedgrpo.simulation.data import write_example_files
 
     certs, data = root / "certs", root / "data"
     make_certificates(certs, ["127.0.0.1", "localhost"], supernode_keys)

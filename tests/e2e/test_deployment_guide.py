@@ -14,7 +14,7 @@ pytest.importorskip("flwr")
 
 from fedgrpo.config import load_config  # noqa: E402
 from fedgrpo.data import read_labelled, read_questions  # noqa: E402
-from fedgrpo.run.assemble import build_data  # noqa: E402
+from fedgrpo.simulation.data import build_data  # noqa: E402
 from tests.e2e.guide import Machines, guide_blocks  # noqa: E402
 
 pytestmark = pytest.mark.slow

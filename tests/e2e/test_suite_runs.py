@@ -16,7 +16,7 @@ import yaml
 from fedgrpo.algorithms.central_grpo import pooled_upload
 from fedgrpo.config import load_config
 from fedgrpo.models.loading import tiny_random_folder
-from fedgrpo.run.assemble import build_data
+from fedgrpo.simulation.data import build_data
 from tests.helpers import fedgrpo, metric_rows
 
 SMALL = {"grpo.max_steps": 2, "run.save_steps": 2, "data.heldout_per_domain": 3}

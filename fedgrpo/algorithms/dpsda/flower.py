@@ -25,11 +25,12 @@ from fedgrpo.algorithms.dpsda import train as dpsda
 from fedgrpo.algorithms.dpsda.private_evolution import VotingClient
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import client_name, derive_seed
-from fedgrpo.flower.launch import _absolute, simulate, virtual_client_config
+from fedgrpo.flower.launch import absolute_paths
 from fedgrpo.flower.transport import wait_until
 from fedgrpo.models.loading import load_policy, load_tokenizer
-from fedgrpo.run.assemble import build_data
 from fedgrpo.selection import mean_pooled_embedder
+from fedgrpo.simulation.data import build_data
+from fedgrpo.simulation.flower import simulate, virtual_client_config
 from fedgrpo.storage.run_folder import check_output_dir
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ RECORD = "pe"  # the one ConfigRecord each way: {"request": bytes} down, {"clien
 
 def run_simulation_engine(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     """The whole dpsda-fl run on Flower's Simulation Engine, one virtual client per client."""
-    cfg = _absolute(cfg)
+    cfg = absolute_paths(cfg)
     dpsda.check_settings(cfg)
     check_output_dir(cfg, resume)
     return simulate(cfg, make_server_app(cfg, resume), make_client_app(cfg.to_yaml()))

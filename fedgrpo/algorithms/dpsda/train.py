@@ -32,12 +32,12 @@ from fedgrpo.config import ConfigError, DpsdaSettings, FedGRPOConfig
 from fedgrpo.config.baselines import DEFAULT_NOISE_MULTIPLIER
 from fedgrpo.data import Example
 from fedgrpo.models.loading import load_policy, load_tokenizer
-from fedgrpo.run.assemble import build_data, split_summary
 from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, to_json
 from fedgrpo.run.experiment import evaluate_heldout
 from fedgrpo.run.metrics import peak_rss_mb
 from fedgrpo.run.trl import lora_config
 from fedgrpo.server.stats import TRANSFER_KEYS, RoundStats
+from fedgrpo.simulation.data import build_data, split_summary
 from fedgrpo.storage.atomic import write_json_atomic
 from fedgrpo.storage.run_folder import RunExists, attach_log_file, check_output_dir
 

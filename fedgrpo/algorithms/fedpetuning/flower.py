@@ -31,10 +31,11 @@ from fedgrpo.algorithms.fedpetuning.fedavg import update_problem
 from fedgrpo.algorithms.fedpetuning.train import RunBook, policy_with_adapter, train_locally
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import client_name, derive_seed
-from fedgrpo.flower.launch import _absolute, simulate, virtual_client_config
+from fedgrpo.flower.launch import absolute_paths
 from fedgrpo.models.loading import load_tokenizer
-from fedgrpo.run.assemble import build_data
 from fedgrpo.server.stats import RoundStats
+from fedgrpo.simulation.data import build_data
+from fedgrpo.simulation.flower import simulate, virtual_client_config
 from fedgrpo.simulation.partition import FederatedSplit
 from fedgrpo.storage.run_folder import check_output_dir, run_folder
 
@@ -47,7 +48,7 @@ REPLY_METRICS = {WEIGHT, "steps"}
 
 def run_simulation_engine(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     """The whole fedpetuning run on Flower's Simulation Engine, one virtual client per client."""
-    cfg = _absolute(cfg)
+    cfg = absolute_paths(cfg)
     check_output_dir(cfg, resume)
     return simulate(cfg, make_server_app(cfg, resume), make_client_app(cfg.to_yaml()))
 

@@ -38,12 +38,12 @@ from fedgrpo.client.experts import ExpertRecipe, local_trainer, training_summary
 from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.data import Example, derive_seed
 from fedgrpo.models.loading import load_policy, load_tokenizer
-from fedgrpo.run.assemble import build_data, split_summary
 from fedgrpo.run.evaluate import to_json
 from fedgrpo.run.experiment import evaluate_before, held_out_evaluator, log_outcome
 from fedgrpo.run.metrics import peak_rss_mb, read_metrics, truncate_metrics
 from fedgrpo.run.trl import lora_config
 from fedgrpo.server.stats import TRANSFER_KEYS, RoundStats, finite
+from fedgrpo.simulation.data import build_data, split_summary
 from fedgrpo.simulation.partition import FederatedSplit
 from fedgrpo.storage.atomic import write_json_atomic
 from fedgrpo.storage.checkpoints import COMPLETE_MARKER, STATE_FILE, complete_checkpoints

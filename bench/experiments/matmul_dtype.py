@@ -1,6 +1,6 @@
 """Is bf16 worth it on this CPU? Times one SmolLM2-sized matmul (2720 tokens x 576 x 1536) in fp32 and bf16.
 
-python bench/matmul_dtype.py
+python bench/experiments/matmul_dtype.py
 """
 
 from __future__ import annotations

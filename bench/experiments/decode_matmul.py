@@ -13,7 +13,7 @@ all weight reads, no reuse. This times, in one process and alternating,
 
 Prints milliseconds per step (median of ``--repeats``) and the ratio:
 
-    python bench/decode_matmul.py --rows 1 3 8 16 --repeats 5
+    python bench/experiments/decode_matmul.py --rows 1 3 8 16 --repeats 5
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from fedgrpo.accel import few_rows
-from fedgrpo.accel.shared_prefix import cache_argument, output_cache
+from fedgrpo.accel.compat import cache_argument, output_cache
 from fedgrpo.models.loading import load_policy, smollm2_folder
 
 

@@ -9,7 +9,7 @@ milliseconds of a 30-token prompt read and of a 3-row decode step (a copy of the
 for each expert how many greedy direct replies to the auxiliary set match fp32's and how many are
 correct:
 
-    python bench/client_weight_formats.py --clients 2
+    python bench/experiments/client_weight_formats.py --clients 2
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # bench/, for the maintained benches it reuses
 from client_scoring import _evaluators, experts_parser, parse_and_build  # noqa: E402
 from client_weights import _replies  # noqa: E402
 

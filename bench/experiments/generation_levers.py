@@ -6,7 +6,7 @@ transformers and PEFT already offer, on the same prompts and seed, and prints se
 of ``--repeats``), new tokens, and the compute floor (2 x parameters x tokens processed, divided by the
 machine's measured fp32 matmul rate):
 
-    python bench/generation_levers.py --repeats 3
+    python bench/experiments/generation_levers.py --repeats 3
 
 Levers: the LoRA adapter merged into the base weights for the call (PEFT's ``merge_adapter``,
 undone after, up to float rounding), a static KV cache, each distinct prompt prefilled once with its

@@ -2,7 +2,7 @@
 ``F.linear``, ``W @ x.T``, MKL's packed weights (``torch.ops.mkl._mkl_linear``, what inductor uses
 for fp32 linears on a CPU, with the packing time) and oneDNN's prepacked ``MkldnnLinear``:
 
-    python bench/packed_linear.py --threads 1 --rows 3 16 96
+    python bench/experiments/packed_linear.py --threads 1 --rows 3 16 96
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ few-row forward (unmerged: what a call of few rows does). Replies are full (``di
 and the prompt is read whole each call (no kept prompt starts), as when this was first measured.
 Prints seconds per call (median):
 
-    python bench/scoring_merge.py
+    python bench/experiments/scoring_merge.py
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # bench/, for the maintained benches it reuses
 from client_scoring import _evaluators  # noqa: E402
 
 from fedgrpo.accel import few_rows, generation  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
-from fedgrpo.run.assemble import build_data  # noqa: E402
+from fedgrpo.simulation.data import build_data  # noqa: E402
 
 
 def main() -> None:

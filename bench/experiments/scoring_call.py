@@ -4,7 +4,7 @@ first of which reads the part of the prompt no kept prompt start holds. ``--merg
 adapter into the base once, before the calls (a merged copy per client, kept: what that would save;
 fp32 weights only). Further arguments override the config (``clients.weights=fp32``):
 
-    python bench/scoring_call.py --calls 20 [--merged] [KEY=VALUE ...]
+    python bench/experiments/scoring_call.py --calls 20 [--merged] [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # bench/, for the maintained benches it reuses
 from client_scoring import _evaluators  # noqa: E402
 
 from fedgrpo.accel import prompt_cache  # noqa: E402
 from fedgrpo.accel.few_rows import activate  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
-from fedgrpo.run.assemble import build_data  # noqa: E402
+from fedgrpo.simulation.data import build_data  # noqa: E402
 
 
 def main() -> None:
