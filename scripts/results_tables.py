@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from statistics import mean
 
-from fedgrpo.run.evaluate import difference_interval, wilson_interval
+from fedgrpo.run.intervals import difference_interval, wilson_interval
 from fedgrpo.suite.record import RunRecord
 from fedgrpo.suite.report import collect
 
