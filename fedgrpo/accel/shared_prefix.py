@@ -7,7 +7,7 @@ with gradients, copies its KV cache to the rows that share it (an index select, 
 the rows' gradients back into the one prefix), reads the rows' remaining tokens on top of that cache,
 and returns the hidden states of the whole rows, as before. Positions, masks and the LM head are
 untouched, so TRL's log-probabilities and gradients are the same up to float rounding
-(``tests/test_shared_prefix.py`` checks both against the plain forward).
+(``tests/accel/test_shared_prefix.py`` checks both against the plain forward).
 
 No library does this for a training forward: TRL reads every row whole and its own prompt sharing is
 for vLLM's generation only. It is installed on the model instance, as TRL's own fused LM head is, and

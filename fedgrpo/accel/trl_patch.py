@@ -10,7 +10,7 @@ position through the vocabulary-sized head and zeroes the prompt's afterwards, b
 shapes would make compilers (Neuron) recompile on every batch. Nothing recompiles on the CPU, and
 the prompt is most of a row, so that is about 140 GFLOP forward and 280 backward per default step
 spent on zeros. The compact path is TRL's own and gives the same numbers
-(``tests/test_shared_prefix.py``). Only the head's decision changes: TRL's kernel module keeps its
+(``tests/accel/test_shared_prefix.py``). Only the head's decision changes: TRL's kernel module keeps its
 own ``_use_triton``.
 
 Scope: the whole process, as the decision is a module global read at call time; every trainer made

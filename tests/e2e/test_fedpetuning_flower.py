@@ -14,7 +14,7 @@ pytest.importorskip("flwr")
 
 pytestmark = pytest.mark.slow
 
-from tests.test_fedpetuning import SMALL  # noqa: E402
+from tests.algorithms.test_fedpetuning import SMALL  # noqa: E402
 
 
 def fedpetuning(out: Path, *overrides: str) -> dict:

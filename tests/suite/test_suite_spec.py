@@ -72,7 +72,7 @@ def test_a_suite_that_cannot_run_fails_naming_the_entry(tmp_path: Path, runs: li
     assert not (tmp_path / "out").exists()  # nothing started
 
 
-SUITES = sorted((Path(__file__).parents[1] / "suites").glob("*.yaml"))
+SUITES = sorted((Path(__file__).parents[2] / "suites").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])

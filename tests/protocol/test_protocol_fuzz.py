@@ -4,7 +4,7 @@ Each property holds for any input: decoding raises ProtocolError or yields a mes
 raises Rejected or passes a well-formed value, and a whole reward round with misbehaving clients
 never raises, counts one rejection per bad client and returns finite advantages. The default run
 keeps the example counts small (a few seconds in all); ``-m slow`` runs each with many more.
-Flower records: tests/test_protocol_fuzz_records.py.
+Flower records: tests/protocol/test_protocol_fuzz_records.py.
 """
 
 from __future__ import annotations

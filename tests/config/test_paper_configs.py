@@ -11,7 +11,7 @@ import torch
 from fedgrpo.config import load_config
 from scripts.prepare_math import last_boxed
 
-PAPER = sorted((Path(__file__).parents[1] / "configs" / "paper").glob("*.yaml"))
+PAPER = sorted((Path(__file__).parents[2] / "configs" / "paper").glob("*.yaml"))
 # bf16 on a GPU is the configs' setting; a CPU-only machine can only check the rest of them
 NO_GPU = [] if torch.cuda.is_available() else ["grpo.bf16=false", "run.device=cpu"]
 

@@ -99,7 +99,7 @@ def test_grpo_reward_is_the_clients_own_answer_check() -> None:
 
 def test_grpo_expert_trains_and_caches_an_adapter_that_loads_beside_sft_ones(trained, tmp_path: Path) -> None:
     # Plumbing on tiny-random (its rewards are all 0, so nothing to learn); learning itself is checked
-    # on SmolLM2 in tests/test_smollm2.py.
+    # on SmolLM2 in tests/models/test_smollm2.py.
     recipe = ExpertRecipe("tiny-random", method="grpo", epochs=2, batch_size=8, max_completion_length=8)
     folders, failed = ensure_experts(recipe, {"seven-grpo": holding("7")}, tmp_path)
     assert failed == {}

@@ -18,7 +18,7 @@ import pytest
 from fedgrpo.data import Example, write_client_data
 from tests.helpers import chat_reply, stub_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HEAVY = ("torch", "transformers", "trl")
 

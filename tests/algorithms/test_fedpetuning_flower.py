@@ -17,8 +17,8 @@ from fedgrpo.algorithms.fedpetuning.fedavg import weighted_average, wire_bytes  
 from fedgrpo.algorithms.fedpetuning.flower import AccountedFedAvg, make_client_app  # noqa: E402
 from fedgrpo.algorithms.fedpetuning.train import RunBook, train_locally  # noqa: E402
 from fedgrpo.simulation.data import build_data  # noqa: E402
+from tests.algorithms.test_fedpetuning import small_config  # noqa: E402
 from tests.helpers import delivered  # noqa: E402
-from tests.test_fedpetuning import small_config  # noqa: E402
 
 
 @pytest.fixture()
