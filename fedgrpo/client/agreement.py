@@ -2,8 +2,9 @@
 
 A client model (in this process: :class:`~fedgrpo.client.model_scoring.ModelEvaluator`; behind an
 endpoint: :class:`~fedgrpo.client.endpoint_scoring.EndpointEvaluator`) answers a question itself a
-few times; its majority answer is the reference, and each candidate scores 1/0 on agreeing with it,
-plus the format reward. Torch-free, so an endpoint-served client never imports a model library.
+few times; its majority answer is the reference, and each candidate scores 1/0 on agreeing with it
+(correctness only: the server adds the format reward). Torch-free, so an endpoint-served client
+never imports a model library.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from typing import Literal
 
-from fedgrpo.method.answers import answer_key, parsed_answer, reward_for
+from fedgrpo.method.answers import answer_key, parsed_answer
 
 __all__ = ["Mode", "SampledScorer", "agreement_rewards", "majority_answer"]
 
@@ -21,7 +22,7 @@ Mode = Literal["agreement", "likelihood"]
 class SampledScorer:
     """The sampling settings every client model shares, checked once: how it answers a question
     itself (``samples`` answers of ``max_new_tokens`` at ``temperature``, seeded per question) and
-    how a candidate is then scored (``mode``, plus ``format_reward``).
+    how a candidate is then scored (``mode``).
 
     A question's own answer is seeded by the question alone (or, answered in one batch with the other
     questions of a request, by those questions together). It is kept (the ``cache_size`` most
@@ -34,7 +35,6 @@ class SampledScorer:
         samples: int,
         max_new_tokens: int,
         temperature: float,
-        format_reward: float,
         seed: int,
         worked_example: bool,
         cache_size: int = 4096,
@@ -53,7 +53,6 @@ class SampledScorer:
         self.samples = samples
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
-        self.format_reward = format_reward
         self.seed = seed
         self.worked_example = worked_example
         self.cache_size = cache_size
@@ -87,12 +86,12 @@ def majority_answer(completions: list[str]) -> str | None:
     return answers[keys.index(winner)]
 
 
-def agreement_rewards(reference: str, candidates: list[str], format_reward: float) -> list[float | None]:
-    """1 (plus the format reward) for each candidate whose final answer agrees with ``reference``."""
+def agreement_rewards(reference: str, candidates: list[str]) -> list[float | None]:
+    """1 for each candidate whose final answer agrees with ``reference``, else 0."""
     ref_key = answer_key(reference)
     rewards: list[float | None] = []
     for text in candidates:
         predicted = parsed_answer(text)
         agrees = predicted is not None and answer_key(predicted) == ref_key
-        rewards.append(reward_for(1.0 if agrees else 0.0, text, format_reward))
+        rewards.append(1.0 if agrees else 0.0)
     return rewards

@@ -32,7 +32,7 @@ from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.client.dual import ModelUnavailableError
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
 from fedgrpo.data import derive_seed, normalise_question
-from fedgrpo.method.answers import parsed_answer, rationale, reward_for
+from fedgrpo.method.answers import parsed_answer, rationale
 from fedgrpo.method.prompting import build_messages
 
 __all__ = ["EndpointEvaluator", "chatml_prompt"]
@@ -61,7 +61,6 @@ class EndpointEvaluator(SampledScorer):
         samples: int = 4,
         max_new_tokens: int = 48,
         temperature: float = 0.7,
-        format_reward: float = 0.1,
         seed: int = 0,
         worked_example: bool = True,
         prompt_format: Callable[[list[dict[str, str]]], str] = chatml_prompt,
@@ -72,9 +71,7 @@ class EndpointEvaluator(SampledScorer):
         sends chat messages and the server applies the model's own template); ``cache_size``
         bounds the reference answers kept (least recently used go first); ``cooldown_s`` is how
         long after a failure the endpoint is not tried again."""
-        super().__init__(
-            mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example, cache_size
-        )
+        super().__init__(mode, samples, max_new_tokens, temperature, seed, worked_example, cache_size)
         if cooldown_s < 0:
             raise ValueError("cooldown_s must be at least 0")
         self.endpoint = endpoint
@@ -99,7 +96,7 @@ class EndpointEvaluator(SampledScorer):
         reference = self.answer(question)
         if reference is None:
             return Evaluation([None] * len(candidates), "none")
-        return Evaluation(agreement_rewards(reference, candidates, self.format_reward), "model")
+        return Evaluation(agreement_rewards(reference, candidates), "model")
 
     def answer(self, question: str) -> str | None:
         """The endpoint model's majority answer over its samples; None when no sample has one.
@@ -156,5 +153,5 @@ class EndpointEvaluator(SampledScorer):
                 continue
             logprobs = self.endpoint.answer_logprobs(prompt + rationale(text) + "<answer>", answer)
             prob = sum(math.exp(lp) for lp in logprobs) / len(logprobs)
-            rewards[i] = reward_for(min(max(prob, 0.0), 1.0), text, self.format_reward)
+            rewards[i] = min(max(prob, 0.0), 1.0)
         return rewards

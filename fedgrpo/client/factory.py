@@ -2,8 +2,8 @@
 
 A client's model is one of: none (answer-based scoring only), a model in this process (a base with
 an optional expert adapter), or a model behind an OpenAI-compatible endpoint the organisation runs.
-All of them are scored with the run's ``clients.*`` settings, ``federation.format_reward`` and
-``seed``.
+All of them are scored with the run's ``clients.*`` settings and ``seed`` (correctness only: the
+server adds the format reward).
 
 Torch-free at import: an answer-only or endpoint-served client (on Flower's Deployment Engine, a
 fresh ClientApp process per message) must not pay for torch and transformers. Only
@@ -46,7 +46,7 @@ def private_release(
     )
     seed = [cfg.seed, *name.encode()] if seeded else None
     scores = "continuous" if cfg.clients.evaluation == "likelihood" else "binary"
-    return PrivateRelease(policy, scores, cfg.federation.format_reward, seed, state_path, cfg.name)
+    return PrivateRelease(policy, scores, seed, state_path, cfg.name)
 
 
 def make_client(
@@ -62,13 +62,11 @@ def make_client(
     simulation's adversaries, :mod:`fedgrpo.simulation.adversaries`; never a deployed client); ``privacy``:
     its
     release layer (default: none)."""
-    fmt = cfg.federation.format_reward
-    evaluator: Evaluator = DualEvaluator(AnswerEvaluator(examples, fmt), model)
+    evaluator: Evaluator = DualEvaluator(AnswerEvaluator(examples), model)
     return Client(
         name,
         examples,
         wrap(evaluator) if wrap is not None else evaluator,
-        fmt,
         per_item_methods=cfg.federation.per_item_methods,
         max_message_bytes=cfg.flower.max_message_bytes,
         privacy=privacy,
@@ -83,7 +81,6 @@ def _scoring(cfg: FedGRPOConfig, worked_example: bool) -> dict[str, Any]:
         "samples": cs.samples,
         "max_new_tokens": cs.max_new_tokens,
         "temperature": cs.temperature,
-        "format_reward": cfg.federation.format_reward,
         "seed": cfg.seed,
         "worked_example": worked_example,
     }

@@ -40,7 +40,7 @@ from fedgrpo.accel.prompt_cache import PromptCache
 from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.data import derive_seed, normalise_question
-from fedgrpo.method.answers import ANSWER_CLOSE, ANSWER_OPEN, parsed_answer, rationale, reward_for
+from fedgrpo.method.answers import ANSWER_CLOSE, ANSWER_OPEN, parsed_answer, rationale
 from fedgrpo.method.prompting import build_messages
 from fedgrpo.models.loading import CHATML_TEMPLATE, inference
 
@@ -58,7 +58,6 @@ class ModelEvaluator(SampledScorer):
         samples: int = 4,
         max_new_tokens: int = 48,
         temperature: float = 0.7,
-        format_reward: float = 0.1,
         seed: int = 0,
         worked_example: bool = True,
         adapter: str | None = None,
@@ -75,9 +74,7 @@ class ModelEvaluator(SampledScorer):
         are read once for all of them (:class:`~fedgrpo.accel.prompt_cache.PromptCache`). ``cache_size``:
         the questions whose own answer is kept (:class:`~fedgrpo.client.agreement.SampledScorer`).
         ``direct_answer``: replies start inside the answer tag and stop at its close (above)."""
-        super().__init__(
-            mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example, cache_size
-        )
+        super().__init__(mode, samples, max_new_tokens, temperature, seed, worked_example, cache_size)
         self.model = model
         self.tokenizer = tokenizer
         self.adapter = adapter
@@ -102,7 +99,7 @@ class ModelEvaluator(SampledScorer):
         reference = self.answer(question)
         if reference is None:
             return Evaluation([None] * len(candidates), "none")
-        return Evaluation(agreement_rewards(reference, candidates, self.format_reward), "model")
+        return Evaluation(agreement_rewards(reference, candidates), "model")
 
     def answer(self, question: str) -> str | None:
         """The client model's own majority answer over its samples (:func:`majority_answer`); None
@@ -282,7 +279,7 @@ class ModelEvaluator(SampledScorer):
             logprobs = torch.log_softmax(logits[r, positions].float(), dim=-1)
             targets = torch.tensor(ids[start:], dtype=torch.long, device=logits.device)
             prob = logprobs.gather(-1, targets[:, None]).exp().mean().item()
-            rewards[i] = reward_for(min(max(prob, 0.0), 1.0), candidates[i], self.format_reward)
+            rewards[i] = min(max(prob, 0.0), 1.0)
         return rewards
 
 

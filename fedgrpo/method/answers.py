@@ -119,5 +119,7 @@ def is_correct(example: Example, completion: str) -> bool:
 
 
 def reward_for(correct: float, completion: str, format_reward: float) -> float:
-    """A client's reward: correctness (1/0 or a model's score) plus the format reward when well tagged."""
+    """A candidate's reward: correctness (1/0 or a model's score) plus the format reward when well tagged.
+
+    Computed by the server (and the central baseline): the format reward is a function of the text."""
     return correct + (format_reward if has_answer_format(completion) else 0.0)
