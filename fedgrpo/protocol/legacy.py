@@ -13,6 +13,7 @@ import json
 from fedgrpo.protocol.messages import ProtocolError, brief
 
 JSON_HEADER = ord("{")  # a version 1-3 message: a JSON header line
+MAX_BINARY_VERSION = 31  # a first byte beyond this (and not "{") is no FedGRPO message at all
 MAX_HEADER_PEEK = 4096  # bytes of a v3 header line read to name its version
 
 
@@ -26,9 +27,12 @@ class VersionMismatch(ProtocolError):
 
 
 def mismatch(payload: bytes, ours: int) -> VersionMismatch:
-    """Why ``payload`` (not of version ``ours``) is refused: the version its peer speaks."""
-    if payload[:1] != bytes([JSON_HEADER]):
-        return VersionMismatch(payload[0], ours)
+    """Why ``payload`` (not of version ``ours``, at least one byte) is refused: the version its peer
+    speaks; a ProtocolError when it is no FedGRPO message of any version."""
+    if payload[0] != JSON_HEADER:
+        if 0 < payload[0] <= MAX_BINARY_VERSION:  # a later binary version
+            return VersionMismatch(payload[0], ours)
+        raise ProtocolError(f"not a FedGRPO message (first byte {payload[0]:#04x})")
     line = payload[:MAX_HEADER_PEEK].partition(b"\n")[0]
     try:
         header = json.loads(line.decode("utf-8"))
