@@ -44,7 +44,7 @@ MESSAGES = [
     RewardReply(
         "r1",
         "client-0",
-        [ItemScores("0", [1.1, None]), ItemScores("1", [])],
+        [ItemScores("0", [1.0, None]), ItemScores("1", [])],
         {"answer": 1, "model": 0, "none": 1},
     ),
     RewardReply(
@@ -53,7 +53,7 @@ MESSAGES = [
     RewardReply(  # per-item methods: only with federation.per_item_methods
         "r4",
         "client-0",
-        [ItemScores("0", [1.1, None], "answer"), ItemScores("1", [], "none")],
+        [ItemScores("0", [1.0, None], "answer"), ItemScores("1", [], "none")],
         {"answer": 1, "model": 0, "none": 1},
     ),
     RewardReply("r5", "client-0", [], {"answer": 0, "model": 0, "none": 0}),
@@ -92,11 +92,11 @@ def _bent(**fields) -> ConfigRecord:
         lambda c: c["message"].__setitem__("payload", "text"),  # wrong value type
         lambda c: c["message"].__setitem__("extra", b"x"),  # nothing beside the payload
         lambda c: c.__setitem__("message", _bent(v=99)),
-        lambda c: c.__setitem__("message", _bent(kind="launch")),
+        lambda c: c.__setitem__("message", _bent(kind=7)),
         lambda c: c.__setitem__("message", _bent(shape=[[5, 1]])),  # the shape and the bytes disagree
-        lambda c: c.__setitem__("message", _bent(methods=[1.0, 0, 1])),
+        lambda c: c.__setitem__("message", _bent(item_methods=[9, 9])),
     ],
-    ids=["missing", "record-type", "value-type", "extra", "version", "kind", "shape", "float-count"],
+    ids=["missing", "record-type", "value-type", "extra", "version", "kind", "shape", "item-methods"],
 )
 def test_malformed_records_raise_protocol_error(mutate) -> None:
     with pytest.raises(ProtocolError):
@@ -211,13 +211,10 @@ def test_a_client_reads_only_its_part_of_a_deployments_run_config(tmp_path) -> N
     text = cfg.to_yaml()
     q.unlink(), ca.unlink()  # now "on another machine"
     seen = apps.config_from_run_config({"config": text, "overrides": ""})
-    assert (
-        seen.clients.samples == 3
-        and seen.seed == 7
-        and seen.federation.format_reward == cfg.federation.format_reward
-    )
+    assert seen.clients.samples == 3 and seen.seed == 7
+    assert "format_reward" not in apps.client_view(cfg.model_dump())["federation"]  # the server adds it
     assert seen.server.questions is None and seen.flower.root_certificates is None
-    assert decode(encode(MESSAGES[0])) == MESSAGES[0]
+    assert decode(encode(MESSAGES[0]), client="client-0") == MESSAGES[0]  # the name is the channel's
 
 
 def test_per_item_methods_only_when_the_run_asks_for_them() -> None:

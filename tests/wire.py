@@ -18,6 +18,18 @@ from fedgrpo.protocol.wire import ITEM_METHODS, KINDS, RUNS, SHORT_ID, SPENT, ZL
 
 def split(payload: bytes) -> tuple[dict[str, Any], bytes]:
     """A payload's header and its body, inflated when it was compressed."""
+    head, at = _read(payload)
+    body = payload[at:]
+    return head, zlib.decompress(body) if payload[1] & ZLIB else body
+
+
+def parts(payload: bytes) -> tuple[bytes, bytes]:
+    """A payload's header bytes and its body bytes as sent (compressed or not)."""
+    at = _read(payload)[1]
+    return payload[:at], payload[at:]
+
+
+def _read(payload: bytes) -> tuple[dict[str, Any], int]:
     reader = Reader(payload, 2)
     flags = payload[1]
     head: dict[str, Any] = {"v": payload[0], "kind": KINDS[flags & 7]}
@@ -33,8 +45,7 @@ def split(payload: bytes) -> tuple[dict[str, Any], bytes]:
         head["n"] = reader.varint()
     if flags & SPENT:
         head["privacy_spent"] = list(reader.two_floats())
-    body = reader.rest()
-    return head, zlib.decompress(body) if flags & ZLIB else body
+    return head, reader.at
 
 
 def join(head: dict[str, Any], body: bytes = b"", compress: bool = False) -> bytes:

@@ -3,8 +3,7 @@
 A client model (in this process: :class:`~fedgrpo.client.model_scoring.ModelEvaluator`; behind an
 endpoint: :class:`~fedgrpo.client.endpoint_scoring.EndpointEvaluator`) answers a question itself a
 few times; its majority answer is the reference, and each candidate scores 1/0 on agreeing with it
-(correctness only: the server adds the format reward). Torch-free, so an endpoint-served client
-never imports a model library.
+(correctness only). Torch-free, so an endpoint-served client never imports a model library.
 """
 
 from __future__ import annotations

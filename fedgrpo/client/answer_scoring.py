@@ -1,10 +1,10 @@
 """Client-side evaluation of candidate answers: the only place a client's labels are used.
 
 Answer-based evaluation (AE): the client looks the question up in its own data and scores each
-candidate's final answer with the task's own exact scorer (correctness only: the server adds the
-format reward, a function of the candidate text it already holds). A client
-that does not hold the question returns None for every candidate, never 0, so the server can tell
-"wrong" from "cannot judge".
+candidate's final answer with the task's own exact scorer: correctness only, in [0, 1] (what the
+server derives from the candidate text alone, it adds itself). A client that does not hold the
+question returns None for every candidate, never 0, so the server can tell "wrong" from "cannot
+judge".
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ nothing here imports torch or transformers.
   The reference is cached per question, so scoring a question's candidates, or the same question
   again, costs ``samples`` requests once, not once per candidate.
 * ``likelihood``: the mean per-token probability the endpoint gives to each candidate's final
-  answer after the prompt, the candidate's rationale and ``<answer>`` (plus the format reward).
+  answer after the prompt, the candidate's rationale and ``<answer>``.
   It needs prompt log-probabilities, which only some servers return (vLLM).
 
 Any endpoint failure is raised as :class:`~fedgrpo.client.dual.ModelUnavailableError` (the client

@@ -2,8 +2,7 @@
 
 A client's model is one of: none (answer-based scoring only), a model in this process (a base with
 an optional expert adapter), or a model behind an OpenAI-compatible endpoint the organisation runs.
-All of them are scored with the run's ``clients.*`` settings and ``seed`` (correctness only: the
-server adds the format reward).
+All of them are scored with the run's ``clients.*`` settings and ``seed``, and send correctness only.
 
 Torch-free at import: an answer-only or endpoint-served client (on Flower's Deployment Engine, a
 fresh ClientApp process per message) must not pay for torch and transformers. Only

@@ -1,8 +1,8 @@
 """Differentially private release: the last thing every reward and competence bit passes on its way out.
 
 A client's reward is correctness only (a bit from its answer check or its model's agreement, or a model
-score in [0, 1]): the format reward is a function of the candidate text the server already has, and the
-server adds it. Each value is privatised in [0, 1]:
+score in [0, 1]); whatever the server derives from the candidate text itself is no client's to send.
+Each value is privatised in [0, 1]:
 
 * a bit (answer check, agreement, competence bit): randomised response, kept with probability
   ``e^eps / (1 + e^eps)``, flipped otherwise;

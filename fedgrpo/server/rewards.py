@@ -36,7 +36,7 @@ import torch
 
 from fedgrpo.data import Question
 from fedgrpo.method.aggregation import Aggregation
-from fedgrpo.method.answers import reward_for
+from fedgrpo.method.answers import DEFAULT_FORMAT_REWARD, reward_for
 from fedgrpo.method.objective import group_advantages, zero_spread
 from fedgrpo.method.prompting import completion_text
 from fedgrpo.protocol import (
@@ -98,7 +98,7 @@ class FederatedAdvantage:
         num_generations: int,
         aggregation: Aggregation = "mean",
         online_update_rate: float = 0.1,
-        format_reward: float = 0.1,
+        format_reward: float = DEFAULT_FORMAT_REWARD,
     ) -> None:
         """``format_reward``: added to each present reward of a well-formed candidate (the run's
         ``federation.format_reward``); a client's own rewards outside [0, 1] reject their item
