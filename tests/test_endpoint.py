@@ -56,7 +56,7 @@ def test_transformers_serve_agreement_scores_against_its_own_majority(served: En
         assert result.method == "none" and result.rewards == [None] * len(candidates)
     else:
         assert result.method == "model"
-        assert result.rewards == [pytest.approx(1.1), pytest.approx(0.1), 0.0]
+        assert result.rewards == [pytest.approx(1.0), pytest.approx(0.0), 0.0]
 
 
 @pytest.mark.slow
@@ -75,7 +75,7 @@ def test_transformers_serve_smollm2_agreement_scores_one_and_zero(tmp_path: Path
         candidates = [f"so <answer>{reference}</answer>", "<answer>unlikely-answer</answer>", "no tag"]
         result = evaluator.evaluate(question, candidates)
     assert result.method == "model"
-    assert result.rewards == [pytest.approx(1.1), pytest.approx(0.1), 0.0]
+    assert result.rewards == [pytest.approx(1.0), pytest.approx(0.0), 0.0]
 
 
 def test_transformers_serve_has_no_logprobs_for_likelihood(served: EndpointModel) -> None:
@@ -178,7 +178,7 @@ def test_agreement_requests_and_scores_with_a_scripted_endpoint() -> None:
         candidates = ["3 + 4 = <answer>7</answer>", "<answer>8</answer>", "7, no tag", "<answer>7.0</answer>"]
         result = evaluator.evaluate(question, candidates)
         assert result.method == "model"
-        assert result.rewards == [pytest.approx(1.1), pytest.approx(0.1), 0.0, pytest.approx(1.1)]
+        assert result.rewards == [pytest.approx(1.0), pytest.approx(0.0), 0.0, pytest.approx(1.0)]
         assert evaluator.answer(question) == "7"
         assert evaluator.evaluate(question, candidates[:2]).rewards == result.rewards[:2]
         assert len(seen) == 4  # sampled once; later calls for the question use the cached reference
@@ -306,7 +306,7 @@ def test_logprobs_are_read_from_a_vllm_style_echo_reply(usage: bool) -> None:
     prompt = chatml_prompt(build_messages(question))
     assert seen[2][2]["prompt"] == prompt + "1 + 2 = 3 <answer>3"
     assert seen[3][2]["prompt"] == prompt + "<answer>12</answer> <answer>x"  # the last answer block
-    assert rewards[0] == pytest.approx(math.exp(_stub_logprob("3")) + 0.1)
+    assert rewards[0] == pytest.approx(math.exp(_stub_logprob("3")))  # correctness only
     assert rewards[1] == 0.0  # nothing to judge; no request sent
     assert rewards[2] == pytest.approx(math.exp(_stub_logprob("x")))  # two blocks: no format reward
     assert len(seen) == 4

@@ -63,7 +63,7 @@ def test_each_client_keeps_its_own_adapter_on_one_shared_base(trained) -> None:
     # Taking turns on the shared base: each client always answers with what its own data taught it.
     assert [seven.answer(QUESTION), twelve.answer(QUESTION), seven.answer(QUESTION)] == ["7", "12", "7"]
     scored = twelve.evaluate(QUESTION, ["<answer>12</answer>", "<answer>7</answer>"])
-    assert scored.method == "model" and scored.rewards == [1.1, 0.1]
+    assert scored.method == "model" and scored.rewards == [1.0, 0.0]
 
 
 def test_experts_are_cached_under_a_key_of_base_data_and_recipe(trained, caplog) -> None:

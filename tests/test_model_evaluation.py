@@ -139,7 +139,7 @@ def test_agreement_scores_against_the_client_models_own_majority_answer(knowing)
     ev = ModelEvaluator(model, tokenizer)  # agreement, 4 samples at temperature 0.7
     first = ev.evaluate(SUM[0], CANDIDATES)
     assert first.method == "model"
-    assert first.rewards == pytest.approx([1.1, 0.1, 0.0, 1.1])
+    assert first.rewards == pytest.approx([1.0, 0.0, 0.0, 1.0])
     assert ev.evaluate(SUM[0], CANDIDATES) == first  # deterministic per question
     assert ev.answer(DOZEN[0]) == "12"
     # The client's model, tokenizer and the caller's RNG are left as they were found.
@@ -155,13 +155,13 @@ def test_a_question_asked_again_is_answered_from_the_kept_answer(knowing) -> Non
         sample = ev._sample
         ev._sample = lambda qs, sample=sample, calls=calls: calls.append(qs) or sample(qs)
         results = [ev.evaluate(SUM[0], CANDIDATES) for _ in range(3)]
-        assert results[0].rewards == pytest.approx([1.1, 0.1, 0.0, 1.1])
+        assert results[0].rewards == pytest.approx([1.0, 0.0, 0.0, 1.0])
         assert results[0] == results[1] == results[2]
         assert len(calls) == generations, cache_size
 
 
 def test_agreement_with_one_greedy_sample(knowing) -> None:
-    ev = ModelEvaluator(*knowing, samples=1, format_reward=0.0)
+    ev = ModelEvaluator(*knowing, samples=1)
     result = ev.evaluate(DOZEN[0], ["<answer>12</answer>", "<answer>12.0</answer>", "<answer>7</answer>"])
     assert result == Evaluation([1.0, 1.0, 0.0], "model")
 
@@ -183,13 +183,13 @@ def test_likelihood_prefers_the_answer_the_client_model_believes(knowing) -> Non
     assert result.method == "model"
     right, wrong, none, empty = result.rewards
     assert right > wrong
-    assert all(0.0 <= r <= 1.1 for r in (right, wrong))
+    assert all(0.0 <= r <= 1.0 for r in (right, wrong))
     assert none == 0.0 and empty == 0.0
     dozen = ev.evaluate(DOZEN[0], ["<answer>7</answer>", "<answer>12</answer>"]).rewards
     assert dozen[1] > dozen[0]
     # The rationale is read: it is part of the context the answer block is scored after.
     with_rationale = ev.evaluate(SUM[0], ["3 + 4 = 7. <answer>7</answer>"]).rewards[0]
-    assert 0.0 <= with_rationale <= 1.1 and with_rationale != pytest.approx(right, abs=1e-9)
+    assert 0.0 <= with_rationale <= 1.0 and with_rationale != pytest.approx(right, abs=1e-9)
     # One right-padded batch gives each candidate what it gets scored alone.
     mixed = ["3 + 4 = 7. <answer>7</answer>", "<answer>8</answer>", "no answer", "so, <answer>12</answer>"]
     alone = [ev.evaluate(SUM[0], [c]).rewards[0] for c in mixed]
@@ -209,7 +209,7 @@ def test_heterogeneous_client_models_score_the_same_server_candidates(knowing, g
             me = ModelEvaluator(model, tokenizer, mode=mode, max_new_tokens=16)
             result = me.evaluate(DOZEN[0], candidates)
             assert len(result.rewards) == len(candidates)
-            assert all(r is None or 0.0 <= r <= 1.1 for r in result.rewards)
+            assert all(r is None or 0.0 <= r <= 1.0 for r in result.rewards)
             assert result.method in ("model", "none")
             assert (result.method == "none") == (None in result.rewards)
             gate = DualEvaluator(AnswerEvaluator([held]), me)
@@ -233,7 +233,7 @@ def test_dual_gate_prefers_trusted_answers_then_the_model_then_abstains(knowing)
     held = gate.evaluate(SUM[0], CANDIDATES)
     assert held == answers.evaluate(SUM[0], CANDIDATES) and held.method == "answer"
     assert gate.evaluate(DOZEN[0], ["<answer>12</answer>", "<answer>7</answer>"]) == Evaluation(
-        pytest.approx([1.1, 0.1]), "model"
+        pytest.approx([1.0, 0.0]), "model"
     )
     alone = DualEvaluator(answers, None)
     assert alone.evaluate(DOZEN[0], ["<answer>12</answer>"]) == Evaluation([None], "none")
@@ -257,8 +257,8 @@ def test_client_serves_model_based_rewards_over_the_wire(knowing) -> None:
     assert isinstance(reply, RewardReply)
     held, not_held = reply.items
     assert reply.methods == {"answer": 1, "model": 1, "none": 0}  # counts only, not per item
-    assert held.method is None and held.rewards == pytest.approx([1.1, 0.1])
-    assert not_held.key == "1" and not_held.rewards == pytest.approx([1.1, 0.0])
+    assert held.method is None and held.rewards == pytest.approx([1.0, 0.0])
+    assert not_held.key == "1" and not_held.rewards == pytest.approx([1.0, 0.0])
 
 
 def test_client_answers_competence_queries_with_its_model(knowing) -> None:
@@ -268,7 +268,7 @@ def test_client_answers_competence_queries_with_its_model(knowing) -> None:
         CompetenceItem("b", DOZEN[0], "12"),
         CompetenceItem("c", DOZEN[0], "13"),  # a wrong reference: the model's 12 does not match
     ]
-    reply = decode(client.handle(encode(CompetenceRequest("r1", "c0", items))))
+    reply = decode(client.handle(encode(CompetenceRequest("r1", "c0", items))), client="c0")
     assert reply == CompetenceReply("r1", "c0", [1, 1, 0])
     no_model = decode(Client("c1", []).handle(encode(CompetenceRequest("r2", "c1", items))))
     assert no_model.kind == "error" and "no model to answer competence queries" in no_model.error
@@ -293,9 +293,9 @@ def test_a_request_of_questions_the_client_does_not_hold_is_answered_in_one_batc
     assert reply.methods == {"answer": 1, "model": 2, "none": 0}
     # the batch's answers are the model's right ones: a wrong tagged answer keeps the format reward
     assert [item.rewards for item in reply.items] == [
-        pytest.approx([1.1, 0.1]),
-        pytest.approx([1.1, 0.1]),
-        pytest.approx([1.1, 0.0]),
+        pytest.approx([1.0, 0.0]),
+        pytest.approx([1.0, 0.0]),
+        pytest.approx([1.0, 0.0]),
     ]
     client.handle(encode(RewardRequest("r2", "c0", [items[0], items[2]])))  # both kept: no generation
     assert len(calls) == 1
