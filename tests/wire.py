@@ -19,8 +19,11 @@ from fedgrpo.protocol.wire import ITEM_METHODS, KINDS, RUNS, SHORT_ID, SPENT, ZL
 def split(payload: bytes) -> tuple[dict[str, Any], bytes]:
     """A payload's header and its body, inflated when it was compressed."""
     head, at = _read(payload)
-    body = payload[at:]
-    return head, zlib.decompress(body) if payload[1] & ZLIB else body
+    body = zlib.decompress(payload[at:]) if payload[1] & ZLIB else payload[at:]
+    if "per_item" in head:
+        per_item = head.pop("per_item")
+        head["shape"] = [[per_item, len(body) // per_item]] if per_item else []
+    return head, body
 
 
 def parts(payload: bytes) -> tuple[bytes, bytes]:
@@ -36,9 +39,10 @@ def _read(payload: bytes) -> tuple[dict[str, Any], int]:
     head["id"] = reader.take(4).hex() if flags & SHORT_ID else reader.take(reader.varint()).decode()
     if head["kind"] == "reward_reply":
         head["methods"] = [reader.varint(), reader.varint()]
-        n = reader.varint() if flags & RUNS else 1
-        runs = [[reader.varint(), reader.varint()] for _ in range(n)]
-        head["shape"] = runs if flags & RUNS else [[runs[0][1], runs[0][0]]]
+        if flags & RUNS:
+            head["shape"] = [[reader.varint(), reader.varint()] for _ in range(reader.varint())]
+        else:
+            head["per_item"] = reader.varint()  # the items follow from the body (see split)
         if flags & ITEM_METHODS:
             head["item_methods"] = list(reader.take(sum(r for _, r in head["shape"])))
     if head["kind"] == "competence_reply":
@@ -56,10 +60,15 @@ def join(head: dict[str, Any], body: bytes = b"", compress: bool = False) -> byt
     fields = varint(len(raw_id)) + raw_id
     if "methods" in head:
         fields += b"".join(varint(n) for n in head["methods"])
-    if "shape" in head:
+    if "shape" in head:  # uniform when the body holds exactly its rewards, else run-length pairs
         shape = head["shape"]
-        if len(shape) == 1:
-            fields += varint(shape[0][1]) + varint(shape[0][0])
+        if (
+            len(shape) == 1
+            and shape[0][0]
+            and shape[0][0] * shape[0][1] == len(body)
+            and "item_methods" not in head
+        ):
+            fields += varint(shape[0][0])
         else:
             flags |= RUNS
             fields += varint(len(shape)) + b"".join(varint(c) + varint(r) for c, r in shape)

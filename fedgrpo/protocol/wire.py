@@ -18,8 +18,9 @@ No client name travels: the channel knows whom it asked (the decoder's ``client`
 * ``reward`` / ``competence`` (requests): no fields; BODY JSON ``{"questions": [...], "candidates":
   [[...], ...]}`` / ``{"questions": [...], "answers": [...]}``, one entry per item (text dominates).
 * ``reward_reply``: the items scored by answer and by model (``none`` is the rest of the items); the
-  shape: items and rewards per item, or with ``RUNS`` a count of run-length pairs ``(rewards per
-  item, items)``; with ``ITEM_METHODS`` one byte per item (an index into :data:`METHODS`, only with
+  shape: the rewards per item when every item has as many (the items are then the body's length
+  over it), or with ``RUNS`` a count of run-length pairs ``(rewards per item, items)``; with
+  ``ITEM_METHODS`` (and ``RUNS``) one byte per item (an index into :data:`METHODS`, only with
   ``federation.per_item_methods``). BODY: one byte per reward, items in request order: correctness
   ``k / 126`` (:func:`~fedgrpo.protocol.framing.pack_reward`), ``0xFF`` None (abstain), ``0x7F`` a
   reward the grid cannot hold (decodes as NaN; the server rejects it). Clients send correctness
@@ -95,14 +96,14 @@ def _reward_reply_fields(message: RewardReply) -> tuple[int, bytes, bytes]:
         raise ValueError(f"method counts must name {list(METHODS)}")
     flags, fields = 0, varint(message.methods["answer"]) + varint(message.methods["model"])
     runs = _runs([len(i.rewards) for i in message.items])
-    if len(runs) > 1:
+    methods = [i.method for i in message.items]
+    per_item = any(m is not None for m in methods)
+    if len(runs) == 1 and runs[0][0] and not per_item:  # the common case: the items follow from the body
+        fields += varint(runs[0][0])
+    else:
         flags |= RUNS
         fields += varint(len(runs)) + b"".join(varint(c) + varint(r) for c, r in runs)
-    else:
-        count, items = runs[0] if runs else (0, 0)
-        fields += varint(items) + varint(count)
-    methods = [i.method for i in message.items]
-    if any(m is not None for m in methods):
+    if per_item:
         if None in methods:
             raise ValueError("per-item methods must be on every item or on none")
         flags |= ITEM_METHODS
@@ -218,11 +219,8 @@ def _competence_request(body: bytes, request_id: str, client: str) -> Competence
     return CompetenceRequest(request_id, client, items)
 
 
-def _shape(reader: Reader, flags: int) -> list[tuple[int, int]]:
-    """The run-length pairs ``(rewards per item, items)``: one pair, or with RUNS a counted list."""
-    if not flags & RUNS:
-        items, count = reader.varint(), reader.varint()
-        return [(count, items)]
+def _runs_field(reader: Reader) -> list[tuple[int, int]]:
+    """RUNS: a count of run-length pairs ``(rewards per item, items)``."""
     n = reader.varint()
     if n > len(reader.data):  # bounded before a list is built: a pair takes 2+ bytes
         raise ProtocolError("shape claims more runs than the reply has bytes")
@@ -231,13 +229,23 @@ def _shape(reader: Reader, flags: int) -> list[tuple[int, int]]:
 
 def _reward_reply(reader: Reader, flags: int, limit: int, request_id: str, client: str) -> RewardReply:
     answer, model = reader.varint(), reader.varint()
-    runs = _shape(reader, flags)
+    if flags & ITEM_METHODS and not flags & RUNS:
+        raise ProtocolError("per-item methods need the explicit shape (RUNS)")
+    runs = _runs_field(reader) if flags & RUNS else []
+    per_item = 0 if flags & RUNS else reader.varint()  # uniform: rewards per item, items from the body
+    if not flags & RUNS and per_item == 0:
+        raise ProtocolError("a uniform shape needs at least one reward per item")
     items = sum(repeats for _, repeats in runs)
     codes = reader.take(items) if flags & ITEM_METHODS else b""
     if any(c >= len(METHODS) for c in codes):
         raise ProtocolError(f"a per-item method must be one of {len(METHODS)} codes")
     spent = privacy_spent(reader.two_floats()) if flags & SPENT else None
     rewards = unpack_rewards(_body(reader, flags, limit))
+    if per_item:
+        if len(rewards) % per_item:
+            raise ProtocolError(f"{len(rewards)} packed rewards are not items of {per_item}")
+        runs = [(per_item, len(rewards) // per_item)] if rewards else []
+        items = len(rewards) // per_item
     # bounded before a list is built: an honest reply's items mostly hold a reward (a byte) each
     if items > len(reader.data) + len(rewards) or sum(c * r for c, r in runs) != len(rewards):
         raise ProtocolError(f"shape does not cover the {len(rewards)} packed rewards")
