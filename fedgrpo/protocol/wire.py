@@ -149,20 +149,9 @@ def encode(message: Message) -> bytes:
     return bytes([PROTOCOL_VERSION, kind | flags]) + request_id + fields + body
 
 
-def privacy_spent(value: object) -> tuple[float, float] | None:
-    """A reply's optional privacy spend: absent, or [epsilon, delta], finite, eps >= 0, 0 <= delta < 1."""
-    if value is None:
-        return None
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 2
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    ):
-        raise ProtocolError("privacy_spent must be [epsilon, delta]")
-    try:
-        epsilon, delta = float(value[0]), float(value[1])
-    except OverflowError as err:
-        raise ProtocolError("privacy_spent is not representable") from err
+def privacy_spent(pair: tuple[float, float]) -> tuple[float, float]:
+    """A reply's privacy spend as read: [epsilon, delta], finite, epsilon >= 0, 0 <= delta < 1."""
+    epsilon, delta = pair
     if not (math.isfinite(epsilon) and epsilon >= 0 and 0 <= delta < 1):
         raise ProtocolError("privacy_spent needs a finite epsilon >= 0 and a delta in [0, 1)")
     return epsilon, delta
