@@ -24,6 +24,7 @@ from fedgrpo.client import (
     DualEvaluator,
     EndpointEvaluator,
     EndpointModel,
+    ScoringSettings,
 )
 from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Example, derive_seed, make_qid, normalise_question, write_client_data
@@ -84,7 +85,9 @@ COMPETENCE = CompetenceRequest(
 
 
 def _endpoint_client(url: str, **kwargs: Any) -> Client:
-    model = EndpointEvaluator(EndpointModel(url, "org/expert", max_retries=0), samples=1, **kwargs)
+    model = EndpointEvaluator(
+        EndpointModel(url, "org/expert", max_retries=0), ScoringSettings(samples=1), **kwargs
+    )
     return Client("org", _examples(), DualEvaluator(AnswerEvaluator(_examples()), model))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedgrpo.client import ModelEvaluator
+from fedgrpo.client import ModelEvaluator, ScoringSettings
 from fedgrpo.client.experts import (
     ExpertRecipe,
     answer_reward,
@@ -56,7 +56,10 @@ def test_each_client_keeps_its_own_adapter_on_one_shared_base(trained) -> None:
 
     def evaluator(adapter: str) -> ModelEvaluator:
         return ModelEvaluator(
-            model, tokenizer, samples=1, max_new_tokens=8, worked_example=False, adapter=adapter
+            model,
+            tokenizer,
+            ScoringSettings(samples=1, max_new_tokens=8, worked_example=False),
+            adapter=adapter,
         )
 
     seven, twelve = evaluator("seven"), evaluator("twelve")

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
+from fedgrpo.client.agreement import SampledScorer, ScoringSettings, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.client.dual import ModelUnavailableError
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
@@ -57,21 +57,14 @@ class EndpointEvaluator(SampledScorer):
     def __init__(
         self,
         endpoint: EndpointModel,
-        mode: Mode = "agreement",
-        samples: int = 4,
-        max_new_tokens: int = 48,
-        temperature: float = 0.7,
-        seed: int = 0,
-        worked_example: bool = True,
+        settings: ScoringSettings = ScoringSettings(),
         prompt_format: Callable[[list[dict[str, str]]], str] = chatml_prompt,
-        cache_size: int = 4096,
         cooldown_s: float = 30.0,
     ) -> None:
         """``prompt_format`` renders the chat as raw text for likelihood mode only (agreement mode
-        sends chat messages and the server applies the model's own template); ``cache_size``
-        bounds the reference answers kept (least recently used go first); ``cooldown_s`` is how
+        sends chat messages and the server applies the model's own template); ``cooldown_s`` is how
         long after a failure the endpoint is not tried again."""
-        super().__init__(mode, samples, max_new_tokens, temperature, seed, worked_example, cache_size)
+        super().__init__(settings)
         if cooldown_s < 0:
             raise ValueError("cooldown_s must be at least 0")
         self.endpoint = endpoint
@@ -80,7 +73,8 @@ class EndpointEvaluator(SampledScorer):
         self._failed: tuple[float, str] | None = None  # (monotonic time, error) of the last failure
 
     def __repr__(self) -> str:
-        return f"EndpointEvaluator({self.endpoint!r}, mode={self.mode!r}, samples={self.samples})"
+        s = self.settings
+        return f"EndpointEvaluator({self.endpoint!r}, mode={s.mode!r}, samples={s.samples})"
 
     # -- public -------------------------------------------------------------------------------
 
@@ -91,7 +85,7 @@ class EndpointEvaluator(SampledScorer):
         """
         if not candidates:
             return Evaluation([], "model")
-        if self.mode == "likelihood":
+        if self.settings.mode == "likelihood":
             return Evaluation(self._call(self._likelihood_rewards, question, candidates), "model")
         reference = self.answer(question)
         if reference is None:
@@ -110,11 +104,11 @@ class EndpointEvaluator(SampledScorer):
             return reference
         texts = self._call(
             self.endpoint.sample,
-            build_messages(question, self.worked_example),
-            n=self.samples,
-            temperature=self.temperature if self.samples > 1 else 0.0,
-            max_tokens=self.max_new_tokens,
-            seed=derive_seed("model-evaluation", self.seed, key),
+            build_messages(question, self.settings.worked_example),
+            n=self.settings.samples,
+            temperature=self.settings.temperature if self.settings.samples > 1 else 0.0,
+            max_tokens=self.settings.max_new_tokens,
+            seed=derive_seed("model-evaluation", self.settings.seed, key),
         )
         reference = majority_answer(texts)
         self._remember(key, reference)
@@ -145,7 +139,7 @@ class EndpointEvaluator(SampledScorer):
         A candidate without a parseable answer scores 0 (nothing to judge), as in ModelEvaluator.
         One ``/completions`` request per scored candidate.
         """
-        prompt = self.prompt_format(build_messages(question, self.worked_example))
+        prompt = self.prompt_format(build_messages(question, self.settings.worked_example))
         rewards: list[float | None] = [0.0] * len(candidates)
         for i, text in enumerate(candidates):
             answer = parsed_answer(text)

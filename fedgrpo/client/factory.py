@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fedgrpo.client import AnswerEvaluator, Client, ClientModel, DualEvaluator, Evaluator
+from fedgrpo.client import AnswerEvaluator, Client, ClientModel, DualEvaluator, Evaluator, ScoringSettings
 from fedgrpo.client.endpoint import EndpointModel
 from fedgrpo.client.endpoint_scoring import EndpointEvaluator
 from fedgrpo.client.privacy import PrivacyPolicy, PrivateRelease
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig
 from fedgrpo.data import Example
 
-__all__ = ["endpoint_model", "in_process_model", "make_client", "private_release"]
+__all__ = ["endpoint_model", "in_process_model", "make_client", "private_release", "scoring_settings"]
 
 
 def private_release(
@@ -72,17 +72,18 @@ def make_client(
     )
 
 
-def _scoring(cfg: FedGRPOConfig, worked_example: bool) -> dict[str, Any]:
+def scoring_settings(cfg: FedGRPOConfig, worked_example: bool) -> ScoringSettings:
     """The run's scoring settings, the same for a model in this process and one behind an endpoint."""
     cs = cfg.clients
-    return {
-        "mode": cs.evaluation,
-        "samples": cs.samples,
-        "max_new_tokens": cs.max_new_tokens,
-        "temperature": cs.temperature,
-        "seed": cfg.seed,
-        "worked_example": worked_example,
-    }
+    return ScoringSettings(
+        mode=cs.evaluation,
+        samples=cs.samples,
+        max_new_tokens=cs.max_new_tokens,
+        temperature=cs.temperature,
+        seed=cfg.seed,
+        worked_example=worked_example,
+        direct_answer=cs.direct_answer,
+    )
 
 
 def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str | None) -> ClientModel:
@@ -97,12 +98,7 @@ def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str 
         pack_fp16_weights(net)
     worked = cfg.clients.expert.worked_example if adapter else cfg.model.worked_example
     return ModelEvaluator(
-        net,
-        tokenizer,
-        adapter=adapter,
-        share_prompts=cfg.run.share_prompts,
-        direct_answer=cfg.clients.direct_answer,
-        **_scoring(cfg, worked),
+        net, tokenizer, scoring_settings(cfg, worked), adapter=adapter, share_prompts=cfg.run.share_prompts
     )
 
 
@@ -113,4 +109,4 @@ def endpoint_model(cfg: FedGRPOConfig, url: str, model: str, api_key: str | None
     endpoint that is down makes the client abstain on model-scored items, it does not stop it.
     """
     endpoint = EndpointModel(url, model, api_key=api_key, timeout_s=cfg.flower.reward_timeout_s)
-    return EndpointEvaluator(endpoint, **_scoring(cfg, cfg.model.worked_example))
+    return EndpointEvaluator(endpoint, scoring_settings(cfg, cfg.model.worked_example))
