@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -32,7 +33,7 @@ from fedgrpo.protocol import (  # noqa: E402
     decode,
     encode,
 )
-from tests.wire import join, split  # noqa: E402
+from tests.wire import join, split, v3  # noqa: E402
 
 MESSAGES = [
     RewardRequest(
@@ -165,6 +166,19 @@ def test_client_app_rejects_bad_input_with_a_counted_error(client_app, case: str
     assert isinstance(got, ErrorReply) and got.error
     assert sum(apps.REJECTED.values()) == before + 1
     assert read_stats(reply.content)["rejected"] == before + 1  # the server sees the client's count
+
+
+def test_client_app_answers_a_protocol_3_server_in_its_own_form(client_app) -> None:
+    """An old server's request (a JSON header line) gets a v3 error reply naming both versions: what
+    that server's decoder reads, in the records it expects."""
+    app, _ = client_app
+    old = v3("reward", "31a3d892b833e981", "client-0") + b'{"questions":["2+2?"],"candidates":[["4"]]}'
+    reply = _call(app, _request(RecordDict({"message": ConfigRecord({"payload": old})})), {"partition-id": 0})
+    line, _, rest = read_payload(reply.content).partition(b"\n")
+    head = json.loads(line)
+    assert rest == b"" and (head["v"], head["kind"], head["id"]) == (3, "error", "31a3d892b833e981")
+    assert head["error"] == "peer speaks FedGRPO protocol 3, this side speaks 4"
+    assert read_stats(reply.content)["reply_bytes"] == len(line) + 1
 
 
 def test_config_text_and_flower_settings_validation(tmp_path) -> None:
