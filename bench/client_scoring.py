@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 
@@ -66,8 +67,11 @@ def main() -> None:
     rows = []
     for before, after in zip(plain, evaluators, strict=True):
         timings = {}
-        before.cache_size = after.cache_size = 0  # every pass generates: no answer kept from the pass before
-        before.share_prompts = before.direct_answer = False  # transformers' generate as is, the full reply
+        # every pass generates (no answer kept from the pass before); "before": transformers' generate
+        # as is, the full reply
+        before.settings = replace(before.settings, cache_size=0, direct_answer=False)
+        after.settings = replace(after.settings, cache_size=0)
+        before.share_prompts = False
         for shared, ev in ((False, before), (True, after)):
             start = time.perf_counter()
             if shared:
@@ -84,14 +88,17 @@ def main() -> None:
             timings[shared] = (graph / (len(auxiliary) * samples), scoring / (len(questions) * samples))
         # A request of two questions the client does not hold, as the default run sends its most
         # competent clients: both answered in one batch (``prepare``, which keeps the answers).
-        after.cache_size, after._references = 4096, type(after._references)()
+        after.settings, after._references = (
+            replace(after.settings, cache_size=4096),
+            type(after._references)(),
+        )
         start = time.perf_counter()
         for i in range(0, len(questions) - 1, 2):
             after.prepare(questions[i : i + 2])
             for q in questions[i : i + 2]:
                 after.evaluate(q, candidates)
         paired = (time.perf_counter() - start) / ((len(questions) // 2) * 2 * samples)
-        after.cache_size = 0
+        after.settings = replace(after.settings, cache_size=0)
         rows.append((after.adapter, timings, paired))
     print(f"{len(auxiliary)} auxiliary questions, {len(questions)} scored questions, {samples} samples each")
     print(

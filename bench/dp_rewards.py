@@ -10,8 +10,8 @@ and a run budget. Exact numbers, seconds of CPU.
 ``correctness``: the default domains' seeded split (answer-based clients, every client asked), G=8
 fixed candidates per training question (half right, all tagged), sent through the real clients and
 :class:`FederatedAdvantage` at each epsilon. Reported: the share of rewards whose correctness part
-(reward minus format bonus, >= 0.5) is right, and the share of candidates whose advantage has the
-sign of their correctness.
+(the server's reward minus the format reward it added, >= 0.5) is right, and the share of
+candidates whose advantage has the sign of their correctness.
 
 ``train``: short SmolLM2 training runs (answer-based clients, every client asked) at each epsilon; the
 held-out accuracy after training. Takes minutes per epsilon on a CPU.
@@ -56,7 +56,7 @@ def _label_guess(means: dict[int, float], rng: random.Random) -> int | None:
 def probe_once(privacy: PrivateRelease | None, questions: int, repeats: int, seed: int = 0) -> dict[str, Any]:
     """One probing attack; returns labels recovered and what the client spent."""
     examples = generate("sums_1digit", questions, seed)
-    client = Client("org", examples, format_reward=FMT, privacy=privacy)
+    client = Client("org", examples, privacy=privacy)  # correctness only, as the server reads it
     answers = list(range(-9, 19))  # every answer a sum or difference of two digits can have
     # all repeats in one request: the client composes its spend once, the attack is the same
     items = [
@@ -120,7 +120,7 @@ def correctness(args: argparse.Namespace) -> dict[str, Any]:
             for ex, row in zip(examples, truth, strict=True)
         ]
         advantage = FederatedAdvantage(
-            transport, AllSelector(), len(transport.client_names), g, max_reward=1 + FMT
+            transport, AllSelector(), len(transport.client_names), g, format_reward=FMT
         )
         questions = split.train_questions[: args.questions]
         start = time.perf_counter()

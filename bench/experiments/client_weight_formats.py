@@ -30,6 +30,7 @@ from client_weights import _replies  # noqa: E402
 
 from fedgrpo.accel.few_rows import activate, few_row_linears  # noqa: E402
 from fedgrpo.accel.fp16_weights import pack_fp16_weights  # noqa: E402
+from fedgrpo.client.agreement import ScoringSettings  # noqa: E402
 from fedgrpo.client.model_scoring import ModelEvaluator  # noqa: E402
 from fedgrpo.config import load_config  # noqa: E402
 from fedgrpo.method.answers import is_correct  # noqa: E402
@@ -120,10 +121,12 @@ def main() -> None:
             scorer = ModelEvaluator(
                 model,
                 expert.tokenizer,
-                samples=1,
-                max_new_tokens=cfg.clients.max_new_tokens,
-                direct_answer=cfg.clients.direct_answer,
-                cache_size=0,
+                ScoringSettings(
+                    samples=1,
+                    max_new_tokens=cfg.clients.max_new_tokens,
+                    direct_answer=cfg.clients.direct_answer,
+                    cache_size=0,
+                ),
             )
             replies = _replies(scorer, questions, 1)[0]  # greedy, in competence chunks
             reference = replies if reference is None else reference

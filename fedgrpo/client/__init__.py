@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fedgrpo.client.agreement import ScoringSettings
 from fedgrpo.client.answer_scoring import AnswerEvaluator, Evaluation
 from fedgrpo.client.client import Client, Evaluator
 from fedgrpo.client.dual import ClientModel, DualEvaluator, ModelUnavailableError
@@ -33,6 +34,7 @@ __all__ = [
     "Evaluator",
     "ModelEvaluator",
     "ModelUnavailableError",
+    "ScoringSettings",
 ]
 
 

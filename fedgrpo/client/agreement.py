@@ -2,61 +2,64 @@
 
 A client model (in this process: :class:`~fedgrpo.client.model_scoring.ModelEvaluator`; behind an
 endpoint: :class:`~fedgrpo.client.endpoint_scoring.EndpointEvaluator`) answers a question itself a
-few times; its majority answer is the reference, and each candidate scores 1/0 on agreeing with it,
-plus the format reward. Torch-free, so an endpoint-served client never imports a model library.
+few times; its majority answer is the reference, and each candidate scores 1/0 on agreeing with it
+(correctness only). Torch-free, so an endpoint-served client never imports a model library.
 """
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from dataclasses import dataclass
 from typing import Literal
 
-from fedgrpo.method.answers import answer_key, parsed_answer, reward_for
+from fedgrpo.method.answers import answer_key, parsed_answer
 
-__all__ = ["Mode", "SampledScorer", "agreement_rewards", "majority_answer"]
+__all__ = ["Mode", "SampledScorer", "ScoringSettings", "agreement_rewards", "majority_answer"]
 
 Mode = Literal["agreement", "likelihood"]
 
 
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How a client model scores, the same wherever it runs (the run's ``clients.*`` and ``seed``),
+    checked once: it answers a question itself ``samples`` times (``max_new_tokens`` each, at
+    ``temperature``, seeded from ``seed`` and the question) and scores a candidate by ``mode``.
+    ``worked_example``: the prompt shows one solved example. ``cache_size``: the questions whose own
+    answer is kept. ``direct_answer``: a model in this process replies from inside the answer tag
+    (:mod:`fedgrpo.client.model_scoring`); an endpoint's replies are what its server writes."""
+
+    mode: Mode = "agreement"
+    samples: int = 4
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    seed: int = 0
+    worked_example: bool = True
+    cache_size: int = 4096
+    direct_answer: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("agreement", "likelihood"):
+            raise ValueError(f"unknown model-evaluation mode {self.mode!r}")
+        if self.samples < 1:
+            raise ValueError("samples must be at least 1")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if self.samples > 1 and self.temperature <= 0:
+            raise ValueError("sampling more than one answer needs a positive temperature")
+        if self.cache_size < 0:
+            raise ValueError("cache_size must be at least 0")
+
+
 class SampledScorer:
-    """The sampling settings every client model shares, checked once: how it answers a question
-    itself (``samples`` answers of ``max_new_tokens`` at ``temperature``, seeded per question) and
-    how a candidate is then scored (``mode``, plus ``format_reward``).
+    """What every client model shares: its :class:`ScoringSettings` and the answers it keeps.
 
     A question's own answer is seeded by the question alone (or, answered in one batch with the other
     questions of a request, by those questions together). It is kept (the ``cache_size`` most
     recently used, by normalised question), so it is the same every time the question is asked, and
     a question asked again, in a later epoch or by a replacement round, costs no generation."""
 
-    def __init__(
-        self,
-        mode: Mode,
-        samples: int,
-        max_new_tokens: int,
-        temperature: float,
-        format_reward: float,
-        seed: int,
-        worked_example: bool,
-        cache_size: int = 4096,
-    ) -> None:
-        if mode not in ("agreement", "likelihood"):
-            raise ValueError(f"unknown model-evaluation mode {mode!r}")
-        if samples < 1:
-            raise ValueError("samples must be at least 1")
-        if max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1")
-        if samples > 1 and temperature <= 0:
-            raise ValueError("sampling more than one answer needs a positive temperature")
-        if cache_size < 0:
-            raise ValueError("cache_size must be at least 0")
-        self.mode: Mode = mode
-        self.samples = samples
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.format_reward = format_reward
-        self.seed = seed
-        self.worked_example = worked_example
-        self.cache_size = cache_size
+    def __init__(self, settings: ScoringSettings) -> None:
+        self.settings = settings
         self._references: OrderedDict[str, str | None] = OrderedDict()
 
     def _recall(self, key: str) -> tuple[bool, str | None]:
@@ -67,9 +70,9 @@ class SampledScorer:
         return True, self._references[key]
 
     def _remember(self, key: str, reference: str | None) -> None:
-        if self.cache_size:
+        if self.settings.cache_size:
             self._references[key] = reference
-            while len(self._references) > self.cache_size:
+            while len(self._references) > self.settings.cache_size:
                 self._references.popitem(last=False)
 
 
@@ -87,12 +90,12 @@ def majority_answer(completions: list[str]) -> str | None:
     return answers[keys.index(winner)]
 
 
-def agreement_rewards(reference: str, candidates: list[str], format_reward: float) -> list[float | None]:
-    """1 (plus the format reward) for each candidate whose final answer agrees with ``reference``."""
+def agreement_rewards(reference: str, candidates: list[str]) -> list[float | None]:
+    """1 for each candidate whose final answer agrees with ``reference``, else 0."""
     ref_key = answer_key(reference)
     rewards: list[float | None] = []
     for text in candidates:
         predicted = parsed_answer(text)
         agrees = predicted is not None and answer_key(predicted) == ref_key
-        rewards.append(reward_for(1.0 if agrees else 0.0, text, format_reward))
+        rewards.append(1.0 if agrees else 0.0)
     return rewards

@@ -40,9 +40,11 @@ from fedgrpo.protocol import (
     ProtocolError,
     RewardReply,
     RewardRequest,
+    VersionMismatch,
     decode,
     encode,
     method_counts,
+    refusal,
 )
 
 log = logging.getLogger(__name__)
@@ -71,17 +73,15 @@ class Client:
         name: str,
         examples: list[Example],
         evaluator: Evaluator | None = None,
-        format_reward: float = 0.1,
         per_item_methods: bool = False,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         privacy: PrivateRelease | None = None,
     ) -> None:
         self.name = name
         self.per_item_methods = per_item_methods
-        self.format_reward = format_reward  # sent with each reward reply: its rewards stay exact
         self.max_message_bytes = max_message_bytes  # longer requests are refused unread
         self._examples = list(examples)
-        self._evaluator: Evaluator = evaluator or AnswerEvaluator(self._examples, format_reward)
+        self._evaluator: Evaluator = evaluator or AnswerEvaluator(self._examples)
         self.model_unavailable = 0  # requests the client model could not serve (abstained or refused)
         self.privacy = privacy  # None: values leave as scored (no differential privacy)
 
@@ -99,9 +99,13 @@ class Client:
         }
 
     def handle(self, payload: bytes) -> bytes:
-        """Decode a request, answer it, encode the reply. Malformed input gets an error reply."""
+        """Decode a request, answer it, encode the reply. Malformed input gets an error reply; a request
+        of another protocol version one in that version's own form (:func:`refusal`), naming both."""
         try:
-            request = decode(payload, self.max_message_bytes)
+            request = decode(payload, self.max_message_bytes, self.name)
+        except VersionMismatch as err:
+            log.warning("%s: refused a request: %s", self.name, err)
+            return refusal(err, self.name)
         except ProtocolError as err:
             log.warning("%s: rejected malformed request: %s", self.name, err)
             return encode(ErrorReply("?", self.name, f"malformed request: {err}"))
@@ -157,7 +161,7 @@ class Client:
                 failed,
             )
         counts = method_counts(methods)
-        return RewardReply(request.request_id, self.name, items, counts, bonus=self.format_reward)
+        return RewardReply(request.request_id, self.name, items, counts)
 
     def _competence(self, request: CompetenceRequest) -> Message:
         """Answer each auxiliary question with the client model; 1 where it matches the given answer."""

@@ -11,7 +11,7 @@ nothing here imports torch or transformers.
   The reference is cached per question, so scoring a question's candidates, or the same question
   again, costs ``samples`` requests once, not once per candidate.
 * ``likelihood``: the mean per-token probability the endpoint gives to each candidate's final
-  answer after the prompt, the candidate's rationale and ``<answer>`` (plus the format reward).
+  answer after the prompt, the candidate's rationale and ``<answer>``.
   It needs prompt log-probabilities, which only some servers return (vLLM).
 
 Any endpoint failure is raised as :class:`~fedgrpo.client.dual.ModelUnavailableError` (the client
@@ -27,12 +27,12 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
+from fedgrpo.client.agreement import SampledScorer, ScoringSettings, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.client.dual import ModelUnavailableError
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
 from fedgrpo.data import derive_seed, normalise_question
-from fedgrpo.method.answers import parsed_answer, rationale, reward_for
+from fedgrpo.method.answers import parsed_answer, rationale
 from fedgrpo.method.prompting import build_messages
 
 __all__ = ["EndpointEvaluator", "chatml_prompt"]
@@ -57,24 +57,14 @@ class EndpointEvaluator(SampledScorer):
     def __init__(
         self,
         endpoint: EndpointModel,
-        mode: Mode = "agreement",
-        samples: int = 4,
-        max_new_tokens: int = 48,
-        temperature: float = 0.7,
-        format_reward: float = 0.1,
-        seed: int = 0,
-        worked_example: bool = True,
+        settings: ScoringSettings = ScoringSettings(),
         prompt_format: Callable[[list[dict[str, str]]], str] = chatml_prompt,
-        cache_size: int = 4096,
         cooldown_s: float = 30.0,
     ) -> None:
         """``prompt_format`` renders the chat as raw text for likelihood mode only (agreement mode
-        sends chat messages and the server applies the model's own template); ``cache_size``
-        bounds the reference answers kept (least recently used go first); ``cooldown_s`` is how
+        sends chat messages and the server applies the model's own template); ``cooldown_s`` is how
         long after a failure the endpoint is not tried again."""
-        super().__init__(
-            mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example, cache_size
-        )
+        super().__init__(settings)
         if cooldown_s < 0:
             raise ValueError("cooldown_s must be at least 0")
         self.endpoint = endpoint
@@ -83,7 +73,8 @@ class EndpointEvaluator(SampledScorer):
         self._failed: tuple[float, str] | None = None  # (monotonic time, error) of the last failure
 
     def __repr__(self) -> str:
-        return f"EndpointEvaluator({self.endpoint!r}, mode={self.mode!r}, samples={self.samples})"
+        s = self.settings
+        return f"EndpointEvaluator({self.endpoint!r}, mode={s.mode!r}, samples={s.samples})"
 
     # -- public -------------------------------------------------------------------------------
 
@@ -94,12 +85,12 @@ class EndpointEvaluator(SampledScorer):
         """
         if not candidates:
             return Evaluation([], "model")
-        if self.mode == "likelihood":
+        if self.settings.mode == "likelihood":
             return Evaluation(self._call(self._likelihood_rewards, question, candidates), "model")
         reference = self.answer(question)
         if reference is None:
             return Evaluation([None] * len(candidates), "none")
-        return Evaluation(agreement_rewards(reference, candidates, self.format_reward), "model")
+        return Evaluation(agreement_rewards(reference, candidates), "model")
 
     def answer(self, question: str) -> str | None:
         """The endpoint model's majority answer over its samples; None when no sample has one.
@@ -113,11 +104,11 @@ class EndpointEvaluator(SampledScorer):
             return reference
         texts = self._call(
             self.endpoint.sample,
-            build_messages(question, self.worked_example),
-            n=self.samples,
-            temperature=self.temperature if self.samples > 1 else 0.0,
-            max_tokens=self.max_new_tokens,
-            seed=derive_seed("model-evaluation", self.seed, key),
+            build_messages(question, self.settings.worked_example),
+            n=self.settings.samples,
+            temperature=self.settings.temperature if self.settings.samples > 1 else 0.0,
+            max_tokens=self.settings.max_new_tokens,
+            seed=derive_seed("model-evaluation", self.settings.seed, key),
         )
         reference = majority_answer(texts)
         self._remember(key, reference)
@@ -148,7 +139,7 @@ class EndpointEvaluator(SampledScorer):
         A candidate without a parseable answer scores 0 (nothing to judge), as in ModelEvaluator.
         One ``/completions`` request per scored candidate.
         """
-        prompt = self.prompt_format(build_messages(question, self.worked_example))
+        prompt = self.prompt_format(build_messages(question, self.settings.worked_example))
         rewards: list[float | None] = [0.0] * len(candidates)
         for i, text in enumerate(candidates):
             answer = parsed_answer(text)
@@ -156,5 +147,5 @@ class EndpointEvaluator(SampledScorer):
                 continue
             logprobs = self.endpoint.answer_logprobs(prompt + rationale(text) + "<answer>", answer)
             prob = sum(math.exp(lp) for lp in logprobs) / len(logprobs)
-            rewards[i] = reward_for(min(max(prob, 0.0), 1.0), text, self.format_reward)
+            rewards[i] = min(max(prob, 0.0), 1.0)
         return rewards

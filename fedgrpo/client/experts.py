@@ -7,7 +7,8 @@ LoRA adapter, in one of two ways:
 - ``sft`` (default): supervised fine-tuning (TRL's ``SFTTrainer``); the prompt is the one the client
   model is asked with during evaluation, the target is ``<answer>...</answer>``.
 - ``grpo``: TRL's ``GRPOTrainer`` on the same prompts, rewarded by the client's own answer check
-  (:class:`~fedgrpo.client.answer_scoring.AnswerEvaluator`: exact correctness plus the format reward).
+  (:class:`~fedgrpo.client.answer_scoring.AnswerEvaluator`'s exact correctness, shaped by
+  :func:`~fedgrpo.method.answers.reward_for` as the server shapes a reward).
   It needs a base that already answers some questions right: with all rewards equal there is no
   group-relative signal.
 
@@ -36,6 +37,7 @@ from typing import Any
 from fedgrpo.accel import speed_up_trainer_model
 from fedgrpo.client.answer_scoring import AnswerEvaluator
 from fedgrpo.data import Example
+from fedgrpo.method.answers import reward_for
 from fedgrpo.method.prompting import build_messages, completion_text
 from fedgrpo.models.loading import cache_dir, load_policy, load_tokenizer
 
@@ -111,13 +113,15 @@ def grpo_dataset(examples: list[Example], worked_example: bool) -> Any:
 
 
 def answer_reward(examples: list[Example]) -> Callable[..., list[float]]:
-    """A TRL reward function: the client's own answer check of each completion (the paper's AE)."""
+    """A TRL reward function: the client's own answer check of each completion (the paper's AE),
+    shaped as the server shapes a reward (:func:`~fedgrpo.method.answers.reward_for`)."""
     evaluator = AnswerEvaluator(examples)
 
     def reward(completions: list[Any], question: list[str], **_: Any) -> list[float]:
-        pairs = zip(completions, question, strict=True)
-        scores = [evaluator.evaluate(q, [completion_text(c)]).rewards[0] for c, q in pairs]
-        return [0.0 if r is None else r for r in scores]  # every question is the client's own
+        texts = [completion_text(c) for c in completions]
+        scores = [evaluator.evaluate(q, [t]).rewards[0] for t, q in zip(texts, question, strict=True)]
+        # every question is the client's own (None: not found, scored 0)
+        return [0.0 if r is None else reward_for(r, t) for r, t in zip(scores, texts, strict=True)]
 
     reward.__name__ = "client_answer_check"
     return reward

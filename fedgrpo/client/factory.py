@@ -2,8 +2,7 @@
 
 A client's model is one of: none (answer-based scoring only), a model in this process (a base with
 an optional expert adapter), or a model behind an OpenAI-compatible endpoint the organisation runs.
-All of them are scored with the run's ``clients.*`` settings, ``federation.format_reward`` and
-``seed``.
+All of them are scored with the run's ``clients.*`` settings and ``seed``, and send correctness only.
 
 Torch-free at import: an answer-only or endpoint-served client (on Flower's Deployment Engine, a
 fresh ClientApp process per message) must not pay for torch and transformers. Only
@@ -15,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fedgrpo.client import AnswerEvaluator, Client, ClientModel, DualEvaluator, Evaluator
+from fedgrpo.client import AnswerEvaluator, Client, ClientModel, DualEvaluator, Evaluator, ScoringSettings
 from fedgrpo.client.endpoint import EndpointModel
 from fedgrpo.client.endpoint_scoring import EndpointEvaluator
 from fedgrpo.client.privacy import PrivacyPolicy, PrivateRelease
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig
 from fedgrpo.data import Example
 
-__all__ = ["endpoint_model", "in_process_model", "make_client", "private_release"]
+__all__ = ["endpoint_model", "in_process_model", "make_client", "private_release", "scoring_settings"]
 
 
 def private_release(
@@ -46,7 +45,7 @@ def private_release(
     )
     seed = [cfg.seed, *name.encode()] if seeded else None
     scores = "continuous" if cfg.clients.evaluation == "likelihood" else "binary"
-    return PrivateRelease(policy, scores, cfg.federation.format_reward, seed, state_path, cfg.name)
+    return PrivateRelease(policy, scores, seed, state_path, cfg.name)
 
 
 def make_client(
@@ -62,31 +61,29 @@ def make_client(
     simulation's adversaries, :mod:`fedgrpo.simulation.adversaries`; never a deployed client); ``privacy``:
     its
     release layer (default: none)."""
-    fmt = cfg.federation.format_reward
-    evaluator: Evaluator = DualEvaluator(AnswerEvaluator(examples, fmt), model)
+    evaluator: Evaluator = DualEvaluator(AnswerEvaluator(examples), model)
     return Client(
         name,
         examples,
         wrap(evaluator) if wrap is not None else evaluator,
-        fmt,
         per_item_methods=cfg.federation.per_item_methods,
         max_message_bytes=cfg.flower.max_message_bytes,
         privacy=privacy,
     )
 
 
-def _scoring(cfg: FedGRPOConfig, worked_example: bool) -> dict[str, Any]:
+def scoring_settings(cfg: FedGRPOConfig, worked_example: bool) -> ScoringSettings:
     """The run's scoring settings, the same for a model in this process and one behind an endpoint."""
     cs = cfg.clients
-    return {
-        "mode": cs.evaluation,
-        "samples": cs.samples,
-        "max_new_tokens": cs.max_new_tokens,
-        "temperature": cs.temperature,
-        "format_reward": cfg.federation.format_reward,
-        "seed": cfg.seed,
-        "worked_example": worked_example,
-    }
+    return ScoringSettings(
+        mode=cs.evaluation,
+        samples=cs.samples,
+        max_new_tokens=cs.max_new_tokens,
+        temperature=cs.temperature,
+        seed=cfg.seed,
+        worked_example=worked_example,
+        direct_answer=cs.direct_answer,
+    )
 
 
 def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str | None) -> ClientModel:
@@ -100,12 +97,7 @@ def in_process_model(cfg: FedGRPOConfig, net: Any, tokenizer: Any, adapter: str 
     speed_up_client_model(net, cfg.clients.weights)
     worked = cfg.clients.expert.worked_example if adapter else cfg.model.worked_example
     return ModelEvaluator(
-        net,
-        tokenizer,
-        adapter=adapter,
-        share_prompts=cfg.run.share_prompts,
-        direct_answer=cfg.clients.direct_answer,
-        **_scoring(cfg, worked),
+        net, tokenizer, scoring_settings(cfg, worked), adapter=adapter, share_prompts=cfg.run.share_prompts
     )
 
 
@@ -116,4 +108,4 @@ def endpoint_model(cfg: FedGRPOConfig, url: str, model: str, api_key: str | None
     endpoint that is down makes the client abstain on model-scored items, it does not stop it.
     """
     endpoint = EndpointModel(url, model, api_key=api_key, timeout_s=cfg.flower.reward_timeout_s)
-    return EndpointEvaluator(endpoint, **_scoring(cfg, cfg.model.worked_example))
+    return EndpointEvaluator(endpoint, scoring_settings(cfg, cfg.model.worked_example))

@@ -37,10 +37,10 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from fedgrpo.accel.few_rows import activate
 from fedgrpo.accel.generation import generate
 from fedgrpo.accel.prompt_cache import PromptCache
-from fedgrpo.client.agreement import Mode, SampledScorer, agreement_rewards, majority_answer
+from fedgrpo.client.agreement import SampledScorer, ScoringSettings, agreement_rewards, majority_answer
 from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.data import derive_seed, normalise_question
-from fedgrpo.method.answers import ANSWER_CLOSE, ANSWER_OPEN, parsed_answer, rationale, reward_for
+from fedgrpo.method.answers import ANSWER_CLOSE, ANSWER_OPEN, parsed_answer, rationale
 from fedgrpo.method.prompting import build_messages
 from fedgrpo.models.loading import CHATML_TEMPLATE, inference
 
@@ -54,42 +54,29 @@ class ModelEvaluator(SampledScorer):
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        mode: Mode = "agreement",
-        samples: int = 4,
-        max_new_tokens: int = 48,
-        temperature: float = 0.7,
-        format_reward: float = 0.1,
-        seed: int = 0,
-        worked_example: bool = True,
+        settings: ScoringSettings = ScoringSettings(),
         adapter: str | None = None,
         share_prompts: bool = True,
-        cache_size: int = 4096,
-        direct_answer: bool = False,
     ) -> None:
         """``adapter``: the name of this client's LoRA adapter on a shared PEFT ``model``, used for
         every call (clients that share one base take turns: named to the layers that generate, and
         activated where they cannot take it); None uses ``model`` as it is.
         ``share_prompts``: its samples share one prefill of the prompt, the adapter is merged for a
-        call of many rows (:func:`fedgrpo.accel.generation.fast_generate`), and the prompt starts its calls
-        share
-        are read once for all of them (:class:`~fedgrpo.accel.prompt_cache.PromptCache`). ``cache_size``:
-        the questions whose own answer is kept (:class:`~fedgrpo.client.agreement.SampledScorer`).
-        ``direct_answer``: replies start inside the answer tag and stop at its close (above)."""
-        super().__init__(
-            mode, samples, max_new_tokens, temperature, format_reward, seed, worked_example, cache_size
-        )
+        call of many rows (:func:`fedgrpo.accel.generation.fast_generate`), and the prompt starts its
+        calls share are read once for all of them (:class:`~fedgrpo.accel.prompt_cache.PromptCache`)."""
+        super().__init__(settings)
         self.model = model
         self.tokenizer = tokenizer
         self.adapter = adapter
         self.share_prompts = share_prompts
-        self.direct_answer = direct_answer
         self._prompts = PromptCache()
         self._close_ids: list[int] | None = None
 
     def __repr__(self) -> str:
         adapter = f", adapter={self.adapter!r}" if self.adapter else ""
         name = type(self.model).__name__
-        return f"ModelEvaluator({name}, mode={self.mode!r}, samples={self.samples}{adapter})"
+        s = self.settings
+        return f"ModelEvaluator({name}, mode={s.mode!r}, samples={s.samples}{adapter})"
 
     # -- public -------------------------------------------------------------------------------
 
@@ -97,12 +84,12 @@ class ModelEvaluator(SampledScorer):
         """One reward per candidate with method "model", or all None ("none") when it cannot judge."""
         if not candidates:
             return Evaluation([], "model")
-        if self.mode == "likelihood":
+        if self.settings.mode == "likelihood":
             return Evaluation(self._likelihood_rewards(question, candidates), "model")
         reference = self.answer(question)
         if reference is None:
             return Evaluation([None] * len(candidates), "none")
-        return Evaluation(agreement_rewards(reference, candidates, self.format_reward), "model")
+        return Evaluation(agreement_rewards(reference, candidates), "model")
 
     def answer(self, question: str) -> str | None:
         """The client model's own majority answer over its samples (:func:`majority_answer`); None
@@ -121,7 +108,7 @@ class ModelEvaluator(SampledScorer):
         competent clients both questions of a step). The samples are then seeded by those questions
         together. Nothing to do for one question (``answer`` seeds it alone, as before), for
         ``likelihood``, or when answers are not kept (``cache_size`` 0)."""
-        if self.mode != "agreement" or not self.cache_size:
+        if self.settings.mode != "agreement" or not self.settings.cache_size:
             return
         todo: dict[str, str] = {}
         for question in questions:
@@ -138,7 +125,7 @@ class ModelEvaluator(SampledScorer):
         answered. One question gets exactly :meth:`answer`'s samples; for several, the samples are
         seeded by the whole list."""
         texts = self._sample(questions)
-        k = self.samples
+        k = self.settings.samples
         return [majority_answer(texts[i * k : (i + 1) * k]) for i in range(len(questions))]
 
     # -- internals ----------------------------------------------------------------------------
@@ -147,7 +134,7 @@ class ModelEvaluator(SampledScorer):
         """The chat prompt in the client's own template (ChatML when its tokenizer has none)."""
         template = None if getattr(self.tokenizer, "chat_template", None) else CHATML_TEMPLATE
         text = self.tokenizer.apply_chat_template(
-            build_messages(question, self.worked_example),
+            build_messages(question, self.settings.worked_example),
             chat_template=template,
             tokenize=False,
             add_generation_prompt=True,
@@ -195,37 +182,39 @@ class ModelEvaluator(SampledScorer):
         per (seed, questions); greedy for one sample."""
         tok, model = self.tokenizer, self.model
         device = self._device()
-        sampled = self.samples > 1
-        opening = ANSWER_OPEN if self.direct_answer else ""
-        stops = self._stop_ids() + (self._closing_ids() if self.direct_answer else [])
+        sampled = self.settings.samples > 1
+        opening = ANSWER_OPEN if self.settings.direct_answer else ""
+        stops = self._stop_ids() + (self._closing_ids() if self.settings.direct_answer else [])
         config = GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
+            max_new_tokens=self.settings.max_new_tokens,
             do_sample=sampled,
             num_beams=1,
             pad_token_id=self._pad_id(),
             eos_token_id=stops or None,
-            **({"temperature": self.temperature, "top_k": 0, "top_p": 1.0} if sampled else {}),
+            **({"temperature": self.settings.temperature, "top_k": 0, "top_p": 1.0} if sampled else {}),
         )
         # A private RNG stream: the same question always gets the same samples, and the caller's
         # global RNG (the server's own sampling, say) is left exactly where it was.
         cuda = [device.index or 0] if device.type == "cuda" else []
         with inference(model, tok, padding_side="left"):  # generation appends on the right
             batch = tok(
-                [self._prompt(q) + opening for q in questions for _ in range(self.samples)],
+                [self._prompt(q) + opening for q in questions for _ in range(self.settings.samples)],
                 padding=True,
                 return_tensors="pt",
                 add_special_tokens=False,
             ).to(device)
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(
-                    derive_seed("model-evaluation", self.seed, *(normalise_question(q) for q in questions))
+                    derive_seed(
+                        "model-evaluation", self.settings.seed, *(normalise_question(q) for q in questions)
+                    )
                 )
                 out = generate(
                     model, self.share_prompts, self._prompts, self.adapter, **batch, generation_config=config
                 )
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
-        return [opening + _closed(t) for t in texts] if self.direct_answer else texts
+        return [opening + _closed(t) for t in texts] if self.settings.direct_answer else texts
 
     def _likelihood_rewards(self, question: str, candidates: list[str]) -> list[float | None]:
         """Mean per-token probability of each candidate's answer given prompt, rationale and ``<answer>``.
@@ -282,7 +271,7 @@ class ModelEvaluator(SampledScorer):
             logprobs = torch.log_softmax(logits[r, positions].float(), dim=-1)
             targets = torch.tensor(ids[start:], dtype=torch.long, device=logits.device)
             prob = logprobs.gather(-1, targets[:, None]).exp().mean().item()
-            rewards[i] = reward_for(min(max(prob, 0.0), 1.0), candidates[i], self.format_reward)
+            rewards[i] = min(max(prob, 0.0), 1.0)
         return rewards
 
 

@@ -1,9 +1,8 @@
 """Differentially private release: the last thing every reward and competence bit passes on its way out.
 
-A client's reward is correctness (a bit from its answer check or its model's agreement, or a model score
-in [0, 1]) plus the format reward. The format reward is a function of the candidate text the server
-already has, so only the correctness part is privatised, then the bonus is added back (the server's
-range check ``[0, 1 + format_reward]`` still holds):
+A client's reward is correctness only (a bit from its answer check or its model's agreement, or a model
+score in [0, 1]); whatever the server derives from the candidate text itself is no client's to send.
+Each value is privatised in [0, 1]:
 
 * a bit (answer check, agreement, competence bit): randomised response, kept with probability
   ``e^eps / (1 + e^eps)``, flipped otherwise;
@@ -43,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fedgrpo.data import normalise_question
-from fedgrpo.method.answers import answer_key, has_answer_format, parsed_answer
+from fedgrpo.method.answers import answer_key, parsed_answer
 from fedgrpo.storage.atomic import write_text_atomic
 
 Kind = Literal["rr", "laplace", "gaussian"]
@@ -203,7 +202,6 @@ class PrivateRelease:
         self,
         policy: PrivacyPolicy,
         model_scores: Literal["binary", "continuous"] = "binary",
-        format_reward: float = 0.1,
         seed: int | None = None,
         state_path: str | Path | None = None,
         run: str = "run",
@@ -211,7 +209,6 @@ class PrivateRelease:
     ) -> None:
         self.policy = policy
         self.model_scores = model_scores
-        self.format_reward = format_reward
         self.rng = np.random.default_rng(seed)
         self.state_path = Path(state_path).expanduser() if state_path else None
         self.run = run
@@ -275,11 +272,9 @@ class PrivateRelease:
             if reward is None:
                 out.append(None)
                 continue
-            bonus = self.format_reward if has_answer_format(text) else 0.0
-            core = min(max(reward - bonus, 0.0), 1.0)
             answer = parsed_answer(text)
-            released = self._release(question, "a:" + (answer_key(answer) if answer else ""), core, kind)
-            out.append(None if released is None else released + bonus)
+            key = "a:" + (answer_key(answer) if answer else "")
+            out.append(self._release(question, key, min(max(reward, 0.0), 1.0), kind))
         return out
 
     def bit(self, question: str, bit: int) -> int | None:

@@ -157,8 +157,8 @@ class FederationSettings(_Strict):
     format_reward: float = Field(
         0.1,
         ge=0.0,
-        description="added by clients when the answer tag is well formed; the server rejects any reward "
-        "outside [0, 1 + format_reward]",
+        description="added by the server to each expert's reward for a candidate whose answer tag is "
+        "well formed (clients send correctness only, in [0, 1])",
     )
     per_item_methods: bool = Field(
         False,

@@ -22,8 +22,8 @@ The run config carries the experiment's config (``config``: a preset, a YAML fil
   - Neither ``endpoint`` nor ``model``/``adapter``: the run's ``clients.endpoint`` or
     ``clients.model``, if any; with none, the client scores only questions it holds.
 
-  An endpoint client is scored with the run's ``clients.*`` settings, ``federation.format_reward``
-  and ``seed``, answer-based evaluation first. If its endpoint is down, model-scored items of a
+  An endpoint client is scored with the run's ``clients.*`` settings and ``seed``, answer-based
+  evaluation first. If its endpoint is down, model-scored items of a
   reward request abstain (None, method "none"; counted as ``model_unavailable`` in the reply's
   ``rejected`` count) and a competence query gets an error reply naming the endpoint's error.
 * Simulation Engine: the same app with the simulation's clients (:mod:`fedgrpo.simulation.flower`):
@@ -37,7 +37,6 @@ answered with an error reply, counted and logged; it never raises.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -57,7 +56,7 @@ from fedgrpo.client.privacy import PrivateRelease
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig, config_from_mapping, load_config_text
 from fedgrpo.data import read_client_data
 from fedgrpo.flower.codec import PROFILE, content_bytes, read_payload, reply_records
-from fedgrpo.protocol import ErrorReply, ProtocolError, decode
+from fedgrpo.protocol import ErrorReply, ProtocolError, VersionMismatch, decode, refusal
 
 # Not imported here: fedgrpo.models.loading and fedgrpo.client.experts. They need torch and
 # transformers, an optional heavy dependency that only in-process client models use (not an import
@@ -95,7 +94,7 @@ def _config(text: str, overrides: str) -> FedGRPOConfig:
 # its model's weights in fp16 (about 1 s) would cost more than a message's generation saves.
 CLIENT_KEYS = {
     "clients": ("evaluation", "samples", "max_new_tokens", "temperature", "direct_answer"),
-    "federation": ("format_reward", "per_item_methods"),
+    "federation": ("per_item_methods",),
     "flower": ("max_message_bytes", "reward_timeout_s", "competence_timeout_s"),
     "model": ("worked_example",),
 }
@@ -103,7 +102,7 @@ CLIENT_KEYS = {
 
 def client_view(data: dict[str, Any]) -> dict[str, Any]:
     """The part of a deployment's run config an organisation's client uses: how to score (sampling
-    settings, format reward, seed), message limits and timeouts; nothing of the server's paths."""
+    settings, seed), message limits and timeouts; nothing of the server's paths."""
     view: dict[str, Any] = {"seed": data.get("seed", 0), "name": data.get("name", "run")}
     for section, keys in CLIENT_KEYS.items():
         given = data.get(section) or {}
@@ -261,6 +260,9 @@ def make_client_app(config_text: str | None = None, find_client: FindClient = cl
             if request.kind != kind:
                 raise ProtocolError(f"a {message.metadata.message_type} message carries a {request.kind!r}")
             client = find_client(cfg, dict(context.node_config))
+        except VersionMismatch as err:  # answered in the server's own version: it shows why
+            _reject("malformed_request", str(err))
+            return Message(reply_records(refusal(err, "?"), 0, sum(REJECTED.values())), reply_to=message)
         except ProtocolError as err:
             _reject("malformed_request", str(err))
             return _error(message, "?", "?", f"malformed request: {err}")
@@ -276,10 +278,6 @@ def make_client_app(config_text: str | None = None, find_client: FindClient = cl
         # An unavailable client model (endpoint down) abstained or refused; the client logged why.
         if client.model_unavailable > unavailable:
             REJECTED["model_unavailable"] += client.model_unavailable - unavailable
-        if reply.client != request.client and "data-file" in context.node_config:
-            # a deployed client answers under the name the server knows it by: the name registered
-            # for its SuperNode key (the SuperLink authenticated the node; the name is not its claim)
-            reply = dataclasses.replace(reply, client=request.client)
         records = reply_records(reply, len(payload), sum(REJECTED.values()))
         return Message(records, reply_to=message)
 

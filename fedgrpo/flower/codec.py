@@ -1,7 +1,7 @@
 """Protocol messages <-> Flower ``RecordDict``: the protocol's one encoding, carried as one bytes value.
 
 Flower carries records, so each protocol message travels as its encoded bytes
-(:func:`fedgrpo.protocol.encode`: a JSON header line and a packed body) in the ``message``
+(:func:`fedgrpo.protocol.encode`: a binary header and a packed body) in the ``message``
 ConfigRecord. The bytes on Flower are therefore the bytes in-process, byte for byte: every check is
 the protocol's own, and the sizes both sides count are the lengths of those bytes (the receiver
 reports the sizes it measured, and the sender checks them). A client's reply adds a ``stats``
@@ -61,9 +61,10 @@ def read_payload(content: RecordDict) -> bytes:
     return _field(record, PAYLOAD, bytes)
 
 
-def from_records(content: RecordDict, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
-    """Decode the message a RecordDict carries; anything malformed raises ProtocolError."""
-    return decode(read_payload(content), max_bytes)
+def from_records(content: RecordDict, max_bytes: int = MAX_MESSAGE_BYTES, client: str = "") -> Message:
+    """Decode the message a RecordDict carries (``client``: the one at the other end, which the channel
+    knows and the bytes do not carry); anything malformed raises ProtocolError."""
+    return decode(read_payload(content), max_bytes, client)
 
 
 def content_bytes(content: RecordDict) -> int:
@@ -97,10 +98,12 @@ def read_stats(content: RecordDict) -> dict[str, int]:
     return {k: int(_field(stats, k, int)) for k in ("request_bytes", "reply_bytes", "rejected")}
 
 
-def reply_records(reply: Message, request_bytes: int, rejected: int) -> RecordDict:
-    """A client's reply: the protocol message as records plus what it measured."""
-    content = to_records(reply)
-    content[STATS] = stats_record(request_bytes, len(read_payload(content)), rejected)
+def reply_records(reply: Message | bytes, request_bytes: int, rejected: int) -> RecordDict:
+    """A client's reply: the protocol message (or bytes already encoded: a refusal in an older
+    peer's own form) as records, plus what it measured."""
+    payload = reply if isinstance(reply, bytes) else encode(reply)
+    content = RecordDict({MESSAGE: ConfigRecord({PAYLOAD: payload})})
+    content[STATS] = stats_record(request_bytes, len(payload), rejected)
     return content
 
 

@@ -320,7 +320,7 @@ class FlowerTransport(Transport):
             if size > self._settings.max_message_bytes:
                 raise ProtocolError(f"reply of about {size} bytes exceeds flower.max_message_bytes")
             payload = read_payload(reply.content)
-            message = protocol.decode(payload, self._settings.max_message_bytes)
+            message = protocol.decode(payload, self._settings.max_message_bytes, name)
             stats = read_stats(reply.content)
         except ProtocolError as err:
             self.counts["replies_rejected"] += 1

@@ -118,6 +118,13 @@ def is_correct(example: Example, completion: str) -> bool:
     return score_answer(example, extract_answer(completion)) >= 1.0
 
 
-def reward_for(correct: float, completion: str, format_reward: float) -> float:
-    """A client's reward: correctness (1/0 or a model's score) plus the format reward when well tagged."""
+DEFAULT_FORMAT_REWARD = 0.1  # federation.format_reward's default, and a local policy's GRPO shaping
+
+
+def reward_for(correct: float, completion: str, format_reward: float = DEFAULT_FORMAT_REWARD) -> float:
+    """A candidate's reward: correctness (1/0 or a model's score) plus the format reward when well tagged.
+
+    Computed where a policy is trained: by the server (and the central baseline) from a client's
+    correctness, and by a client training its own expert (or DP-SDA's generator) locally. The format
+    reward is a function of the text alone: no client scoring for the server adds it."""
     return correct + (format_reward if has_answer_format(completion) else 0.0)

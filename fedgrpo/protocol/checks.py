@@ -65,10 +65,9 @@ def check_method_counts(reply: RewardReply) -> dict[str, int]:
     return {m: counts[m] for m in METHODS}
 
 
-def check_reward_item(
-    item: ItemScores, expected_len: int | None, seen: set[str], max_reward: float
-) -> list[float | None]:
-    """One reply item: asked for, not repeated, one finite reward in ``[0, max_reward]`` per candidate."""
+def check_reward_item(item: ItemScores, expected_len: int | None, seen: set[str]) -> list[float | None]:
+    """One reply item: asked for, not repeated, one finite correctness in ``[0, 1]`` per candidate (the
+    server adds the format reward after this check)."""
     if expected_len is None or item.key in seen:
         raise Rejected("unknown_question", f"reply for unknown or repeated item {item.key[:80]!r}")
     seen.add(item.key)
@@ -76,8 +75,8 @@ def check_reward_item(
         raise Rejected("wrong_length", f"{len(item.rewards)} rewards for {expected_len} candidates")
     if any(r is not None and not math.isfinite(r) for r in item.rewards):  # also what the grid cannot hold
         raise Rejected("non_finite", f"NaN, infinite or unpackable reward for item {item.key[:80]!r}")
-    if any(r is not None and not 0.0 <= r <= max_reward for r in item.rewards):
-        raise Rejected("out_of_range", f"a reward for item {item.key[:80]!r} is outside [0, {max_reward:g}]")
+    if any(r is not None and not 0.0 <= r <= 1.0 for r in item.rewards):
+        raise Rejected("out_of_range", f"a reward for item {item.key[:80]!r} is outside [0, 1]")
     return item.rewards
 
 

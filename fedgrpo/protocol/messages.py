@@ -19,7 +19,7 @@ def new_request_id() -> str:
     """A fresh random id for one request: it only pairs a reply with its request. Random, not a
     counter or a name, so it tells a client nothing (not the round, not whether it is asked as a
     replacement, not how many others were asked)."""
-    return secrets.token_hex(8)
+    return secrets.token_hex(4)  # 4 raw bytes on the wire: enough to pair the replies of one round
 
 
 class ProtocolError(ValueError):
@@ -52,18 +52,14 @@ class ItemScores:
 
 @dataclass(frozen=True)
 class RewardReply:
-    """Per item its rewards; per reply how many items each method scored (``none``: abstained).
-
-    ``bonus`` is the format reward the client adds to a well-formed answer (``federation.format_reward``):
-    on the wire rewards are packed so that 0, 1, ``bonus`` and ``1 + bonus`` stay exact.
-    """
+    """Per item its rewards (correctness in [0, 1]: the server adds the format reward); per reply how
+    many items each method scored (``none``: abstained)."""
 
     request_id: str
     client: str
     items: list[ItemScores]
     methods: dict[str, int]
     privacy_spent: tuple[float, float] | None = None  # a private client's run-long (epsilon, delta)
-    bonus: float = 0.1  # federation.format_reward's default
     kind: str = field(default="reward_reply", init=False)
 
 

@@ -102,5 +102,5 @@ def build_advantage(cfg: FedGRPOConfig, transport: Transport, selector: Selector
         cfg.num_generations,
         fed.aggregation,
         online_update_rate=fed.online_update_rate,
-        max_reward=1.0 + fed.format_reward,  # exact correctness or a model score, plus the format reward
+        format_reward=fed.format_reward,  # added by the server to well-formed candidates
     )

@@ -16,9 +16,11 @@ towards its agreement with the other experts (online update).
 Item keys are opaque (a counter per request), never the question id: a qid hashes the question's
 domain, so it would tell a client every question's domain. Request ids are random
 (:func:`~fedgrpo.protocol.new_request_id`), so a client cannot tell a replacement request from a
-first one, nor the round. Every reward must lie in
-``[0, max_reward]`` (``1 + federation.format_reward``: exact correctness or a model score in [0, 1]
-plus the format reward); a reply's per-method counts feed ``fed/methods`` and ``fed/abstentions``.
+first one, nor the round. A client sends correctness only (exact, or a model score), which must lie
+in ``[0, 1]``; the server then adds ``federation.format_reward`` to each present reward of a candidate
+whose answer tag is well formed (:func:`~fedgrpo.method.answers.reward_for`: a function of the text
+it already holds, so no client computes or declares it), before the advantage. A reply's per-method
+counts feed ``fed/methods`` and ``fed/abstentions``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 
 from fedgrpo.data import Question
 from fedgrpo.method.aggregation import Aggregation
+from fedgrpo.method.answers import DEFAULT_FORMAT_REWARD, reward_for
 from fedgrpo.method.objective import group_advantages, zero_spread
 from fedgrpo.method.prompting import completion_text
 from fedgrpo.protocol import (
@@ -95,17 +98,18 @@ class FederatedAdvantage:
         num_generations: int,
         aggregation: Aggregation = "mean",
         online_update_rate: float = 0.1,
-        max_reward: float = 1.1,
+        format_reward: float = DEFAULT_FORMAT_REWARD,
     ) -> None:
-        """``max_reward``: the largest reward a client may give (1 + the run's format reward; 1.1 for
-        the default 0.1); larger or negative ones reject their item (``out_of_range``)."""
+        """``format_reward``: added to each present reward of a well-formed candidate (the run's
+        ``federation.format_reward``); a client's own rewards outside [0, 1] reject their item
+        (``out_of_range``)."""
         self.transport = transport
         self.selector = selector
         self.m = experts_per_question
         self.g = num_generations
         self.aggregation = aggregation
         self.online_update_rate = online_update_rate
-        self.max_reward = max_reward
+        self.format_reward = format_reward
         self.total = RoundStats()  # whole run, checkpointed
         self.last_rewards: list[torch.Tensor] = []  # per question: (experts x G), for inspection
         self._pending = RoundStats()  # since the last drain()
@@ -273,14 +277,17 @@ class FederatedAdvantage:
                 j = keys.get(item.key)
                 try:
                     expected = None if j is None else len(candidates[j])
-                    rewards = check_reward_item(item, expected, seen, self.max_reward)
+                    rewards = check_reward_item(item, expected, seen)
                 except Rejected as err:
                     self._rejected(stats, client, err)
                     continue
                 assert j is not None
                 if item.method is not None:  # only with federation.per_item_methods (debugging)
                     log.debug("%s scored question %s by %s", client, questions[j].qid, item.method)
-                received[j][client] = rewards
+                received[j][client] = [
+                    None if r is None else reward_for(r, text, self.format_reward)
+                    for r, text in zip(rewards, candidates[j], strict=True)
+                ]
         return received
 
     @staticmethod

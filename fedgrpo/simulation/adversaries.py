@@ -2,18 +2,19 @@
 
 Only a simulation's client construction (:mod:`fedgrpo.simulation.clients`) wraps a client's evaluator with
 one of these; a deployed organisation's client never does. The wrapper lies about candidates and
-nothing else: it keeps the protocol (every reward in ``[0, 1 + format_reward]``, honest method
-counts) so that the server's checks let it through, and it answers competence queries with the
+nothing else: it keeps the protocol (every reward a correctness in ``[0, 1]``, honest method counts)
+so that the server's checks let it through (the server then adds the format reward to well-formed
+candidates, as for any client), and it answers competence queries with the
 honest client model (it passes the confidence graph's build and has to be caught by the online
 updates).
 
-* ``flip``: a poisoned expert: its correctness is inverted (``1 - c``), the format reward kept; where
-  the honest client could not judge it abstains too.
-* ``always-high``: the largest reward for every candidate of every question.
-* ``random``: uniform in ``[0, 1 + format_reward]``, seeded per run and client.
+* ``flip``: a poisoned expert: its correctness is inverted (``1 - c``); where the honest client could
+  not judge it abstains too.
+* ``always-high``: correctness 1 for every candidate of every question.
+* ``random``: correctness uniform in ``[0, 1]``, seeded per run and client.
 * ``colluding``: two or more clients promote the same answer: per question they pick, by a rule they
-  share (a seeded hash), one of the candidates' final answers, most often a wrong one, and give the
-  largest reward to the candidates with that answer and 0 to all others. They therefore agree with
+  share (a seeded hash), one of the candidates' final answers, most often a wrong one, and give
+  correctness 1 to the candidates with that answer and 0 to all others. They therefore agree with
   each other exactly, whoever else they disagree with.
 
 The three uninformed behaviours score every question, also those the honest client would abstain on:
@@ -30,7 +31,7 @@ from fedgrpo.client import ClientModel, Evaluation, Evaluator
 from fedgrpo.client.dual import prepare_answers
 from fedgrpo.config import AdversaryBehaviour as Behaviour
 from fedgrpo.data import normalise_question
-from fedgrpo.method.answers import answer_key, extract_answer, has_answer_format
+from fedgrpo.method.answers import answer_key, extract_answer
 
 BEHAVIOURS: tuple[Behaviour, ...] = get_args(Behaviour)
 
@@ -38,15 +39,11 @@ BEHAVIOURS: tuple[Behaviour, ...] = get_args(Behaviour)
 class AdversarialEvaluator:
     """A client's honest evaluator with one adversarial behaviour laid over its rewards."""
 
-    def __init__(
-        self, honest: Evaluator, behaviour: Behaviour, format_reward: float, seed: int, name: str
-    ) -> None:
+    def __init__(self, honest: Evaluator, behaviour: Behaviour, seed: int, name: str) -> None:
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"unknown adversarial behaviour {behaviour!r}; choose one of {list(BEHAVIOURS)}")
         self.honest = honest
         self.behaviour = behaviour
-        self.format_reward = format_reward
-        self.max_reward = 1.0 + format_reward
         self.seed = seed
         self._rng = random.Random(f"{seed}-{name}")  # str seeds are hashed deterministically
 
@@ -66,27 +63,22 @@ class AdversarialEvaluator:
         honest = self.honest.evaluate(question, candidates)
         claimed = honest.method if honest.method != "none" else "model"
         if self.behaviour == "flip":
-            pairs = zip(honest.rewards, candidates, strict=True)
-            return Evaluation([None if r is None else self._flip(r, c) for r, c in pairs], honest.method)
+            flipped = [None if r is None else 1.0 - min(max(r, 0.0), 1.0) for r in honest.rewards]
+            return Evaluation(flipped, honest.method)
         if self.behaviour == "always-high":
-            return Evaluation([self.max_reward] * len(candidates), claimed)
+            return Evaluation([1.0] * len(candidates), claimed)
         if self.behaviour == "random":
-            return Evaluation([self._rng.uniform(0.0, self.max_reward) for _ in candidates], claimed)
+            return Evaluation([self._rng.uniform(0.0, 1.0) for _ in candidates], claimed)
         return Evaluation(self._colluding(question, candidates), claimed)
 
-    def _flip(self, reward: float, candidate: str) -> float:
-        bonus = self.format_reward if has_answer_format(candidate) else 0.0
-        correctness = min(max(reward - bonus, 0.0), 1.0)
-        return (1.0 - correctness) + bonus
-
     def _colluding(self, question: str, candidates: list[str]) -> list[float]:
-        """The largest reward to the candidates whose answer the shared rule picks, 0 to the others."""
+        """Correctness 1 to the candidates whose answer the shared rule picks, 0 to the others."""
         keys = [_answer_of(c) for c in candidates]
         given = sorted({k for k in keys if k is not None})
         if not given:
             return [0.0] * len(candidates)
         target = min(given, key=lambda k: self._shared_hash(question, k))
-        return [self.max_reward if k == target else 0.0 for k in keys]
+        return [1.0 if k == target else 0.0 for k in keys]
 
     def _shared_hash(self, question: str, key: str) -> str:
         """The same for every colluder of a run: seed, question and answer only, nothing private."""

@@ -68,8 +68,7 @@ def adversary(cfg: FedGRPOConfig, name: str) -> Callable[[Evaluator], Evaluator]
     if behaviour is None:
         return None
     log.warning("client %s is a simulated adversary: %s", name, behaviour)
-    fmt = cfg.federation.format_reward
-    return lambda honest: AdversarialEvaluator(honest, behaviour, fmt, cfg.seed, name)
+    return lambda honest: AdversarialEvaluator(honest, behaviour, cfg.seed, name)
 
 
 def train_client_experts(cfg: FedGRPOConfig, split: FederatedSplit) -> tuple[dict[str, Path], dict[str, str]]:

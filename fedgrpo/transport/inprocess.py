@@ -83,7 +83,8 @@ class InProcessTransport(Transport):
                 out[name] = Delivery(name, None, len(payload), 0, "malformed_reply", why)
                 continue
             try:
-                out[name] = Delivery(name, decode(data, self.max_message_bytes), len(payload), len(data))
+                reply = decode(data, self.max_message_bytes, name)  # the sender is the client asked
+                out[name] = Delivery(name, reply, len(payload), len(data))
             except ProtocolError as err:
                 out[name] = Delivery(name, None, len(payload), len(data), "malformed_reply", str(err))
         return out

@@ -32,8 +32,7 @@ from fedgrpo.protocol import (
     encode,
 )
 from fedgrpo.simulation.in_process import run_in_process
-
-FMT = 0.1
+from tests.wire import header, join, split
 
 
 def _sums(n: int) -> list[Example]:
@@ -44,7 +43,7 @@ def _client(
     examples: list[Example], epsilon: float = 1.0, budget: float | None = None, **release: object
 ) -> Client:
     policy = PrivacyPolicy(epsilon, budget, 1e-5, max_answers_per_question=release.pop("max_answers", 8))
-    return Client("org", examples, format_reward=FMT, privacy=PrivateRelease(policy, seed=0, **release))
+    return Client("org", examples, privacy=PrivateRelease(policy, seed=0, **release))
 
 
 def _ask(client: Client, items: list[tuple[str, list[str]]], rid: str = "r") -> RewardReply:
@@ -65,16 +64,16 @@ def test_randomised_response_keeps_a_bit_with_probability_e_eps_over_1_plus_e_ep
         right = [(ex.question, [f"<answer>{ex.answer}</answer>"]) for ex in examples]
         reply = _ask(client, right)
         rewards = [item.rewards[0] for item in reply.items]
-        assert set(rewards) <= {FMT, 1 + FMT}  # a bit plus the untouched format bonus
-        kept = sum(r == 1 + FMT for r in rewards)
+        assert set(rewards) <= {0.0, 1.0}  # a bit (the server adds the format reward)
+        kept = sum(r == 1.0 for r in rewards)
         assert _within(kept, len(examples), math.exp(epsilon) / (1 + math.exp(epsilon)))
         # the server's debiasing recovers the true rate (all 1 here) from the noisy bits
-        debiased = sum(debias_bit(r - FMT, epsilon) for r in rewards) / len(rewards)
+        debiased = sum(debias_bit(r, epsilon) for r in rewards) / len(rewards)
         assert abs(debiased - 1.0) < 4 * math.sqrt(1 / len(rewards)) / (1 - 2 / (1 + math.exp(epsilon)))
 
 
 def test_laplace_scores_are_clipped_to_the_unit_interval_with_the_right_spread() -> None:
-    release = PrivateRelease(PrivacyPolicy(8.0, None), "continuous", FMT, seed=1)
+    release = PrivateRelease(PrivacyPolicy(8.0, None), "continuous", seed=1)
     released = [release.rewards(f"q{i}", ["no tag"], [0.5], "model")[0] for i in range(4000)]
     assert all(r is not None and 0.0 <= r <= 1.0 for r in released)
     deviation = sum(abs(r - 0.5) for r in released if r is not None) / len(released)
@@ -145,7 +144,7 @@ def test_a_probing_server_recovers_no_more_labels_than_one_query_allows() -> Non
                 client, [(ex.question, [f"<answer>{ex.answer}</answer>"]) for ex in examples], f"p{r}"
             )
             for k, item in enumerate(reply.items):
-                votes[k] += 1 if item.rewards[0] == 1 + FMT else -1
+                votes[k] += 1 if item.rewards[0] == 1.0 else -1
         return sum(v > 0 for v in votes)
 
     once = recovered(_client(examples, epsilon), 1)
@@ -181,7 +180,7 @@ def test_competence_bits_are_randomised_and_cached_and_refused_past_the_budget()
             return "1"
 
     policy = PrivacyPolicy(0.5, 30.0)
-    client = Client("org", [], Model(), FMT, privacy=PrivateRelease(policy, seed=3))  # type: ignore[arg-type]
+    client = Client("org", [], Model(), privacy=PrivateRelease(policy, seed=3))  # type: ignore[arg-type]
     items = [CompetenceItem(str(k), f"q{k}?", "1") for k in range(20)]
     reply = client.respond(CompetenceRequest("c", "org", items))
     assert isinstance(reply, CompetenceReply) and set(reply.bits) == {0, 1}  # all true, some flipped
@@ -193,15 +192,15 @@ def test_competence_bits_are_randomised_and_cached_and_refused_past_the_budget()
 
 def test_the_spend_crosses_both_encodings_and_bad_spends_are_refused() -> None:
     reward = RewardReply(
-        "r", "c", [ItemScores("0", [0.1])], {"answer": 1, "model": 0, "none": 0}, (2.5, 1e-5)
+        "r", "c", [ItemScores("0", [1.0])], {"answer": 1, "model": 0, "none": 0}, (2.5, 1e-5)
     )
     competence = CompetenceReply("q", "c", [0, 1], (0.5, 0.0))
     for message in (reward, competence):
-        assert decode(encode(message)) == message == from_records(to_records(message))
+        assert decode(encode(message), client="c") == message == from_records(to_records(message), client="c")
     plain = RewardReply("r", "c", [], {"answer": 0, "model": 0, "none": 0})
-    assert b"privacy" not in encode(plain) and decode(encode(plain)).privacy_spent is None
-    for bad in ("[NaN, 0]", "[-1, 0]", "[1, 1.5]", "[1]", '"x"', "[true, 0]"):
-        text = encode(plain).replace(b'"v":3', b'"privacy_spent":' + bad.encode() + b',"v":3')
+    assert "privacy_spent" not in split(encode(plain))[0] and decode(encode(plain)).privacy_spent is None
+    for bad in ([math.nan, 0.0], [-1.0, 0.0], [1.0, 1.5], [math.inf, 0.0], [1.0, -0.1]):
+        text = join(header("reward_reply", methods=[0, 0], shape=[[0, 0]], privacy_spent=bad))
         with pytest.raises(ProtocolError, match="privacy_spent"):
             decode(text)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from fedgrpo.client.agreement import ScoringSettings
 from fedgrpo.client.dual import ModelUnavailableError
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
 from fedgrpo.client.endpoint_scoring import EndpointEvaluator, chatml_prompt
@@ -45,7 +46,7 @@ def test_transformers_serve_sampling_honours_do_sample_and_seed(served: Endpoint
 
 
 def test_transformers_serve_agreement_scores_against_its_own_majority(served: EndpointModel) -> None:
-    evaluator = EndpointEvaluator(served, samples=3, max_new_tokens=16, temperature=1.0)
+    evaluator = EndpointEvaluator(served, ScoringSettings(samples=3, max_new_tokens=16, temperature=1.0))
     question = "What is 2 + 3?"
     reference = evaluator.answer(question)
     candidates = ["so <answer>unlikely-answer</answer>", "no tag at all"]
@@ -56,7 +57,7 @@ def test_transformers_serve_agreement_scores_against_its_own_majority(served: En
         assert result.method == "none" and result.rewards == [None] * len(candidates)
     else:
         assert result.method == "model"
-        assert result.rewards == [pytest.approx(1.1), pytest.approx(0.1), 0.0]
+        assert result.rewards == [pytest.approx(1.0), pytest.approx(0.0), 0.0]
 
 
 @pytest.mark.slow
@@ -68,21 +69,21 @@ def test_transformers_serve_smollm2_agreement_scores_one_and_zero(tmp_path: Path
     from fedgrpo.models.loading import smollm2_folder
 
     with transformers_serve(str(smollm2_folder()), tmp_path) as endpoint:
-        evaluator = EndpointEvaluator(endpoint, samples=3, max_new_tokens=48)
+        evaluator = EndpointEvaluator(endpoint, ScoringSettings(samples=3, max_new_tokens=48))
         question = "Sara has 2 pens and gets 3 more. How many pens does she have?"
         reference = evaluator.answer(question)
         assert reference is not None
         candidates = [f"so <answer>{reference}</answer>", "<answer>unlikely-answer</answer>", "no tag"]
         result = evaluator.evaluate(question, candidates)
     assert result.method == "model"
-    assert result.rewards == [pytest.approx(1.1), pytest.approx(0.1), 0.0]
+    assert result.rewards == [pytest.approx(1.0), pytest.approx(0.0), 0.0]
 
 
 def test_transformers_serve_has_no_logprobs_for_likelihood(served: EndpointModel) -> None:
     with pytest.raises(EndpointError, match="no log-probabilities") as err:
         served.answer_logprobs("1 + 2 = 3. <answer>", "3")
     assert "clients.evaluation=agreement" in str(err.value) and served.base_url in str(err.value)
-    evaluator = EndpointEvaluator(served, mode="likelihood")
+    evaluator = EndpointEvaluator(served, ScoringSettings(mode="likelihood"))
     with pytest.raises(ModelUnavailableError, match="no log-probabilities") as unavailable:
         evaluator.evaluate("What is 1 + 2?", ["1 + 2 = 3 <answer>3</answer>"])
     assert isinstance(unavailable.value.__cause__, EndpointError)
@@ -174,11 +175,13 @@ def test_agreement_requests_and_scores_with_a_scripted_endpoint() -> None:
 
     with stub_server(respond) as (url, seen):
         endpoint = EndpointModel(url, "org/expert", api_key="secret")
-        evaluator = EndpointEvaluator(endpoint, samples=4, max_new_tokens=32, temperature=0.7)
+        evaluator = EndpointEvaluator(
+            endpoint, ScoringSettings(samples=4, max_new_tokens=32, temperature=0.7)
+        )
         candidates = ["3 + 4 = <answer>7</answer>", "<answer>8</answer>", "7, no tag", "<answer>7.0</answer>"]
         result = evaluator.evaluate(question, candidates)
         assert result.method == "model"
-        assert result.rewards == [pytest.approx(1.1), pytest.approx(0.1), 0.0, pytest.approx(1.1)]
+        assert result.rewards == [pytest.approx(1.0), pytest.approx(0.0), 0.0, pytest.approx(1.0)]
         assert evaluator.answer(question) == "7"
         assert evaluator.evaluate(question, candidates[:2]).rewards == result.rewards[:2]
         assert len(seen) == 4  # sampled once; later calls for the question use the cached reference
@@ -210,7 +213,7 @@ def test_agreement_requests_and_scores_with_a_scripted_endpoint() -> None:
 
 def test_agreement_abstains_and_one_sample_is_greedy() -> None:
     with stub_server(lambda *_: chat_reply("I do not know.")) as (url, seen):
-        evaluator = EndpointEvaluator(EndpointModel(url, "m"), samples=1)
+        evaluator = EndpointEvaluator(EndpointModel(url, "m"), ScoringSettings(samples=1))
         result = evaluator.evaluate("What is 1 + 1?", ["<answer>2</answer>", "2"])
     assert result.method == "none" and result.rewards == [None, None]
     body = seen[0][2]
@@ -227,7 +230,9 @@ def test_a_failing_endpoint_is_unavailable_and_rests_for_the_cooldown() -> None:
         return replies[0]
 
     with stub_server(respond) as (url, seen):
-        evaluator = EndpointEvaluator(EndpointModel(url, "m", max_retries=0), samples=1, cooldown_s=0.3)
+        evaluator = EndpointEvaluator(
+            EndpointModel(url, "m", max_retries=0), ScoringSettings(samples=1), cooldown_s=0.3
+        )
         with pytest.raises(ModelUnavailableError, match=f"{url}/chat/completions: HTTP 503"):
             evaluator.evaluate("What is 1 + 1?", ["<answer>2</answer>"])
         with pytest.raises(ModelUnavailableError, match="not tried again for 0.3 s"):
@@ -299,14 +304,14 @@ def test_logprobs_are_read_from_a_vllm_style_echo_reply(usage: bool) -> None:
         # A token across the boundary ("123" for "1" + "23") counts as the continuation's.
         assert endpoint.answer_logprobs("x = 1", "23") == [_stub_logprob("123")]
 
-        evaluator = EndpointEvaluator(endpoint, mode="likelihood")
+        evaluator = EndpointEvaluator(endpoint, ScoringSettings(mode="likelihood"))
         question = "What is 1 + 2?"
         candidates = ["1 + 2 = 3 <answer>3</answer>", "no tag", "<answer>12</answer> <answer>x</answer>"]
         rewards = evaluator.evaluate(question, candidates).rewards
     prompt = chatml_prompt(build_messages(question))
     assert seen[2][2]["prompt"] == prompt + "1 + 2 = 3 <answer>3"
     assert seen[3][2]["prompt"] == prompt + "<answer>12</answer> <answer>x"  # the last answer block
-    assert rewards[0] == pytest.approx(math.exp(_stub_logprob("3")) + 0.1)
+    assert rewards[0] == pytest.approx(math.exp(_stub_logprob("3")))  # correctness only
     assert rewards[1] == 0.0  # nothing to judge; no request sent
     assert rewards[2] == pytest.approx(math.exp(_stub_logprob("x")))  # two blocks: no format reward
     assert len(seen) == 4
@@ -346,3 +351,42 @@ def test_endpoint_module_imports_only_the_standard_library() -> None:
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert imported - {"__future__"} <= sys.stdlib_module_names
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"mode": "vote"}, "unknown model-evaluation mode"),
+        ({"samples": 0}, "samples must be at least 1"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+        ({"samples": 2, "temperature": 0.0}, "positive temperature"),
+        ({"cache_size": -1}, "cache_size must be at least 0"),
+    ],
+)
+def test_scoring_settings_are_checked_once_whatever_scores_with_them(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ScoringSettings(**fields)
+
+
+def test_a_run_config_gives_one_frozen_scoring_settings_for_every_client_model() -> None:
+    import dataclasses
+
+    from fedgrpo.client.factory import endpoint_model, scoring_settings
+    from fedgrpo.config import load_config
+
+    cfg = load_config("default", ["clients.samples=3", "seed=5"])
+    settings = scoring_settings(cfg, worked_example=False)
+    assert settings == ScoringSettings(
+        cfg.clients.evaluation,
+        3,
+        cfg.clients.max_new_tokens,
+        cfg.clients.temperature,
+        5,
+        False,
+        direct_answer=cfg.clients.direct_answer,
+    )
+    assert endpoint_model(cfg, "http://127.0.0.1:9/v1", "m").settings == scoring_settings(
+        cfg, cfg.model.worked_example
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.samples = 1  # type: ignore[misc]

@@ -24,6 +24,7 @@ from fedgrpo.client import (
     DualEvaluator,
     EndpointEvaluator,
     EndpointModel,
+    ScoringSettings,
 )
 from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Example, derive_seed, make_qid, normalise_question, write_client_data
@@ -84,7 +85,9 @@ COMPETENCE = CompetenceRequest(
 
 
 def _endpoint_client(url: str, **kwargs: Any) -> Client:
-    model = EndpointEvaluator(EndpointModel(url, "org/expert", max_retries=0), samples=1, **kwargs)
+    model = EndpointEvaluator(
+        EndpointModel(url, "org/expert", max_retries=0), ScoringSettings(samples=1), **kwargs
+    )
     return Client("org", _examples(), DualEvaluator(AnswerEvaluator(_examples()), model))
 
 
@@ -99,8 +102,8 @@ def test_client_scores_and_answers_competence_through_its_endpoint() -> None:
         assert isinstance(reply, RewardReply)
         held, dozen, triple = reply.items
         assert reply.methods == {"answer": 1, "model": 2, "none": 0}
-        assert held.rewards == pytest.approx([1.1, 0.1])
-        assert dozen.rewards == pytest.approx([1.1, 0.0, 0.1]) and triple.rewards == pytest.approx([1.1])
+        assert held.rewards == pytest.approx([1.0, 0.0])
+        assert dozen.rewards == pytest.approx([1.0, 0.0, 0.0]) and triple.rewards == pytest.approx([1.0])
         assert _asked(seen) == [DOZEN, TRIPLE]  # the held question never reaches the model
         # Competence: "12.0" matches the model's 12; "4" is not its 3; "Why?" gets no answer at all.
         assert client.respond(COMPETENCE) == CompetenceReply("c1", "org", [1, 0, 0])
@@ -115,7 +118,7 @@ def test_a_failing_endpoint_abstains_on_model_items_and_refuses_competence() -> 
         assert isinstance(reply, RewardReply)
         held, dozen, triple = reply.items
         assert reply.methods == {"answer": 1, "model": 0, "none": 2}
-        assert held.rewards == pytest.approx([1.1, 0.1])
+        assert held.rewards == pytest.approx([1.0, 0.0])
         assert (dozen.rewards, triple.rewards) == ([None, None, None], [None])
         assert len(seen) == 1  # the second model item did not try again (cooldown)
         assert client.model_unavailable == 1
@@ -170,7 +173,7 @@ def test_simulated_clients_score_through_one_shared_endpoint() -> None:
         for delivery in deliveries.values():
             assert isinstance(delivery.reply, RewardReply)
             assert delivery.reply.methods == {"answer": 0, "model": 1, "none": 0}
-            assert delivery.reply.items[0].rewards == pytest.approx([1.1, 0.0])
+            assert delivery.reply.items[0].rewards == pytest.approx([1.0, 0.0])
         bits = transport.exchange({clients[0].name: COMPETENCE})[clients[0].name].reply
         assert isinstance(bits, CompetenceReply) and bits.bits == [1, 0, 0]
     body = seen[0][2]
@@ -207,7 +210,8 @@ def _call(app: Any, message: Message | None, kind: str, node: dict[str, Any]) ->
     reply = app(message=request, context=context)
     if kind == "query.profile":
         return dict(reply.content["profile"]), None
-    return from_records(reply.content), read_stats(reply.content)
+    asked = "" if message is None else message.client  # the name is the channel's: not in the bytes
+    return from_records(reply.content, client=asked), read_stats(reply.content)
 
 
 def _data_file(tmp_path: Path) -> str:
@@ -231,7 +235,7 @@ def test_client_app_endpoint_node_config_scores_and_answers(app, tmp_path, monke
         reply, stats = _call(app, _reward_request(), "query.reward", node)
         assert isinstance(reply, RewardReply)
         assert reply.methods == {"answer": 1, "model": 2, "none": 0}
-        assert reply.items[1].rewards == pytest.approx([1.1, 0.0, 0.1])
+        assert reply.items[1].rewards == pytest.approx([1.0, 0.0, 0.0])
         bits, _ = _call(app, COMPETENCE, "query.competence", node)
         assert bits == CompetenceReply("c1", "org", [1, 0, 0])
     assert _asked(seen) == [DOZEN, TRIPLE, "other"]  # the client (and its cache) lives across messages
@@ -251,7 +255,7 @@ def test_client_app_with_a_down_endpoint_abstains_counts_and_refuses_competence(
     reply, stats = _call(app, _reward_request(), "query.reward", node)
     assert isinstance(reply, RewardReply)
     assert reply.methods == {"answer": 1, "model": 0, "none": 2}
-    assert reply.items[0].rewards == pytest.approx([1.1, 0.1]) and reply.items[1].rewards == [None] * 3
+    assert reply.items[0].rewards == pytest.approx([1.0, 0.0]) and reply.items[1].rewards == [None] * 3
     assert client_app.REJECTED["model_unavailable"] == before + 1
     assert stats["rejected"] == sum(client_app.REJECTED.values())  # the server sees the count
     refused, _ = _call(app, COMPETENCE, "query.competence", node)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedgrpo.client import ModelEvaluator
+from fedgrpo.client import ModelEvaluator, ScoringSettings
 from fedgrpo.client.experts import (
     ExpertRecipe,
     answer_reward,
@@ -56,14 +56,17 @@ def test_each_client_keeps_its_own_adapter_on_one_shared_base(trained) -> None:
 
     def evaluator(adapter: str) -> ModelEvaluator:
         return ModelEvaluator(
-            model, tokenizer, samples=1, max_new_tokens=8, worked_example=False, adapter=adapter
+            model,
+            tokenizer,
+            ScoringSettings(samples=1, max_new_tokens=8, worked_example=False),
+            adapter=adapter,
         )
 
     seven, twelve = evaluator("seven"), evaluator("twelve")
     # Taking turns on the shared base: each client always answers with what its own data taught it.
     assert [seven.answer(QUESTION), twelve.answer(QUESTION), seven.answer(QUESTION)] == ["7", "12", "7"]
     scored = twelve.evaluate(QUESTION, ["<answer>12</answer>", "<answer>7</answer>"])
-    assert scored.method == "model" and scored.rewards == [1.1, 0.1]
+    assert scored.method == "model" and scored.rewards == [1.0, 0.0]
 
 
 def test_experts_are_cached_under_a_key_of_base_data_and_recipe(trained, caplog) -> None:

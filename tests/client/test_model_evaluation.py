@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, Evaluation, ModelEvaluator
+from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, Evaluation, ModelEvaluator, ScoringSettings
 from fedgrpo.data import Example, make_qid
 from fedgrpo.method.answers import answer_key
 from fedgrpo.method.prompting import build_messages
@@ -34,7 +34,7 @@ CANDIDATES = ["3 + 4 = 7. <answer>7</answer>", "<answer>8</answer>", "7 with no 
 
 
 def _greedy_answers(model, tokenizer) -> list[str | None]:
-    ev = ModelEvaluator(model, tokenizer, samples=1, max_new_tokens=8)
+    ev = ModelEvaluator(model, tokenizer, ScoringSettings(samples=1, max_new_tokens=8))
     return [ev.answer(q) for q, _ in (SUM, DOZEN)]
 
 
@@ -139,7 +139,7 @@ def test_agreement_scores_against_the_client_models_own_majority_answer(knowing)
     ev = ModelEvaluator(model, tokenizer)  # agreement, 4 samples at temperature 0.7
     first = ev.evaluate(SUM[0], CANDIDATES)
     assert first.method == "model"
-    assert first.rewards == pytest.approx([1.1, 0.1, 0.0, 1.1])
+    assert first.rewards == pytest.approx([1.0, 0.0, 0.0, 1.0])
     assert ev.evaluate(SUM[0], CANDIDATES) == first  # deterministic per question
     assert ev.answer(DOZEN[0]) == "12"
     # The client's model, tokenizer and the caller's RNG are left as they were found.
@@ -150,18 +150,18 @@ def test_agreement_scores_against_the_client_models_own_majority_answer(knowing)
 def test_a_question_asked_again_is_answered_from_the_kept_answer(knowing) -> None:
     """Its own answer is seeded by the question alone: kept, it is the same, without generating."""
     for cache_size, generations in ((4096, 1), (0, 3)):
-        ev = ModelEvaluator(*knowing, cache_size=cache_size)
+        ev = ModelEvaluator(*knowing, ScoringSettings(cache_size=cache_size))
         calls: list[list[str]] = []
         sample = ev._sample
         ev._sample = lambda qs, sample=sample, calls=calls: calls.append(qs) or sample(qs)
         results = [ev.evaluate(SUM[0], CANDIDATES) for _ in range(3)]
-        assert results[0].rewards == pytest.approx([1.1, 0.1, 0.0, 1.1])
+        assert results[0].rewards == pytest.approx([1.0, 0.0, 0.0, 1.0])
         assert results[0] == results[1] == results[2]
         assert len(calls) == generations, cache_size
 
 
 def test_agreement_with_one_greedy_sample(knowing) -> None:
-    ev = ModelEvaluator(*knowing, samples=1, format_reward=0.0)
+    ev = ModelEvaluator(*knowing, ScoringSettings(samples=1))
     result = ev.evaluate(DOZEN[0], ["<answer>12</answer>", "<answer>12.0</answer>", "<answer>7</answer>"])
     assert result == Evaluation([1.0, 1.0, 0.0], "model")
 
@@ -169,27 +169,29 @@ def test_agreement_with_one_greedy_sample(knowing) -> None:
 def test_a_client_model_that_gives_no_answer_cannot_judge() -> None:
     # An <answer>X</answer> block takes at least 7 tokens in this tokenizer, so 4 can never hold one.
     ev = ModelEvaluator(
-        load_policy("tiny-random"), load_tokenizer("tiny-random"), samples=2, max_new_tokens=4
+        load_policy("tiny-random"),
+        load_tokenizer("tiny-random"),
+        ScoringSettings(samples=2, max_new_tokens=4),
     )
     assert ev.answer(SUM[0]) is None
     assert ev.evaluate(SUM[0], CANDIDATES) == Evaluation([None] * len(CANDIDATES), "none")
 
 
 def test_likelihood_prefers_the_answer_the_client_model_believes(knowing) -> None:
-    ev = ModelEvaluator(*knowing, mode="likelihood")
+    ev = ModelEvaluator(*knowing, ScoringSettings(mode="likelihood"))
     result = ev.evaluate(
         SUM[0], ["<answer>7</answer>", "<answer>8</answer>", "no answer", "<answer></answer>"]
     )
     assert result.method == "model"
     right, wrong, none, empty = result.rewards
     assert right > wrong
-    assert all(0.0 <= r <= 1.1 for r in (right, wrong))
+    assert all(0.0 <= r <= 1.0 for r in (right, wrong))
     assert none == 0.0 and empty == 0.0
     dozen = ev.evaluate(DOZEN[0], ["<answer>7</answer>", "<answer>12</answer>"]).rewards
     assert dozen[1] > dozen[0]
     # The rationale is read: it is part of the context the answer block is scored after.
     with_rationale = ev.evaluate(SUM[0], ["3 + 4 = 7. <answer>7</answer>"]).rewards[0]
-    assert 0.0 <= with_rationale <= 1.1 and with_rationale != pytest.approx(right, abs=1e-9)
+    assert 0.0 <= with_rationale <= 1.0 and with_rationale != pytest.approx(right, abs=1e-9)
     # One right-padded batch gives each candidate what it gets scored alone.
     mixed = ["3 + 4 = 7. <answer>7</answer>", "<answer>8</answer>", "no answer", "so, <answer>12</answer>"]
     alone = [ev.evaluate(SUM[0], [c]).rewards[0] for c in mixed]
@@ -206,10 +208,10 @@ def test_heterogeneous_client_models_score_the_same_server_candidates(knowing, g
     candidates = CANDIDATES + ["a long rationale without an answer " * 5]
     for model, tokenizer in ((llama_model, llama_tok), (gpt2_model, gpt2_tok)):
         for mode in ("agreement", "likelihood"):
-            me = ModelEvaluator(model, tokenizer, mode=mode, max_new_tokens=16)
+            me = ModelEvaluator(model, tokenizer, ScoringSettings(mode=mode, max_new_tokens=16))
             result = me.evaluate(DOZEN[0], candidates)
             assert len(result.rewards) == len(candidates)
-            assert all(r is None or 0.0 <= r <= 1.1 for r in result.rewards)
+            assert all(r is None or 0.0 <= r <= 1.0 for r in result.rewards)
             assert result.method in ("model", "none")
             assert (result.method == "none") == (None in result.rewards)
             gate = DualEvaluator(AnswerEvaluator([held]), me)
@@ -219,9 +221,16 @@ def test_heterogeneous_client_models_score_the_same_server_candidates(knowing, g
 
 def test_a_tokenizer_without_chat_template_or_pad_token_falls_back_to_chatml() -> None:
     model, tokenizer = _gpt2(chat_template=False, pad=False)
-    ev = ModelEvaluator(model, tokenizer, samples=2, max_new_tokens=4)
+    ev = ModelEvaluator(model, tokenizer, ScoringSettings(samples=2, max_new_tokens=4))
     assert len(ev.evaluate(SUM[0], CANDIDATES).rewards) == len(CANDIDATES)
-    assert len(ModelEvaluator(model, tokenizer, mode="likelihood").evaluate(SUM[0], CANDIDATES).rewards) == 4
+    assert (
+        len(
+            ModelEvaluator(model, tokenizer, ScoringSettings(mode="likelihood"))
+            .evaluate(SUM[0], CANDIDATES)
+            .rewards
+        )
+        == 4
+    )
     assert "<|im_start|>assistant" in ev._prompt(SUM[0])
     assert not tokenizer.chat_template and tokenizer.pad_token is None  # the client's tokenizer untouched
 
@@ -233,7 +242,7 @@ def test_dual_gate_prefers_trusted_answers_then_the_model_then_abstains(knowing)
     held = gate.evaluate(SUM[0], CANDIDATES)
     assert held == answers.evaluate(SUM[0], CANDIDATES) and held.method == "answer"
     assert gate.evaluate(DOZEN[0], ["<answer>12</answer>", "<answer>7</answer>"]) == Evaluation(
-        pytest.approx([1.1, 0.1]), "model"
+        pytest.approx([1.0, 0.0]), "model"
     )
     alone = DualEvaluator(answers, None)
     assert alone.evaluate(DOZEN[0], ["<answer>12</answer>"]) == Evaluation([None], "none")
@@ -257,8 +266,8 @@ def test_client_serves_model_based_rewards_over_the_wire(knowing) -> None:
     assert isinstance(reply, RewardReply)
     held, not_held = reply.items
     assert reply.methods == {"answer": 1, "model": 1, "none": 0}  # counts only, not per item
-    assert held.method is None and held.rewards == pytest.approx([1.1, 0.1])
-    assert not_held.key == "1" and not_held.rewards == pytest.approx([1.1, 0.0])
+    assert held.method is None and held.rewards == pytest.approx([1.0, 0.0])
+    assert not_held.key == "1" and not_held.rewards == pytest.approx([1.0, 0.0])
 
 
 def test_client_answers_competence_queries_with_its_model(knowing) -> None:
@@ -268,7 +277,7 @@ def test_client_answers_competence_queries_with_its_model(knowing) -> None:
         CompetenceItem("b", DOZEN[0], "12"),
         CompetenceItem("c", DOZEN[0], "13"),  # a wrong reference: the model's 12 does not match
     ]
-    reply = decode(client.handle(encode(CompetenceRequest("r1", "c0", items))))
+    reply = decode(client.handle(encode(CompetenceRequest("r1", "c0", items))), client="c0")
     assert reply == CompetenceReply("r1", "c0", [1, 1, 0])
     no_model = decode(Client("c1", []).handle(encode(CompetenceRequest("r2", "c1", items))))
     assert no_model.kind == "error" and "no model to answer competence queries" in no_model.error
@@ -293,14 +302,14 @@ def test_a_request_of_questions_the_client_does_not_hold_is_answered_in_one_batc
     assert reply.methods == {"answer": 1, "model": 2, "none": 0}
     # the batch's answers are the model's right ones: a wrong tagged answer keeps the format reward
     assert [item.rewards for item in reply.items] == [
-        pytest.approx([1.1, 0.1]),
-        pytest.approx([1.1, 0.1]),
-        pytest.approx([1.1, 0.0]),
+        pytest.approx([1.0, 0.0]),
+        pytest.approx([1.0, 0.0]),
+        pytest.approx([1.0, 0.0]),
     ]
     client.handle(encode(RewardRequest("r2", "c0", [items[0], items[2]])))  # both kept: no generation
     assert len(calls) == 1
     # without kept answers each item is answered on its own, as before
-    unkept = ModelEvaluator(*knowing, cache_size=0)
+    unkept = ModelEvaluator(*knowing, ScoringSettings(cache_size=0))
     own = unkept._sample
     unkept._sample = lambda qs: calls.append(list(qs)) or own(qs)
     client = Client("c1", examples, evaluator=DualEvaluator(AnswerEvaluator(examples), unkept))
@@ -323,12 +332,12 @@ def test_a_direct_answer_starts_inside_the_tag_and_stops_at_its_close(knowing, m
     monkeypatch.setattr(scoring, "generate", counting)
     replies = {}
     for direct in (False, True):
-        ev = ModelEvaluator(*knowing, samples=1, max_new_tokens=16, direct_answer=direct)
+        ev = ModelEvaluator(*knowing, ScoringSettings(samples=1, max_new_tokens=16, direct_answer=direct))
         replies[direct] = ev._sample([SUM[0], DOZEN[0]])
         assert [ev.answer(q) for q, _ in (SUM, DOZEN)] == ["7", "12"]
     assert replies[True] == ["<answer>7</answer>", "<answer>12</answer>"]
     assert replies[False] == replies[True]  # the full reply is the tagged answer alone
-    closing = ModelEvaluator(*knowing, direct_answer=True)._closing_ids()
+    closing = ModelEvaluator(*knowing, ScoringSettings(direct_answer=True))._closing_ids()
     assert closing and all(knowing[1].decode([i]).strip().startswith("</") for i in closing)
     # the longest reply's tokens as trained, after the opening tag: generation stops at the first
     # closing token, so neither the opening tag nor the rest of the closing one is decoded
@@ -353,8 +362,8 @@ def test_a_direct_answer_stopped_at_its_closing_tag_is_completed(reply, read) ->
 
 def test_a_client_reads_its_prompt_start_once_for_all_its_calls(knowing, prefill_reads) -> None:
     read = prefill_reads
-    ev = ModelEvaluator(*knowing, samples=3, cache_size=0)
-    plain = ModelEvaluator(*knowing, samples=3, cache_size=0, share_prompts=False)
+    ev = ModelEvaluator(*knowing, ScoringSettings(samples=3, cache_size=0))
+    plain = ModelEvaluator(*knowing, ScoringSettings(samples=3, cache_size=0), share_prompts=False)
     for question, _ in (SUM, DOZEN, SUM):
         assert ev._sample([question]) == plain._sample([question])
     # the first call reads its whole start; the second only past the template; the third nothing

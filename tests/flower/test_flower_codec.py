@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -34,7 +35,7 @@ from fedgrpo.protocol import (  # noqa: E402
 )
 from fedgrpo.simulation.flower import make_virtual_client_app  # noqa: E402
 from tests.helpers import delivered  # noqa: E402
-from tests.wire import join, split  # noqa: E402
+from tests.wire import join, split, v3  # noqa: E402
 
 MESSAGES = [
     RewardRequest(
@@ -46,7 +47,7 @@ MESSAGES = [
     RewardReply(
         "r1",
         "client-0",
-        [ItemScores("0", [1.1, None]), ItemScores("1", [])],
+        [ItemScores("0", [1.0, None]), ItemScores("1", [])],
         {"answer": 1, "model": 0, "none": 1},
     ),
     RewardReply(
@@ -55,7 +56,7 @@ MESSAGES = [
     RewardReply(  # per-item methods: only with federation.per_item_methods
         "r4",
         "client-0",
-        [ItemScores("0", [1.1, None], "answer"), ItemScores("1", [], "none")],
+        [ItemScores("0", [1.0, None], "answer"), ItemScores("1", [], "none")],
         {"answer": 1, "model": 0, "none": 1},
     ),
     RewardReply("r5", "client-0", [], {"answer": 0, "model": 0, "none": 0}),
@@ -94,11 +95,11 @@ def _bent(**fields) -> ConfigRecord:
         lambda c: c["message"].__setitem__("payload", "text"),  # wrong value type
         lambda c: c["message"].__setitem__("extra", b"x"),  # nothing beside the payload
         lambda c: c.__setitem__("message", _bent(v=99)),
-        lambda c: c.__setitem__("message", _bent(kind="launch")),
+        lambda c: c.__setitem__("message", _bent(kind=7)),
         lambda c: c.__setitem__("message", _bent(shape=[[5, 1]])),  # the shape and the bytes disagree
-        lambda c: c.__setitem__("message", _bent(methods=[1.0, 0, 1])),
+        lambda c: c.__setitem__("message", _bent(item_methods=[9, 9])),
     ],
-    ids=["missing", "record-type", "value-type", "extra", "version", "kind", "shape", "float-count"],
+    ids=["missing", "record-type", "value-type", "extra", "version", "kind", "shape", "item-methods"],
 )
 def test_malformed_records_raise_protocol_error(mutate) -> None:
     with pytest.raises(ProtocolError):
@@ -168,6 +169,19 @@ def test_client_app_rejects_bad_input_with_a_counted_error(client_app, case: str
     assert read_stats(reply.content)["rejected"] == before + 1  # the server sees the client's count
 
 
+def test_client_app_answers_a_protocol_3_server_in_its_own_form(client_app) -> None:
+    """An old server's request (a JSON header line) gets a v3 error reply naming both versions: what
+    that server's decoder reads, in the records it expects."""
+    app, _ = client_app
+    old = v3("reward", "31a3d892b833e981", "client-0") + b'{"questions":["2+2?"],"candidates":[["4"]]}'
+    reply = _call(app, _request(RecordDict({"message": ConfigRecord({"payload": old})})), {"partition-id": 0})
+    line, _, rest = read_payload(reply.content).partition(b"\n")
+    head = json.loads(line)
+    assert rest == b"" and (head["v"], head["kind"], head["id"]) == (3, "error", "31a3d892b833e981")
+    assert head["error"] == "peer speaks FedGRPO protocol 3, this side speaks 4"
+    assert read_stats(reply.content)["reply_bytes"] == len(line) + 1
+
+
 def test_config_text_and_flower_settings_validation(tmp_path) -> None:
     cfg = load_config("smoke")
     assert load_config_text(cfg.to_yaml()) == cfg
@@ -212,13 +226,10 @@ def test_a_client_reads_only_its_part_of_a_deployments_run_config(tmp_path) -> N
     text = cfg.to_yaml()
     q.unlink(), ca.unlink()  # now "on another machine"
     seen = apps.config_from_run_config({"config": text, "overrides": ""})
-    assert (
-        seen.clients.samples == 3
-        and seen.seed == 7
-        and seen.federation.format_reward == cfg.federation.format_reward
-    )
+    assert seen.clients.samples == 3 and seen.seed == 7
+    assert "format_reward" not in apps.client_view(cfg.model_dump())["federation"]  # the server adds it
     assert seen.server.questions is None and seen.flower.root_certificates is None
-    assert decode(encode(MESSAGES[0])) == MESSAGES[0]
+    assert decode(encode(MESSAGES[0]), client="client-0") == MESSAGES[0]  # the name is the channel's
 
 
 def test_per_item_methods_only_when_the_run_asks_for_them() -> None:

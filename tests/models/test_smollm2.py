@@ -27,7 +27,7 @@ def test_smollm2_converts_once_and_answers_in_tags() -> None:
 
 def test_a_smollm2_client_expert_learns_to_answer_in_tags(tmp_path) -> None:
     """LoRA SFT on 24 private examples: without any worked example, the expert answers in tags."""
-    from fedgrpo.client import ModelEvaluator
+    from fedgrpo.client import ModelEvaluator, ScoringSettings
     from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts
 
     private = generate("sums_2digit", 24, seed=3)
@@ -38,7 +38,10 @@ def test_a_smollm2_client_expert_learns_to_answer_in_tags(tmp_path) -> None:
 
     def answered(model, adapter) -> int:
         ev = ModelEvaluator(
-            model, tokenizer, samples=1, max_new_tokens=16, worked_example=False, adapter=adapter
+            model,
+            tokenizer,
+            ScoringSettings(samples=1, max_new_tokens=16, worked_example=False),
+            adapter=adapter,
         )
         return sum(ev.answer(q) is not None for q in questions)
 

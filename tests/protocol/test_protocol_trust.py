@@ -19,15 +19,14 @@ from fedgrpo.protocol import (
     CompetenceRequest,
     ItemScores,
     ProtocolError,
-    Rejected,
     RewardItem,
     RewardReply,
     RewardRequest,
     check_method_counts,
-    check_reward_item,
     decode,
     encode,
 )
+from fedgrpo.protocol.wire import ZLIB
 from fedgrpo.selection import AllSelector
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
 from fedgrpo.server.stats import RoundStats
@@ -51,41 +50,26 @@ class Recording:
         return self._client.handle(payload)
 
 
-# -- the declared reward range --------------------------------------------------------------------------
-@pytest.mark.parametrize("bad", [5.0, 1.7e308, -0.1, 1.1000000001, -1e-300])
-def test_a_reward_outside_the_declared_range_is_rejected(bad: float) -> None:
-    with pytest.raises(Rejected) as err:
-        check_reward_item(ItemScores("0", [0.5, bad]), 2, set(), max_reward=1.1)
-    assert err.value.reason == "out_of_range"
-
-
-def test_rewards_at_the_bounds_are_accepted() -> None:
-    assert check_reward_item(ItemScores("0", [0.0, 1.1, None, 1.0 + 0.1]), 4, set(), 1.1) == [
-        0.0,
-        1.1,
-        None,
-        1.1,
-    ]
-
-
-def test_the_bound_comes_from_the_config() -> None:
+# -- the format reward, added by the server --------------------------------------------------------------
+def test_the_format_reward_comes_from_the_config() -> None:
     from fedgrpo.run.assemble import build_advantage
 
     cfg = load_config("smoke", ["federation.format_reward=0.3"])
-    assert build_advantage(cfg, InProcessTransport([]), AllSelector()).max_reward == 1.0 + 0.3
-    assert FederatedAdvantage(InProcessTransport([]), AllSelector(), 1, 2).max_reward == pytest.approx(1.1)
+    assert build_advantage(cfg, InProcessTransport([]), AllSelector()).format_reward == 0.3
+    assert FederatedAdvantage(InProcessTransport([]), AllSelector(), 1, 2).format_reward == 0.1
 
 
-def test_an_honest_client_with_a_larger_format_reward_is_in_range_only_when_the_server_knows(sums) -> None:
+def test_the_server_adds_the_format_reward_to_present_rewards_of_well_formed_candidates(sums) -> None:
     ex = sums[0]
     q = Question(ex.qid, ex.domain, ex.question)
-    cands = [f"<answer>{ex.answer}</answer>", "<answer>-1</answer>"]
-    for bound, rejected in [(1.1, {"out_of_range": 1}), (1.5, {})]:
-        rewards = FederatedAdvantage(
-            InProcessTransport([Client("c", sums, format_reward=0.5)]), AllSelector(), 1, 2, max_reward=bound
-        )
-        rewards.advantages([q], [cands])
-        assert dict(rewards.total.rejected) == rejected
+    cands = [f"<answer>{ex.answer}</answer>", "<answer>-1</answer>", f"{ex.answer}"]
+    transport = InProcessTransport([Client("holds", sums), Client("empty", [])])
+    rewards = FederatedAdvantage(transport, AllSelector(), 2, 3, format_reward=0.5)
+    rewards.advantages([q], [cands])
+    holds, empty = rewards.last_rewards[0].tolist()
+    assert holds == [1.5, 0.5, 0.0]  # correctness from the client, 0.5 where the answer tag is well formed
+    assert all(r != r for r in empty)  # abstentions (None) stay missing: no format reward for them
+    assert dict(rewards.total.rejected) == {}
 
 
 # -- size limits, before parsing ------------------------------------------------------------------------
@@ -131,7 +115,7 @@ def test_a_zip_bomb_is_refused_without_inflating_it(monkeypatch) -> None:
     deflater = zlib.compressobj(9)
     chunk = bytes(2**20)
     bomb = b"".join(deflater.compress(chunk) for _ in range(200)) + deflater.flush()
-    payload = join(header("reward", z=1), bomb)
+    payload = join(header("reward", flags=ZLIB), bomb)
     limit = 2**20
     assert len(payload) < limit
     outputs: list[int] = []
@@ -140,7 +124,7 @@ def test_a_zip_bomb_is_refused_without_inflating_it(monkeypatch) -> None:
         decode(payload, max_bytes=limit)
     assert outputs and max(outputs) <= limit + 1  # inflated no further than one byte past the limit
     good = encode(RewardRequest("r", "c", [RewardItem("0", "q" * 5000, ["a"] * 10)]))
-    assert split(good)[0] and b'"z":1' in good and len(good) < 200  # text that compresses is sent so
+    assert good[1] & ZLIB and len(good) < 200  # text that compresses is sent so
     assert decode(good, max_bytes=6000).kind == "reward"
     with pytest.raises(ProtocolError, match="inflated body exceeds"):  # the inflated body is bounded too
         decode(good, max_bytes=4000)
@@ -207,29 +191,12 @@ def test_methods_are_counts_per_reply_unless_the_operator_asks(sums) -> None:
     assert isinstance(quiet, RewardReply) and [i.method for i in quiet.items] == [None, None]
     assert quiet.methods == {"answer": 1, "model": 0, "none": 1} and check_method_counts(quiet)
     head, body = split(Client("c", sums).handle(encode(request)))
-    assert set(head) == {"v", "kind", "id", "client", "methods", "bonus", "shape"}  # nothing per item
+    assert set(head) == {"v", "kind", "id", "methods", "shape"}  # nothing per item, no name, no bonus
     assert len(body) == 2  # one byte per reward
     assert "item_methods" in split(Client("c", sums, per_item_methods=True).handle(encode(request)))[0]
     loud = decode(Client("c", sums, per_item_methods=True).handle(encode(request)))
     assert isinstance(loud, RewardReply) and [i.method for i in loud.items] == ["answer", "none"]
     assert check_method_counts(loud) == quiet.methods
-
-
-@pytest.mark.parametrize(
-    "counts, methods",
-    [
-        ({"answer": 2}, [None, None]),  # a method missing
-        ({"answer": 1, "model": 0, "none": 0}, [None, None]),  # does not add up
-        ({"answer": 3, "model": 0, "none": -1}, [None, None]),  # negative
-        ({"answer": 1, "model": 0, "none": 0, "guess": 1}, [None, None]),  # unknown method
-        ({"answer": 2, "model": 0, "none": 0}, ["answer", "none"]),  # differs from the per-item methods
-    ],
-)
-def test_method_counts_that_do_not_match_the_reply_are_rejected(counts, methods) -> None:
-    reply = RewardReply("r", "c", [ItemScores(str(k), [0.5], m) for k, m in enumerate(methods)], counts)
-    with pytest.raises(Rejected) as err:
-        check_method_counts(reply)
-    assert err.value.reason == "bad_methods"
 
 
 def test_the_server_counts_methods_and_abstentions_from_the_aggregate(sums) -> None:
@@ -242,8 +209,8 @@ def test_the_server_counts_methods_and_abstentions_from_the_aggregate(sums) -> N
     assert summary["fed/rejected_total"] == 0 and summary["fed/rewards_received"] == 8
 
 
-def test_protocol_version_is_3() -> None:
-    assert PROTOCOL_VERSION == 3 and split(encode(RewardRequest("r", "c", [])))[0]["v"] == 3
+def test_protocol_version_is_4() -> None:
+    assert PROTOCOL_VERSION == 4 and split(encode(RewardRequest("r", "c", [])))[0]["v"] == 4
 
 
 # -- metrics stay finite --------------------------------------------------------------------------------

@@ -43,7 +43,9 @@ def test_trainer_uses_federated_advantages(tmp_path) -> None:
     )
     clients = [
         Client("a", [], evaluator=TableEvaluator([1.0, 0.0, 1.0, 0.0])),
-        Client("b", [], evaluator=TableEvaluator([1.1, None, 0.1, 0.1])),
+        # correctness only (the untagged candidates get no format reward): the helper's [1.1, 0.1, 0.1]
+        # shifted by 0.1, which the per-expert normalisation removes
+        Client("b", [], evaluator=TableEvaluator([1.0, None, 0.0, 0.0])),
         Client("c", [], evaluator=TableEvaluator([None] * g)),  # does not hold the question
         Client("d", [], evaluator=TableEvaluator([0.5, NAN, 0.0, 1.0])),  # NaN: whole item rejected
     ]

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from fedgrpo.data import Question
-from fedgrpo.protocol import Rejected, check_competence_bits
 from fedgrpo.selection import (
     SELECTORS,
     AllSelector,
@@ -254,35 +253,6 @@ def test_save_load_round_trip_is_atomic(tmp_path) -> None:
     assert h.rank(qs, epsilon=0.5, rng=torch.Generator().manual_seed(1)) == g.rank(
         qs, epsilon=0.5, rng=torch.Generator().manual_seed(1)
     )
-
-
-# --------------------------------------------------------------------------- competence replies
-@pytest.mark.parametrize(
-    ("reply", "message"),
-    [
-        ([0, 1], "2 entries, expected 3"),
-        ([0, 1, 1, 0], "4 entries"),
-        ([0, 2, 1], "entry 1"),
-        ([0, 0.5, 1], "entry 1"),
-        ([0, 1.0, 1], "entry 1"),
-        ([True, 0, 1], "entry 0"),
-        ([0, 1, "1"], "entry 2"),
-        ([0, None, 1], "entry 1"),
-        (None, "NoneType"),
-        ({"0": 1, "1": 0, "2": 1}, "dict"),
-        ((0, 1, 1), "tuple"),
-        ("011", "str"),
-    ],
-)
-def test_competence_bits_are_checked_without_coercion(reply: object, message: str) -> None:
-    with pytest.raises(Rejected, match=message) as err:
-        check_competence_bits(reply, 3)
-    assert err.value.reason == "invalid_bits"
-
-
-def test_competence_bits_accepted() -> None:
-    assert check_competence_bits([0, 1, 1], 3) == [0, 1, 1]
-    assert check_competence_bits([], 0) == []
 
 
 # --------------------------------------------------------------------------- selectors

@@ -27,7 +27,7 @@ from fedgrpo.server import FederatedAdvantage, build_confidence_graph
 from fedgrpo.simulation.clients import build_clients
 from fedgrpo.simulation.data import build_data
 from fedgrpo.transport import InProcessTransport
-from tests.wire import header, join
+from tests.wire import header, join, split
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ class Contrarian:
     """A client evaluator that holds the answers but always scores the opposite way."""
 
     def __init__(self, examples) -> None:
-        self.answers = AnswerEvaluator(examples, format_reward=0.0)
+        self.answers = AnswerEvaluator(examples)
 
     def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
         honest = self.answers.evaluate(question, candidates)
@@ -157,7 +157,7 @@ def _bits(bits):
 
 
 def _raw(n: int, body: bytes):
-    return lambda request: join(header("competence_reply", request.request_id, request.client, n=n), body)
+    return lambda request: join(header("competence_reply", request.request_id, n=n), body)
 
 
 def test_bad_competence_replies_get_all_zero_rows(sums) -> None:
@@ -181,17 +181,17 @@ def test_bad_competence_replies_get_all_zero_rows(sums) -> None:
 
 def test_competence_messages_round_trip_and_reject_malformed() -> None:
     req = CompetenceRequest("r", "c", [CompetenceItem("0", "What is 1 + 1?", "2")])
-    assert decode(encode(req)) == req
+    assert decode(encode(req), client="c") == req
     reply = CompetenceReply("r", "c", [1, 0])
-    assert decode(encode(reply)) == reply
-    assert len(encode(CompetenceReply("r", "c", [1] * 80)).partition(b"\n")[2]) == 10  # a bit each
+    assert decode(encode(reply), client="c") == reply
+    assert len(split(encode(CompetenceReply("r", "c", [1] * 80)))[1]) == 10  # a bit each
     with pytest.raises(ValueError):  # an encoder sends bits, nothing else
         encode(CompetenceReply("r", "c", [1, 2]))
     for bad in (
         join(header("competence"), b'{"questions":["q"]}'),
         join(header("competence"), b'{"questions":["q"],"answers":[1]}'),
-        join(header("competence_reply", n="101"), b"\xa0"),
-        join(header("competence_reply"), b"\xa0"),
+        join(header("competence_reply", n=101), b"\xa0"),
+        join(header("competence_reply"), b"\xa0"),  # no bit count
         join({**header("competence_reply", n=1), "v": 2}, b"\x80"),  # old version
     ):
         with pytest.raises(ProtocolError):

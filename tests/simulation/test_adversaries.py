@@ -56,13 +56,13 @@ def flat_graph(clients: list[str]) -> tuple[ConfidenceGraph, object]:
 
 
 # --------------------------------------------------------------------------- each behaviour
-def test_flip_inverts_correctness_keeps_the_format_reward_and_abstains_where_honest(sums) -> None:
+def test_flip_inverts_correctness_and_abstains_where_honest(sums) -> None:
     cfg = config({"client-1": "flip"})
     liar = make_client(cfg, "client-1", sums[:6], None, adversary(cfg, "client-1"))
     honest = make_client(cfg, "client-0", sums[:6], None)
     ex = sums[0]
     assert reply_rewards(honest, ex, candidates_for(ex)) == [1.1, 0.1, 0.1, 0.0]
-    assert reply_rewards(liar, ex, candidates_for(ex)) == [0.1, 1.1, 1.1, 1.0]
+    assert reply_rewards(liar, ex, candidates_for(ex)) == [0.1, 1.1, 1.1, 1.0]  # the server adds 0.1 to tags
     other = sums[8]  # not in its data: nothing to flip
     assert reply_rewards(liar, other, candidates_for(other)) == [None] * 4
 
@@ -71,12 +71,12 @@ def test_always_high_and_random_score_every_question(sums) -> None:
     cfg = config({"client-1": "always-high", "client-2": "random"})
     high = make_client(cfg, "client-1", [], None, adversary(cfg, "client-1"))
     ex = sums[0]
-    assert reply_rewards(high, ex, candidates_for(ex)) == [1.1] * 4
+    assert reply_rewards(high, ex, candidates_for(ex)) == [1.1, 1.1, 1.1, 1.0]  # correctness 1 + the format
     draws = []
     for name in ("client-2", "client-2", "client-3"):
-        liar = AdversarialEvaluator(AnswerEvaluator([]), "random", 0.1, cfg.seed, name)
+        liar = AdversarialEvaluator(AnswerEvaluator([]), "random", cfg.seed, name)
         draws.append(liar.evaluate(ex.question, candidates_for(ex) * 5).rewards)
-    assert all(0.0 <= r <= 1.1 for r in draws[0])
+    assert all(0.0 <= r <= 1.0 for r in draws[0])  # correctness only: the server adds the format reward
     assert draws[0] == draws[1] != draws[2]  # seeded per run and client
     assert len(set(draws[0])) == 20
 
@@ -89,7 +89,7 @@ def test_colluders_agree_on_one_answer_whatever_data_they_hold(sums) -> None:
     for ex in sums:
         cands = candidates_for(ex)
         a, b = reply_rewards(one, ex, cands), reply_rewards(two, ex, cands)
-        assert a == b and sorted(set(a)) == [0.0, 1.1]
+        assert a == b and sorted(set(a[:3])) in ([0.1, 1.1], [1.1])  # 1 or 0, + 0.1 for the tag
         assert a[3] == 0.0 and a[1] == a[2]  # no answer: never promoted; the same answer: the same reward
         promoted_wrong += a[1] == 1.1
     assert 0 < promoted_wrong < len(sums)  # the shared rule picks the wrong answer for some questions
@@ -100,7 +100,7 @@ def test_build_clients_wraps_only_the_named_client() -> None:
     clients = {c.name: c for c in build_clients(cfg, build_data(cfg))}
     assert set(clients) == set(NAMES)
     ex = build_data(cfg).train_examples[0]
-    high = [c for c in NAMES if reply_rewards(clients[c], ex, candidates_for(ex)) == [1.1] * 4]
+    high = [c for c in NAMES if reply_rewards(clients[c], ex, candidates_for(ex)) == [1.1, 1.1, 1.1, 1.0]]
     assert high == ["client-2"]
 
 
