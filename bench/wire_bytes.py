@@ -49,20 +49,10 @@ from fedgrpo.protocol import (
     new_request_id,
     pack_reward,
 )
-from fedgrpo.protocol.wire import ZLIB
+from fedgrpo.protocol.wire import ZLIB, _runs
 from fedgrpo.transport import InProcessTransport
 
 V3_ID = "0" * 16  # v3 request ids: 8 random bytes as 16 hex characters
-
-
-def _runs(counts: list[int]) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for count in counts:
-        if runs and runs[-1][0] == count:
-            runs[-1][1] += 1
-        else:
-            runs.append([count, 1])
-    return runs
 
 
 def body_of(message: Message) -> bytes:
@@ -96,7 +86,7 @@ def v3_bytes(message: Message) -> tuple[int, int]:
     if isinstance(message, RewardReply):
         head["methods"] = [message.methods[m] for m in ("answer", "model", "none")]
         head["bonus"] = 0.1  # federation.format_reward, declared by every client
-        head["shape"] = _runs([len(i.rewards) for i in message.items])
+        head["shape"] = [list(r) for r in _runs([len(i.rewards) for i in message.items])]
     if isinstance(message, CompetenceReply):
         head["n"] = len(message.bits)
     if isinstance(message, ErrorReply):
