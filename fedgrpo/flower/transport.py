@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -82,6 +82,7 @@ class FlowerTransport(Transport):
         self.refusals: dict[int, str] = {}  # node -> why its profile was refused
         self._unanswered: dict[int, float] = {}  # node -> when its profile went unanswered
         self.counts: Counter = Counter()
+        self.client_rejected: defaultdict[str, Counter] = defaultdict(Counter)  # by client and reason
         self.events: list[dict[str, Any]] = []
         self._started = time.perf_counter()
         self._wait_for(expected_clients)
@@ -327,7 +328,8 @@ class FlowerTransport(Transport):
             log.warning("rejected Flower reply from %s: %s", name, err)
             return Delivery(name, None, request_bytes, 0, "malformed_reply", f"bad Flower reply: {err}")
         reply_bytes = len(payload)
-        self.counts["client_rejected_total"] = max(self.counts["client_rejected_total"], stats["rejected"])
+        self.client_rejected[name].update(stats["rejected"])  # this message's process only: add up
+        self.counts["client_rejected_total"] += sum(stats["rejected"].values())
         if isinstance(message, ErrorReply):
             return Delivery(name, message, request_bytes, reply_bytes)
         if stats["request_bytes"] != request_bytes or stats["reply_bytes"] != reply_bytes:
@@ -342,6 +344,7 @@ class FlowerTransport(Transport):
             "transport": "flower",
             "startup_seconds": round(self.startup_seconds, 3),
             "counts": dict(sorted(self.counts.items())),
+            "client_rejected": {n: dict(c) for n, c in sorted(self.client_rejected.items()) if c},
             "clients": {n: self.profiles[n] for n in sorted(self.profiles)},
             "events": self.events,
         }
