@@ -90,19 +90,19 @@ class FlowerTransport(Transport):
 
     # -- membership ---------------------------------------------------------------------------------
     def _wait_for(self, expected: int) -> None:
-        def enough() -> bool:
+        def enough() -> bool:  # each node joined or was refused: a refused one is not waited for
             self._refresh()
             if not self._nodes and len(self._bad_nodes) >= expected:
                 raise RuntimeError(f"every Flower node refused to serve as a client: {self.refusals}")
-            return len(self._nodes) >= expected
+            return len(self._nodes) + len(self._bad_nodes) >= expected
 
-        if not wait_until(enough, self._settings.connect_timeout_s):
-            if not self._nodes:
-                raise RuntimeError(
-                    f"no Flower client joined within {self._settings.connect_timeout_s:.0f} s "
-                    "(flower.connect_timeout_s); are the SuperNodes running and registered?"
-                )
-            log.warning("only %d of %d clients joined; going on with them", len(self._nodes), expected)
+        if not wait_until(enough, self._settings.connect_timeout_s) and not self._nodes:
+            raise RuntimeError(
+                f"no Flower client joined within {self._settings.connect_timeout_s:.0f} s "
+                "(flower.connect_timeout_s); are the SuperNodes running and registered?"
+            )
+        if (joined := len(self._nodes)) < expected:
+            log.warning("%d of %d clients joined (refused: %s); going on", joined, expected, self.refusals)
         log.info("Flower clients: %s", {n: self.profiles[n] for n in sorted(self._nodes)})
 
     def _refresh(self) -> None:

@@ -273,7 +273,7 @@ def test_flower_transport_refuses_an_oversized_reply_before_reading_it(monkeypat
 
     monkeypatch.setattr(flower_transport.protocol, "decode", unreachable)
     delivery = server._read_reply(
-        "c", 100, Message(reply_records(big, 100, 0), dst_node_id=1, message_type="query.reward")
+        "c", 100, Message(reply_records(big, 100), dst_node_id=1, message_type="query.reward")
     )
     assert delivery.reply is None and delivery.failure == "malformed_reply" and "exceeds" in delivery.error
     assert server.counts["replies_rejected"] == 1

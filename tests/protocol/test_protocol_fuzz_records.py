@@ -99,7 +99,8 @@ def test_from_records_on_mutated_records(message: Message, data: st.DataObject) 
     pytest.importorskip("flwr")
     from fedgrpo.flower.codec import reply_records, to_records
 
-    spec = _spec(reply_records(message, 1, 0) if data.draw(st.booleans()) else to_records(message))
+    rejected = {"model_unavailable": data.draw(st.integers(0, 2))}
+    spec = _spec(reply_records(message, 1, rejected) if data.draw(st.booleans()) else to_records(message))
     name = data.draw(st.sampled_from(sorted(spec)))
     kind, values = spec[name]
     key = data.draw(st.sampled_from(sorted(values)) | record_keys)
