@@ -25,14 +25,16 @@ The run config carries the experiment's config (``config``: a preset, a YAML fil
   An endpoint client is scored with the run's ``clients.*`` settings and ``seed``, answer-based
   evaluation first. If its endpoint is down, model-scored items of a
   reward request abstain (None, method "none"; counted as ``model_unavailable`` in the reply's
-  ``rejected`` count) and a competence query gets an error reply naming the endpoint's error.
+  ``rejected.*`` counts) and a competence query gets an error reply naming the endpoint's error.
 * Simulation Engine: the same app with the simulation's clients (:mod:`fedgrpo.simulation.flower`):
   the virtual node's ``partition-id`` picks ``client-<id>`` from the seeded split.
 
 An answer-only or endpoint-served ClientApp imports neither torch nor transformers (nor TRL: the
 config is read without TRL's checks, which the server made). Clients are cached per process across
 messages. Bad input (oversized content, wrong records or types, a message of the wrong kind) is
-answered with an error reply, counted and logged; it never raises.
+answered with an error reply, counted and logged; it never raises. Each reply counts only what its
+own message was refused for: a deployed ClientApp is a new process per message, so the server adds
+the counts up (:mod:`fedgrpo.flower.transport`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from fedgrpo.config import ClientPrivacy, FedGRPOConfig, config_from_mapping, lo
 from fedgrpo.data import read_client_data
 from fedgrpo.flower.codec import PROFILE, content_bytes, read_payload, reply_records
 from fedgrpo.protocol import ErrorReply, ProtocolError, VersionMismatch, decode, refusal
+from fedgrpo.protocol import Message as ProtocolMessage
 
 # Not imported here: fedgrpo.models.loading and fedgrpo.client.experts. They need torch and
 # transformers, an optional heavy dependency that only in-process client models use (not an import
@@ -64,7 +66,6 @@ from fedgrpo.protocol import ErrorReply, ProtocolError, VersionMismatch, decode,
 
 log = logging.getLogger(__name__)
 
-REJECTED: Counter = Counter()  # this process's rejected requests, by reason (reported in every reply)
 _CLIENTS: dict[tuple[str, str], Client] = {}
 
 
@@ -218,14 +219,10 @@ def client_for(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:
 FindClient = Callable[[FedGRPOConfig, dict[str, Any]], Client]
 
 
-def _reject(reason: str, detail: str) -> None:
-    REJECTED[reason] += 1
+def _rejected(message: Message, reply: ProtocolMessage | bytes, reason: str, detail: str) -> Message:
+    """The reply to a request this ClientApp refused, carrying that one refusal's count."""
     log.warning("client app rejected a request (%s): %s", reason, detail)
-
-
-def _error(message: Message, who: str, request_id: str, error: str) -> Message:
-    reply = ErrorReply(request_id, who, error)
-    return Message(reply_records(reply, 0, sum(REJECTED.values())), reply_to=message)
+    return Message(reply_records(reply, 0, {reason: 1}), reply_to=message)
 
 
 def make_client_app(config_text: str | None = None, find_client: FindClient = client_for) -> ClientApp:
@@ -261,25 +258,23 @@ def make_client_app(config_text: str | None = None, find_client: FindClient = cl
                 raise ProtocolError(f"a {message.metadata.message_type} message carries a {request.kind!r}")
             client = find_client(cfg, dict(context.node_config))
         except VersionMismatch as err:  # answered in the server's own version: it shows why
-            _reject("malformed_request", str(err))
-            return Message(reply_records(refusal(err, "?"), 0, sum(REJECTED.values())), reply_to=message)
+            return _rejected(message, refusal(err, "?"), "malformed_request", str(err))
         except ProtocolError as err:
-            _reject("malformed_request", str(err))
-            return _error(message, "?", "?", f"malformed request: {err}")
+            error = ErrorReply("?", "?", f"malformed request: {err}")
+            return _rejected(message, error, "malformed_request", str(err))
         except Exception as err:
-            _reject("unavailable", str(err))
-            return _error(message, "?", "?", f"client unavailable: {type(err).__name__}: {err}")
+            error = ErrorReply("?", "?", f"client unavailable: {type(err).__name__}: {err}")
+            return _rejected(message, error, "unavailable", str(err))
         unavailable = client.model_unavailable
         try:
             reply = client.respond(request)
         except Exception as err:  # a failing evaluator must not take the ClientApp down
             log.exception("client %s failed on %s", client.name, request.request_id)
-            return _error(message, client.name, request.request_id, f"{type(err).__name__}: {err}")
+            error = ErrorReply(request.request_id, client.name, f"{type(err).__name__}: {err}")
+            return Message(reply_records(error, 0), reply_to=message)
         # An unavailable client model (endpoint down) abstained or refused; the client logged why.
-        if client.model_unavailable > unavailable:
-            REJECTED["model_unavailable"] += client.model_unavailable - unavailable
-        records = reply_records(reply, len(payload), sum(REJECTED.values()))
-        return Message(records, reply_to=message)
+        rejected = {"model_unavailable": client.model_unavailable - unavailable}
+        return Message(reply_records(reply, len(payload), rejected), reply_to=message)
 
     @app.query("reward")
     def reward(message: Message, context: Context) -> Message:

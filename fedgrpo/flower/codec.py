@@ -5,7 +5,9 @@ Flower carries records, so each protocol message travels as its encoded bytes
 ConfigRecord. The bytes on Flower are therefore the bytes in-process, byte for byte: every check is
 the protocol's own, and the sizes both sides count are the lengths of those bytes (the receiver
 reports the sizes it measured, and the sender checks them). A client's reply adds a ``stats``
-MetricRecord with those sizes.
+MetricRecord with those sizes and what the ClientApp refused or could not serve while handling that
+one message, by reason (``rejected.<reason>``, present only when not zero): the server sums them,
+since a deployed ClientApp is a new process per message and could not keep a running total.
 
 Anything that does not have exactly that record and value raises
 :class:`~fedgrpo.protocol.ProtocolError`; callers count and log it and go on. Receivers check
@@ -15,6 +17,7 @@ the same limit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
@@ -24,6 +27,10 @@ from fedgrpo.protocol import MAX_MESSAGE_BYTES, Message, ProtocolError, decode, 
 MESSAGE, PAYLOAD, STATS, PROFILE = "message", "payload", "stats", "profile"
 REQUEST_TYPES = {"reward": "query.reward", "competence": "query.competence"}
 PROFILE_TYPE = "query.profile"
+# What a ClientApp counts per message: a request it could not read, a node with no usable client,
+# a client model (endpoint) that was down.
+REJECT_REASONS = ("malformed_request", "unavailable", "model_unavailable")
+_REJECTED = "rejected."
 _INT64 = 2**63
 
 
@@ -88,22 +95,53 @@ def content_bytes(content: RecordDict) -> int:
     return total
 
 
-def stats_record(request_bytes: int, reply_bytes: int, rejected: int) -> MetricRecord:
-    """What the receiving client measured: the encoded size of the request it read and of its reply."""
-    return MetricRecord({"request_bytes": request_bytes, "reply_bytes": reply_bytes, "rejected": rejected})
+def stats_record(request_bytes: int, reply_bytes: int, rejected: Mapping[str, int]) -> MetricRecord:
+    """What the receiving client measured: the encoded size of the request it read and of its reply,
+    and what it refused while handling this message (non-zero counts only: the wire stays small)."""
+    record = MetricRecord({"request_bytes": request_bytes, "reply_bytes": reply_bytes})
+    for reason, count in rejected.items():
+        if reason not in REJECT_REASONS or count < 0:
+            raise ValueError(f"not a rejection count: {reason!r}={count!r}")
+        if count:
+            record[_REJECTED + reason] = count
+    return record
 
 
-def read_stats(content: RecordDict) -> dict[str, int]:
+def _count(record: MetricRecord, key: str) -> int:
+    value = _field(record, key, int)
+    if value < 0:
+        raise ProtocolError(f"field {key!r} is negative")
+    return value
+
+
+def read_stats(content: RecordDict) -> dict[str, Any]:
+    """A reply's sizes and its ClientApp's rejections by reason; anything else raises ProtocolError."""
     stats = _record(content, STATS, MetricRecord)
-    return {k: int(_field(stats, k, int)) for k in ("request_bytes", "reply_bytes", "rejected")}
+    allowed = {"request_bytes", "reply_bytes", *(_REJECTED + r for r in REJECT_REASONS)}
+    if unknown := sorted(set(stats) - allowed):
+        raise ProtocolError(f"record {STATS!r} holds unknown fields {unknown}")
+    rejected = {r: _count(stats, _REJECTED + r) for r in REJECT_REASONS if _REJECTED + r in stats}
+    return {
+        "request_bytes": _count(stats, "request_bytes"),
+        "reply_bytes": _count(stats, "reply_bytes"),
+        "rejected": rejected,
+    }
 
 
-def reply_records(reply: Message | bytes, request_bytes: int, rejected: int) -> RecordDict:
+def reply_records(
+    reply: Message | bytes, request_bytes: int, rejected: Mapping[str, int] | None = None
+) -> RecordDict:
     """A client's reply: the protocol message (or bytes already encoded: a refusal in an older
-    peer's own form) as records, plus what it measured."""
+    peer's own form) as records, plus what it measured and refused for this message."""
     payload = reply if isinstance(reply, bytes) else encode(reply)
     content = RecordDict({MESSAGE: ConfigRecord({PAYLOAD: payload})})
-    content[STATS] = stats_record(request_bytes, len(payload), rejected)
+    if isinstance(reply, bytes):  # an older server reads one ``rejected`` total, as it always did
+        total = sum((rejected or {}).values())
+        content[STATS] = MetricRecord(
+            {"request_bytes": request_bytes, "reply_bytes": len(payload), "rejected": total}
+        )
+    else:
+        content[STATS] = stats_record(request_bytes, len(payload), rejected or {})
     return content
 
 
@@ -125,6 +163,7 @@ def read_profile(content: RecordDict) -> dict[str, Any]:
 __all__ = [
     "PROFILE_TYPE",
     "read_profile",
+    "REJECT_REASONS",
     "REQUEST_TYPES",
     "content_bytes",
     "from_records",

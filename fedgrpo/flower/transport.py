@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -82,6 +82,7 @@ class FlowerTransport(Transport):
         self.refusals: dict[int, str] = {}  # node -> why its profile was refused
         self._unanswered: dict[int, float] = {}  # node -> when its profile went unanswered
         self.counts: Counter = Counter()
+        self.client_rejected: defaultdict[str, Counter] = defaultdict(Counter)  # by client and reason
         self.events: list[dict[str, Any]] = []
         self._started = time.perf_counter()
         self._wait_for(expected_clients)
@@ -89,19 +90,19 @@ class FlowerTransport(Transport):
 
     # -- membership ---------------------------------------------------------------------------------
     def _wait_for(self, expected: int) -> None:
-        def enough() -> bool:
+        def enough() -> bool:  # each node joined or was refused: a refused one is not waited for
             self._refresh()
             if not self._nodes and len(self._bad_nodes) >= expected:
                 raise RuntimeError(f"every Flower node refused to serve as a client: {self.refusals}")
-            return len(self._nodes) >= expected
+            return len(self._nodes) + len(self._bad_nodes) >= expected
 
-        if not wait_until(enough, self._settings.connect_timeout_s):
-            if not self._nodes:
-                raise RuntimeError(
-                    f"no Flower client joined within {self._settings.connect_timeout_s:.0f} s "
-                    "(flower.connect_timeout_s); are the SuperNodes running and registered?"
-                )
-            log.warning("only %d of %d clients joined; going on with them", len(self._nodes), expected)
+        if not wait_until(enough, self._settings.connect_timeout_s) and not self._nodes:
+            raise RuntimeError(
+                f"no Flower client joined within {self._settings.connect_timeout_s:.0f} s "
+                "(flower.connect_timeout_s); are the SuperNodes running and registered?"
+            )
+        if (joined := len(self._nodes)) < expected:
+            log.warning("%d of %d clients joined (refused: %s); going on", joined, expected, self.refusals)
         log.info("Flower clients: %s", {n: self.profiles[n] for n in sorted(self._nodes)})
 
     def _refresh(self) -> None:
@@ -327,7 +328,8 @@ class FlowerTransport(Transport):
             log.warning("rejected Flower reply from %s: %s", name, err)
             return Delivery(name, None, request_bytes, 0, "malformed_reply", f"bad Flower reply: {err}")
         reply_bytes = len(payload)
-        self.counts["client_rejected_total"] = max(self.counts["client_rejected_total"], stats["rejected"])
+        self.client_rejected[name].update(stats["rejected"])  # this message's process only: add up
+        self.counts["client_rejected_total"] += sum(stats["rejected"].values())
         if isinstance(message, ErrorReply):
             return Delivery(name, message, request_bytes, reply_bytes)
         if stats["request_bytes"] != request_bytes or stats["reply_bytes"] != reply_bytes:
@@ -342,6 +344,7 @@ class FlowerTransport(Transport):
             "transport": "flower",
             "startup_seconds": round(self.startup_seconds, 3),
             "counts": dict(sorted(self.counts.items())),
+            "client_rejected": {n: dict(c) for n, c in sorted(self.client_rejected.items()) if c},
             "clients": {n: self.profiles[n] for n in sorted(self.profiles)},
             "events": self.events,
         }

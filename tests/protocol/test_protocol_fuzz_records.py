@@ -23,7 +23,16 @@ from tests.fuzzing import PROPERTIES, fuzz, many_more, messages, mutate_payload,
 
 # -- Flower records -------------------------------------------------------------------------------------
 RECORD_NAMES = ["message", "stats", "profile"]
-RECORD_KEYS = ["payload", "request_bytes", "reply_bytes", "rejected", "name", "domains", "evaluates"]
+RECORD_KEYS = [
+    "payload",
+    "request_bytes",
+    "reply_bytes",
+    "rejected",
+    "rejected.unavailable",
+    "name",
+    "domains",
+]
+RECORD_KEYS += ["evaluates", "rejected.model_unavailable"]
 # Flower's wire holds int64; records built in memory hold any Python int, so the codec must cope too
 int64 = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([2**64, -(10**400), 10**5000])
 small_ints = st.integers(-2, 4)
@@ -90,7 +99,8 @@ def test_from_records_on_mutated_records(message: Message, data: st.DataObject) 
     pytest.importorskip("flwr")
     from fedgrpo.flower.codec import reply_records, to_records
 
-    spec = _spec(reply_records(message, 1, 0) if data.draw(st.booleans()) else to_records(message))
+    rejected = {"model_unavailable": data.draw(st.integers(0, 2))}
+    spec = _spec(reply_records(message, 1, rejected) if data.draw(st.booleans()) else to_records(message))
     name = data.draw(st.sampled_from(sorted(spec)))
     kind, values = spec[name]
     key = data.draw(st.sampled_from(sorted(values)) | record_keys)
