@@ -8,7 +8,9 @@ Format
 ------
 UTF-8 JSON Lines: one JSON object per line; blank lines are skipped; a UTF-8 byte-order mark is
 tolerated. A file with no object at all, a line that is not a JSON object, or a field of the wrong
-type is refused with an error naming ``path:line``.
+type is refused with an error naming ``path:line``; so is a line over 64 KiB
+(:data:`~fedgrpo.data.jsonl.MAX_LINE_BYTES`). Each error's public reason (what an organisation's
+client may tell the server) names the line and the kind of fault, never a value or a path.
 
 Labelled file (an organisation's private data; the server's auxiliary or held-out set)::
 
@@ -60,7 +62,7 @@ from typing import Any
 
 from fedgrpo.data.domains import Example, Question, _rg_datasets, make_qid, normalise_question
 from fedgrpo.data.jsonl import (
-    DataFileError,
+    fault,
     json_type,
     optional_text,
     read_jsonl_objects,
@@ -91,11 +93,11 @@ def _default_domain(path: Path, domain: str | None) -> str:
             raise ValueError("domain must be non-empty when given")
         return domain
     if not path.stem.strip():
-        raise DataFileError(f"{path}: no domain given and the file name has no stem to use as one")
+        raise fault(str(path), None, "no domain given and the file name has no stem to use as one")
     return path.stem
 
 
-def _entry(row: dict[str, Any], answer: str, where: str) -> dict[str, Any]:
+def _entry(row: dict[str, Any], answer: str, where: str, line: int) -> dict[str, Any]:
     """The optional reasoning-gym entry, checked so it cannot make the exact scorer fail silently.
 
     score_answer swallows scorer errors as 0.0 (a client must always answer), so an unknown task or
@@ -105,20 +107,19 @@ def _entry(row: dict[str, Any], answer: str, where: str) -> dict[str, Any]:
     if entry is None:
         return {}
     if not isinstance(entry, dict):
-        raise DataFileError(f"{where}: field 'entry' must be an object, got {json_type(entry)}")
+        raise fault(where, line, f"field 'entry' must be an object, got {json_type(entry)}")
     metadata = entry.get("metadata", {})
     if not isinstance(metadata, dict):
-        raise DataFileError(f"{where}: field 'entry.metadata' must be an object, got {json_type(metadata)}")
+        raise fault(where, line, f"field 'entry.metadata' must be an object, got {json_type(metadata)}")
     source = metadata.get("source_dataset")
     if source is not None and (not isinstance(source, str) or source not in _rg_datasets()):
-        raise DataFileError(
-            f"{where}: entry.metadata.source_dataset {source!r} is not a reasoning-gym task, "
-            "so the entry could not be scored"
-        )
+        kind = "field 'entry.metadata.source_dataset' is not a reasoning-gym task"
+        detail = f"entry.metadata.source_dataset {source!r} is not a reasoning-gym task"
+        raise fault(where, line, kind, detail + ", so the entry could not be scored")
     if "answer" in entry and str(entry["answer"]) != answer:
-        raise DataFileError(
-            f"{where}: entry.answer {str(entry['answer'])[:80]!r} differs from answer {answer[:80]!r}"
-        )
+        kind = "field 'entry.answer' differs from field 'answer'"
+        detail = f"entry.answer {str(entry['answer'])[:80]!r} differs from answer {answer[:80]!r}"
+        raise fault(where, line, kind, detail)
     return entry
 
 
@@ -149,10 +150,10 @@ def read_labelled(path: str | os.PathLike[str], domain: str | None = None) -> li
     conflicting = 0
     for lineno, row in rows:
         where = f"{path}:{lineno}"
-        question = required_text(row, "question", where)
-        answer = required_text(row, "answer", where)
-        dom = optional_text(row, "domain", where) or default
-        entry = _entry(row, answer, where)
+        question = required_text(row, "question", where, lineno)
+        answer = required_text(row, "answer", where, lineno)
+        dom = optional_text(row, "domain", where, lineno) or default
+        entry = _entry(row, answer, where, lineno)
         key = normalise_question(question)
         if key in first:
             dropped.append(lineno)
@@ -181,18 +182,19 @@ def read_questions(path: str | os.PathLike[str], domain: str | None = None) -> l
         where = f"{path}:{lineno}"
         carried = [k for k in _ANSWER_KEYS if k in row]
         if carried:
-            raise DataFileError(
-                f"{where}: the server's question file must not carry answers, but this line has "
+            kind = (
+                "the server's question file must not carry answers, but this line has "
                 f"{', '.join(repr(k) for k in carried)} (use read_labelled for labelled files)"
             )
+            raise fault(where, lineno, kind)
         unknown = sorted(set(row) - QUESTION_FILE_KEYS)
         if unknown:
-            raise DataFileError(
-                f"{where}: unknown field(s) {unknown} in a question file; allowed: "
-                f"{', '.join(sorted(QUESTION_FILE_KEYS))}"
-            )
-        question = required_text(row, "question", where)
-        dom = optional_text(row, "domain", where) or default
+            allowed = ", ".join(sorted(QUESTION_FILE_KEYS))
+            kind = f"{len(unknown)} unknown field(s) in a question file; allowed: {allowed}"
+            detail = f"unknown field(s) {unknown} in a question file; allowed: {allowed}"
+            raise fault(where, lineno, kind, detail)
+        question = required_text(row, "question", where, lineno)
+        dom = optional_text(row, "domain", where, lineno) or default
         key = normalise_question(question)
         if key in seen:
             dropped.append(lineno)

@@ -98,7 +98,7 @@ def _read_gsm8k_jsonl(spec: DomainSpec) -> list[tuple[str, str]]:
     try:
         objects = read_jsonl_objects(path)
     except DataFileError as exc:
-        raise DataFileError(f"domain {spec.name!r}: {exc}") from None
+        raise DataFileError(f"domain {spec.name!r}: {exc}", exc.public) from None
     rows: list[tuple[str, str]] = []
     for lineno, obj in objects:
         where = f"domain {spec.name!r}: {path}:{lineno}"

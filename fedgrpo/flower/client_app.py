@@ -34,7 +34,9 @@ config is read without TRL's checks, which the server made). Clients are cached 
 messages. Bad input (oversized content, wrong records or types, a message of the wrong kind) is
 answered with an error reply, counted and logged; it never raises. Each reply counts only what its
 own message was refused for: a deployed ClientApp is a new process per message, so the server adds
-the counts up (:mod:`fedgrpo.flower.transport`).
+the counts up (:mod:`fedgrpo.flower.transport`). What an error tells the server names the kind of
+fault, never a value from the data file nor a local path (:mod:`fedgrpo.flower.redact`); the
+organisation's own log keeps the detail.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from fedgrpo.client.privacy import PrivateRelease
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig, config_from_mapping, load_config_text
 from fedgrpo.data import read_client_data
 from fedgrpo.flower.codec import PROFILE, content_bytes, read_payload, reply_records
+from fedgrpo.flower.redact import public_error
 from fedgrpo.protocol import ErrorReply, ProtocolError, VersionMismatch, decode, refusal
 from fedgrpo.protocol import Message as ProtocolMessage
 
@@ -237,16 +240,18 @@ def make_client_app(config_text: str | None = None, find_client: FindClient = cl
 
     @app.query("profile")
     def profile(message: Message, context: Context) -> Message:
+        node = dict(context.node_config)
         try:
-            client = find_client(cfg_of(context), dict(context.node_config))
+            client = find_client(cfg_of(context), node)
             record = ConfigRecord(client.profile())
         except Exception as err:  # an unusable node says why instead of crashing its SuperNode
             log.warning("this node cannot serve as a client: %s", err)
-            why = f"{type(err).__name__}: {err}"[:500]
+            why = public_error(err, node)[:500]
             record = ConfigRecord({"name": f"node-{context.node_id}", "error": why})
         return Message(RecordDict({PROFILE: record}), reply_to=message)
 
     def serve(message: Message, context: Context, kind: str) -> Message:
+        node = dict(context.node_config)
         try:
             cfg = cfg_of(context)
             size = content_bytes(message.content)
@@ -256,21 +261,21 @@ def make_client_app(config_text: str | None = None, find_client: FindClient = cl
             request = decode(payload, cfg.flower.max_message_bytes)
             if request.kind != kind:
                 raise ProtocolError(f"a {message.metadata.message_type} message carries a {request.kind!r}")
-            client = find_client(cfg, dict(context.node_config))
+            client = find_client(cfg, node)
         except VersionMismatch as err:  # answered in the server's own version: it shows why
             return _rejected(message, refusal(err, "?"), "malformed_request", str(err))
         except ProtocolError as err:
             error = ErrorReply("?", "?", f"malformed request: {err}")
             return _rejected(message, error, "malformed_request", str(err))
         except Exception as err:
-            error = ErrorReply("?", "?", f"client unavailable: {type(err).__name__}: {err}")
+            error = ErrorReply("?", "?", f"client unavailable: {public_error(err, node)}")
             return _rejected(message, error, "unavailable", str(err))
         unavailable = client.model_unavailable
         try:
             reply = client.respond(request)
         except Exception as err:  # a failing evaluator must not take the ClientApp down
             log.exception("client %s failed on %s", client.name, request.request_id)
-            error = ErrorReply(request.request_id, client.name, f"{type(err).__name__}: {err}")
+            error = ErrorReply(request.request_id, client.name, public_error(err, node))
             return Message(reply_records(error, 0), reply_to=message)
         # An unavailable client model (endpoint down) abstained or refused; the client logged why.
         rejected = {"model_unavailable": client.model_unavailable - unavailable}

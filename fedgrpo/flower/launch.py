@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from fedgrpo.config import ConfigError, FedGRPOConfig
+from fedgrpo.flower.run_config import TOKEN_KEY, save_server_config
 from fedgrpo.storage.run_folder import check_output_dir
 
 log = logging.getLogger(__name__)
@@ -67,16 +68,17 @@ def flwr_home(cfg: FedGRPOConfig, folder: Path) -> Path:
     return folder
 
 
-def deployment_run_config(cfg: FedGRPOConfig, resume: bool) -> str:
+def deployment_run_config(token: str, view: dict[str, Any], resume: bool) -> str:
     """The run config ``flwr run`` sends, as TOML. Flower hands it to every ClientApp too, so it carries
-    the server's settings without the ``data`` recipe (a deployment derives nothing from it): no party
-    learns from it anything about another party's data."""
-    data = cfg.model_dump(mode="json")
-    data.pop("data")
-    yaml_text = yaml.safe_dump(data, sort_keys=False)
+    only the settings clients read and the token of the server's own config
+    (:mod:`fedgrpo.flower.run_config`): no ``data`` recipe, no path of the server's."""
+    yaml_text = yaml.safe_dump(view, sort_keys=False)
     if TRIPLE in yaml_text:
         raise ConfigError(f"the config contains {TRIPLE} and cannot travel in a TOML run config")
-    return f'config = {TRIPLE}\n{yaml_text}{TRIPLE}\noverrides = ""\nresume = {str(resume).lower()}\n'
+    return (
+        f'config = {TRIPLE}\n{yaml_text}{TRIPLE}\noverrides = ""\nresume = {str(resume).lower()}\n'
+        f'{TOKEN_KEY} = "{token}"\n'
+    )
 
 
 def _flwr(home: Path, *args: str, capture: bool = True) -> subprocess.CompletedProcess:
@@ -114,17 +116,23 @@ def run_deployment(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     home = flwr_home(cfg, out / "flwr-home")
     run_config = out / "flower_run_config.toml"
-    run_config.write_text(deployment_run_config(cfg, resume))
-    log.info("submitting to the SuperLink at %s", cfg.flower.superlink)
-    submitted = time.time()
-    started = _json_out(
-        _flwr(home, "run", str(APP_DIR), "fedgrpo", "--run-config", str(run_config), "--format", "json"),
-        "`flwr run`",
-    )
-    run_id = str(started["run-id"])
-    log.info("Flower run %s started; streaming its log", run_id)
-    _flwr(home, "log", run_id, "fedgrpo", "--stream", capture=False)
-    listed = _json_out(_flwr(home, "list", "fedgrpo", "--run-id", run_id, "--format", "json"), "`flwr list`")
+    token, view, stored = save_server_config(cfg)
+    try:
+        run_config.write_text(deployment_run_config(token, view, resume))
+        log.info("submitting to the SuperLink at %s", cfg.flower.superlink)
+        submitted = time.time()
+        started = _json_out(
+            _flwr(home, "run", str(APP_DIR), "fedgrpo", "--run-config", str(run_config), "--format", "json"),
+            "`flwr run`",
+        )
+        run_id = str(started["run-id"])
+        log.info("Flower run %s started; streaming its log", run_id)
+        _flwr(home, "log", run_id, "fedgrpo", "--stream", capture=False)
+        listed = _json_out(
+            _flwr(home, "list", "fedgrpo", "--run-id", run_id, "--format", "json"), "`flwr list`"
+        )
+    finally:
+        stored.unlink(missing_ok=True)  # the ServerApp read it when it started
     runs = listed.get("runs") or [{}]
     status, details = runs[0].get("status"), runs[0].get("status-details")
     if status != "finished:completed":

@@ -14,6 +14,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedgrpo.config import ConfigError, FedGRPOConfig, load_config_text
+from fedgrpo.flower.run_config import TOKEN_KEY, load_server_config
 from fedgrpo.flower.transport import FlowerTransport
 from fedgrpo.run.assemble import server_data_from_files
 from fedgrpo.run.experiment import run
@@ -24,10 +25,13 @@ Serve = Callable[[FedGRPOConfig, Grid, bool], None]
 
 
 def server_config(run_config: dict) -> FedGRPOConfig:
-    """The whole config, fully checked (the ClientApps read only their part of the same run config)."""
-    return load_config_text(
-        str(run_config.get("config") or "smoke"), str(run_config.get("overrides", "")).split()
-    )
+    """The whole config, fully checked: from this machine's store when the run config carries a token
+    (``fedgrpo run`` sends only the clients' part: :mod:`fedgrpo.flower.run_config`), else the run
+    config's own ``config`` (a preset, a file or YAML text)."""
+    text, overrides = str(run_config.get("config") or "smoke"), str(run_config.get("overrides", "")).split()
+    if run_config.get(TOKEN_KEY):
+        return load_server_config(str(run_config[TOKEN_KEY]), text, overrides)
+    return load_config_text(text, overrides)
 
 
 def serve_deployment(config: FedGRPOConfig, grid: Grid, resume: bool) -> None:

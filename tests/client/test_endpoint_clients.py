@@ -319,17 +319,18 @@ def test_client_app_through_a_real_transformers_serve(app, tmp_path, served: End
 @pytest.mark.parametrize(
     ("content", "error"),
     [
-        ('{"question": "What is 1 + 1?", "answer": "2"}\n[1, 2, 3]\n', "org.jsonl:2"),
-        ("", "org.jsonl"),
-        ('{"question": "What is 1 + 1?", "answer": ""}\n', "org.jsonl:1"),
-        (None, "org.jsonl"),
+        ('{"question": "What is 1 + 1?", "answer": "2"}\n[1, 2, 3]\n', "data file line 2: expected a JSON"),
+        ("", "data file: empty data file"),
+        ('{"question": "What is 1 + 1?", "answer": ""}\n', "data file line 1: field 'answer' is empty"),
+        (None, "data file: file not found"),
     ],
     ids=["not-an-object", "empty", "blank-answer", "missing"],
 )
 def test_client_app_with_a_bad_data_file_says_why_in_its_profile(app, tmp_path, content, error) -> None:
-    """The organisation's own file is wrong: its node says so (the server refuses it, counted)."""
+    """The organisation's own file is wrong: its node says so, by line and kind, never its path (the
+    server refuses it, counted)."""
     path = tmp_path / "org.jsonl"
     if content is not None:
         path.write_text(content)
     profile, _ = _call(app, None, "query.profile", {"data-file": str(path)})
-    assert error in profile["error"]
+    assert error in profile["error"] and "org.jsonl" not in profile["error"]

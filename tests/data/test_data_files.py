@@ -202,6 +202,27 @@ def test_malformed_labelled_line_names_path_and_line(tmp_path: Path, case: str) 
         read_labelled(path)
     assert str(err.value).startswith(f"{path}:3: ")
     assert isinstance(err.value, ValueError)
+    # what may leave the organisation: the line and the kind of fault, no value, no path
+    assert err.value.public.startswith("data file line 3: ") and str(tmp_path) not in err.value.public
+    assert "'2'" not in err.value.public and "no_such_task" not in err.value.public
+
+
+@pytest.mark.parametrize("reader", [read_labelled, read_questions])
+def test_a_line_over_the_size_limit_is_refused_before_parsing(tmp_path: Path, reader) -> None:
+    from fedgrpo.data.jsonl import MAX_LINE_BYTES
+
+    path = tmp_path / "big.jsonl"
+    answer = {} if reader is read_questions else {"answer": "2"}
+    fits = _row(question="q" * (MAX_LINE_BYTES - 40) + "?", **answer)
+    assert len(fits) <= MAX_LINE_BYTES
+    huge = "{" + "x" * 5_000_000  # 5 MB, and not even JSON: refused by its size, before parsing
+    _write_lines(path, fits, huge)
+    with pytest.raises(DataFileError, match=f"line longer than the limit of {MAX_LINE_BYTES} bytes") as err:
+        reader(path)
+    assert str(err.value).startswith(f"{path}:2: ")
+    assert err.value.public == f"data file line 2: line longer than the limit of {MAX_LINE_BYTES} bytes"
+    _write_lines(path, fits)
+    assert len(reader(path)) == 1  # a line just under the limit is read
 
 
 QUESTIONS_BAD = {
