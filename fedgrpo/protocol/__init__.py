@@ -33,6 +33,7 @@ the server accepts of a decoded reply). Everything is re-exported here.
 from fedgrpo.protocol.checks import (
     Rejected,
     check_competence_bits,
+    check_item_count,
     check_method,
     check_method_counts,
     check_reply,
@@ -87,6 +88,7 @@ __all__ = [
     "check_method",
     "check_method_counts",
     "check_reply",
+    "check_item_count",
     "check_reward_item",
     "decode",
     "encode",

@@ -65,6 +65,13 @@ def check_method_counts(reply: RewardReply) -> dict[str, int]:
     return {m: counts[m] for m in METHODS}
 
 
+def check_item_count(reply: RewardReply, asked: int) -> None:
+    """A reply answers at most the items it was asked. One with more is not trusted at all: items
+    travel as positions, so an extra item cannot be told apart from a misaligned reply."""
+    if len(reply.items) > asked:
+        raise Rejected("extra_items", f"{len(reply.items)} items for the {asked} asked")
+
+
 def check_reward_item(item: ItemScores, expected_len: int | None, seen: set[str]) -> list[float | None]:
     """One reply item: asked for, not repeated, one finite correctness in ``[0, 1]`` per candidate (the
     server adds the format reward after this check)."""

@@ -44,6 +44,7 @@ from fedgrpo.protocol import (
     RewardItem,
     RewardReply,
     RewardRequest,
+    check_item_count,
     check_method_counts,
     check_reward_item,
     new_request_id,
@@ -265,8 +266,9 @@ class FederatedAdvantage:
         for client, reply in exchanged.replies.items():
             assert isinstance(reply, RewardReply)
             try:
+                check_item_count(reply, len(item_keys[client]))
                 counts = check_method_counts(reply)
-            except Rejected as err:  # a reply that miscounts its own items is not trusted at all
+            except Rejected as err:  # a reply with extra or miscounted items is not trusted at all
                 self._rejected(stats, client, err)
                 continue
             note_privacy_spent(self.privacy_spent, client, reply.privacy_spent)

@@ -120,10 +120,10 @@ def test_bad_replies_are_rejected_counted_and_training_goes_on(sums) -> None:
     cands = [f"<answer>{sums[0].answer}</answer>", "<answer>-1</answer>", "no tags"]
     adv = rewards.advantages([q], [cands])[0]
     assert rewards.total.rejected == {
-        "wrong_length": 2,
+        "wrong_length": 1,
         "non_finite": 5,  # nan, inf and what the grid cannot hold: unpackable, overflow, negative
         "unasked_client": 1,
-        "unknown_question": 1,
+        "extra_items": 1,  # unknown_q: two items for the one asked, not trusted at all
         "malformed_reply": 1,
         "bad_methods": 1,
     }

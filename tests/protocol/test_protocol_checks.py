@@ -26,12 +26,14 @@ from fedgrpo.protocol import (
     RewardRequest,
     VersionMismatch,
     check_competence_bits,
+    check_item_count,
     check_method,
     check_method_counts,
     check_reply,
     check_reward_item,
     decode,
     encode,
+    method_counts,
 )
 from fedgrpo.protocol.wire import ITEM_METHODS, RUNS, SPENT, ZLIB
 from fedgrpo.selection import AllSelector
@@ -155,6 +157,14 @@ def test_more_items_by_answer_and_model_than_the_reply_has_decode_as_bad_counts(
 # -- rewards ----------------------------------------------------------------------------------------------
 def test_rewards_at_the_bounds_are_accepted() -> None:
     assert check_reward_item(ItemScores("0", [0.0, 1.0, None]), 3, set()) == [0.0, 1.0, None]
+
+
+def test_a_reply_with_more_items_than_asked_is_rejected_whole() -> None:
+    reply = RewardReply(
+        "r", "c", [ItemScores("0", [1.0]), ItemScores("1", [0.0])], method_counts(["answer"] * 2)
+    )
+    _rejected("extra_items", check_item_count, reply, 1)
+    check_item_count(reply, 2)  # as many as asked: passes
 
 
 def test_an_item_that_was_not_asked_for_is_rejected() -> None:
