@@ -16,7 +16,7 @@ import torch
 
 from fedgrpo.config import load_config
 from fedgrpo.models.loading import load_policy, load_tokenizer
-from fedgrpo.run.evaluate import evaluate_policy
+from fedgrpo.run.evaluate import evaluate_questions
 from fedgrpo.simulation.data import build_data
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     results, seconds = {}, {}
     for shared in (False, True):
         start = time.perf_counter()
-        results[shared] = evaluate_policy(
+        results[shared], _ = evaluate_questions(
             model,
             tokenizer,
             heldout,

@@ -87,21 +87,6 @@ def generate_completions(
     return out
 
 
-def evaluate_policy(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    heldout: dict[str, list[Example]],
-    max_new_tokens: int = 64,
-    batch_size: int = 32,
-    worked_example: bool = True,
-    max_per_domain: int | None = None,
-    share_prompts: bool = True,
-) -> dict[str, DomainAccuracy]:
-    return evaluate_questions(
-        model, tokenizer, heldout, max_new_tokens, batch_size, worked_example, max_per_domain, share_prompts
-    )[0]
-
-
 def evaluate_questions(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
