@@ -11,13 +11,14 @@ this script rewrites them, or with ``--check`` exits 1 when the page differs fro
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
 from statistics import mean
 
 from fedgrpo.run.intervals import difference_interval, wilson_interval
-from fedgrpo.suite.record import RunRecord
+from fedgrpo.suite.record import RunRecord, pooled_counts
 from fedgrpo.suite.report import collect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +53,7 @@ def sweeps() -> str:
     rows = []
     for (k, m), runs in sorted(groups.items()):
         runs.sort(key=lambda r: r.seed or 0)
-        correct = sum(r.answer_counts()[0] for r in runs)  # type: ignore[index]
-        n = sum(r.answer_counts()[1] for r in runs)  # type: ignore[index]
+        correct, n = pooled_counts(runs)
         low, high = wilson_interval(correct, n)
         methods = [r.results["communication"]["fed/methods"] for r in runs]  # type: ignore[index]
         checked = sum(x.get("answer", 0) for x in methods) / sum(sum(x.values()) for x in methods)
@@ -68,6 +68,7 @@ def sweeps() -> str:
     return _table([*header, "flat groups", "bytes per run"], rows)
 
 
+@functools.cache  # two tables read the one folder
 def _trust() -> tuple[RunRecord, list[RunRecord]]:
     records = collect(ROOT / "docs" / "results" / "trust")
     clean = next(r for r in records if r.name == "clean")

@@ -25,7 +25,7 @@ from fedgrpo.suite.paired import (
     unpaired_mdd,
     unpaired_p,
 )
-from fedgrpo.suite.record import RunRecord
+from fedgrpo.suite.record import RunRecord, pooled_counts
 
 ALPHA = 0.05
 UNPAIRED = "unpaired: per-question outcomes not recorded"
@@ -78,11 +78,6 @@ def _table(ref: RunRecord, other: RunRecord) -> PairedTable | None:
     return table
 
 
-def _counts(runs: list[RunRecord]) -> tuple[int, int]:
-    counts = [r.answer_counts() for r in runs]
-    return sum(c[0] for c in counts if c), sum(c[1] for c in counts if c)
-
-
 def compare(refs: list[RunRecord], others: list[RunRecord]) -> Row:
     """One group against the reference group, on their shared seeds (all runs when none is shared)."""
     by_seed = {r.seed: r for r in refs}
@@ -91,8 +86,7 @@ def compare(refs: list[RunRecord], others: list[RunRecord]) -> Row:
     other = others[0]
     stale = next((r.stale for r in [*refs, *others] if r.stale), None)
     bytes_ = mean(r.bytes_total() for r in others)
-    if pairs and all(t is not None for t in tables) and sum(t.n for t in tables if t):
-        t = sum((t for t in tables if t), PairedTable())
+    if pairs and None not in tables and (t := sum(tables, PairedTable())).n:  # type: ignore[arg-type]
         return Row(
             group=other.group,
             label=other.label,
@@ -107,7 +101,7 @@ def compare(refs: list[RunRecord], others: list[RunRecord]) -> Row:
             stale=stale,
         )
     mine, theirs = ([a for a, _ in pairs], [b for _, b in pairs]) if pairs else (refs, others)
-    (c1, n1), (c2, n2) = _counts(mine), _counts(theirs)
+    (c1, n1), (c2, n2) = pooled_counts(mine), pooled_counts(theirs)
     return Row(
         group=other.group,
         label=other.label,
@@ -150,7 +144,7 @@ def comparison(done: list[RunRecord]) -> list[str]:
     if found is None or not found[2]:
         return []
     ref, refs, rows = found
-    c1, n1 = _counts(refs)
+    c1, n1 = pooled_counts(refs)
     ref_bytes = mean(r.bytes_total() for r in refs)
     body = []
     for row in rows:

@@ -72,13 +72,14 @@ def code_version(method: str) -> dict[str, str | None]:
     return {"commit": git_commit(), "source_hash": source_hash(method)}
 
 
-def stale_reason(name: str, method: str, code: dict[str, Any] | None, listed: dict[str, str]) -> str | None:
+def stale_reason(
+    name: str, method: str, code: dict[str, Any] | None, listed: dict[str, str], current: str | None
+) -> str | None:
     """Why a run's row is stale, or None: listed in ``stale.yaml``, or its method's source changed
-    since the run (the recorded hash differs from the current one)."""
+    since the run (the recorded hash differs from ``current``, :func:`source_hash` of today's code)."""
     if name in listed:
         return listed[name]
     recorded = (code or {}).get("source_hash")
-    current = source_hash(method)
     if recorded and current and recorded != current:
         commit = (code or {}).get("commit") or "an unknown commit"
         return f"the {method} code changed since the run (ran at {commit})"

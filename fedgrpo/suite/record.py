@@ -11,6 +11,8 @@ from typing import Any
 
 from fedgrpo.run.intervals import wilson_interval
 from fedgrpo.run.outcomes import OUTCOMES_FILE, DomainOutcomes
+from fedgrpo.suite.provenance import STALE_FILE
+from fedgrpo.suite.runner import STATUS_FILE
 
 # what a run's committed record keeps (docs/results/<suite>/runs/<run>/): small, and all the report reads
 RECORD_FILES = ("config.yaml", "results.json", "metrics.jsonl", OUTCOMES_FILE)
@@ -78,11 +80,17 @@ class RunRecord:
         return int(comm.get("fed/bytes_down", 0)) + int(comm.get("fed/bytes_up", 0))
 
 
+def pooled_counts(runs: list[RunRecord]) -> tuple[int, int]:
+    """Right answers and questions over runs (a group's seeds), leaving out runs without results."""
+    counts = [c for c in (r.answer_counts() for r in runs) if c]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
 def copy_records(suite_folder: Path, dest: Path) -> list[str]:
     """Copy what a suite's committed record keeps into ``dest``: ``suite.json``, ``stale.yaml`` if
     any, and each run's :data:`RECORD_FILES`; returns the runs copied."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("suite.json", "stale.yaml"):
+    for name in (STATUS_FILE, STALE_FILE):
         if (suite_folder / name).exists():
             shutil.copy2(suite_folder / name, dest / name)
     copied = []

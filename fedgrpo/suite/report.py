@@ -22,8 +22,8 @@ from fedgrpo.run.outcomes import load_outcomes
 from fedgrpo.suite.comparison import comparison
 from fedgrpo.suite.markdown import table as _table
 from fedgrpo.suite.plots import make_plots
-from fedgrpo.suite.provenance import listed_stale, stale_reason
-from fedgrpo.suite.record import RunRecord
+from fedgrpo.suite.provenance import listed_stale, source_hash, stale_reason
+from fedgrpo.suite.record import RunRecord, pooled_counts
 from fedgrpo.suite.runner import read_status
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def collect(folder: Path) -> list[RunRecord]:
     records = []
-    listed = listed_stale(folder)
+    listed, current = listed_stale(folder), {}  # current: each method's source hash, read once
     for name, entry in read_status(folder).items():
         run_dir = folder / "runs" / name
         rec = RunRecord(name, entry.get("method", "?"), entry.get("status", "?"), entry.get("error"))
@@ -42,7 +42,9 @@ def collect(folder: Path) -> list[RunRecord]:
             rec.config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         rec.metrics = read_metrics(run_dir / "metrics.jsonl")
         rec.outcomes = load_outcomes(run_dir, "after")
-        rec.stale = stale_reason(name, rec.method, entry.get("code"), listed)
+        if rec.method not in current:
+            current[rec.method] = source_hash(rec.method)
+        rec.stale = stale_reason(name, rec.method, entry.get("code"), listed, current[rec.method])
         records.append(rec)
     return records
 
@@ -141,8 +143,7 @@ def by_clients_and_experts(done: list[RunRecord]) -> list[str]:
         groups.setdefault((r.label, r.num_clients, r.experts_per_question), []).append(r)  # type: ignore[arg-type]
     rows = []
     for (label, k, m), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
-        correct = sum(r.answer_counts()[0] for r in runs)  # type: ignore[index]
-        n = sum(r.answer_counts()[1] for r in runs)  # type: ignore[index]
+        correct, n = pooled_counts(runs)
         seeds = ", ".join(f"{r.overall()[0]:.3f}" for r in sorted(runs, key=lambda r: r.seed or 0))  # type: ignore[index]
         rows.append(
             [
