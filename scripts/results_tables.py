@@ -18,6 +18,7 @@ from pathlib import Path
 from statistics import mean
 
 from fedgrpo.run.intervals import difference_interval, wilson_interval
+from fedgrpo.suite import markdown
 from fedgrpo.suite.record import RunRecord, pooled_counts
 from fedgrpo.suite.report import collect
 
@@ -41,8 +42,7 @@ def _correctness(r: RunRecord) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return "\n".join(markdown.table(header, rows))
 
 
 def sweeps() -> str:

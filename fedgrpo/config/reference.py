@@ -43,11 +43,16 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def _is_section(field: Any) -> bool:
+    """A field whose type is a model of its own: a nested section, not a key."""
+    return inspect.isclass(field.annotation) and issubclass(field.annotation, BaseModel)
+
+
 def _sections(model: type[BaseModel], prefix: str) -> list[tuple[str, type[BaseModel]]]:
     """``model`` and every nested section under it, in declaration order, with their dotted prefixes."""
     out = [(prefix, model)]
     for name, field in model.model_fields.items():
-        if inspect.isclass(field.annotation) and issubclass(field.annotation, BaseModel):
+        if _is_section(field):
             out += _sections(field.annotation, f"{prefix}{name}.")
     return out
 
@@ -55,7 +60,7 @@ def _sections(model: type[BaseModel], prefix: str) -> list[tuple[str, type[BaseM
 def _section_table(model: type[BaseModel], prefix: str) -> list[str]:
     rows = ["| key | type | default | description |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
-        if inspect.isclass(field.annotation) and issubclass(field.annotation, BaseModel):
+        if _is_section(field):
             continue  # a section of its own
         description = _cell(field.description or "")
         rows.append(
@@ -89,7 +94,7 @@ def config_reference() -> str:
         "",
     ]
     for prefix, model in _sections(FedGRPOConfig, ""):
-        title = prefix.rstrip(".") or "top level"
+        title = prefix.rstrip(".")
         doc = inspect.getdoc(model) if model.__doc__ else ""
         out += [f"## `{title}`" if prefix else "## Top level", ""]
         if doc and prefix:

@@ -25,7 +25,7 @@ from fedgrpo.suite.paired import (
     unpaired_mdd,
     unpaired_p,
 )
-from fedgrpo.suite.record import RunRecord, pooled_counts
+from fedgrpo.suite.record import RunRecord, pooled_counts, stale_mark
 
 ALPHA = 0.05
 UNPAIRED = "unpaired: per-question outcomes not recorded"
@@ -151,11 +151,11 @@ def comparison(done: list[RunRecord]) -> list[str]:
         d, low, high = row.difference
         ratio = "-" if not ref_bytes or not row.bytes else f"{row.bytes / ref_bytes:,.1f}x"
         mdd = "-" if row.mdd is None else f"{row.mdd:.3f}"
-        name = row.group + (" (stale)" if row.stale else "")
+        name = stale_mark(row.group, row.stale)
         cells = [name, row.label, str(row.seeds), str(row.n), f"{row.accuracy:.3f}"]
         cells += [f"{d:+.3f} [{low:+.2f}, {high:+.2f}]", row.test, _p(row.p), _p(row.holm), row.verdict]
         body.append([*cells, mdd, f"{row.bytes:,.0f}", ratio])
-    name = ref.group + (" (stale)" if ref.stale else "")
+    name = stale_mark(ref.group, ref.stale)
     lines = [f"## {name} against each run", ""]
     lines += [
         f"Answer accuracy over all domains: {name} {c1 / n1:.3f} ({c1}/{n1}, {len(refs)} seed(s) pooled). "

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
-from fedgrpo.suite.record import RunRecord
+from fedgrpo.suite.record import RunRecord, stale_mark
 
 # one colour per method across every plot (matplotlib's tab10, fixed by name, not by order of appearance)
 COLOURS = {
@@ -110,7 +110,7 @@ def _accuracy_vs_step(done: list[RunRecord], path: Path) -> str:
         xs.append(steps)
         ys.append(after[0])
         c, m = styles[r.name]
-        ax.plot(xs, ys, marker=m, color=c, alpha=0.8, label=r.name + (" (stale)" if r.stale else ""))
+        ax.plot(xs, ys, marker=m, color=c, alpha=0.8, label=stale_mark(r.name, r.stale))
     ax.legend(fontsize=6)
     return _save(fig, path)
 
@@ -178,7 +178,7 @@ def _reward_vs_step(trained: list[RunRecord], path: Path) -> str:
             marker=mk,
             markevery=max(1, len(rows) // 8),
             alpha=0.8,
-            label=r.name + (" (stale)" if r.stale else ""),
+            label=stale_mark(r.name, r.stale),
         )
     ax.legend(fontsize=6)
     return _save(fig, path)

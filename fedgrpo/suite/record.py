@@ -80,6 +80,11 @@ class RunRecord:
         return int(comm.get("fed/bytes_down", 0)) + int(comm.get("fed/bytes_up", 0))
 
 
+def stale_mark(text: str, stale: object) -> str:
+    """A run's or group's name as the report and plots show it: marked when its row is stale."""
+    return text + (" (stale)" if stale else "")
+
+
 def pooled_counts(runs: list[RunRecord]) -> tuple[int, int]:
     """Right answers and questions over runs (a group's seeds), leaving out runs without results."""
     counts = [c for c in (r.answer_counts() for r in runs) if c]

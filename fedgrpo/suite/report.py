@@ -23,7 +23,7 @@ from fedgrpo.suite.comparison import comparison
 from fedgrpo.suite.markdown import table as _table
 from fedgrpo.suite.plots import make_plots
 from fedgrpo.suite.provenance import listed_stale, source_hash, stale_reason
-from fedgrpo.suite.record import RunRecord, pooled_counts
+from fedgrpo.suite.record import RunRecord, pooled_counts, stale_mark
 from fedgrpo.suite.runner import read_status
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _cell(acc: float | None, low: float | None, high: float | None) -> str:
 
 
 def _name(r: RunRecord) -> str:
-    return r.name + (" (stale)" if r.stale else "")
+    return stale_mark(r.name, r.stale)
 
 
 def markdown_report(title: str, records: list[RunRecord], plots: list[str]) -> str:
