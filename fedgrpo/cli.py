@@ -129,8 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(make_certificates(Path(args.dir), hosts, args.supernodes), indent=2))
         return 0
     if args.command == "docs":
-        for path in write_references(Path(args.dir)):
-            print(path)
+        try:
+            written = write_references(Path(args.dir))
+        except OSError as err:
+            print(
+                f"fedgrpo: cannot write the references to {args.dir}: {err.strerror or err}", file=sys.stderr
+            )
+            return 1
+        print("\n".join(map(str, written)))
         return 0
     if args.command == "check-endpoint":
         return _check_endpoint(args.url, args.model, args.wait)
@@ -230,6 +236,13 @@ def _suite(args: argparse.Namespace) -> int:
         out = suite_dir(spec)
         if args.report is not None:  # run nothing; with --records, copy the suite folder's records first
             target = out if args.records or not args.report else Path(args.report)
+            if not _has_records(target, args.records):
+                where = args.records or target
+                print(
+                    f"fedgrpo: no suite records in {where} (no suite.json): nothing to report",
+                    file=sys.stderr,
+                )
+                return 2
             print(_suite_report(target, spec.name, args.records))
             return 0
         planned = plan(spec, folder)
@@ -254,6 +267,13 @@ def _suite(args: argparse.Namespace) -> int:
         print(f"fedgrpo: {len(failed)} run(s) failed: {', '.join(failed)} (see {report})", file=sys.stderr)
         return 1
     return 0
+
+
+def _has_records(folder: Path, records: str | None) -> bool:
+    """Whether a report can be made: the suite folder, or the records folder, has its suite.json."""
+    from fedgrpo.suite.runner import STATUS_FILE
+
+    return any((f / STATUS_FILE).exists() for f in (folder, *([Path(records)] if records else [])))
 
 
 def _suite_report(out: Path, name: str, records: str | None) -> Path:

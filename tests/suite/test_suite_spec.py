@@ -187,6 +187,23 @@ def test_suite_report_remakes_the_html_from_committed_records_and_runs_nothing(t
     assert "random__k3" in (records / "report.html").read_text()
 
 
+def test_a_report_of_a_folder_without_records_fails_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    from fedgrpo.cli import main
+
+    suite = _suite(tmp_path, runs=[{"method": "fedgrpo"}])
+    assert main(["suite", str(suite), "--report", str(tmp_path / "empty")]) == 2
+    assert "no suite records" in capsys.readouterr().err
+    assert not (tmp_path / "empty").exists()
+
+
+def test_docs_into_a_folder_that_cannot_be_made_fails_with_a_message(tmp_path: Path, capsys) -> None:
+    from fedgrpo.cli import main
+
+    (tmp_path / "file").write_text("")
+    assert main(["docs", str(tmp_path / "file" / "docs")]) == 1
+    assert "cannot write the references" in capsys.readouterr().err
+
+
 def test_newcombes_interval_for_a_difference_matches_the_published_examples() -> None:
     """Newcombe (1998), Statistics in Medicine 17, Table II, method 10."""
     from fedgrpo.run.intervals import difference_interval
