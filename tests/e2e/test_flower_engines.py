@@ -104,7 +104,7 @@ def test_a_killed_supernode_is_skipped_then_rejoins_under_its_key_and_nothing_is
     proc = _fedgrpo_run(
         deployment,
         out,
-        "grpo.max_steps=14",
+        "grpo.max_steps=20",  # the restart loop races the steps left after the kill: leave it time
         "run.save_steps=2",
         "flower.reward_timeout_s=15",
         "flower.rejoin_interval_s=5",
@@ -136,9 +136,9 @@ def test_a_killed_supernode_is_skipped_then_rejoins_under_its_key_and_nothing_is
     assert back, deployment.log("supernode-client-2")[-3000:]
     assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-4000:]
     results = json.loads((out / "results.json").read_text())
-    assert results["steps"] == 14
+    assert results["steps"] == 20
     rows = _rows(out)
-    assert [r["step"] for r in rows] == list(range(1, 15))  # nothing lost, nothing counted twice
+    assert [r["step"] for r in rows] == list(range(1, 21))  # nothing lost, nothing counted twice
     events = [e["event"] for e in results["transport"]["events"] if e["client"] == "client-2"]
     assert events[0] == "joined" and "rejoined" in events, events
     missed = results["communication"]["fed/timed_out"].get("client-2", 0)
