@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fedgrpo.algorithms import ALGORITHMS
+from fedgrpo.client.privacy_cli import add_privacy_parser, privacy_command
 from fedgrpo.config import PRESETS, ConfigError, FedGRPOConfig, load_config
 
 
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write the config and metrics references (docs/config.md, docs/metrics.md) from the code",
     )
     docs.add_argument("dir", nargs="?", default="docs", help="where to write them (default docs)")
+    add_privacy_parser(sub)
     show = sub.add_parser("show-config", help="print the resolved, validated config and exit")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*", metavar="key=value")
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("\n".join(map(str, written)))
         return 0
+    if args.command == "privacy":
+        return privacy_command(args)
     if args.command == "check-endpoint":
         return _check_endpoint(args.url, args.model, args.wait)
     if args.command == "model-folder":

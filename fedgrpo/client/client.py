@@ -13,7 +13,10 @@ none): per item, the method would tell the server which questions the client hol
 ``per_item_methods`` (``federation.per_item_methods``, debugging) each item carries it as well.
 
 With a release layer (``privacy``, :mod:`fedgrpo.client.privacy`) every reward and competence bit is
-privatised before it leaves, and each reply carries the client's cumulative (epsilon, delta).
+privatised before it leaves, and each reply carries the run's per-release (epsilon, delta). Membership
+is hidden then: every item gets a value of one form (free noise where the client cannot judge it, its
+model is down or a budget is reached, never None) and the method counts are a constant
+(:func:`~fedgrpo.protocol.hidden_method_counts`); per-item methods are never sent.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from fedgrpo.protocol import (
     VersionMismatch,
     decode,
     encode,
+    hidden_method_counts,
     method_counts,
     refusal,
 )
@@ -146,9 +150,10 @@ class Client:
                 failed, abstained = failed or err, abstained + 1
                 result = Evaluation([None] * len(item.candidates), "none")
             rewards, method = result.rewards, result.method
-            if self.privacy is not None and method != "none":
+            if self.privacy is not None:  # every item a value, none of them telling how it was scored
                 rewards = self.privacy.rewards(item.question, item.candidates, rewards, method)
-                method = method if any(r is not None for r in rewards) else "none"  # over a budget
+                items.append(ItemScores(item.key, rewards))
+                continue
             methods.append(method)
             items.append(ItemScores(item.key, rewards, method if self.per_item_methods else None))
         if failed is not None:
@@ -160,7 +165,7 @@ class Client:
                 len(request.items),
                 failed,
             )
-        counts = method_counts(methods)
+        counts = method_counts(methods) if self.privacy is None else hidden_method_counts(len(items))
         return RewardReply(request.request_id, self.name, items, counts)
 
     def _competence(self, request: CompetenceRequest) -> Message:
@@ -185,12 +190,7 @@ class Client:
                 return ErrorReply(request.request_id, self.name, f"client model unavailable: {err}")
             for item, answer in zip(chunk, predicted, strict=True):
                 bit = int(answer is not None and answer_key(answer) == answer_key(item.answer))
-                if self.privacy is not None:
-                    released = self.privacy.bit(item.question, bit)
-                    if released is None:  # partial bits would read as "incompetent"
-                        return ErrorReply(request.request_id, self.name, "privacy budget spent")
-                    bit = released
-                bits.append(bit)
+                bits.append(bit if self.privacy is None else self.privacy.bit(item.question, bit))
             log.info(
                 "%s: answered %d/%d auxiliary questions (%.0f s)",
                 self.name,

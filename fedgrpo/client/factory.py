@@ -18,6 +18,7 @@ from fedgrpo.client import AnswerEvaluator, Client, ClientModel, DualEvaluator, 
 from fedgrpo.client.endpoint import EndpointModel
 from fedgrpo.client.endpoint_scoring import EndpointEvaluator
 from fedgrpo.client.privacy import PrivacyPolicy, PrivateRelease
+from fedgrpo.client.privacy_ledger import TrainingPrivacy
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig
 from fedgrpo.data import Example
 
@@ -30,9 +31,11 @@ def private_release(
     name: str,
     state_path: str | None = None,
     seeded: bool = True,
+    training: TrainingPrivacy | None = None,
 ) -> PrivateRelease | None:
     """The release layer for ``settings`` (None when off). ``seeded``: noise drawn from the run's seed
-    and the client's name (simulations, reproducible); otherwise from the operating system."""
+    and the client's name (simulations, reproducible); otherwise from the operating system.
+    ``training``: the expert's DP-SGD privacy (None: a non-private expert or none)."""
     if not settings.enabled:
         return None
     policy = PrivacyPolicy(
@@ -45,7 +48,7 @@ def private_release(
     )
     seed = [cfg.seed, *name.encode()] if seeded else None
     scores = "continuous" if cfg.clients.evaluation == "likelihood" else "binary"
-    return PrivateRelease(policy, scores, seed, state_path, cfg.name)
+    return PrivateRelease(policy, scores, seed, state_path, cfg.name, training=training, owner=name)
 
 
 def make_client(

@@ -10,28 +10,29 @@ Each value is privatised in [0, 1]:
   sensitivity 1 on [0, 1]) or the Gaussian one for ``(eps, delta_per_value)``, clipped to [0, 1]
   (post-processing, free).
 
-Which mechanism a value gets depends on how it was scored, never on its value (that would leak).
+**Hidden membership.** The form of every value (bit or score) is the client's, never the item's:
+an answer check of a client whose model gives scores is released as a score too. Nothing is ever
+withheld: an item the client cannot judge (it does not hold the question and has no model, or its
+model is down), an answer past ``max_answers_per_question`` and an answer check whose example is at
+its budget all get *free noise* of the same form, drawn from no data (a fair coin; the mechanism
+applied to 0.5 for a score, not a uniform value, whose lack of atoms at 0 and 1 would give it away).
+A holder's value and such noise differ by at most a factor ``e^eps`` in probability, so a server
+tells a holder from a non-holder no better than epsilon allows (``tests/client/test_hidden_membership.py``).
 
-No averaging attack: a released value is cached per (question, normalised final answer) for the whole
-run, so asking again, or asking with a differently worded candidate of the same answer, returns the
-same value and costs nothing (post-processing). Per question at most ``max_answers_per_question``
-distinct answers are released; beyond that, and once the next value would overspend the
-``(budget_epsilon, budget_delta)`` budget, the client abstains (None).
+No averaging attack: a released value is cached per (question, normalised final answer) for as long
+as the organisation's state lives (across runs), so asking again, or asking with a differently
+worded candidate of the same answer, returns the same value and costs nothing (post-processing).
 
-Accounting composes the privacy loss distributions (PLD, ``dp-accounting``) of every value released.
-The library's ``PLDAccountant`` takes one neighbouring relation for all events and accepts randomised
-response only under "replace one" and Laplace only under "add or remove"; for a label that is replaced
-the two mean the same thing here (a value in [0, 1], sensitivity 1), so the PLDs are built and composed
-directly with the library's own constructors.
+Accounting is per example (:mod:`fedgrpo.client.privacy_ledger`): an answer check is charged to the
+one example whose question it is, model-based values to the expert. The state persists per
+organisation, not per run (:mod:`fedgrpo.client.privacy_state`).
 
 ``dp_accounting`` (and scipy) load on first use: a client without privacy never imports them.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,22 +42,20 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedgrpo.client.privacy_ledger import Kind, Ledger, TrainingPrivacy, charge_key, example_id
+from fedgrpo.client.privacy_state import locked, now, read_state, write_state
 from fedgrpo.data import normalise_question
 from fedgrpo.method.answers import answer_key, parsed_answer
-from fedgrpo.storage.atomic import write_text_atomic
 
-Kind = Literal["rr", "laplace", "gaussian"]
-KINDS: tuple[Kind, ...] = ("rr", "laplace", "gaussian")
-STATE_FORMAT = 1
-_DISCRETISATION = 1e-3  # PLD grid; the library's estimate is pessimistic (an upper bound) on any grid
-_GRANT_CAP = 4096  # values granted per allowance search, so one search never composes a huge PLD
+__all__ = ["Ledger", "PrivacyPolicy", "PrivateRelease", "ReleaseStats", "debias_bit"]
 
 
 @dataclass(frozen=True)
 class PrivacyPolicy:
-    """What one organisation decided: per-value epsilon, the run's budget, mechanism, query budget.
+    """What one organisation decided: per-value epsilon, each example's budget, mechanism, query budget.
 
-    ``budget_epsilon=None``: no cap (the spend is still accounted and reported).
+    ``budget_epsilon`` bounds each example's epsilon at ``budget_delta`` over all runs; None: no cap
+    (the spend is still accounted and reported).
     """
 
     epsilon: float
@@ -92,108 +91,27 @@ def debias_bit(value: float, epsilon: float) -> float:
     return (value - p) / (1.0 - 2.0 * p)
 
 
-class Ledger:
-    """How many values of each mechanism a client released, and the (epsilon, delta) that costs."""
-
-    def __init__(self, policy: PrivacyPolicy, counts: dict[str, int] | None = None) -> None:
-        self.policy = policy
-        self.counts: dict[Kind, int] = {k: int((counts or {}).get(k, 0)) for k in KINDS}
-        self._epsilon: dict[tuple[int, ...], float] = {}
-        self._grant: tuple[Kind, int] | None = None  # values of one kind known to fit, not yet spent
-
-    def epsilon(self, counts: dict[Kind, int] | None = None) -> float:
-        """Epsilon at ``budget_delta`` of releasing ``counts`` values (default: those released)."""
-        counts = self.counts if counts is None else counts
-        key = tuple(counts[k] for k in KINDS)
-        if key not in self._epsilon:
-            self._epsilon[key] = self._compose(counts)
-        return self._epsilon[key]
-
-    def remember(self, epsilon: float) -> None:
-        """The spend of the current counts, as composed before (saves a process importing the library
-        and composing again when a message releases nothing new)."""
-        self._epsilon[tuple(self.counts[k] for k in KINDS)] = epsilon
-
-    def _compose(self, counts: dict[Kind, int]) -> float:
-        if not any(counts.values()):
-            return 0.0
-        from dp_accounting import NeighboringRelation
-        from dp_accounting.pld import privacy_loss_distribution as pld
-
-        p, grid = self.policy, _DISCRETISATION
-        single = {
-            "rr": lambda: pld.from_randomized_response(
-                noise_parameter=2.0 / (1.0 + math.exp(p.epsilon)),
-                num_buckets=2,
-                value_discretization_interval=grid,
-                neighboring_relation=NeighboringRelation.REPLACE_ONE,
-            ),
-            "laplace": lambda: pld.from_laplace_mechanism(
-                parameter=1.0 / p.epsilon, sensitivity=1.0, value_discretization_interval=grid
-            ),
-            "gaussian": lambda: pld.from_gaussian_mechanism(
-                standard_deviation=p.gaussian_sigma, sensitivity=1.0, value_discretization_interval=grid
-            ),
-        }
-        total = None
-        for kind, n in counts.items():
-            if n:
-                part = single[kind]().self_compose(n)
-                total = part if total is None else total.compose(part)
-        assert total is not None
-        return float(total.get_epsilon_for_delta(self.policy.budget_delta))
-
-    def _fits(self, kind: Kind, extra: int) -> bool:
-        budget = self.policy.budget_epsilon
-        assert budget is not None
-        counts = dict(self.counts)
-        counts[kind] += extra
-        if counts["gaussian"] == 0 and (counts["rr"] + counts["laplace"]) * self.policy.epsilon <= budget:
-            return True  # basic composition of pure-DP values already fits: no PLD needed
-        return self.epsilon(counts) <= budget
-
-    def reserve(self, kind: Kind) -> bool:
-        """Count one more value of ``kind`` if the budget still holds after it; False: abstain."""
-        if self.policy.budget_epsilon is not None:
-            if self._grant is None or self._grant[0] != kind or self._grant[1] < 1:
-                self._grant = (kind, self._allowance(kind))
-            if self._grant[1] < 1:
-                return False
-            self._grant = (kind, self._grant[1] - 1)
-        self.counts[kind] += 1
-        return True
-
-    def _allowance(self, kind: Kind) -> int:
-        """The most further values of ``kind`` that fit (up to a cap): doubling, then bisection."""
-        if not self._fits(kind, 1):
-            return 0
-        good = 1
-        while good < _GRANT_CAP and self._fits(kind, min(2 * good, _GRANT_CAP)):
-            good = min(2 * good, _GRANT_CAP)
-        bad = min(2 * good, _GRANT_CAP + 1)
-        while bad - good > 1:
-            mid = (good + bad) // 2
-            good, bad = (mid, bad) if self._fits(kind, mid) else (good, mid)
-        return good
-
-
 @dataclass
 class ReleaseStats:
     """What the release layer did in this process (for logs and tests; never sent per item)."""
 
     released: int = 0
     cached: int = 0
+    noise: int = 0  # free noise sent (cannot judge, past the query budget or an example's budget)
     over_query_budget: int = 0
     over_privacy_budget: int = 0
     per_mechanism: dict[str, int] = field(default_factory=dict)
 
 
 class PrivateRelease:
-    """The client's release layer: noise, the run-long cache, the query budget and the ledger.
+    """The client's release layer: noise, the cache, the query budget and the per-example ledger.
 
-    ``model_scores``: whether the client's model gives bits (``agreement``) or scores in [0, 1]
-    (``likelihood``). ``state_path``: where the cache and ledger persist between processes (a Flower
-    ClientApp may be a new process per message), keyed by ``run``; None keeps them in memory.
+    ``model_scores``: whether the client's values are bits (``binary``: answer checks, agreement) or
+    scores in [0, 1] (``continuous``: a ``likelihood`` model; its answer checks are released as scores
+    too). ``state_path``: the organisation's state file (cache and ledger across processes and runs,
+    :mod:`fedgrpo.client.privacy_state`); None keeps them in memory. ``run``: the name this run's spend
+    is recorded under (the server's; it resets nothing). ``training``: the expert's DP-SGD privacy,
+    composed into every example (None: a non-private expert, model releases uncovered).
     ``seed``: a seeded generator for simulations; None draws from the operating system.
     ``remember=False`` turns the cache off: only to measure the averaging attack it prevents.
     """
@@ -202,10 +120,12 @@ class PrivateRelease:
         self,
         policy: PrivacyPolicy,
         model_scores: Literal["binary", "continuous"] = "binary",
-        seed: int | None = None,
+        seed: int | list[int] | None = None,
         state_path: str | Path | None = None,
         run: str = "run",
         remember: bool = True,
+        training: TrainingPrivacy | None = None,
+        owner: str | None = None,
     ) -> None:
         self.policy = policy
         self.model_scores = model_scores
@@ -213,9 +133,20 @@ class PrivateRelease:
         self.state_path = Path(state_path).expanduser() if state_path else None
         self.run = run
         self.remember = remember
+        self.training = training
+        self.owner = owner
         self.stats = ReleaseStats()
-        self.ledger = Ledger(policy)
+        self.ledger = Ledger(policy.budget_epsilon, policy.budget_delta, training)
         self._cache: dict[str, dict[str, float]] = {}  # normalised question -> answer key -> released
+        self._kept: dict[str, Any] = {}  # the state's other fields (owner, resets), saved as they were
+
+    @property
+    def form(self) -> Kind:
+        """The mechanism of every value this client sends: one per client, never per item."""
+        return "rr" if self.model_scores == "binary" else self.policy.continuous
+
+    def _key(self, kind: Kind) -> str:
+        return charge_key(kind, self.policy.epsilon, self.policy.delta_per_value)
 
     # -- persistence ------------------------------------------------------------------------------
     @contextmanager
@@ -224,82 +155,97 @@ class PrivateRelease:
         if self.state_path is None:
             yield
             return
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.state_path.with_name(self.state_path.name + ".lock")
-        with open(lock, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # overlapping messages take turns
-            try:
-                self._load()
-                yield
-                self._save()
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with locked(self.state_path):  # overlapping messages take turns
+            self._load()
+            yield
+            self._save()
 
     def _load(self) -> None:
-        state: dict[str, Any] = {}
-        if self.state_path is not None and self.state_path.exists():
-            state = json.loads(self.state_path.read_text())
-        if state.get("format") != STATE_FORMAT or state.get("run") != self.run:
-            state = {}  # another run (or none yet): start fresh
-        self.ledger = Ledger(self.policy, state.get("counts"))
-        if "epsilon" in state:  # the spend of these counts, composed by an earlier process
-            self.ledger.remember(float(state["epsilon"]))
+        assert self.state_path is not None
+        state = read_state(self.state_path, self._key("rr"))
+        self.ledger = Ledger(self.policy.budget_epsilon, self.policy.budget_delta, self.training, state)
         self._cache = {q: dict(a) for q, a in state.get("cache", {}).items()}
+        self._kept = {k: state[k] for k in ("owner", "resets") if k in state}
 
     def _save(self) -> None:
         assert self.state_path is not None
+        record = self.ledger.run_record(self.run)
+        record["per_release_epsilon"] = self.ledger.run_epsilon(self.run)
+        record.setdefault("first_answered", now())
+        record["last_answered"] = now()
         state = {
-            "format": STATE_FORMAT,
-            "run": self.run,
-            "counts": self.ledger.counts,
-            "epsilon": self.ledger.epsilon(),
+            **self._kept,
+            "owner": self._kept.get("owner") or self.owner,
+            "policy": {k: getattr(self.policy, k) for k in PrivacyPolicy.__dataclass_fields__},
+            "summary": self.report(),
+            "runs": self.ledger.runs,
+            "examples": self.ledger.examples,
             "cache": self._cache,
         }
-        write_text_atomic(self.state_path, json.dumps(state), private=True)
+        write_state(self.state_path, state)
 
     # -- what leaves ------------------------------------------------------------------------------
     def spent(self) -> tuple[float, float]:
-        """(epsilon, delta) spent so far in this run, over every value released."""
-        return self.ledger.epsilon(), self.policy.budget_delta
+        """This run's per-release total (every value sent, composed) at ``budget_delta``: what a reply
+        carries. It depends only on what the server asked, never on what the client holds."""
+        return self.ledger.run_epsilon(self.run), self.policy.budget_delta
+
+    def report(self) -> dict[str, Any]:
+        """The organisation's per-example totals (all runs), for itself and a simulation's results."""
+        return {**self.ledger.summary(self._key(self.form)), "values_cached": self.stats.cached}
 
     def rewards(
         self, question: str, candidates: list[str], rewards: list[float | None], method: str
     ) -> list[float | None]:
-        """The rewards to send for one item: each privatised (or cached, or None when over a budget)."""
-        kind: Kind = "rr" if method == "answer" or self.model_scores == "binary" else self.policy.continuous
+        """The rewards to send for one item, one per candidate, never None: each privatised, cached or
+        free noise (``method`` "none" or a None reward: the client cannot judge it)."""
         out: list[float | None] = []
         for text, reward in zip(candidates, rewards, strict=True):
-            if reward is None:
-                out.append(None)
-                continue
             answer = parsed_answer(text)
             key = "a:" + (answer_key(answer) if answer else "")
-            out.append(self._release(question, key, min(max(reward, 0.0), 1.0), kind))
+            value = None if reward is None or method == "none" else min(max(reward, 0.0), 1.0)
+            out.append(self._release(question, key, value, method == "answer", self.form))
         return out
 
-    def bit(self, question: str, bit: int) -> int | None:
-        """A competence bit by randomised response (cached per question); None when over the budget."""
-        released = self._release(question, "competence", float(bit), "rr", per_question_budget=False)
-        return None if released is None else int(released)
+    def bit(self, question: str, bit: int) -> int:
+        """A competence bit (the model's) by randomised response, cached per question."""
+        return int(self._release(question, "competence", float(bit), False, "rr", per_question=False))
 
     def _release(
-        self, question: str, answer: str, value: float, kind: Kind, per_question_budget: bool = True
-    ) -> float | None:
+        self,
+        question: str,
+        answer: str,
+        value: float | None,
+        answer_check: bool,
+        kind: Kind,
+        per_question: bool = True,
+    ) -> float:
         answers = self._cache.setdefault(normalise_question(question), {})
         if answer in answers:
             self.stats.cached += 1
             return answers[answer]
-        given = sum(a != "competence" for a in answers)
-        if per_question_budget and given >= self.policy.max_answers_per_question:
+        key, source = self._key(kind), "noise"
+        if value is None:
+            pass
+        elif per_question and sum(a != "competence" for a in answers) >= self.policy.max_answers_per_question:
             self.stats.over_query_budget += 1
-            return None
-        if not self.ledger.reserve(kind):
+        elif not answer_check:
+            source = "model_releases"
+        elif self.ledger.fits(example := example_id(question), key):
+            self.ledger.charge(example, key)
+            source = "answer_checks"
+        else:
             self.stats.over_privacy_budget += 1
-            return None
-        released = self._noise(value, kind)
+        if source == "noise":
+            released = self._free_noise(kind)
+        else:
+            assert value is not None
+            released = self._noise(value, kind)
+        self.ledger.sent(self.run, key, source)
         if self.remember:
             answers[answer] = released
         self.stats.released += 1
+        self.stats.noise += source == "noise"
         self.stats.per_mechanism[kind] = self.stats.per_mechanism.get(kind, 0) + 1
         return released
 
@@ -312,3 +258,9 @@ class PrivateRelease:
         else:
             noisy = value + self.rng.normal(0.0, self.policy.gaussian_sigma)
         return float(min(max(noisy, 0.0), 1.0))  # clipping is post-processing: no extra privacy loss
+
+    def _free_noise(self, kind: Kind) -> float:
+        """A value of ``kind``'s form that depends on no data: a fair coin, or the mechanism at 0.5."""
+        if kind == "rr":
+            return float(self.rng.random() < 0.5)
+        return self._noise(0.5, kind)

@@ -14,7 +14,9 @@ many items were scored by answer, by model or not at all (``methods``, aggregate
 ``"0"``, ``"1"``, ...: they say nothing about a question, its id or its domain), so no key is sent: a
 reply covers the request's items in order. Which item a client could score by its own answers would
 tell the server which questions it holds, so the per-item ``method`` is sent only when the run's
-operator asks for it (``federation.per_item_methods``, for debugging).
+operator asks for it (``federation.per_item_methods``, for debugging). A client with differential
+privacy hides membership: it sends a value for every item and constant method counts
+(:func:`hidden_method_counts`), never per-item methods.
 
 Request ids are random (:func:`new_request_id`, 4 bytes): they pair a reply with its request and say
 nothing else (not the round, not whether a client is asked as a replacement). No client name
@@ -55,6 +57,7 @@ from fedgrpo.protocol.messages import (
     RewardReply,
     RewardRequest,
     brief,
+    hidden_method_counts,
     method_counts,
     new_request_id,
 )
@@ -92,6 +95,7 @@ __all__ = [
     "check_reward_item",
     "decode",
     "encode",
+    "hidden_method_counts",
     "method_counts",
     "new_request_id",
     "pack_reward",

@@ -69,6 +69,14 @@ def method_counts(methods: list[Method]) -> dict[str, int]:
     return {m: tally[m] for m in METHODS}
 
 
+def hidden_method_counts(items: int) -> dict[str, int]:
+    """What a client with differential privacy sends instead of its method counts: the same for every
+    reply of ``items`` items (all under ``none``), so it tells nothing about which questions the client
+    holds. Its rewards are all present (free noise where it could not judge); a server reads a reply
+    that carries a privacy spend as hidden, not as abstentions."""
+    return {"answer": 0, "model": 0, "none": items}
+
+
 @dataclass(frozen=True)
 class ErrorReply:
     """A client that could not handle a request says why instead of crashing."""

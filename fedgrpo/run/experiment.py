@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedgrpo.client.privacy_state import STATE_FOLDER, privacy_totals
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example
 from fedgrpo.models.loading import load_policy, load_tokenizer
@@ -82,7 +83,7 @@ def _run(
         selection=selection,
         split=split_info,
         transport=transport.summary(),
-        privacy=privacy_report(selection, advantage),
+        privacy=privacy_report(selection, advantage, out / STATE_FOLDER),
     )
     write_results(cfg, results)
     transport.close()
@@ -228,13 +229,26 @@ def communication_line(comm: RoundStats, rejected_what: str) -> str:
     )
 
 
-def privacy_report(selection: dict[str, Any] | None, advantage: FederatedAdvantage) -> dict[str, Any]:
-    """Per client the (epsilon, delta) it reported spending over the run (its latest, largest report:
-    the competence query's or the last reward reply's); clients without differential privacy are absent."""
+def privacy_report(
+    selection: dict[str, Any] | None, advantage: FederatedAdvantage, states: Path | None = None
+) -> dict[str, Any]:
+    """Per client the per-release (epsilon, delta) it reported for the run (its latest, largest report:
+    the competence query's or the last reward reply's); clients without differential privacy are absent.
+
+    A simulation's clients keep their ledgers in ``states`` (the run folder's): their per-example
+    totals are added from there. A deployed organisation's never reach the server (they would tell
+    it which questions the organisation holds): it reads them with ``fedgrpo privacy show``.
+    """
     spent = {c: tuple(s) for c, s in ((selection or {}).get("privacy_spent") or {}).items()}
     for client, pair in advantage.privacy_spent.items():
         note_privacy_spent(spent, client, pair)
-    return {c: {"epsilon": round(e, 6), "delta": d} for c, (e, d) in sorted(spent.items())}
+    report: dict[str, Any] = {}
+    for client, (e, d) in sorted(spent.items()):
+        report[client] = {"epsilon": round(e, 6), "delta": d}
+        state = None if states is None else states / f"{client}.json"
+        if state is not None and state.is_file():
+            report[client].update(privacy_totals(state))
+    return report
 
 
 def prepare_resume(checkpoints: Path, metrics_path: Path, reward: TrainingReward) -> Path | None:

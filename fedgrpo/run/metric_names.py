@@ -43,7 +43,9 @@ FED_METRICS: dict[str, Metric] = {
         "items a client could not judge (it does not hold the question and has no model)"
     ),
     "fed/methods": Metric(
-        "items by how the clients scored them (answer / model / none), from each reply's counts", scalar=False
+        "items by how the clients scored them (answer / model / none), from each reply's counts; hidden: "
+        "a private client's items (it does not tell how it scored them)",
+        scalar=False,
     ),
     "fed/bytes_down": Metric("bytes sent to the clients (encoded requests)"),
     "fed/bytes_up": Metric("bytes received from the clients (encoded replies)"),

@@ -20,7 +20,8 @@ first one, nor the round. A client sends correctness only (exact, or a model sco
 in ``[0, 1]``; the server then adds ``federation.format_reward`` to each present reward of a candidate
 whose answer tag is well formed (:func:`~fedgrpo.method.answers.reward_for`: a function of the text
 it already holds, so no client computes or declares it), before the advantage. A reply's per-method
-counts feed ``fed/methods`` and ``fed/abstentions``.
+counts feed ``fed/methods`` and ``fed/abstentions``; a private client's (a reply with a privacy spend)
+are a constant that hides membership, counted as ``hidden``.
 """
 
 from __future__ import annotations
@@ -272,8 +273,11 @@ class FederatedAdvantage:
                 self._rejected(stats, client, err)
                 continue
             note_privacy_spent(self.privacy_spent, client, reply.privacy_spent)
-            stats.methods.update({m: n for m, n in counts.items() if n})
-            stats.abstentions += counts["none"]  # items the client cannot judge: not an error
+            if reply.privacy_spent is not None:  # a private client hides how it scored (constant counts)
+                stats.methods["hidden"] += len(reply.items)
+            else:
+                stats.methods.update({m: n for m, n in counts.items() if n})
+                stats.abstentions += counts["none"]  # items the client cannot judge: not an error
             keys, seen = item_keys[client], set()
             for item in reply.items:
                 j = keys.get(item.key)

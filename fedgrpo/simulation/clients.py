@@ -16,6 +16,7 @@ import torch
 from fedgrpo.client import Client, ClientModel, Evaluator
 from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts, read_meta
 from fedgrpo.client.factory import endpoint_model, in_process_model, make_client, private_release
+from fedgrpo.client.privacy_state import STATE_FOLDER
 from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.simulation.adversaries import AdversarialEvaluator
@@ -24,7 +25,7 @@ from fedgrpo.simulation.partition import FederatedSplit
 
 log = logging.getLogger(__name__)
 
-PRIVACY_STATE = "privacy-state"  # the simulated clients' privacy caches and ledgers, in the run folder
+PRIVACY_STATE = STATE_FOLDER  # the simulated clients' privacy caches and ledgers, in the run folder
 
 
 def _state(folder: Path | None, name: str) -> str | None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from fedgrpo.client import Client
-from fedgrpo.client.privacy import Ledger, PrivacyPolicy, PrivateRelease, debias_bit
+from fedgrpo.client.privacy import PrivacyPolicy, PrivateRelease, debias_bit
+from fedgrpo.client.privacy_ledger import Accountant, example_id
 from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Example
 from fedgrpo.flower.client_app import node_privacy
@@ -80,24 +81,31 @@ def test_laplace_scores_are_clipped_to_the_unit_interval_with_the_right_spread()
     assert abs(deviation - 1 / 8) < 0.01  # E|Laplace(b)| = b = 1/eps (clipping beyond 0.5 is rare)
 
 
-def test_the_ledger_composes_monotonically_and_the_client_abstains_once_the_budget_is_spent() -> None:
-    ledger = Ledger(PrivacyPolicy(1.0, None, 1e-5))
-    spends = [ledger.epsilon({"rr": n, "laplace": 0, "gaussian": 0}) for n in (0, 1, 2, 5, 20, 80)]
+def test_each_example_is_charged_alone_and_at_its_budget_gets_free_noise_never_none() -> None:
+    accountant = Accountant(1e-5)
+    spends = [accountant.epsilon({"rr:1.0": n}) for n in (0, 1, 2, 5, 20, 80)]
     assert spends[0] == 0 and spends == sorted(spends) and abs(spends[1] - 1.0) < 1e-2
     assert spends[-1] < 80  # PLD composition beats adding epsilons up
 
-    examples = _sums(40)
-    client = _client(examples, epsilon=1.0, budget=6.0)
-    reply = _ask(client, [(ex.question, [f"<answer>{ex.answer}</answer>"]) for ex in examples])
-    given = sum(item.rewards[0] is not None for item in reply.items)
-    rr = Ledger(PrivacyPolicy(1.0, None, 1e-5))
-    assert rr.epsilon({"rr": given, "laplace": 0, "gaussian": 0}) <= 6.0
-    assert rr.epsilon({"rr": given + 1, "laplace": 0, "gaussian": 0}) > 6.0  # the next one would overspend
-    assert reply.methods["none"] == len(examples) - given  # abstentions counted as method "none"
-    assert reply.privacy_spent is not None and reply.privacy_spent[0] <= 6.0
+    examples = _sums(5)
+    client = _client(examples, epsilon=1.0, budget=3.0)
+    assert client.privacy is not None
+    items = [(ex.question, [f"<answer>{a}</answer>" for a in range(8)]) for ex in examples]
+    reply = _ask(client, items)
+    assert all(r in (0.0, 1.0) for item in reply.items for r in item.rewards)  # never None
+    fit = max(n for n in range(9) if accountant.epsilon({"rr:1.0": n}) <= 3.0)
+    assert 3 <= fit < 8
+    ledger = client.privacy.ledger
+    assert [ledger.examples[example_id(ex.question)] for ex in examples] == [{"rr:1.0": fit}] * 5
+    report = client.privacy.report()
+    assert report["examples_at_budget"] == 5 and report["examples_charged"] == 5
+    assert report["per_example_epsilon_max"] == round(accountant.epsilon({"rr:1.0": fit}), 6) <= 3.0
+    assert report["model_releases_uncovered"] == 0 and client.privacy.stats.over_privacy_budget == 5 * (8 - fit)
+    # the per-release total composes every value sent (noise too): a function of what was asked
+    assert reply.privacy_spent == (accountant.epsilon({"rr:1.0": 40}), 1e-5)
     again = _ask(client, [(ex.question, ["<answer>-1</answer>"]) for ex in examples], "r2")
-    assert all(item.rewards == [None] for item in again.items)  # new values: none left to give
-    assert again.privacy_spent == reply.privacy_spent  # refusing costs nothing
+    assert all(item.rewards[0] in (0.0, 1.0) for item in again.items)  # past the query budget: noise
+    assert [ledger.examples[example_id(ex.question)] for ex in examples] == [{"rr:1.0": fit}] * 5
 
 
 def test_the_same_question_and_normalised_answer_always_get_the_same_value_at_no_cost() -> None:
@@ -109,24 +117,29 @@ def test_the_same_question_and_normalised_answer_always_get_the_same_value_at_no
         for ex in examples
     ]
     first = _ask(client, items)
-    spent = client.privacy.ledger.counts["rr"]
-    assert spent == len(examples)  # one value per (question, answer), not per candidate
+    charged = dict(client.privacy.ledger.examples)
+    assert charged == {example_id(ex.question): {"rr:0.3": 1} for ex in examples}  # one per answer
+    spent = first.privacy_spent
     for item in first.items:
         assert item.rewards[0] == item.rewards[1]
     for repeat in range(5):
         again = _ask(client, items, f"again{repeat}")
         assert [i.rewards for i in again.items] == [i.rewards for i in first.items]
-    assert client.privacy.ledger.counts["rr"] == spent
+        assert again.privacy_spent == spent
+    assert client.privacy.ledger.examples == charged
 
 
-def test_at_most_n_distinct_answers_per_question_are_released() -> None:
+def test_at_most_n_distinct_answers_per_question_are_released_and_later_ones_get_free_noise() -> None:
     examples = _sums(3)
     client = _client(examples, max_answers=2)
+    assert client.privacy is not None
     items = [(ex.question, [f"<answer>{a}</answer>" for a in range(5)]) for ex in examples]
     reply = _ask(client, items)
-    assert all(item.rewards[:2] != [None, None] and item.rewards[2:] == [None] * 3 for item in reply.items)
-    # the two released answers stay answered
-    assert _ask(client, items, "r2").items[0].rewards == reply.items[0].rewards
+    assert all(r in (0.0, 1.0) for item in reply.items for r in item.rewards)
+    assert [client.privacy.ledger.examples[example_id(ex.question)] for ex in examples] == [{"rr:1.0": 2}] * 3
+    assert client.privacy.stats.over_query_budget == 3 * 3 and client.privacy.stats.noise == 9
+    # every value stays as first sent, noise included (a non-holder's would too)
+    assert _ask(client, items, "r2").items == reply.items
 
 
 def test_a_probing_server_recovers_no_more_labels_than_one_query_allows() -> None:
@@ -154,24 +167,32 @@ def test_a_probing_server_recovers_no_more_labels_than_one_query_allows() -> Non
     assert uncached > 0.95 * len(examples) and uncached > once + 4 * math.sqrt(len(examples))
 
 
-def test_the_cache_and_ledger_survive_a_new_client_process_and_a_new_run_starts_fresh(tmp_path: Path) -> None:
-    """Two Client objects over one state file stand for two ClientApp processes of one organisation."""
+def test_the_ledger_is_the_organisations_a_new_run_name_resets_nothing(tmp_path: Path) -> None:
+    """Two Client objects over one state file stand for two ClientApp processes of one organisation;
+    a third, for a run the server named differently, finds the same spend and cache."""
     examples = _sums(20)
     state = tmp_path / "org.privacy.json"
     items = [(ex.question, [f"<answer>{ex.answer}</answer>", "<answer>0</answer>"]) for ex in examples]
     first = _ask(_client(examples, 0.2, state_path=state, run="run-a"), items)
     assert oct(state.stat().st_mode & 0o777) == "0o600"
-    assert json.loads(state.read_text())["epsilon"] == first.privacy_spent[0]  # kept for the next process
+    saved = json.loads(state.read_text())
+    assert saved["runs"]["run-a"]["per_release_epsilon"] == first.privacy_spent[0]  # for the next process
     other = _client(examples, 0.2, state_path=state, run="run-a")
     other.privacy.rng = __import__("numpy").random.default_rng(99)  # fresh noise would differ
     second = _ask(other, items, "r2")
     assert [i.rewards for i in second.items] == [i.rewards for i in first.items]
     assert second.privacy_spent == first.privacy_spent and first.privacy_spent[0] > 0
-    fresh = _ask(_client(examples, 0.2, state_path=state, run="run-b"), items[:1], "r3")
-    assert fresh.privacy_spent[0] < first.privacy_spent[0]
+    renamed = _client(examples, 0.2, state_path=state, run="run-b")
+    renamed.privacy.rng = __import__("numpy").random.default_rng(7)
+    third = _ask(renamed, items, "r3")
+    assert [i.rewards for i in third.items] == [i.rewards for i in first.items]  # the cache holds
+    assert third.privacy_spent == (0.0, 1e-5)  # nothing new was released in run-b
+    after = json.loads(state.read_text())
+    assert after["examples"] == saved["examples"] and set(after["runs"]) == {"run-a", "run-b"}
+    assert after["summary"]["examples_charged"] == 20 and after["owner"] is None
 
 
-def test_competence_bits_are_randomised_and_cached_and_refused_past_the_budget() -> None:
+def test_competence_bits_are_randomised_cached_and_counted_as_uncovered_model_releases() -> None:
     class Model:
         def evaluate(self, question, candidates):  # pragma: no cover - not used here
             raise AssertionError
@@ -179,15 +200,17 @@ def test_competence_bits_are_randomised_and_cached_and_refused_past_the_budget()
         def answer(self, question: str) -> str:
             return "1"
 
-    policy = PrivacyPolicy(0.5, 30.0)
+    policy = PrivacyPolicy(0.5, 3.0)
     client = Client("org", [], Model(), privacy=PrivateRelease(policy, seed=3))  # type: ignore[arg-type]
     items = [CompetenceItem(str(k), f"q{k}?", "1") for k in range(20)]
     reply = client.respond(CompetenceRequest("c", "org", items))
     assert isinstance(reply, CompetenceReply) and set(reply.bits) == {0, 1}  # all true, some flipped
     assert client.respond(CompetenceRequest("c2", "org", items)).bits == reply.bits  # cached
     many = [CompetenceItem(str(k), f"other {k}?", "1") for k in range(200)]
-    refused = client.respond(CompetenceRequest("c3", "org", many))
-    assert refused.kind == "error" and "privacy budget" in refused.error
+    more = client.respond(CompetenceRequest("c3", "org", many))
+    assert isinstance(more, CompetenceReply) and len(more.bits) == 200  # no example is charged
+    assert client.privacy is not None and client.privacy.ledger.examples == {}
+    assert client.privacy.report()["model_releases_uncovered"] == 220
 
 
 def test_the_spend_crosses_both_encodings_and_bad_spends_are_refused() -> None:
@@ -226,7 +249,7 @@ def test_an_organisations_node_config_sets_its_own_privacy_and_bad_values_name_t
     assert node_privacy(cfg, {}, data) is None
     release = node_privacy(cfg, {"privacy-epsilon": "0.5", "privacy-budget-epsilon": "none"}, data)
     assert release is not None and release.policy.epsilon == 0.5 and release.policy.budget_epsilon is None
-    assert release.state_path == tmp_path / "org.jsonl.privacy.json"
+    assert release.state_path == tmp_path / "org.jsonl.privacy.json" and release.owner == "org.jsonl"
     with pytest.raises(ValueError, match="privacy-budget-epsilon"):
         node_privacy(cfg, {"privacy-epsilon": 1, "privacy-budget-epsilon": 0}, data)
     with pytest.raises(ValueError, match="privacy-continuous"):
@@ -243,11 +266,14 @@ def test_results_json_reports_the_epsilon_each_client_spent(tmp_path: Path) -> N
         "grpo.max_steps=2",
         "clients.privacy.enabled=true",
         "clients.privacy.epsilon=0.5",
-        "clients.privacy.budget_epsilon=null",
     ]
     results = run_in_process(load_config("smoke", over))
     privacy = results["privacy"]
     assert set(privacy) <= {"client-0", "client-1", "client-2"} and privacy
     assert all(p["epsilon"] >= 0 and p["delta"] == 1e-5 for p in privacy.values())
-    assert any(p["epsilon"] > 0 for p in privacy.values())  # a client that held nothing spent nothing
+    assert all(p["epsilon"] > 0 for p in privacy.values())  # every value sent counts, noise too
+    for p in privacy.values():  # the per-example figures, from each simulated client's own ledger
+        assert 0 <= p["per_example_epsilon_max"] <= p["budget_epsilon"] == 8.0
+        assert p["examples_at_budget"] == 0 and p["training_privacy_composed"] is False
+    assert any(p["per_example_epsilon_max"] > 0 for p in privacy.values())
     assert results["communication"]["fed/rewards_received"] > 0
