@@ -192,7 +192,7 @@ class PrivateRelease:
 
     def report(self) -> dict[str, Any]:
         """The organisation's per-example totals (all runs), for itself and a simulation's results."""
-        return {**self.ledger.summary(self._key(self.form)), "values_cached": self.stats.cached}
+        return self.ledger.summary(self._key(self.form))
 
     def rewards(
         self, question: str, candidates: list[str], rewards: list[float | None], method: str

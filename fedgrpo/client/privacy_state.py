@@ -91,7 +91,6 @@ def privacy_totals(path: Path) -> dict[str, Any]:
     with locked(path):
         summary = dict(read_state(path).get("summary", {}))
     summary.pop("delta", None)  # the same delta as the per-release figure beside it
-    summary.pop("values_cached", None)
     return summary
 
 

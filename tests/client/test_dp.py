@@ -100,7 +100,9 @@ def test_each_example_is_charged_alone_and_at_its_budget_gets_free_noise_never_n
     report = client.privacy.report()
     assert report["examples_at_budget"] == 5 and report["examples_charged"] == 5
     assert report["per_example_epsilon_max"] == round(accountant.epsilon({"rr:1.0": fit}), 6) <= 3.0
-    assert report["model_releases_uncovered"] == 0 and client.privacy.stats.over_privacy_budget == 5 * (8 - fit)
+    assert report["model_releases_uncovered"] == 0 and client.privacy.stats.over_privacy_budget == 5 * (
+        8 - fit
+    )
     # the per-release total composes every value sent (noise too): a function of what was asked
     assert reply.privacy_spent == (accountant.epsilon({"rr:1.0": 40}), 1e-5)
     again = _ask(client, [(ex.question, ["<answer>-1</answer>"]) for ex in examples], "r2")

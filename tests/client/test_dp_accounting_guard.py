@@ -1,4 +1,4 @@
-"""Guards on the dp-accounting behaviour the privacy ledger relies on (fedgrpo/client/privacy.py).
+"""Guards on the dp-accounting behaviour the privacy ledger relies on (fedgrpo/client/privacy_ledger.py).
 
 The ledger composes the privacy loss distributions of every released value itself
 (``from_randomized_response(...).self_compose(n)``) instead of asking ``PLDAccountant``: the installed
@@ -11,7 +11,8 @@ import math
 
 import pytest
 
-from fedgrpo.client.privacy import _DISCRETISATION, Ledger, PrivacyPolicy
+from fedgrpo.client.privacy_ledger import DISCRETISATION as _DISCRETISATION
+from fedgrpo.client.privacy_ledger import Accountant, charge_key
 
 dp_accounting = pytest.importorskip("dp_accounting")
 
@@ -53,8 +54,7 @@ def _exact_rr_epsilon(epsilon: float, n: int, delta: float) -> float:
 
 @pytest.mark.parametrize(("epsilon", "n"), [(8.0, 251), (2.0, 82), (0.5, 200), (1.0, 1)])
 def test_ledger_composes_n_randomised_responses(epsilon: float, n: int) -> None:
-    ledger = Ledger(PrivacyPolicy(epsilon=epsilon, budget_epsilon=None, budget_delta=DELTA))
-    spent = ledger.epsilon({"rr": n, "laplace": 0, "gaussian": 0})
+    spent = Accountant(DELTA).epsilon({charge_key("rr", epsilon): n})
     exact = _exact_rr_epsilon(epsilon, n, DELTA)
     # the PLD grid makes the ledger pessimistic, by at most one grid step per composed value
     assert exact - 1e-6 <= spent <= exact + n * _DISCRETISATION
@@ -68,7 +68,7 @@ def test_ledger_composes_n_randomised_responses(epsilon: float, n: int) -> None:
 def test_installed_pld_accountant_ignores_a_self_composed_randomised_response_count() -> None:
     """Pins dp-accounting's behaviour that the ledger avoids. If this fails, the installed
     dp-accounting changed how ``PLDAccountant`` composes randomised response: re-check whether the
-    ledger's own composition (fedgrpo/client/privacy.py, ``Ledger._compose``) can use it."""
+    ledger's own composition (fedgrpo/client/privacy_ledger.py, ``Accountant.epsilon``) can use it."""
     from dp_accounting import (
         NeighboringRelation,
         RandomizedResponseDpEvent,
@@ -91,12 +91,12 @@ def test_installed_pld_accountant_ignores_a_self_composed_randomised_response_co
     why = (
         f"dp-accounting {version} no longer composes a self-composed randomised-response event as a "
         f"single release ({n} x RR at epsilon {epsilon} gave %s, expected {epsilon}): the library "
-        "changed; check Ledger._compose in fedgrpo/client/privacy.py against it"
+        "changed; check Accountant.epsilon in fedgrpo/client/privacy_ledger.py against it"
     )
     assert self_composed == pytest.approx(epsilon, abs=1e-3), why % self_composed
     assert with_count == pytest.approx(epsilon, abs=1e-3), why % with_count
     # events composed one by one do add up: the library's composition itself is not at fault
     assert one_by_one.get_epsilon(DELTA) == pytest.approx(3 * epsilon, abs=1e-3)
     # what the ledger reports for the same releases
-    ledger = Ledger(PrivacyPolicy(epsilon=epsilon, budget_epsilon=None, budget_delta=DELTA))
-    assert ledger.epsilon({"rr": n, "laplace": 0, "gaussian": 0}) == pytest.approx(n * epsilon, abs=1e-3)
+    ledger = Accountant(DELTA).epsilon({charge_key("rr", epsilon): n})
+    assert ledger == pytest.approx(n * epsilon, abs=1e-3)
