@@ -97,7 +97,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
             "cache, 1 query": probe_once(release(), n, 1),
             f"cache, {r} queries": probe_once(release(), n, r),
             "cache + 4 answers/question": probe_once(release(answers=4), n, r),
-            "cache + run budget eps=8": probe_once(release(budget=8.0), n, r),
+            "cache + per-example budget eps=8": probe_once(release(budget=8.0), n, r),
         }
     rows["random guess"] = round(n / space, 1)
     return {"questions": n, "answers_enumerated": space, "repeats": r, "rows": rows}

@@ -48,19 +48,27 @@ class ExpertTraining(_Strict):
 
 class ClientPrivacy(_Strict):
     """Differentially private rewards at every simulated client (a deployed organisation sets its own
-    in its node config, see docs/deployment.md). Off unless ``enabled``.
+    in its node config, see docs/deployment.md). Off unless ``enabled``; docs/trust.md says what is
+    promised.
 
     Every value a client sends (reward correctness, competence bit) is privatised with ``epsilon`` per
-    value: randomised response for bits, ``continuous_mechanism`` for model scores in [0, 1]. The client
-    composes its loss over the run and abstains once the next value would exceed ``budget_epsilon`` at
-    ``budget_delta``; the same (question, final answer) always gets the same released value, and at most
-    ``max_answers_per_question`` distinct answers per question are released.
+    value: randomised response for bits, ``continuous_mechanism`` for model scores in [0, 1] (a client
+    whose model gives scores sends its answer checks as scores too). Label-level DP per example: an
+    answer check is charged to the one example whose question it is, and no example goes past
+    ``budget_epsilon`` at ``budget_delta``; nothing is withheld (an example at its budget, an item the
+    client cannot judge, an answer past ``max_answers_per_question`` get free noise of the same form),
+    so a reply does not tell which questions the client holds. The same (question, final answer)
+    always gets the same released value.
     """
 
     enabled: bool = Field(False, description="privatise every value each simulated client sends")
     epsilon: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="epsilon per released value")
     budget_epsilon: float | None = Field(
-        8.0, gt=0.0, allow_inf_nan=False, description="per client and run; None: no cap (still reported)"
+        8.0,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="per example, over all runs; an example at it gets free noise; None: no cap (still "
+        "reported)",
     )
     budget_delta: float = Field(1e-5, ge=0.0, lt=1.0, description="delta at which the spend is reported")
     binary_mechanism: Literal["randomized_response"] = Field(
@@ -71,7 +79,7 @@ class ClientPrivacy(_Strict):
     )
     delta_per_value: float = Field(0.0, ge=0.0, lt=1.0, description="gaussian only: delta per value")
     max_answers_per_question: int = Field(
-        8, ge=1, description="distinct final answers released per question; later ones abstain"
+        8, ge=1, description="distinct final answers released per question; later ones get free noise"
     )
 
     @model_validator(mode="after")

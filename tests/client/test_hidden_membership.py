@@ -21,7 +21,7 @@ from fedgrpo.data import Example
 from fedgrpo.protocol import RewardItem, RewardReply, RewardRequest, decode, encode
 from tests.wire import split
 
-N = 3000
+N = 2000
 
 
 def _sums(n: int, offset: int = 0) -> list[Example]:
@@ -66,8 +66,10 @@ def _distance(a: list[float], b: list[float], bins: list[float]) -> tuple[float,
         return [counts[i] / len(values) for i in range(len(bins))]
 
     p, q = histogram(a), histogram(b)
-    slack = sum(math.sqrt(x * (1 - x) / len(a)) + math.sqrt(y * (1 - y) / len(b)) for x, y in zip(p, q))
-    return sum(abs(x - y) for x, y in zip(p, q)) / 2, 4 * slack / 2
+    slack = sum(
+        math.sqrt(x * (1 - x) / len(a)) + math.sqrt(y * (1 - y) / len(b)) for x, y in zip(p, q, strict=True)
+    )
+    return sum(abs(x - y) for x, y in zip(p, q, strict=True)) / 2, 4 * slack / 2
 
 
 def test_a_one_item_reply_has_the_same_bytes_but_the_value_whoever_holds_the_question() -> None:
@@ -151,3 +153,20 @@ def test_a_private_experts_training_privacy_is_composed_into_every_example_and_c
     assert with_training["model_releases_uncovered"] == 0 and with_training["training_privacy_composed"]
     assert without["per_example_epsilon_max"] == pytest.approx(1.0, abs=1e-2)
     assert with_training["per_example_epsilon_max"] == pytest.approx(2.0, abs=2e-2)  # 1 (train) + 1
+
+
+@pytest.mark.slow  # builds the default preset's clients twice (about 10 s)
+def test_the_membership_cost_bench_runs_and_only_a_private_client_answers_what_it_does_not_hold() -> None:
+    """``python bench/hidden_membership.py`` (docs/trust.md), on a few questions."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "bench" / "hidden_membership.py"
+    spec = importlib.util.spec_from_file_location("hidden_membership", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    plain, private = bench.measure(None, 6), bench.measure(8.0, 6)
+    assert plain["values_received"] == plain["holder_values"] == 6 * bench.G  # strangers abstain
+    assert private["values_received"] == 5 * 6 * bench.G and private["holder_values"] == 6 * bench.G
+    assert plain["holder_correct"] == 1.0 and private["released_correct"] < 0.8
