@@ -66,3 +66,19 @@ def test_show_reports_each_run_and_the_total_and_reset_needs_yes(tmp_path: Path,
 def test_show_of_a_missing_state_fails_with_a_message(tmp_path: Path, capsys) -> None:
     code, _, err = _run(capsys, "show", str(tmp_path / "none.json"))
     assert code == 1 and "no privacy state" in err
+
+
+def test_a_format_1_state_kept_per_run_is_taken_over_with_every_cached_value_charged(
+    tmp_path: Path, capsys
+) -> None:
+    state = tmp_path / "old.privacy.json"
+    old_cache = {"what is 1 + 1?": {"a:2": 1.0, "a:3": 0.0, "competence": 1.0}}
+    state.write_text(
+        json.dumps({"format": 1, "run": "old", "counts": {"rr": 3}, "epsilon": 3.0, "cache": old_cache})
+    )
+    code, _, err = _run(capsys, "show", str(state))
+    assert code == 1 and "format 1" in err  # read-only: converted by the client, not by show
+    _answer(state, "new", range(1))  # question 0 is "What is 0 + 1?": a new example
+    saved = json.loads(state.read_text())
+    assert saved["format"] == 2 and saved["cache"]["what is 1 + 1?"] == old_cache["what is 1 + 1?"]
+    assert set(saved["runs"]) == {"old", "new"} and saved["summary"]["examples_charged"] == 2
