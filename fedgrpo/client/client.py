@@ -159,7 +159,7 @@ class Client:
         if failed is not None:
             self.model_unavailable += 1
             log.warning(
-                "%s: client model unavailable, %d of %d items abstain: %s",
+                "%s: client model unavailable, %d of %d items unscored (None; free noise with privacy): %s",
                 self.name,
                 abstained,
                 len(request.items),

@@ -18,7 +18,7 @@ from fedgrpo.client import AnswerEvaluator, Client, ClientModel, DualEvaluator, 
 from fedgrpo.client.endpoint import EndpointModel
 from fedgrpo.client.endpoint_scoring import EndpointEvaluator
 from fedgrpo.client.privacy import PrivacyPolicy, PrivateRelease
-from fedgrpo.client.privacy_ledger import TrainingPrivacy
+from fedgrpo.client.privacy_ledger import TrainingPrivacyLike
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig
 from fedgrpo.data import Example
 
@@ -31,7 +31,7 @@ def private_release(
     name: str,
     state_path: str | None = None,
     seeded: bool = True,
-    training: TrainingPrivacy | None = None,
+    training: TrainingPrivacyLike | None = None,
 ) -> PrivateRelease | None:
     """The release layer for ``settings`` (None when off). ``seeded``: noise drawn from the run's seed
     and the client's name (simulations, reproducible); otherwise from the operating system.

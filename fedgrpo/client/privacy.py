@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fedgrpo.client.privacy_ledger import Kind, Ledger, TrainingPrivacy, charge_key, example_id
+from fedgrpo.client.privacy_ledger import Kind, Ledger, TrainingPrivacyLike, charge_key, example_id
 from fedgrpo.client.privacy_state import locked, now, read_state, write_state
 from fedgrpo.data import normalise_question
 from fedgrpo.method.answers import answer_key, parsed_answer
@@ -124,7 +124,7 @@ class PrivateRelease:
         state_path: str | Path | None = None,
         run: str = "run",
         remember: bool = True,
-        training: TrainingPrivacy | None = None,
+        training: TrainingPrivacyLike | None = None,
         owner: str | None = None,
     ) -> None:
         self.policy = policy

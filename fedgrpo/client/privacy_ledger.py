@@ -5,7 +5,8 @@ example's label (its answer). An answer check depends on one example only (the r
 is), so it is charged to that example and to no other (parallel composition over disjoint examples).
 Each example keeps its own privacy loss distribution (PLD, ``dp-accounting``), built from the values
 charged to it; its (epsilon, delta) is that PLD's, composed with the expert's training privacy when
-the expert was trained with DP-SGD (:class:`TrainingPrivacy`: every example is in its training data).
+the expert was trained with DP-SGD (``private_training.TrainingPrivacy``: every example is in its
+training data).
 
 Model-based releases (model scores, agreement bits, competence bits) are functions of the expert:
 with a private expert they are post-processing of it and cost nothing more; without one they are
@@ -34,7 +35,7 @@ DISCRETISATION = 1e-3  # PLD grid; the library's estimate is pessimistic (an upp
 Charges = dict[str, int]  # "rr:1.0" / "laplace:0.5" / "gaussian:1.0:1e-06" -> values released
 
 
-class TrainingPrivacy(Protocol):
+class TrainingPrivacyLike(Protocol):
     """The expert's DP-SGD training privacy (``fedgrpo.client.private_training.TrainingPrivacy``):
     anything that gives its privacy loss distribution on a grid."""
 
@@ -92,7 +93,7 @@ class Accountant:
     are built and composed directly with the library's own constructors.
     """
 
-    def __init__(self, delta: float, training: TrainingPrivacy | None = None) -> None:
+    def __init__(self, delta: float, training: TrainingPrivacyLike | None = None) -> None:
         self.delta = delta
         self.training = training
         self._memo: dict[tuple[tuple[str, int], ...], float] = {}
@@ -147,7 +148,7 @@ class Ledger:
         self,
         budget_epsilon: float | None,
         budget_delta: float,
-        training: TrainingPrivacy | None = None,
+        training: TrainingPrivacyLike | None = None,
         state: dict[str, Any] | None = None,
     ) -> None:
         self.budget_epsilon = budget_epsilon
