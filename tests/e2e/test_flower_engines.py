@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from fedgrpo.client.privacy import Ledger, PrivacyPolicy  # noqa: E402
+from fedgrpo.client.privacy_ledger import Accountant  # noqa: E402
 from tests.e2e.flower_deploy import BIN, Deployment, make_deployment  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -164,11 +164,13 @@ def test_organisations_with_differential_privacy_report_their_spend_and_keep_the
     for i in range(3):
         state_file = deployment.data / f"client-{i}" / "data.jsonl.privacy.json"
         state = json.loads(state_file.read_text())
-        assert state["run"] == "smoke" and oct(state_file.stat().st_mode & 0o777) == "0o600"
-        released += sum(state["counts"].values())
-        # the ledger persisted across processes: the spend reported is that of every value released
-        ledger = Ledger(PrivacyPolicy(0.5 * (i + 1), 1000.0, 1e-5), state["counts"])
-        assert privacy[f"client-{i}"] == {"epsilon": round(ledger.epsilon(), 6), "delta": 1e-5}
+        assert list(state["runs"]) == ["smoke"] and oct(state_file.stat().st_mode & 0o777) == "0o600"
+        sent = state["runs"]["smoke"]["values_sent"]
+        released += sum(sent.values())
+        # the ledger persisted across processes: the spend reported is that of every value sent
+        spent = Accountant(1e-5).epsilon(sent)
+        assert privacy[f"client-{i}"] == {"epsilon": round(spent, 6), "delta": 1e-5}
+        assert state["summary"]["per_example_epsilon_max"] <= 1000
     assert released > 0
 
 
