@@ -170,3 +170,22 @@ def test_the_membership_cost_bench_runs_and_only_a_private_client_answers_what_i
     assert plain["values_received"] == plain["holder_values"] == 6 * bench.G  # strangers abstain
     assert private["values_received"] == 5 * 6 * bench.G and private["holder_values"] == 6 * bench.G
     assert plain["holder_correct"] == 1.0 and private["released_correct"] < 0.8
+
+
+def test_the_server_counts_a_private_clients_items_as_hidden_and_never_as_abstentions() -> None:
+    from fedgrpo.data import Question
+    from fedgrpo.selection.base import AllSelector
+    from fedgrpo.server import FederatedAdvantage
+    from fedgrpo.transport import InProcessTransport
+
+    examples = _sums(4)
+    plain = Client("plain", examples[:2])  # no privacy: abstains on the two it does not hold
+    private = Client("private", examples[2:], privacy=PrivateRelease(PrivacyPolicy(1.0, 8.0), seed=8))
+    advantage = FederatedAdvantage(InProcessTransport([plain, private]), AllSelector(), 2, 2)
+    questions = [Question(ex.qid, ex.domain, ex.question) for ex in examples]
+    advantage.advantages(
+        questions, [[f"<answer>{ex.answer}</answer>", "<answer>x</answer>"] for ex in examples]
+    )
+    summary = advantage.total.summary()
+    assert summary["fed/methods"] == {"answer": 2, "hidden": 4, "none": 2} and summary["fed/abstentions"] == 2
+    assert summary["fed/rewards_received"] == 2 * 2 + 4 * 2  # the private client left no slot empty
