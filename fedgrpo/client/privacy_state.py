@@ -102,6 +102,7 @@ def show(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no privacy state at {path}")
     return {
         "owner": state.get("owner"),
+        "policy": state.get("policy"),
         "total": state.get("summary", {}),
         "runs": state.get("runs", {}),
         "resets": state.get("resets", []),
