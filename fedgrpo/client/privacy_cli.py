@@ -4,7 +4,8 @@ of its privacy ledger (:mod:`fedgrpo.client.privacy_state`), and the one deliber
 ``show`` prints JSON: the owner (the data file's name), the policy last used, the totals (the
 largest per-example epsilon at its delta, the budget, how many examples reached it, model releases not
 covered) and each run's record (values sent by answer check, model and free noise, its per-release
-epsilon, when it was answered). ``reset`` needs ``--yes``; it keeps the dropped totals in the file under ``resets``.
+epsilon, when it was answered). ``reset`` needs ``--yes``; it keeps the dropped totals in the file
+under ``resets``.
 """
 
 from __future__ import annotations
