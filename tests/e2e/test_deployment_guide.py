@@ -85,8 +85,8 @@ def test_the_deployment_guide_runs_as_written_and_keeps_each_party_to_its_own_fi
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o600 and state["owner"] == "data.jsonl"
     assert state["summary"]["per_example_epsilon_max"] <= 4 == state["summary"]["budget_epsilon"]
     assert state["summary"]["examples_charged"] <= len(questions & held), (state["summary"], len(held))
-    out = machines.sh("client-2", "fedgrpo privacy show data.jsonl.privacy.json").stdout  # stderr too
-    shown = json.loads(out[out.index("{\n") :])
+    printed = machines.sh("client-2", "fedgrpo privacy show data.jsonl.privacy.json").stdout  # stderr too
+    shown = json.loads(printed[printed.index("{\n") :])
     assert shown["total"] == state["summary"] and len(shown["runs"]) == 1
     assert not (machines.folder("client-0") / "data.jsonl.privacy.json").exists()
 
