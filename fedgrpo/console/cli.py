@@ -37,6 +37,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
     orgs = sub.add_parser("orgs", help="registered organisations: name, state, since when, in a run")
     orgs.add_argument("--run", help="a run folder: also what the run made of each (joined, refused: why)")
     orgs.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the SuperLink to answer")
+    orgs.add_argument("--online", type=int, default=0, help="with --wait: until this many are online")
     orgs.add_argument("--json", action="store_true", help="print JSON")
     for p in (start, reg, orgs):
         p.add_argument("--dir", default=".", help="the server's folder (default: here)")
@@ -91,8 +92,9 @@ def _superlink(args: argparse.Namespace) -> int:
         done = superlink.register(folder, Path(args.key), args.name)
         print((done.stdout + done.stderr).strip())
         return done.returncode
-    if args.wait and not superlink.wait_until_up(folder, args.wait):
-        print(f"fedgrpo superlink: no SuperLink answered within {args.wait:.0f} s", file=sys.stderr)
+    if args.wait and not superlink.wait_until_up(folder, args.wait, args.online):
+        what = f"{args.online} organisation(s) online" if args.online else "a SuperLink answering"
+        print(f"fedgrpo superlink: not {what} within {args.wait:.0f} s", file=sys.stderr)
         return 1
     rows = superlink.list_orgs(folder, Path(args.run) if args.run else None)
     keys = ["name", "node", "status", "since", "run"]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from fedgrpo.console.org_config import OrgConfig
-from fedgrpo.console.supervise import Child, Stop, say, supervise, tool
+from fedgrpo.console.supervise import Child, Stop, say, supervise, tool, tool_env
 from fedgrpo.data import read_client_data
 from fedgrpo.data.jsonl import DataFileError
 
@@ -120,7 +120,7 @@ def start_org(cfg: OrgConfig) -> int:
     children: list[Child] = []
     if cfg.model is not None and cfg.model.serve:
         m = cfg.model
-        env = {**os.environ, "HF_HUB_CACHE": os.environ.get("HF_HUB_CACHE") or str(cfg.state / "hub")}
+        env = tool_env(HF_HUB_CACHE=os.environ.get("HF_HUB_CACHE") or str(cfg.state / "hub"))
         cmd = [
             tool("transformers"),
             "serve",

@@ -10,14 +10,16 @@ node was refused from a run's ``run.log``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.console.supervise import Child, Stop, say, supervise, tool
+from fedgrpo.console.supervise import Child, Stop, say, supervise, tool, tool_env
 
 __all__ = ["flwr_home", "list_orgs", "register", "start_superlink"]
 
@@ -64,7 +66,7 @@ def start_superlink(folder: Path, certs: Path, host: str, port: int) -> int:
 
 
 def _flwr(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FLWR_HOME": str(flwr_home(folder))}
+    env = tool_env(FLWR_HOME=str(flwr_home(folder)))
     return subprocess.run([tool("flwr"), *args], env=env, capture_output=True, text=True, check=False)
 
 
@@ -73,13 +75,16 @@ def register(folder: Path, key: Path, name: str) -> subprocess.CompletedProcess:
     return _flwr(folder, "supernode", "register", str(key), "--name", name)
 
 
-def wait_until_up(folder: Path, seconds: float) -> bool:
+def wait_until_up(folder: Path, seconds: float, online: int = 0) -> bool:
+    """Whether, within ``seconds``, the SuperLink answers and ``online`` organisations are online."""
     deadline = time.monotonic() + seconds
-    while _flwr(folder, "supernode", "list").returncode != 0:
+    while True:
+        up = _flwr(folder, "supernode", "list").returncode == 0
+        if up and sum(r["status"] == "online" for r in list_orgs(folder)) >= online:
+            return True
         if time.monotonic() > deadline:
             return False
         time.sleep(1.0)
-    return True
 
 
 def run_log_states(run_log: Path) -> tuple[dict[str, str], dict[int, str]]:
@@ -103,7 +108,8 @@ def list_orgs(folder: Path, run_dir: Path | None = None) -> list[dict[str, Any]]
     from flwr.proto.control_pb2 import ListNodesRequest  # type: ignore[attr-defined]
 
     os.environ["FLWR_HOME"] = str(flwr_home(folder))
-    client = init_http_client_from_connection(read_superlink_connection("fedgrpo"))
+    with contextlib.redirect_stdout(sys.stderr):  # Flower prints which connection it uses
+        client = init_http_client_from_connection(read_superlink_connection("fedgrpo"))
     try:
         nodes = client.ListNodes(ListNodesRequest()).nodes_info
     finally:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Child", "Stop", "say", "supervise", "tool"]
+__all__ = ["Child", "Stop", "say", "supervise", "tool", "tool_env"]
 
 STOP_GRACE_S = 15.0  # a SuperNode told to stop tells the SuperLink it leaves: give it time
 STEADY_S = 60.0  # a child that ran this long before it exited is restarted at once
@@ -23,6 +23,13 @@ STEADY_S = 60.0  # a child that ran this long before it exited is restarted at o
 def tool(name: str) -> str:
     """A console script from this environment (where fedgrpo runs), else from PATH."""
     return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name) or name
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment for a child: Flower's processes start more of its scripts (``flwr-clientapp``,
+    ``flower-superexec``) by name, so this environment's scripts come first on PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, **extra}
 
 
 def say(message: str) -> None:
@@ -37,7 +44,7 @@ class Child:
     name: str
     cmd: list[str]
     log: Path
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    env: dict[str, str] = field(default_factory=tool_env)
     proc: subprocess.Popen | None = None
     started: float = 0.0
     restarts: int = 0
