@@ -26,6 +26,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
         log = sub.add_parser("log", help="summarise the transparency log per run: what left, privacy spent")
         log.add_argument("file", help="the organisation's YAML file, or a replies.jsonl")
         log.add_argument("--json", action="store_true", help="print JSON")
+        demo = sub.add_parser("demo-model", help="serve the demo's stand-in expert (not a language model)")
+        demo.add_argument("--host", default="127.0.0.1")
+        demo.add_argument("--port", type=int, default=8000)
         return parser
     start = sub.add_parser("start", help="run the SuperLink (TLS, SuperNode authentication) until stopped")
     start.add_argument("--certs", default="certs", help="folder with ca.crt, server.pem, server.key")
@@ -55,6 +58,11 @@ def _org(args: argparse.Namespace) -> int:
     from fedgrpo.console.org_config import load_org_config
     from fedgrpo.flower.reply_log import read_log, summarise
 
+    if args.action == "demo-model":
+        from fedgrpo.console.demo_model import serve_demo_model
+
+        serve_demo_model(args.host, args.port)
+        return 0
     if args.action == "keys":
         print(org.make_keys(Path(args.dir)))
         return 0

@@ -107,31 +107,23 @@ def wait_until_answers(url: str, model: str, seconds: float, server: Child | Non
 
 def start_org(cfg: OrgConfig) -> int:
     """Check, serve, join and supervise, until stopped. 2: the file or data is bad (nothing started)."""
-    examples, errors = check_data(cfg.data)
-    missing = [
-        f"{what} {p} not found" for what, p in (("key", cfg.key), ("ca", cfg.ca)) if p and not p.is_file()
-    ]
-    for line in [*errors, *missing]:
+    examples, errors = check_org(cfg)
+    for line in errors:
         say(f"fedgrpo org: {line}")
-    if errors or missing:
+    if errors:
         return 2
     say(f"data file {cfg.data}: {examples} examples, no errors")
     stop = Stop().on_signals()
     children: list[Child] = []
-    if cfg.model is not None and cfg.model.serve:
-        m = cfg.model
+    m = cfg.model
+    if m is not None and (m.serve or m.command):
         env = tool_env(HF_HUB_CACHE=os.environ.get("HF_HUB_CACHE") or str(cfg.state / "hub"))
-        cmd = [
-            tool("transformers"),
-            "serve",
-            m.serve,
-            "--device",
-            m.device,
-            "--host",
-            m.host,
-            "--port",
-            str(m.port),
-        ]
+        if m.serve:
+            cmd = [tool("transformers"), "serve", m.serve, "--device", m.device, "--host", m.host]
+            cmd += ["--port", str(m.port)]
+        else:
+            assert m.command is not None  # the config checked it
+            cmd = [tool(m.command[0]), *m.command[1:]]
         children.append(Child("model server", cmd, cfg.state / "serve.log", env))
         children[0].start()
     if cfg.model is not None:

@@ -8,7 +8,8 @@ Example (paths are relative to the file's folder)::
     key: supernode-key             # its private key (`fedgrpo org keys` makes the pair)
     model:                         # optional: without it, it scores only the questions it holds
       serve: HF-ID-OR-FOLDER       # started with `transformers serve`; or:
-      # endpoint: http://127.0.0.1:8000/v1   and   name: MODEL-NAME   (a server it already runs)
+      # endpoint: http://127.0.0.1:8000/v1   and   name: MODEL-NAME   (a server it already runs,
+      # or one this console starts and supervises with   command: [vllm, serve, MODEL, --port, "8000"])
     node_config:                   # further SuperNode settings, e.g. differential privacy
       privacy-epsilon: 1
 
@@ -39,6 +40,9 @@ class ModelSpec(BaseModel):
     endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible server it runs")
     name: str | None = Field(None, description="the model name the server expects (default: serve)")
     key_env: str | None = Field(None, description="environment variable holding the endpoint's API key")
+    command: list[str] | None = Field(
+        None, description="with endpoint: the command that starts that server (vLLM, llama-server, ...)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     device: str = "cpu"
@@ -50,6 +54,8 @@ class ModelSpec(BaseModel):
             raise ValueError("give exactly one of model.serve (a model to serve) and model.endpoint")
         if self.endpoint is not None and not self.name:
             raise ValueError("model.endpoint needs model.name: the model name that server expects")
+        if self.command is not None and (self.endpoint is None or not self.command):
+            raise ValueError("model.command needs model.endpoint (where that server answers) and a program")
         if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
             raise ValueError("model.endpoint must start with http:// or https://")
         return self

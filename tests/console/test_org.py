@@ -1,6 +1,6 @@
 """``fedgrpo org``: the organisation's file, its local data check (every bad line named), the node
 config Flower reads, the key pair, the log summary, and a start that waits for its model, joins with
-a real ``flower-supernode`` and stops it on SIGTERM."""
+a real ``flower-supernode`` and stops both on SIGTERM; the demo's stand-in model."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from fedgrpo.config import ConfigError
+from fedgrpo.console.demo_model import demo_answer
 from fedgrpo.console.org import check_data, node_config_toml
 from fedgrpo.console.org_config import load_org_config
 from fedgrpo.console.supervise import Child, Stop, supervise
 from fedgrpo.flower.reply_log import append, read_log
-from tests.helpers import chat_reply, fedgrpo, free_port, stub_server
+from fedgrpo.method.answers import parsed_answer
+from tests.helpers import fedgrpo, free_port
 
 
 def _org(
@@ -116,23 +118,35 @@ def test_a_child_that_fails_fast_is_restarted_until_stopped(tmp_path: Path) -> N
     assert child.restarts >= 1 and child.pause_s >= 4  # the pause grows while it keeps failing
 
 
-def test_start_waits_for_its_model_joins_and_stops_on_sigterm(tmp_path: Path) -> None:
-    with stub_server(lambda *_: chat_reply("OK")) as (url, seen):
-        org = _org(tmp_path, f"ca: null\nmodel:\n  endpoint: {url}\n  name: m\n")
-        (tmp_path / "supernode-key").write_text("not used before the SuperLink answers")
-        err = (tmp_path / "err.log").open("w")
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fedgrpo.cli", "org", "start", str(org)], stderr=err, env=env
-        )
-        deadline = time.monotonic() + 60
-        while "joining" not in (tmp_path / "err.log").read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        text = (tmp_path / "err.log").read_text()
-        assert "answers" in text and seen and seen[0][1] == "/v1/chat/completions", text
-        supernode = int(re.search(r"SuperNode started \(pid (\d+)", text).group(1))  # type: ignore[union-attr]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+def test_the_demo_model_answers_in_the_tagged_form() -> None:
+    ask = "State the final answer to the following arithmetic problem: {} =\nThink briefly, then ..."
+    assert demo_answer(ask.format("7 + 9")).endswith("<answer>16</answer>")
+    assert demo_answer(ask.format("12 - 20 + 3")).endswith("<answer>-5</answer>")
+    assert demo_answer("Does it follow?\n(Answer Yes or No)") == "<answer>Yes</answer>"
+    assert parsed_answer(demo_answer(ask.format("4 - 2"))) == "2"  # what a client reads from it
+
+
+def test_start_serves_its_model_waits_joins_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    command = f'["{sys.executable}", "-m", "fedgrpo.cli", "org", "demo-model", "--port", "{port}"]'
+    model = f"model:\n  endpoint: http://127.0.0.1:{port}/v1\n  name: fedgrpo-demo\n  command: {command}\n"
+    org = _org(tmp_path, "ca: null\n" + model)
+    (tmp_path / "supernode-key").write_text("not read before the SuperLink answers")
+    err = (tmp_path / "err.log").open("w")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedgrpo.cli", "org", "start", str(org)], stderr=err, env=env
+    )
+    deadline = time.monotonic() + 60
+    while "joining" not in (tmp_path / "err.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    text = (tmp_path / "err.log").read_text()
+    assert "answers" in text, text
+    pids = [int(p) for p in re.findall(r"started \(pid (\d+)", text)]  # the model server, the SuperNode
+    assert len(pids) == 2 and "POST /v1/chat/completions" in (tmp_path / "state" / "serve.log").read_text()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
     assert "SuperNode stopped" in (tmp_path / "err.log").read_text()
-    with pytest.raises(ProcessLookupError):
-        os.kill(supernode, 0)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
