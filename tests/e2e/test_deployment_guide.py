@@ -76,6 +76,7 @@ def test_the_deployment_guide_runs_as_written_and_keeps_each_party_to_its_own_fi
     assert re.search(r"mallory .* refused: registered as 'mallory'", listed), listed
     assert "smoke" in shown["client-2"] and "reward" in shown["client-2"], shown["client-2"]
     assert comm["fed/methods"].get("answer", 0) > 0
+    assert comm["fed/methods"].get("model", 0) > 0  # the demo model tags its answers: real model rewards
     # the server holds only its own files: no split, no label audit
     assert results["split"] is None and not (out / "split.json").exists()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
