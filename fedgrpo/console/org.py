@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from fedgrpo.console.org_config import OrgConfig
-from fedgrpo.console.supervise import Child, Stop, say, supervise, tool, tool_env
+from fedgrpo.console.supervise import Child, Stop, say, stop_all, supervise, tool, tool_env
 from fedgrpo.data import read_client_data
 from fedgrpo.data.jsonl import DataFileError
 
@@ -133,8 +133,7 @@ def start_org(cfg: OrgConfig) -> int:
         )
         if why is not None:
             say(f"fedgrpo org: {why}")
-            for child in children:
-                child.stop()
+            stop_all(children)
             return 1
         say(f"{cfg.model.url} answers")
     cmd = [

@@ -1,9 +1,11 @@
-"""Child processes kept running until the console is stopped: started in their own session (a Ctrl-C
-in the terminal reaches the console, which stops them in order), logged to a file each, restarted with
-a growing pause when they exit, all stopped on Ctrl-C or SIGTERM."""
+"""Child processes kept running until the console is stopped: logged to a file each, restarted with a
+growing pause when they exit, all stopped when the console gets Ctrl-C or SIGTERM. They stay in the
+console's process group (a Ctrl-C in its terminal, or a signal to its group, reaches them too) and, on
+Linux, get SIGTERM when the console dies, so none outlives it, even a console killed with SIGKILL."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -14,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Child", "Stop", "say", "supervise", "tool", "tool_env"]
+__all__ = ["Child", "Stop", "say", "stop_all", "supervise", "tool", "tool_env"]
 
 STOP_GRACE_S = 15.0  # a SuperNode told to stop tells the SuperLink it leaves: give it time
 STEADY_S = 60.0  # a child that ran this long before it exited is restarted at once
@@ -55,7 +57,7 @@ class Child:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_die_with_parent
             )
         self.started = time.monotonic()
         say(f"{self.name} started (pid {self.proc.pid}; log {self.log})")
@@ -67,16 +69,26 @@ class Child:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
+    def wait_stopped(self, deadline: float) -> None:
+        """Wait until it has exited (SIGKILL at ``deadline``)."""
+        if self.proc is None or self.proc.returncode is not None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            self.proc.wait(STOP_GRACE_S)
+            self.proc.wait(max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.kill()
             self.proc.wait()
         say(f"{self.name} stopped")
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: ask Linux for SIGTERM when the console exits (PR_SET_PDEATHSIG)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
 class Stop:
@@ -123,6 +135,15 @@ def supervise(children: list[Child], stop: Stop) -> int:
                 child.restarts += 1
                 child.start()
     finally:
-        for child in reversed(children):
-            child.stop()
+        stop_all(children)
     return 0
+
+
+def stop_all(children: list[Child]) -> None:
+    """SIGTERM to every child at once (a SuperNode then tells the SuperLink it leaves), SIGKILL to any
+    still running after STOP_GRACE_S."""
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in children:
+        child.wait_stopped(deadline)
