@@ -107,9 +107,16 @@ def list_orgs(folder: Path, run_dir: Path | None = None) -> list[dict[str, Any]]
     from flwr.cli.utils import init_http_client_from_connection
     from flwr.proto.control_pb2 import ListNodesRequest  # type: ignore[attr-defined]
 
-    os.environ["FLWR_HOME"] = str(flwr_home(folder))
-    with contextlib.redirect_stdout(sys.stderr):  # Flower prints which connection it uses
-        client = init_http_client_from_connection(read_superlink_connection("fedgrpo"))
+    saved = os.environ.get("FLWR_HOME")
+    os.environ["FLWR_HOME"] = str(flwr_home(folder))  # where Flower reads its connections
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # Flower prints which connection it uses
+            client = init_http_client_from_connection(read_superlink_connection("fedgrpo"))
+    finally:
+        if saved is None:
+            del os.environ["FLWR_HOME"]
+        else:
+            os.environ["FLWR_HOME"] = saved
     try:
         nodes = client.ListNodes(ListNodesRequest()).nodes_info
     finally:
