@@ -47,8 +47,16 @@ def _parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _cell(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, list):  # privacy spent: (epsilon, delta)
+        return "epsilon {:.3g}, delta {:.3g}".format(*value)
+    return "-" if value is None else str(value)
+
+
 def _table(rows: list[dict], keys: list[str]) -> str:
-    cells = [keys, *[[str(r[k]) for k in keys] for r in rows]]
+    cells = [keys, *[[_cell(r[k]) for k in keys] for r in rows]]
     widths = [max(len(c[i]) for c in cells) for i in range(len(keys))]
     return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(keys))).rstrip() for c in cells)
 
