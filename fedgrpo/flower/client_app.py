@@ -36,7 +36,8 @@ answered with an error reply, counted and logged; it never raises. Each reply co
 own message was refused for: a deployed ClientApp is a new process per message, so the server adds
 the counts up (:mod:`fedgrpo.flower.transport`). What an error tells the server names the kind of
 fault, never a value from the data file nor a local path (:mod:`fedgrpo.flower.redact`); the
-organisation's own log keeps the detail.
+organisation's own log keeps the detail. Every reply a deployed node sends is first appended to its
+transparency log (:mod:`fedgrpo.flower.reply_log`); one that cannot be logged is not sent.
 """
 
 from __future__ import annotations
