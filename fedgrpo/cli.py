@@ -1,5 +1,6 @@
 """The ``fedgrpo`` command: ``run CONFIG [key=value ...] [--resume]``, ``suite SUITE``, ``train-clients``,
-``show-config``, ``docs``, and for Flower deployments ``example-data`` and ``flower-certs``."""
+``show-config``, ``docs``, and for Flower deployments ``example-data``, ``flower-certs``, ``org`` and
+``superlink``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from fedgrpo.algorithms import ALGORITHMS
 from fedgrpo.client.privacy_cli import add_privacy_parser, privacy_command
 from fedgrpo.config import PRESETS, ConfigError, FedGRPOConfig, load_config
+from fedgrpo.console.cli import COMMANDS as CONSOLE
+from fedgrpo.console.cli import console_main
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,10 +117,15 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show-config", help="print the resolved, validated config and exit")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*", metavar="key=value")
+    for name, text in CONSOLE.items():  # their own arguments: fedgrpo.console.cli
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in CONSOLE:
+        return console_main(argv)
     parser = _parser()
     # Overrides may come after --resume too; argparse stops collecting positionals at the first flag.
     args, extra = parser.parse_known_args(argv)

@@ -14,6 +14,7 @@ DEPLOYMENT = (
     "accel",
     "client",
     "config",
+    "console",
     "data",
     "flower",
     "method",

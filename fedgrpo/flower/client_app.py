@@ -36,7 +36,8 @@ answered with an error reply, counted and logged; it never raises. Each reply co
 own message was refused for: a deployed ClientApp is a new process per message, so the server adds
 the counts up (:mod:`fedgrpo.flower.transport`). What an error tells the server names the kind of
 fault, never a value from the data file nor a local path (:mod:`fedgrpo.flower.redact`); the
-organisation's own log keeps the detail.
+organisation's own log keeps the detail. Every reply a deployed node sends is first appended to its
+transparency log (:mod:`fedgrpo.flower.reply_log`); one that cannot be logged is not sent.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from fedgrpo.client.factory import endpoint_model, in_process_model, make_client
 from fedgrpo.client.privacy import PrivateRelease
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig, config_from_mapping, load_config_text
 from fedgrpo.data import read_client_data
+from fedgrpo.flower import reply_log
 from fedgrpo.flower.codec import PROFILE, content_bytes, read_payload, reply_records
 from fedgrpo.flower.redact import public_error
 from fedgrpo.protocol import ErrorReply, ProtocolError, VersionMismatch, decode, refusal
@@ -228,6 +230,41 @@ def _rejected(message: Message, reply: ProtocolMessage | bytes, reason: str, det
     return Message(reply_records(reply, 0, {reason: 1}), reply_to=message)
 
 
+def _spent(payload: bytes) -> Any:
+    """The privacy spent that a reply's payload reports (none in an error or an older peer's refusal)."""
+    try:
+        return getattr(decode(payload, len(payload) + 1), "privacy_spent", None)
+    except ProtocolError:
+        return None
+
+
+def _logged(
+    context: Context, run: str, message: Message, reply: Message, request: ProtocolMessage | None = None
+) -> Message:
+    """``reply`` to ``message``, once the organisation's transparency log (:mod:`.reply_log`) holds
+    it; if the log cannot be written, a refusal that carries nothing of the organisation's."""
+    path = reply_log.log_path(dict(context.node_config))
+    if path is None:
+        return reply
+    is_profile = PROFILE in reply.content.config_records
+    try:
+        if is_profile:
+            sent: bytes | dict = dict(reply.content.config_records[PROFILE])
+            spent = None
+        else:
+            sent = read_payload(reply.content)
+            spent = _spent(sent)
+        reply_log.append(path, run, context.run_id, reply_log.asked(request), sent, spent)
+        return reply
+    except OSError as err:
+        log.error("reply not sent: the transparency log %s cannot be written: %s", path, err)
+        why = "client unavailable: its reply log cannot be written"
+        if is_profile:
+            record = ConfigRecord({"name": f"node-{context.node_id}", "error": why})
+            return Message(RecordDict({PROFILE: record}), reply_to=message)
+        return Message(reply_records(ErrorReply("?", "?", why), 0, {"unavailable": 1}), reply_to=message)
+
+
 def make_client_app(config_text: str | None = None, find_client: FindClient = client_for) -> ClientApp:
     """The ClientApp; ``config_text`` fixes the config (Python-launched simulation), else the run config;
     ``find_client``: a node's client (a simulation's: :func:`fedgrpo.simulation.flower.virtual_client`)."""
@@ -248,10 +285,19 @@ def make_client_app(config_text: str | None = None, find_client: FindClient = cl
             log.warning("this node cannot serve as a client: %s", err)
             why = public_error(err, node)[:500]
             record = ConfigRecord({"name": f"node-{context.node_id}", "error": why})
-        return Message(RecordDict({PROFILE: record}), reply_to=message)
+        return _logged(
+            context, run_name(context), message, Message(RecordDict({PROFILE: record}), reply_to=message)
+        )
 
-    def serve(message: Message, context: Context, kind: str) -> Message:
+    def run_name(context: Context) -> str:
+        try:
+            return cfg_of(context).name
+        except Exception:  # the config's own error is the reply's; the log still records what left
+            return "?"
+
+    def serve(message: Message, context: Context, kind: str) -> tuple[Message, ProtocolMessage | None]:
         node = dict(context.node_config)
+        request: ProtocolMessage | None = None
         try:
             cfg = cfg_of(context)
             size = content_bytes(message.content)
@@ -263,31 +309,31 @@ def make_client_app(config_text: str | None = None, find_client: FindClient = cl
                 raise ProtocolError(f"a {message.metadata.message_type} message carries a {request.kind!r}")
             client = find_client(cfg, node)
         except VersionMismatch as err:  # answered in the server's own version: it shows why
-            return _rejected(message, refusal(err, "?"), "malformed_request", str(err))
+            return _rejected(message, refusal(err, "?"), "malformed_request", str(err)), None
         except ProtocolError as err:
             error = ErrorReply("?", "?", f"malformed request: {err}")
-            return _rejected(message, error, "malformed_request", str(err))
+            return _rejected(message, error, "malformed_request", str(err)), None
         except Exception as err:
             error = ErrorReply("?", "?", f"client unavailable: {public_error(err, node)}")
-            return _rejected(message, error, "unavailable", str(err))
+            return _rejected(message, error, "unavailable", str(err)), request
         unavailable = client.model_unavailable
         try:
             reply = client.respond(request)
         except Exception as err:  # a failing evaluator must not take the ClientApp down
             log.exception("client %s failed on %s", client.name, request.request_id)
             error = ErrorReply(request.request_id, client.name, public_error(err, node))
-            return Message(reply_records(error, 0), reply_to=message)
+            return Message(reply_records(error, 0), reply_to=message), request
         # An unavailable client model (endpoint down) abstained or refused; the client logged why.
         rejected = {"model_unavailable": client.model_unavailable - unavailable}
-        return Message(reply_records(reply, len(payload), rejected), reply_to=message)
+        return Message(reply_records(reply, len(payload), rejected), reply_to=message), request
 
     @app.query("reward")
     def reward(message: Message, context: Context) -> Message:
-        return serve(message, context, "reward")
+        return _logged(context, run_name(context), message, *serve(message, context, "reward"))
 
     @app.query("competence")
     def competence(message: Message, context: Context) -> Message:
-        return serve(message, context, "competence")
+        return _logged(context, run_name(context), message, *serve(message, context, "competence"))
 
     return app
 

@@ -5,6 +5,7 @@ organisations in their own folders with their own keys, data files and models (e
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -34,14 +35,15 @@ def test_the_deployment_guide_runs_as_written_and_keeps_each_party_to_its_own_fi
 ) -> None:
     blocks = guide_blocks()
     assert [p for p, _ in blocks].count("server") >= 4 and {"client-2", "demo-data"} <= {p for p, _ in blocks}
-    *setup, (last_party, train) = blocks
-    assert last_party == "server" and "fedgrpo run" in train
+    at = next(i for i, (party, commands) in enumerate(blocks) if "fedgrpo run" in commands)
+    setup, (train_party, train), after = blocks[:at], blocks[at], blocks[at + 1 :]
+    assert train_party == "server"
     for party, commands in setup:
         machines.sh(party, commands)
 
     # An impostor: a fourth key, registered as "mallory", whose node claims to be client-0.
     machines.sh("mallory", 'ssh-keygen -q -t ecdsa -b 384 -N "" -f key && cp key.pub ../server/mallory.pub')
-    machines.sh("server", "flwr supernode register mallory.pub --name mallory")
+    machines.sh("server", "fedgrpo superlink register mallory.pub --name mallory")
     data = machines.folder("client-0") / "data.jsonl"
     ca = machines.folder("server") / "certs" / "ca.crt"
     machines.sh(
@@ -52,6 +54,10 @@ def test_the_deployment_guide_runs_as_written_and_keeps_each_party_to_its_own_fi
     )
 
     machines.sh("server", train, timeout=900)
+    shown = {party: machines.sh(party, commands).stdout for party, commands in after}
+    print(
+        "\n".join(line.split("\n", 1)[0] for line in machines.log)
+    )  # each block's time: the guide's timings
     out = machines.folder("server") / "runs" / "demo"
     results = json.loads((out / "results.json").read_text())
     assert results["steps"] == 6
@@ -62,8 +68,15 @@ def test_the_deployment_guide_runs_as_written_and_keeps_each_party_to_its_own_fi
     assert transport["counts"]["bytes_verified"] == comm["fed/bytes_down"] + comm["fed/bytes_up"]
     # each organisation scored the questions it does not hold through its own served model
     for org in ORGS:
-        assert "POST /v1/chat/completions" in (machines.folder(org) / "serve.log").read_text(), org
+        assert "POST /v1/chat/completions" in (machines.folder(org) / "state" / "serve.log").read_text(), org
+    # the server's console names each organisation and what the run made of it; client-2's own
+    # transparency log summarises the run it served, with its privacy spent
+    listed = shown["server"]
+    assert all(re.search(rf"{org} .* online .* joined", listed) for org in ORGS), listed
+    assert re.search(r"mallory .* refused: registered as 'mallory'", listed), listed
+    assert "smoke" in shown["client-2"] and "reward" in shown["client-2"], shown["client-2"]
     assert comm["fed/methods"].get("answer", 0) > 0
+    assert comm["fed/methods"].get("model", 0) > 0  # the demo model tags its answers: real model rewards
     # the server holds only its own files: no split, no label audit
     assert results["split"] is None and not (out / "split.json").exists()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
