@@ -50,6 +50,7 @@ from fedgrpo.protocol import (
     new_request_id,
 )
 from fedgrpo.selection import Selector
+from fedgrpo.server.canaries import Canaries
 from fedgrpo.server.exchange import send
 from fedgrpo.server.stats import RoundStats, note_privacy_spent
 from fedgrpo.transport import Transport
@@ -100,10 +101,11 @@ class FederatedAdvantage:
         aggregation: Aggregation = "mean",
         online_update_rate: float = 0.1,
         format_reward: float = DEFAULT_FORMAT_REWARD,
+        canaries: Canaries | None = None,
     ) -> None:
         """``format_reward``: added to each present reward of a well-formed candidate (the run's
         ``federation.format_reward``); a client's own rewards outside [0, 1] reject their item
-        (``out_of_range``)."""
+        (``out_of_range``). ``canaries``: the hidden spot checks and reputation (None: off)."""
         self.transport = transport
         self.selector = selector
         self.m = experts_per_question
@@ -111,6 +113,7 @@ class FederatedAdvantage:
         self.aggregation = aggregation
         self.online_update_rate = online_update_rate
         self.format_reward = format_reward
+        self.canaries = canaries
         self.total = RoundStats()  # whole run, checkpointed
         self.last_rewards: list[torch.Tensor] = []  # per question: (experts x G), for inspection
         self._pending = RoundStats()  # since the last drain()
@@ -153,14 +156,18 @@ class FederatedAdvantage:
     ) -> list[torch.Tensor]:
         """Route, exchange, check, combine. Returns one advantage vector of length G per question."""
         start = time.perf_counter()
-        stats = RoundStats(rounds=1, questions=len(questions), candidates=sum(len(c) for c in candidates))
+        stats = RoundStats(rounds=1, candidates=sum(len(c) for c in candidates))
         self._round += 1
         clients = self.transport.client_names
+        clients = clients if self.canaries is None else self.canaries.trusted(clients)
+        m = min(self.m, len(clients))  # fewer only once clients are excluded
         orders = self.selector.rank_questions(questions, clients)
         if orders is not None:
-            routing = {qid: order[: self.m] for qid, order in orders.items()}
+            routing = {qid: order[:m] for qid, order in orders.items()}
         else:
-            routing = self.selector.select(questions, clients, self.m)
+            routing = self.selector.select(questions, clients, m)
+        canary = set() if self.canaries is None else self.canaries.route(questions, routing, clients)
+        stats.questions, stats.canaries = len(questions) - len(canary), len(canary)
         experts = [list(routing[q.qid]) for q in questions]  # per group; groups may share a question
         received = self._exchange(stats, questions, candidates, experts)
         asked = [list(e) for e in experts]  # everyone asked: the first M, then any replacements
@@ -168,12 +175,16 @@ class FederatedAdvantage:
             for j, extra in enumerate(self._replace(stats, questions, candidates, orders, experts, received)):
                 asked[j].extend(extra)
         for j in range(len(questions)):
-            stats.routed.update(asked[j])
+            (stats.canaries_asked if j in canary else stats.routed).update(asked[j])
         advantages, self.last_rewards = [], []
         for j in range(len(questions)):
             matrix = self._reward_matrix(experts[j], received[j], len(candidates[j]))
-            self._count_group(stats, matrix)
-            adv = group_advantages(matrix, self.aggregation)
+            if j in canary and self.canaries:  # checked against the server's answer; never in the loss
+                stats.canary_rewards += self.canaries.observe(questions[j], candidates[j], experts[j], matrix)
+                adv = torch.zeros(len(candidates[j]), dtype=torch.float64)
+            else:
+                self._count_group(stats, matrix)
+                adv = group_advantages(matrix, self.aggregation)
             stats.advantage_sq_sum += float((adv**2).sum())
             advantages.append(adv)
             self.last_rewards.append(matrix)
@@ -181,7 +192,10 @@ class FederatedAdvantage:
         self._pending_groups += [
             GroupRecord(q, list(candidates[j]), asked[j], experts[j], self.last_rewards[j])
             for j, q in enumerate(questions)
+            if j not in canary
         ]
+        if self.canaries is not None:
+            stats.excluded.update(self.canaries.end_round(self._round))
         stats.seconds = time.perf_counter() - start
         self._pending.merge(stats)
         self.total.merge(stats)
@@ -324,6 +338,7 @@ class FederatedAdvantage:
             "selector": self.selector.state_dict(),
             "total": self.total.to_json(),
             "privacy_spent": {c: list(s) for c, s in self.privacy_spent.items()},
+            "canaries": None if self.canaries is None else self.canaries.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -331,3 +346,5 @@ class FederatedAdvantage:
         self.privacy_spent = {c: (float(e), float(d)) for c, (e, d) in state.get("privacy_spent", {}).items()}
         self.selector.load_state_dict(state["selector"])
         self.total = RoundStats.from_json(state["total"])
+        if self.canaries is not None and state.get("canaries") is not None:
+            self.canaries.load_state_dict(state["canaries"])
