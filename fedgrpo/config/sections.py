@@ -141,7 +141,7 @@ class ServerFiles(_Strict):
 
 class CanarySettings(_Strict):
     """Hidden spot checks and each client's reputation (``docs/trust.md``): a share of the prompts are
-    server-labelled canaries, asked of every client; a client whose honesty on them is confidently
+    server-labelled canaries, routed like any question; a client whose honesty on them is confidently
     below the threshold is no longer asked and its rewards are left out."""
 
     share: float = Field(

@@ -66,7 +66,7 @@ FED_METRICS: dict[str, Metric] = {
         "canary questions (hidden spot checks, federation.canaries) among the step's questions; not in "
         "fed/questions, their advantages are zero"
     ),
-    "fed/canaries_asked": Metric("canaries each client was asked (every trusted client)", scalar=False),
+    "fed/canaries_asked": Metric("canaries each client was asked (routed like any question)", scalar=False),
     "fed/canary_rewards": Metric("canary rewards checked against the server's own answers"),
     "fed/excluded": Metric(
         "clients excluded in the step: canary honesty confidently below federation.canaries.threshold",

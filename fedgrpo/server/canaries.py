@@ -5,10 +5,11 @@ question's, or their form (length, style, how many are right) would tell them ap
 adds its canary questions to the questions it samples prompts from (:func:`with_canaries`); TRL
 generates G candidates for them like for any prompt, and the reward round sends them in the same
 requests, under the same opaque per-request keys. Only this server-side object knows which qids are
-canaries (a qid never crosses the wire). A canary is asked of every client still trusted (so each
-client's honesty is measured, not only the routed experts'), its rewards are checked against the
-server's own answer (:mod:`fedgrpo.server.reputation`) and its advantages are all zero: canary
-rewards never reach the loss, nor the ``fed/`` reward metrics (they count under ``fed/canary_*``).
+canaries (a qid never crosses the wire). A canary is routed like any question (the selector's M
+experts among the clients still trusted): asking every client would give it away, as a client whose
+partner was not asked about a question would know that question is no canary. Its rewards are
+checked against the server's own answer (:mod:`fedgrpo.server.reputation`) and its advantages are
+all zero: canary rewards never reach the loss, nor the ``fed/`` reward metrics (``fed/canary_*``).
 The confidence graph's online updates take them like any question's (agreement between experts).
 The price: the canary share of each step's generation and scoring carries no training signal.
 """
@@ -94,14 +95,9 @@ class Canaries:
             raise RuntimeError(f"every client is excluded by its canary answers ({sorted(excluded)})")
         return kept
 
-    def route(
-        self, questions: Sequence[Question], routing: dict[str, list[str]], clients: Sequence[str]
-    ) -> set[int]:
-        """Ask every trusted client about each canary (in ``routing``); returns the canary groups."""
-        canary = {j for j, q in enumerate(questions) if q.qid in self._by_qid}
-        for j in canary:
-            routing[questions[j].qid] = list(clients)
-        return canary
+    def groups(self, questions: Sequence[Question]) -> set[int]:
+        """The positions of the canaries among a round's questions."""
+        return {j for j, q in enumerate(questions) if q.qid in self._by_qid}
 
     def observe(
         self, question: Question, candidates: Sequence[str], experts: Sequence[str], matrix: torch.Tensor

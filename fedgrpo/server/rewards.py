@@ -166,7 +166,7 @@ class FederatedAdvantage:
             routing = {qid: order[:m] for qid, order in orders.items()}
         else:
             routing = self.selector.select(questions, clients, m)
-        canary = set() if self.canaries is None else self.canaries.route(questions, routing, clients)
+        canary = set() if self.canaries is None else self.canaries.groups(questions)
         stats.questions, stats.canaries = len(questions) - len(canary), len(canary)
         experts = [list(routing[q.qid]) for q in questions]  # per group; groups may share a question
         received = self._exchange(stats, questions, candidates, experts)
