@@ -137,3 +137,28 @@ def test_canary_count_and_mixing() -> None:
     train = [q(ex) for ex in sums[:6]]
     prompts, used = with_canaries(train, [sums[0], *sums[6:]], 0.25)  # sums[0] is a training question
     assert used == sums[6:8] and prompts == [*train, q(sums[6]), q(sums[7])]
+
+
+def test_a_deployment_reads_its_canaries_from_server_canaries(tmp_path) -> None:
+    from fedgrpo.config import ConfigError, load_config
+    from fedgrpo.run.assemble import server_data_from_files
+    from fedgrpo.simulation.data import write_example_files
+
+    files = write_example_files(load_config("smoke", ["federation.canaries.share=0.25"]), tmp_path, seed=5)[
+        "server"
+    ]
+    deploy = ["federation.transport=flower-deployment", "flower.insecure=true", "flower.num_supernodes=3"]
+    deploy += [f"server.{k}={files[k]}" for k in ("questions", "heldout")]
+    try:
+        load_config("smoke", [*deploy, "federation.canaries.share=0.25"])
+    except ConfigError as err:
+        assert "server.canaries" in str(err)
+    else:
+        raise AssertionError("a deployment with canaries on and no server.canaries was accepted")
+    cfg = load_config(
+        "smoke", [*deploy, "federation.canaries.share=0.25", f"server.canaries={files['canaries']}"]
+    )
+    data = server_data_from_files(cfg.server, cfg.federation.canaries.share)
+    assert len(data.canaries) == 4 and len(data.train_questions) == 12 + 4
+    assert {q.qid for q in data.train_questions[-4:]} == {ex.qid for ex in data.canaries}
+    assert server_data_from_files(cfg.server).canaries == []  # share 0: the file is not even read
