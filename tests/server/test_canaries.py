@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, Evaluation
 from fedgrpo.client.agreement import agreement_rewards
+from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Example, Question, generate
 from fedgrpo.protocol import RewardRequest, decode
+from fedgrpo.run.assemble import server_data_from_files
 from fedgrpo.selection import AllSelector, RandomSelector
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.server.canaries import REPUTATION_FILE, Canaries, canary_count, with_canaries
 from fedgrpo.server.reputation import Reputation
 from fedgrpo.simulation.adversaries import AdversarialEvaluator
+from fedgrpo.simulation.data import write_example_files
 from fedgrpo.transport import InProcessTransport
 from tests import wire
 
@@ -140,21 +144,13 @@ def test_canary_count_and_mixing() -> None:
 
 
 def test_a_deployment_reads_its_canaries_from_server_canaries(tmp_path) -> None:
-    from fedgrpo.config import ConfigError, load_config
-    from fedgrpo.run.assemble import server_data_from_files
-    from fedgrpo.simulation.data import write_example_files
-
     files = write_example_files(load_config("smoke", ["federation.canaries.share=0.25"]), tmp_path, seed=5)[
         "server"
     ]
     deploy = ["federation.transport=flower-deployment", "flower.insecure=true", "flower.num_supernodes=3"]
     deploy += [f"server.{k}={files[k]}" for k in ("questions", "heldout")]
-    try:
+    with pytest.raises(ConfigError, match="server.canaries"):
         load_config("smoke", [*deploy, "federation.canaries.share=0.25"])
-    except ConfigError as err:
-        assert "server.canaries" in str(err)
-    else:
-        raise AssertionError("a deployment with canaries on and no server.canaries was accepted")
     cfg = load_config(
         "smoke", [*deploy, "federation.canaries.share=0.25", f"server.canaries={files['canaries']}"]
     )
