@@ -29,7 +29,9 @@ FED_METRICS: dict[str, Metric] = {
         "mean of the received rewards (correctness in [0, 1] plus the server's format reward); "
         "null when no reward came back"
     ),
-    "fed/advantage_std": Metric("standard deviation of the federated advantages over all candidates"),
+    "fed/advantage_std": Metric(
+        "standard deviation of the federated advantages over all candidates (canaries' not counted)"
+    ),
     "fed/groups_scored": Metric("questions whose candidates at least one expert scored"),
     "fed/zero_spread_share": Metric(
         "share of scored groups whose rewards do not vary over the G candidates: no GRPO signal"

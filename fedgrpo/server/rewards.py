@@ -156,7 +156,7 @@ class FederatedAdvantage:
     ) -> list[torch.Tensor]:
         """Route, exchange, check, combine. Returns one advantage vector of length G per question."""
         start = time.perf_counter()
-        stats = RoundStats(rounds=1, candidates=sum(len(c) for c in candidates))
+        stats = RoundStats(rounds=1)
         self._round += 1
         clients = self.transport.client_names
         clients = clients if self.canaries is None else self.canaries.trusted(clients)
@@ -167,7 +167,8 @@ class FederatedAdvantage:
         else:
             routing = self.selector.select(questions, clients, m)
         canary = set() if self.canaries is None else self.canaries.groups(questions)
-        stats.questions, stats.canaries = len(questions) - len(canary), len(canary)
+        stats.questions, stats.canaries = len(questions) - len(canary), len(canary)  # candidates: no canary's
+        stats.candidates = sum(len(c) for j, c in enumerate(candidates) if j not in canary)
         experts = [list(routing[q.qid]) for q in questions]  # per group; groups may share a question
         received = self._exchange(stats, questions, candidates, experts)
         asked = [list(e) for e in experts]  # everyone asked: the first M, then any replacements
@@ -194,8 +195,7 @@ class FederatedAdvantage:
             for j, q in enumerate(questions)
             if j not in canary
         ]
-        if self.canaries is not None:
-            stats.excluded.update(self.canaries.end_round(self._round))
+        stats.excluded.update(self.canaries.end_round(self._round) if self.canaries is not None else [])
         stats.seconds = time.perf_counter() - start
         self._pending.merge(stats)
         self.total.merge(stats)
