@@ -81,9 +81,6 @@ class Canaries:
         self.format_reward = format_reward
         self._path = None if run_folder is None else run_folder / REPUTATION_FILE
 
-    def __len__(self) -> int:
-        return len(self._by_qid)
-
     def is_canary(self, question: Question) -> bool:
         return question.qid in self._by_qid
 

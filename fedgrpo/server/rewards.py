@@ -180,7 +180,7 @@ class FederatedAdvantage:
         advantages, self.last_rewards = [], []
         for j in range(len(questions)):
             matrix = self._reward_matrix(experts[j], received[j], len(candidates[j]))
-            if j in canary and self.canaries:  # checked against the server's answer; never in the loss
+            if j in canary and self.canaries is not None:  # the server's answer checks it; not in the loss
                 stats.canary_rewards += self.canaries.observe(questions[j], candidates[j], experts[j], matrix)
                 adv = torch.zeros(len(candidates[j]), dtype=torch.float64)
             else:
