@@ -158,9 +158,9 @@ class FederatedAdvantage:
         start = time.perf_counter()
         stats = RoundStats(rounds=1)
         self._round += 1
-        clients = self.transport.client_names
-        clients = clients if self.canaries is None else self.canaries.trusted(clients)
-        m = min(self.m, len(clients))  # fewer only once clients are excluded
+        names = self.transport.client_names
+        clients = names if self.canaries is None else self.canaries.trusted(names)
+        m = self.m if len(clients) == len(names) else min(self.m, len(clients))  # fewer once excluded
         orders = self.selector.rank_questions(questions, clients)
         if orders is not None:
             routing = {qid: order[:m] for qid, order in orders.items()}
