@@ -23,6 +23,7 @@ from fedgrpo.config.load import (
 )
 from fedgrpo.config.sections import (
     EMBEDDED_MODELS,
+    CanarySettings,
     DataSettings,
     EvalSettings,
     FederationSettings,
@@ -40,6 +41,7 @@ __all__ = [
     "PRESETS",
     "RESERVED_GRPO_KEYS",
     "AdversaryBehaviour",
+    "CanarySettings",
     "ClientPrivacy",
     "ClientSettings",
     "ConfigError",

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from fedgrpo.config.sections import _check_model_name, _check_whole_groups, _Strict
 
-AdversaryBehaviour = Literal["flip", "always-high", "random", "colluding"]
+AdversaryBehaviour = Literal["flip", "always-high", "random", "colluding", "aux-aware"]
 
 
 class ExpertTraining(_Strict):
@@ -143,7 +143,8 @@ class ClientSettings(_Strict):
     adversaries: dict[str, AdversaryBehaviour] = Field(
         default_factory=dict,
         description="simulation only, for robustness experiments: client name -> flip, always-high, "
-        "random or colluding (two or more clients); see fedgrpo/simulation/adversaries.py",
+        "random, colluding (two or more clients) or aux-aware (honest on questions shaped like the "
+        "server's auxiliary ones, flipping on the others); see fedgrpo/simulation/adversaries.py",
     )
     privacy: ClientPrivacy = ClientPrivacy()
 

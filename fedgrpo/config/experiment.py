@@ -156,6 +156,8 @@ class FedGRPOConfig(_Strict):
         missing = [k for k in ("questions", "heldout") if getattr(files, k) is None]
         if self.federation.selector == "confidence-graph" and files.auxiliary is None:
             missing.append("auxiliary")
+        if self.federation.canaries.share > 0 and files.canaries is None:
+            missing.append("canaries")
         if missing:
             raise ValueError(
                 "federation.transport=flower-deployment needs the server's own files: "

@@ -121,8 +121,13 @@ class ServerFiles(_Strict):
     questions: str | None = Field(None, description="unlabelled training questions (no answers)")
     auxiliary: str | None = Field(None, description="labelled auxiliary set, for the confidence graph")
     heldout: str | None = Field(None, description="labelled held-out set, for evaluation")
+    canaries: str | None = Field(
+        None,
+        description="labelled canaries (hidden spot checks, federation.canaries): like the training "
+        "questions, never shown to a client with answers, disjoint from the other files",
+    )
 
-    @field_validator("questions", "auxiliary", "heldout")
+    @field_validator("questions", "auxiliary", "heldout", "canaries")
     @classmethod
     def _exists(cls, value: str | None) -> str | None:
         if value is not None and not Path(value).expanduser().is_file():
@@ -131,7 +136,34 @@ class ServerFiles(_Strict):
 
     @property
     def given(self) -> bool:
-        return any(v is not None for v in (self.questions, self.auxiliary, self.heldout))
+        return any(v is not None for v in (self.questions, self.auxiliary, self.heldout, self.canaries))
+
+
+class CanarySettings(_Strict):
+    """Hidden spot checks and each client's reputation (``docs/trust.md``): a share of the prompts are
+    server-labelled canaries, routed like any question; a client whose honesty on them is confidently
+    below the threshold is no longer asked and its rewards are left out."""
+
+    share: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of the training prompts that are canaries (never trained on: zero advantage); "
+        "0: off. Simulations draw them from the domains, a deployment reads server.canaries",
+    )
+    threshold: float = Field(
+        0.05,
+        ge=-1.0,
+        le=1.0,
+        description="exclude a client once the upper bound of its honesty (per canary question, the share "
+        "of right candidates it calls right less that of wrong ones, averaged) is below this",
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="one-sided confidence of that upper bound")
+    min_questions: int = Field(
+        10,
+        ge=2,
+        description="no verdict on a client with fewer canary questions (with right and wrong candidates)",
+    )
 
 
 class FederationSettings(_Strict):
@@ -165,6 +197,7 @@ class FederationSettings(_Strict):
         description="clients report how they scored each item (answer/model/none), not only counts per "
         "reply; this tells the server which questions each client holds: for debugging only",
     )
+    canaries: CanarySettings = CanarySettings()
     transport: Literal["in_process", "flower-simulation", "flower-deployment"] = Field(
         "in_process",
         description="in_process: clients live in the server's process; flower-simulation: Flower's "

@@ -43,7 +43,8 @@ def serve_deployment(config: FedGRPOConfig, grid: Grid, resume: bool) -> None:
         )
     expected = config.flower.num_supernodes or 1  # required by the config in a deployment
     transport = FlowerTransport(grid, config.flower, expected, identity="registered")
-    run(config, transport, server_data_from_files(config.server), resume=resume)
+    data = server_data_from_files(config.server, config.federation.canaries.share)
+    run(config, transport, data, resume=resume)
 
 
 def make_server_app(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ from fedgrpo.data import Example, Question, read_labelled, read_questions
 from fedgrpo.models.loading import load_policy
 from fedgrpo.selection import ConfidenceGraph, Selector, make_selector, mean_pooled_embedder
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
+from fedgrpo.server.canaries import Canaries, with_canaries
+from fedgrpo.server.reputation import Reputation
 from fedgrpo.storage.atomic import write_json_atomic
 from fedgrpo.transport import Transport
 
@@ -26,15 +28,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ServerData:
     """What the server itself holds: unlabelled training questions, a small labelled auxiliary set
-    (expert selection) and labelled held-out sets per domain (evaluation)."""
+    (expert selection), labelled held-out sets per domain (evaluation) and labelled canaries (hidden
+    spot checks, already among ``train_questions``: see :func:`fedgrpo.server.canaries.with_canaries`)."""
 
     train_questions: list[Question]
     auxiliary: list[Example]
     heldout: dict[str, list[Example]]
+    canaries: list[Example] = field(default_factory=list)
 
 
-def server_data_from_files(files: ServerFiles) -> ServerData:
-    """A deployed server's data: its own files, nothing derived from a seed or from any client."""
+def server_data_from_files(files: ServerFiles, canary_share: float = 0.0) -> ServerData:
+    """A deployed server's data: its own files, nothing derived from a seed or from any client; with
+    ``canary_share``, that share of the prompts are canaries from ``server.canaries``."""
     if files.questions is None or files.heldout is None:
         raise ConfigError("a deployed server needs server.questions and server.heldout")
     try:
@@ -43,15 +48,18 @@ def server_data_from_files(files: ServerFiles) -> ServerData:
         heldout: dict[str, list[Example]] = defaultdict(list)
         for ex in read_labelled(Path(files.heldout).expanduser()):
             heldout[ex.domain].append(ex)
+        given = read_labelled(Path(files.canaries).expanduser()) if canary_share and files.canaries else []
     except ValueError as err:  # a bad file of the server's own: the server's operator must fix it
         raise ConfigError(f"server files: {err}") from err
+    prompts, canaries = with_canaries(questions, given, canary_share)
     log.info(
-        "server files: %d training questions, %d auxiliary, held-out %s",
+        "server files: %d training questions, %d auxiliary, held-out %s, %d canaries",
         len(questions),
         len(auxiliary),
         {d: len(v) for d, v in heldout.items()},
+        len(canaries),
     )
-    return ServerData(questions, auxiliary, dict(heldout))
+    return ServerData(prompts, auxiliary, dict(heldout), canaries)
 
 
 def build_selector(
@@ -93,8 +101,16 @@ def build_selector(
     return selector, stats
 
 
-def build_advantage(cfg: FedGRPOConfig, transport: Transport, selector: Selector) -> FederatedAdvantage:
+def build_advantage(
+    cfg: FedGRPOConfig, transport: Transport, selector: Selector, canaries: list[Example] | None = None
+) -> FederatedAdvantage:
+    """The reward round; with canaries, their reputation is kept in the run folder's ``reputation.json``."""
     fed = cfg.federation
+    spot = fed.canaries
+    checks = None
+    if canaries:
+        reputation = Reputation(spot.threshold, spot.confidence, spot.min_questions)
+        checks = Canaries(canaries, reputation, fed.format_reward, cfg.output_dir)
     return FederatedAdvantage(
         transport,
         selector,
@@ -103,4 +119,5 @@ def build_advantage(cfg: FedGRPOConfig, transport: Transport, selector: Selector
         fed.aggregation,
         online_update_rate=fed.online_update_rate,
         format_reward=fed.format_reward,  # added by the server to well-formed candidates
+        canaries=checks,
     )

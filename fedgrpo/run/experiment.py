@@ -76,7 +76,7 @@ def _run(
     selector, selection = build_selector(
         cfg, data.auxiliary, transport, tokenizer, out, resume, client_domains
     )
-    advantage = build_advantage(cfg, transport, selector)
+    advantage = build_advantage(cfg, transport, selector, data.canaries)
     before = evaluate_before(cfg, model, tokenizer, data.heldout, resume)
     results = train_and_evaluate(cfg, model, tokenizer, data, advantage, resume, audit, before)
     results.update(
@@ -84,6 +84,7 @@ def _run(
         split=split_info,
         transport=transport.summary(),
         privacy=privacy_report(selection, advantage, out / STATE_FOLDER),
+        trust=None if advantage.canaries is None else advantage.canaries.reputation.report(),
     )
     write_results(cfg, results)
     transport.close()

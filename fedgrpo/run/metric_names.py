@@ -24,12 +24,14 @@ class Metric:
 
 FED_METRICS: dict[str, Metric] = {
     "fed/rounds": Metric("reward rounds in the step (one per batch of questions)"),
-    "fed/questions": Metric("training questions sent to the experts"),
+    "fed/questions": Metric("training questions sent to the experts (canaries not counted)"),
     "fed/reward_mean": Metric(
         "mean of the received rewards (correctness in [0, 1] plus the server's format reward); "
         "null when no reward came back"
     ),
-    "fed/advantage_std": Metric("standard deviation of the federated advantages over all candidates"),
+    "fed/advantage_std": Metric(
+        "standard deviation of the federated advantages over all candidates (canaries' not counted)"
+    ),
     "fed/groups_scored": Metric("questions whose candidates at least one expert scored"),
     "fed/zero_spread_share": Metric(
         "share of scored groups whose rewards do not vary over the G candidates: no GRPO signal"
@@ -64,6 +66,16 @@ FED_METRICS: dict[str, Metric] = {
         "confidence-graph online updates: one per expert and question it took feedback on"
     ),
     "fed/timed_out": Metric("requests each client did not answer in time", scalar=False),
+    "fed/canaries": Metric(
+        "canary questions (hidden spot checks, federation.canaries) among the step's questions; not in "
+        "fed/questions, their advantages are zero"
+    ),
+    "fed/canaries_asked": Metric("canaries each client was asked (routed like any question)", scalar=False),
+    "fed/canary_rewards": Metric("canary rewards checked against the server's own answers"),
+    "fed/excluded": Metric(
+        "clients excluded in the step: canary honesty confidently below federation.canaries.threshold",
+        scalar=False,
+    ),
     "fed/competence": Metric(
         "with the confidence graph: each client's mean edge weight after the step's online updates",
         source="selector",

@@ -2,9 +2,9 @@
 reward round that turns expert rewards into advantages (``rewards``), the competence queries that
 build the confidence graph (``competence``), and what rounds cost (``stats``)."""
 
-from fedgrpo.server.competence import build_confidence_graph
+from fedgrpo.server.competence import build_confidence_graph, expert_agreement
 from fedgrpo.server.exchange import Exchanged, send
-from fedgrpo.server.rewards import FederatedAdvantage, GroupRecord, expert_agreement
+from fedgrpo.server.rewards import FederatedAdvantage, GroupRecord
 from fedgrpo.server.stats import RoundStats
 
 __all__ = [

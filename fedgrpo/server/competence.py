@@ -1,4 +1,5 @@
-"""Building the confidence graph at the start of a run: one competence query per client.
+"""Building the confidence graph at the start of a run: one competence query per client (and
+:func:`expert_agreement`, the online estimate of a client's competence from its peers during training).
 
 The server embeds its auxiliary questions, sends each client one :class:`CompetenceRequest` with all
 of them (questions and the server's own answers) and gets one bit per question back. A client whose
@@ -97,3 +98,19 @@ def build_confidence_graph(
         len(rejected),
     )
     return graph, stats
+
+
+def expert_agreement(matrix: torch.Tensor, e: int) -> float | None:
+    """Share of candidates where expert ``e``'s binarised reward (>= 0.5) equals the majority of the
+    other experts' binarised rewards. Candidates that ``e`` did not score, that no other expert
+    scored, or where the others tie are skipped; None when nothing is left to compare."""
+    present = ~torch.isnan(matrix)
+    bits = matrix >= 0.5
+    others = torch.ones(matrix.shape[0], dtype=torch.bool)
+    others[e] = False
+    n = present[others].sum(dim=0)
+    k = (bits & present)[others].sum(dim=0)
+    valid = present[e] & (n > 0) & (2 * k != n)
+    if not valid.any():
+        return None
+    return float((bits[e] == (2 * k > n))[valid].float().mean())

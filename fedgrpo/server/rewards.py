@@ -51,6 +51,8 @@ from fedgrpo.protocol import (
     new_request_id,
 )
 from fedgrpo.selection import Selector
+from fedgrpo.server.canaries import Canaries
+from fedgrpo.server.competence import expert_agreement
 from fedgrpo.server.exchange import send
 from fedgrpo.server.stats import RoundStats, note_privacy_spent
 from fedgrpo.transport import Transport
@@ -58,22 +60,6 @@ from fedgrpo.transport import Transport
 log = logging.getLogger(__name__)
 
 Received = dict[int, dict[str, list[float | None]]]  # group -> client -> accepted rewards
-
-
-def expert_agreement(matrix: torch.Tensor, e: int) -> float | None:
-    """Share of candidates where expert ``e``'s binarised reward (>= 0.5) equals the majority of the
-    other experts' binarised rewards. Candidates that ``e`` did not score, that no other expert
-    scored, or where the others tie are skipped; None when nothing is left to compare."""
-    present = ~torch.isnan(matrix)
-    bits = matrix >= 0.5
-    others = torch.ones(matrix.shape[0], dtype=torch.bool)
-    others[e] = False
-    n = present[others].sum(dim=0)
-    k = (bits & present)[others].sum(dim=0)
-    valid = present[e] & (n > 0) & (2 * k != n)
-    if not valid.any():
-        return None
-    return float((bits[e] == (2 * k > n))[valid].float().mean())
 
 
 @dataclass(frozen=True)
@@ -101,10 +87,11 @@ class FederatedAdvantage:
         aggregation: Aggregation = "mean",
         online_update_rate: float = 0.1,
         format_reward: float = DEFAULT_FORMAT_REWARD,
+        canaries: Canaries | None = None,
     ) -> None:
         """``format_reward``: added to each present reward of a well-formed candidate (the run's
         ``federation.format_reward``); a client's own rewards outside [0, 1] reject their item
-        (``out_of_range``)."""
+        (``out_of_range``). ``canaries``: the hidden spot checks and reputation (None: off)."""
         self.transport = transport
         self.selector = selector
         self.m = experts_per_question
@@ -112,6 +99,7 @@ class FederatedAdvantage:
         self.aggregation = aggregation
         self.online_update_rate = online_update_rate
         self.format_reward = format_reward
+        self.canaries = canaries
         self.total = RoundStats()  # whole run, checkpointed
         self.last_rewards: list[torch.Tensor] = []  # per question: (experts x G), for inspection
         self._pending = RoundStats()  # since the last drain()
@@ -154,14 +142,19 @@ class FederatedAdvantage:
     ) -> list[torch.Tensor]:
         """Route, exchange, check, combine. Returns one advantage vector of length G per question."""
         start = time.perf_counter()
-        stats = RoundStats(rounds=1, questions=len(questions), candidates=sum(len(c) for c in candidates))
+        stats = RoundStats(rounds=1)
         self._round += 1
-        clients = self.transport.client_names
+        names = self.transport.client_names
+        clients = names if self.canaries is None else self.canaries.trusted(names)
+        m = self.m if len(clients) == len(names) else min(self.m, len(clients))  # fewer once excluded
         orders = self.selector.rank_questions(questions, clients)
         if orders is not None:
-            routing = {qid: order[: self.m] for qid, order in orders.items()}
+            routing = {qid: order[:m] for qid, order in orders.items()}
         else:
-            routing = self.selector.select(questions, clients, self.m)
+            routing = self.selector.select(questions, clients, m)
+        canary = set() if self.canaries is None else self.canaries.groups(questions)
+        stats.questions, stats.canaries = len(questions) - len(canary), len(canary)  # candidates: no canary's
+        stats.candidates = sum(len(c) for j, c in enumerate(candidates) if j not in canary)
         experts = [list(routing[q.qid]) for q in questions]  # per group; groups may share a question
         received = self._exchange(stats, questions, candidates, experts)
         asked = [list(e) for e in experts]  # everyone asked: the first M, then any replacements
@@ -169,12 +162,16 @@ class FederatedAdvantage:
             for j, extra in enumerate(self._replace(stats, questions, candidates, orders, experts, received)):
                 asked[j].extend(extra)
         for j in range(len(questions)):
-            stats.routed.update(asked[j])
+            (stats.canaries_asked if j in canary else stats.routed).update(asked[j])
         advantages, self.last_rewards = [], []
         for j in range(len(questions)):
             matrix = self._reward_matrix(experts[j], received[j], len(candidates[j]))
-            self._count_group(stats, matrix)
-            adv = group_advantages(matrix, self.aggregation)
+            if j in canary and self.canaries is not None:  # the server's answer checks it; not in the loss
+                stats.canary_rewards += self.canaries.observe(questions[j], candidates[j], experts[j], matrix)
+                adv = torch.zeros(len(candidates[j]), dtype=torch.float64)
+            else:
+                self._count_group(stats, matrix)
+                adv = group_advantages(matrix, self.aggregation)
             stats.advantage_sq_sum += float((adv**2).sum())
             advantages.append(adv)
             self.last_rewards.append(matrix)
@@ -182,7 +179,9 @@ class FederatedAdvantage:
         self._pending_groups += [
             GroupRecord(q, list(candidates[j]), asked[j], experts[j], self.last_rewards[j])
             for j, q in enumerate(questions)
+            if j not in canary
         ]
+        stats.excluded.update(self.canaries.end_round(self._round) if self.canaries is not None else [])
         stats.seconds = time.perf_counter() - start
         self._pending.merge(stats)
         self.total.merge(stats)
@@ -328,6 +327,7 @@ class FederatedAdvantage:
             "selector": self.selector.state_dict(),
             "total": self.total.to_json(),
             "privacy_spent": {c: list(s) for c, s in self.privacy_spent.items()},
+            "canaries": None if self.canaries is None else self.canaries.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -335,3 +335,5 @@ class FederatedAdvantage:
         self.privacy_spent = {c: (float(e), float(d)) for c, (e, d) in state.get("privacy_spent", {}).items()}
         self.selector.load_state_dict(state["selector"])
         self.total = RoundStats.from_json(state["total"])
+        if self.canaries is not None and state.get("canaries") is not None:
+            self.canaries.load_state_dict(state["canaries"])

@@ -90,6 +90,10 @@ class RoundStats:
     replacements: int = 0
     online_updates: int = 0
     timed_out: Counter = field(default_factory=Counter)  # client -> requests it did not answer in time
+    canaries: int = 0  # canary questions among the round's (fedgrpo.server.canaries)
+    canaries_asked: Counter = field(default_factory=Counter)  # client -> canaries it was asked
+    canary_rewards: int = 0  # canary rewards checked against the server's answers
+    excluded: Counter = field(default_factory=Counter)  # client -> 1 in the round it was excluded
 
     def merge(self, other: RoundStats) -> None:
         for name, value in vars(other).items():
@@ -129,6 +133,10 @@ class RoundStats:
             "fed/replacements": self.replacements,
             "fed/online_updates": self.online_updates,
             "fed/timed_out": dict(sorted(self.timed_out.items())),
+            "fed/canaries": self.canaries,
+            "fed/canaries_asked": dict(sorted(self.canaries_asked.items())),
+            "fed/canary_rewards": self.canary_rewards,
+            "fed/excluded": sorted(self.excluded),
         }
 
     def record(self, exchanged: Exchanged) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.run.assemble import ServerData
 from fedgrpo.run.experiment import run
+from fedgrpo.server.canaries import with_canaries
 from fedgrpo.simulation.audit import RoutingAudit
 from fedgrpo.simulation.clients import PRIVACY_STATE, build_clients
 from fedgrpo.simulation.data import build_data, split_summary
@@ -34,7 +35,7 @@ def run_on_split(
     return run(
         cfg,
         transport,
-        server_data(split),
+        server_data(split, cfg.federation.canaries.share),
         resume=resume,
         audit=RoutingAudit(split),
         client_domains=split.client_domains,
@@ -42,6 +43,8 @@ def run_on_split(
     )
 
 
-def server_data(split: FederatedSplit) -> ServerData:
-    """The server's share of the split: the training questions, the auxiliary and held-out sets."""
-    return ServerData(split.train_questions, split.auxiliary, split.heldout)
+def server_data(split: FederatedSplit, canary_share: float = 0.0) -> ServerData:
+    """The server's share of the split: the training questions, the auxiliary and held-out sets, and
+    the canaries (among the prompts at ``canary_share``)."""
+    prompts, canaries = with_canaries(split.train_questions, split.canaries, canary_share)
+    return ServerData(prompts, split.auxiliary, split.heldout, canaries)

@@ -43,6 +43,9 @@ class FederatedSplit:
     # experiment's own audit (reward correctness) reads it.
     train_examples: list[Example] = field(default_factory=list)
     ground_truth: bool = True  # False: no client holds any training question (only ME can score)
+    # The server's hidden spot checks (fedgrpo.server.canaries): labelled, disjoint from everything else,
+    # drawn by fedgrpo.simulation.data when federation.canaries.share > 0.
+    canaries: list[Example] = field(default_factory=list)
 
 
 def _even(total: int, parts: int, offset: int = 0) -> list[int]:
