@@ -242,6 +242,12 @@ class EvalSettings(_Strict):
     max_new_tokens: int = Field(64, ge=1, description="greedy tokens per held-out answer")
     batch_size: int = Field(32, ge=1, description="held-out questions per generate call")
     max_per_domain: int | None = Field(None, ge=1, description="evaluate at most this many per domain")
+    every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="also evaluate every this many GRPO steps, a learning curve in curve.jsonl; "
+        "None: before and after only",
+    )
 
 
 class RunSettings(_Strict):

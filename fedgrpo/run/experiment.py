@@ -19,6 +19,7 @@ from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example
 from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import ServerData, build_advantage, build_selector
+from fedgrpo.run.curve import CURVE_FILE, HeldOutCurve
 from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_questions, from_json, to_json
 from fedgrpo.run.metrics import (
     Audit,
@@ -160,9 +161,18 @@ def train_and_evaluate(
     install_metrics(trainer, MetricsCallback(metrics_path, reward, audit))
     stop = StopOnInterrupt()
     trainer.add_callback(stop)
+    curve = None
+    if cfg.eval.every_steps:
+        curve = HeldOutCurve(
+            lambda policy, tag: to_json(evaluate_heldout(cfg, policy, tokenizer, data.heldout, tag)) or {},
+            cfg.eval.every_steps,
+            out / CURVE_FILE,
+        )
+        trainer.add_callback(curve)
     resume_from = prepare_resume(checkpoints, metrics_path, reward) if resume else None
     if not resume:
         truncate_metrics(metrics_path, 0)
+        (out / CURVE_FILE).unlink(missing_ok=True)
 
     start = time.perf_counter()
     stop.install()
@@ -179,7 +189,8 @@ def train_and_evaluate(
             last_checkpoint(checkpoints) or "none",
         )
         raise KeyboardInterrupt
-    train_seconds = time.perf_counter() - start
+    curve_seconds = curve.seconds if curve else 0.0
+    train_seconds = time.perf_counter() - start - curve_seconds  # the curve's evaluations left out
     trainer.save_model(str(out / "final"))
 
     after = evaluate_heldout(cfg, trainer.model, tokenizer, data.heldout, "after") if cfg.eval.after else None
@@ -195,6 +206,7 @@ def train_and_evaluate(
         "before": to_json(before),
         "after": to_json(after),
         "communication": reward.total.summary(),
+        "curve_eval_seconds": round(curve_seconds, 1),
     }
 
 
