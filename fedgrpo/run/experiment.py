@@ -19,7 +19,7 @@ from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example
 from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import ServerData, build_advantage, build_selector
-from fedgrpo.run.curve import CURVE_FILE, HeldOutCurve
+from fedgrpo.run.curve import CURVE_FILE
 from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_questions, from_json, to_json
 from fedgrpo.run.metrics import (
     Audit,
@@ -30,7 +30,7 @@ from fedgrpo.run.metrics import (
     truncate_metrics,
 )
 from fedgrpo.run.outcomes import save_outcomes
-from fedgrpo.run.trl import StopOnInterrupt, TrainingReward, make_trainer, train_dataset
+from fedgrpo.run.trl import HeldOutCurve, StopOnInterrupt, TrainingReward, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.server.stats import RoundStats, note_privacy_spent
 from fedgrpo.storage.atomic import write_json_atomic

@@ -1,4 +1,4 @@
-"""The learning curve: held-out evaluations every ``eval.every_steps`` steps, paired by question, resumable."""
+"""The learning curve: held-out evaluations every ``eval.every_steps`` steps, paired, resumable."""
 
 from __future__ import annotations
 
