@@ -23,7 +23,7 @@ def test_the_most_competent_client_alone_scores_every_question_and_a_resume_keep
     assert choice["client"] == best and json.loads((out / CHOICE_FILE).read_text()) == choice
     per_client = results["communication"]["fed/bytes_up_per_client"]
     assert set(per_client) == {best} and per_client[best] > 0  # no other organisation was asked
-    assert results["steps"] == 2 and results["selection"] is None  # no graph routes: one client, every question
+    assert results["steps"] == 2 and results["selection"] is None  # one client asked about every question
 
     (out / CHOICE_FILE).write_text(json.dumps({**choice, "client": "client-9"}))  # resume reads the file
     with pytest.raises(RuntimeError, match="chosen client client-9 is not available"):
