@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -156,6 +157,20 @@ def collect_votes(
     return total, bytes_down, bytes_up
 
 
+SYSTEM = "You write practice questions with their answers."  # PE's own meta-prompt: no solving instruction
+PREFILL = "Question:"  # the reply starts as a sample does, so the model writes a question, then its answer
+_LABEL_RE = re.compile(r"^\s*(?:question|q)\s*[:.]\s*", re.IGNORECASE)
+_NEXT_RE = re.compile(r"\n\s*question\s*:", re.IGNORECASE)
+_ANSWER_LABEL_RE = re.compile(r"(?:^|\n)\s*(?:answer|a)\s*[:.]\s*", re.IGNORECASE)
+_SHORT_ANSWER_RE = re.compile(r"^\s*([+-]?\d+(?:[.,/]\d+)?|yes|no)\b", re.IGNORECASE)
+MAX_ANSWER_CHARS = 40
+
+
+def chat(prompt: str) -> list[dict[str, str]]:
+    """The messages of a proposal or rewrite: PE's own, not the task prompt that asks to solve."""
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+
+
 def proposal_prompt(demos: list[Example]) -> str:
     shown = "\n\n".join(sample_text(d.question, d.answer) for d in demos)
     return (
@@ -172,29 +187,47 @@ def variation_prompt(sample: Sample) -> str:
 
 
 def parse_sample(text: str, domain: str) -> Sample:
-    """A generated sample: the question before the answer tag, the tagged answer ("" when none).
+    """A generated sample, read tolerantly: the first question written, then its answer from the
+    ``<answer>`` tag, else from an ``Answer:`` line, else a number (or yes/no) right after the
+    question mark; ``""`` when none is found (such a sample is voted on, never trained on).
 
-    A small model's output may follow no format; it is kept as it is (the votes judge it).
+    A small model's output may follow no format; its text is kept as the question (the votes judge it).
     """
+    text = _NEXT_RE.split(_LABEL_RE.sub("", text.strip(), count=1), maxsplit=1)[0]  # the first sample
+    tagged = extract_answer(text)
     head = ANSWER_RE.split(text, maxsplit=1)[0] if ANSWER_RE.search(text) else text
-    head = head.rsplit("Question:", 1)[-1].rsplit("Answer:", 1)[0].strip()
-    question = (head or text.strip() or "?")[:MAX_QUESTION_CHARS]
-    return Sample(question, extract_answer(text) or "", domain)
+    question, *labelled = _ANSWER_LABEL_RE.split(head, maxsplit=1)
+    answer = tagged or _short_answer(labelled[0].strip().split("\n")[0] if labelled else "")
+    if not answer and "?" in question:
+        asked, _, rest = question.partition("?")
+        found = _SHORT_ANSWER_RE.match(rest)
+        if found:
+            question, answer = asked + "?", found.group(1)
+    question = question.strip() or text.strip() or "?"
+    return Sample(question[:MAX_QUESTION_CHARS], (answer or "").strip(), domain)
+
+
+def _short_answer(line: str) -> str:
+    """An ``Answer:`` line's answer: the line itself, without a closing full stop, if short."""
+    line = line.strip().removesuffix(".").strip()
+    return line if 0 < len(line) <= MAX_ANSWER_CHARS else ""
 
 
 def _generate(cfg: FedGRPOConfig, policy: Any, tokenizer: Any, prompts: list[str], desc: str) -> list[str]:
     p = cfg.dpsda
-    return generate_completions(
+    texts = generate_completions(
         policy,
         tokenizer,
         prompts,
         p.max_new_tokens,
         cfg.eval.batch_size,
-        worked_example=False,
         desc=desc,
         temperature=p.temperature,
         share_prompts=cfg.run.share_prompts,
+        messages=chat,
+        prefill=PREFILL,
     )
+    return [PREFILL + t for t in texts]
 
 
 def propose(
