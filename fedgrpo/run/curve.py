@@ -11,10 +11,16 @@ suite report plots it; the callback that writes it is :class:`fedgrpo.run.trl.He
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from fedgrpo.storage.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 CURVE_FILE = "curve.jsonl"
 
@@ -36,3 +42,18 @@ def add_point(path: Path, step: int, accuracy: dict[str, dict[str, Any]], second
     kept = [p for p in read_curve(path) if p["step"] < step]
     point = {"step": step, "seconds": round(seconds, 1), "accuracy": accuracy}
     write_text_atomic(path, "".join(json.dumps(p) + "\n" for p in [*kept, point]))
+
+
+def curve_point(
+    path: Path, step: int, last: int, every: int | None, evaluate: Callable[[Any, str], Any], policy: Any
+) -> float:
+    """At every ``every``-th step before ``last``: ``evaluate(policy, tag)`` (per domain a
+    ``DomainAccuracy``) as a point of the curve; returns the seconds it took (0 when none)."""
+    if not every or step % every or step >= last:
+        return 0.0
+    start = time.perf_counter()
+    accuracy = {domain: asdict(result) for domain, result in evaluate(policy, curve_tag(step)).items()}
+    seconds = time.perf_counter() - start
+    add_point(path, step, accuracy, seconds)
+    log.info("held-out evaluation at step %d took %.0f s", step, seconds)
+    return seconds

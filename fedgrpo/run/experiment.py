@@ -163,11 +163,8 @@ def train_and_evaluate(
     trainer.add_callback(stop)
     curve = None
     if cfg.eval.every_steps:
-        curve = HeldOutCurve(
-            lambda policy, tag: to_json(evaluate_heldout(cfg, policy, tokenizer, data.heldout, tag)) or {},
-            cfg.eval.every_steps,
-            out / CURVE_FILE,
-        )
+        evaluate = held_out_evaluator(cfg, tokenizer, data.heldout)
+        curve = HeldOutCurve(evaluate, cfg.eval.every_steps, out / CURVE_FILE)
         trainer.add_callback(curve)
     resume_from = prepare_resume(checkpoints, metrics_path, reward) if resume else None
     if not resume:

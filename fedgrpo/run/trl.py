@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -31,7 +30,7 @@ from fedgrpo.accel.trl_patch import score_completions_only
 from fedgrpo.config import FedGRPOConfig, LoraSettings
 from fedgrpo.data import Question
 from fedgrpo.method.prompting import build_messages
-from fedgrpo.run.curve import add_point, curve_tag
+from fedgrpo.run.curve import curve_point
 from fedgrpo.server import GroupRecord
 from fedgrpo.server.stats import RoundStats
 from fedgrpo.storage.atomic import write_json_atomic
@@ -120,23 +119,19 @@ class StopOnInterrupt(TrainerCallback):
 
 
 class HeldOutCurve(TrainerCallback):
-    """Every ``every`` steps (but the last), ``evaluate(model, tag)`` and a point in ``curve.jsonl``;
-    ``seconds`` is what the evaluations took (the run leaves it out of its training time)."""
+    """Every ``every`` steps (but the last), ``evaluate(model, tag)`` and a point in ``curve.jsonl``
+    (:func:`fedgrpo.run.curve.curve_point`); ``seconds`` is what the evaluations took (the run leaves it
+    out of its training time)."""
 
-    def __init__(self, evaluate: Callable[[Any, str], dict[str, Any]], every: int, path: Path) -> None:
+    def __init__(self, evaluate: Callable[[Any, str], Any], every: int, path: Path) -> None:
         self.evaluate, self.every, self.path = evaluate, every, path
         self.seconds = 0.0
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **_: Any) -> None:
-        step = state.global_step
-        if step % self.every or step >= state.max_steps or model is None:
-            return
-        start = time.perf_counter()
-        accuracy = self.evaluate(model, curve_tag(step))
-        seconds = time.perf_counter() - start
-        self.seconds += seconds
-        add_point(self.path, step, accuracy, seconds)
-        log.info("held-out evaluation at step %d took %.0f s", step, seconds)
+        if model is not None:
+            self.seconds += curve_point(
+                self.path, state.global_step, state.max_steps, self.every, self.evaluate, model
+            )
 
 
 def lora_config(lora: LoraSettings) -> Any:
