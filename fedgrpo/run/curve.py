@@ -57,3 +57,14 @@ def curve_point(
     add_point(path, step, accuracy, seconds)
     log.info("held-out evaluation at step %d took %.0f s", step, seconds)
     return seconds
+
+
+def step_seconds(rows: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[float]:
+    """Each ``metrics.jsonl`` row's seconds less the curve's evaluations made within it (a point is
+    evaluated after its step, before that step's row is logged)."""
+    out, previous = [], 0
+    for row in rows:
+        spent = sum(p["seconds"] for p in points if previous < p["step"] <= row["step"])
+        out.append(max(row["seconds"] - spent, 0.0))
+        previous = row["step"]
+    return out

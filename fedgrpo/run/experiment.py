@@ -19,7 +19,7 @@ from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example
 from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import ServerData, build_advantage, build_selector
-from fedgrpo.run.curve import CURVE_FILE
+from fedgrpo.run.curve import CURVE_FILE, read_curve, step_seconds
 from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_questions, from_json, to_json
 from fedgrpo.run.metrics import (
     Audit,
@@ -191,14 +191,14 @@ def train_and_evaluate(
     trainer.save_model(str(out / "final"))
 
     after = evaluate_heldout(cfg, trainer.model, tokenizer, data.heldout, "after") if cfg.eval.after else None
-    rows = read_metrics(metrics_path)
-    step_seconds = [r["seconds"] for r in rows[1:]] or [r["seconds"] for r in rows]
+    seconds = step_seconds(read_metrics(metrics_path), read_curve(out / CURVE_FILE))  # less the curve's
+    per_step = seconds[1:] or seconds
     return {
         "name": cfg.name,
         "method": cfg.method,
         "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 1),
-        "seconds_per_step": round(sum(step_seconds) / max(len(step_seconds), 1), 2),
+        "seconds_per_step": round(sum(per_step) / max(len(per_step), 1), 2),
         "peak_rss_mb": round(peak_rss_mb()),
         "before": to_json(before),
         "after": to_json(after),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedgrpo.config import load_config
-from fedgrpo.run.curve import CURVE_FILE, add_point, read_curve
+from fedgrpo.run.curve import CURVE_FILE, add_point, read_curve, step_seconds
 from fedgrpo.run.outcomes import load_outcomes
 from fedgrpo.simulation.in_process import run_in_process
 
@@ -40,3 +40,9 @@ def test_a_replayed_point_drops_itself_and_every_later_one(tmp_path: Path) -> No
         add_point(path, step, {"d": {"n": 1}}, 1.0)
     add_point(path, 4, {"d": {"n": 2}}, 1.0)
     assert [(p["step"], p["accuracy"]["d"]["n"]) for p in read_curve(path)] == [(2, 1), (4, 2)]
+
+
+def test_a_rows_seconds_leave_out_the_curve_evaluations_made_within_it() -> None:
+    rows = [{"step": 1, "seconds": 2.0}, {"step": 3, "seconds": 9.0}, {"step": 4, "seconds": 3.0}]
+    points = [{"step": 2, "seconds": 4.0}, {"step": 3, "seconds": 1.0}]
+    assert step_seconds(rows, points) == [2.0, 4.0, 3.0]  # row 3 logged steps 2 and 3, both evaluated
