@@ -227,6 +227,17 @@ def test_the_proposal_prompt_is_pes_own_and_never_the_solving_instruction() -> N
     assert "Question: What is 1 + 2?\nAnswer: <answer>3</answer>" in messages[-1]["content"]
 
 
+def test_samples_with_an_answer_are_kept_before_better_voted_ones_without() -> None:
+    population = [
+        Sample("q0", "", "d"),
+        Sample("q1", "1", "d"),
+        Sample("q2", "", "d"),
+        Sample("q3", "3", "d"),
+    ]
+    votes = np.array([9.0, 5.0, 8.0, 1.0])
+    assert top_voted(evolution.answered_first(votes, population), threshold=4.0, keep=3) == [1, 3, 0]
+
+
 def test_the_sft_data_from_a_synthetic_set_has_only_non_empty_answers() -> None:
     """The stale full-suite row's bug: samples without answers taught SFT ``<answer></answer>``."""
     from fedgrpo.client.experts import sft_dataset

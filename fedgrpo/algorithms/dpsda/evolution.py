@@ -70,7 +70,7 @@ def evolve(
     for t in range(1, p.iterations + 1):
         start = time.perf_counter()
         histogram, bytes_down, bytes_up = collect_votes(t, population, ask, stats)
-        kept = top_voted(histogram, p.threshold, keep)
+        kept = top_voted(answered_first(histogram, population), p.threshold, keep)
         stats.rounds += 1
         stats.seconds += time.perf_counter() - start
         row = {
@@ -98,6 +98,12 @@ def evolve(
         survivors = [population[i] for i in kept]
         population = (survivors + vary(cfg, policy, tokenizer, survivors))[: p.samples]
     raise AssertionError("unreachable: iterations >= 1")
+
+
+def answered_first(histogram: np.ndarray, population: list[Sample]) -> np.ndarray:
+    """The votes PE ranks by, with a sample that has no answer put last (at -inf): it is no training
+    target. Post-processing of the released votes, so it costs no privacy."""
+    return np.where([bool(s.answer) for s in population], histogram, -np.inf)
 
 
 def voting_clients(
