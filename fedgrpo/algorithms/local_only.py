@@ -78,10 +78,9 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
     check_settings(cfg)
     check_output_dir(cfg, resume)
     split = build_data(cfg)
-    clients = build_clients(cfg, split, cfg.output_dir / PRIVACY_STATE)
-    fl = cfg.flower
-    out = cfg.output_dir
+    fl, out = cfg.flower, cfg.output_dir
     created = not out.exists()
+    clients = build_clients(cfg, split, out / PRIVACY_STATE)
     try:
         if resume and (out / CHOICE_FILE).exists():
             choice = json.loads((out / CHOICE_FILE).read_text())
@@ -106,5 +105,5 @@ def run(cfg: FedGRPOConfig, resume: bool = False) -> dict[str, Any]:
             shutil.rmtree(out, ignore_errors=True)  # as a FedGRPO run: no half-made folder left behind
         raise
     results["local_only"] = choice
-    write_json_atomic(cfg.output_dir / "results.json", results)
+    write_json_atomic(out / "results.json", results)
     return results
