@@ -82,6 +82,11 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         Entry("fedgrpo.algorithms.central_grpo:run"),
     ),
     Algorithm(
+        "local-only",
+        "FedGRPO with the rewards of one organisation alone, the most competent: the value of federating",
+        Entry("fedgrpo.algorithms.local_only:run"),
+    ),
+    Algorithm(
         "fedpetuning",
         "clients fine-tune LoRA adapters on their own data, the server averages them",
         Entry("fedgrpo.algorithms.fedpetuning.train:run"),

@@ -54,11 +54,11 @@ class DpsdaSettings(_Strict):
     on the final synthetic set: ``sft_steps`` of SFT, then ``grpo_steps`` of GRPO (``grpo`` settings)
     with the synthetic answers as ground truth. Give ``noise_multiplier`` or ``target_epsilon``
     (the noise multiplier is then calibrated by dp-accounting to reach it at ``delta``). The defaults
-    (T=3, sigma=4, delta=1e-5) spend epsilon 1.85 per client (RDP accountant).
+    (N=64, T=5, sigma=4, delta=1e-5; docs/baselines.md says why) spend epsilon 2.45 per client (RDP).
     """
 
-    iterations: int = Field(3, ge=1, description="T: vote rounds; each is one Gaussian mechanism per client")
-    samples: int = Field(16, ge=2, description="N: synthetic samples proposed per iteration")
+    iterations: int = Field(5, ge=1, description="T: vote rounds; each is one Gaussian mechanism per client")
+    samples: int = Field(64, ge=2, description="N: synthetic samples proposed per iteration")
     noise_multiplier: float | None = Field(
         None,
         gt=0.0,
@@ -75,7 +75,7 @@ class DpsdaSettings(_Strict):
     )
     variations: int = Field(1, ge=1, description="rewrites the server asks for per kept sample")
     fewshot: int = Field(3, ge=1, description="auxiliary examples shown to the policy per proposal")
-    temperature: float = Field(1.0, gt=0.0, description="sampling temperature of proposals and rewrites")
+    temperature: float = Field(0.8, gt=0.0, description="sampling temperature of proposals and rewrites")
     max_new_tokens: int = Field(64, ge=8, description="tokens per proposed or rewritten sample")
     sft_steps: int = Field(10, ge=0, description="SFT optimiser steps on the synthetic set")
     sft_learning_rate: float = Field(1e-4, gt=0.0, description="learning rate of the SFT steps")

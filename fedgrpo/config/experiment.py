@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from trl import GRPOConfig
 
 
-METHODS = ("fedgrpo", "zero-shot", "central-grpo", "fedpetuning", "dpsda-fl")
-Method = Literal["fedgrpo", "zero-shot", "central-grpo", "fedpetuning", "dpsda-fl"]
+METHODS = ("fedgrpo", "zero-shot", "central-grpo", "local-only", "fedpetuning", "dpsda-fl")
+Method = Literal["fedgrpo", "zero-shot", "central-grpo", "local-only", "fedpetuning", "dpsda-fl"]
 
 
 class FedGRPOConfig(_Strict):
@@ -37,7 +37,8 @@ class FedGRPOConfig(_Strict):
     method: Method = Field(
         "fedgrpo",
         description="fedgrpo (the federation's rewards), zero-shot (evaluation only), central-grpo "
-        "(GRPO on the pooled labelled client data, ground-truth reward on the server), or a baseline",
+        "(GRPO on the pooled labelled client data, ground-truth reward on the server), local-only (the "
+        "rewards of the most competent organisation alone), or a baseline",
     )
     seed: int = Field(0, description="seeds the split, the sampling and the LoRA initialisation")
     model: ModelSettings = ModelSettings()
@@ -60,7 +61,7 @@ class FedGRPOConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> FedGRPOConfig:
         fed = self.federation
-        if self.method in ("zero-shot", "central-grpo") and fed.transport != "in_process":
+        if self.method in ("zero-shot", "central-grpo", "local-only") and fed.transport != "in_process":
             raise ValueError(
                 f"method={self.method} runs in process on the simulation's split: "
                 "set federation.transport=in_process"

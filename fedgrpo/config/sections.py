@@ -82,8 +82,9 @@ class DataSettings(_Strict):
         "no-ground-truth: no client holds any (the paper's Table 2), so only client models score them",
     )
     num_clients: int = Field(5, ge=1, description="K: simulated clients")
-    partition: Literal["iid", "dirichlet"] = Field(
-        "dirichlet", description="how the clients' data spread over the domains"
+    partition: Literal["iid", "dirichlet", "by-domain"] = Field(
+        "dirichlet",
+        description="the clients' data over the domains; by-domain: client k holds domain k mod D only",
     )
     alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration: smaller is more non-IID")
     examples_per_client: int = Field(100, ge=1, description="labelled examples each client holds")
@@ -275,6 +276,12 @@ class EvalSettings(_Strict):
     max_new_tokens: int = Field(64, ge=1, description="greedy tokens per held-out answer")
     batch_size: int = Field(32, ge=1, description="held-out questions per generate call")
     max_per_domain: int | None = Field(None, ge=1, description="evaluate at most this many per domain")
+    every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="also evaluate every this many GRPO steps, a learning curve in curve.jsonl; "
+        "None: before and after only",
+    )
 
 
 class RunSettings(_Strict):

@@ -56,17 +56,20 @@ def generate_completions(
     desc: str = "eval",
     temperature: float = 0.0,
     share_prompts: bool = True,
+    messages: Callable[[str], list[dict[str, str]]] | None = None,
+    prefill: str = "",
 ) -> list[str]:
     """Completions for a list of questions, batched with left padding: greedy unless a temperature
     is given (then sampled; seed torch first for repeatable samples). ``share_prompts``: the prompts'
-    common start read once, LoRA merged for the call (:func:`fedgrpo.accel.generation.fast_generate`)."""
+    common start read once, LoRA merged for the call (:func:`fedgrpo.accel.generation.fast_generate`).
+    ``messages``: the chat for each text (default: the task prompt, :func:`build_messages`);
+    ``prefill``: the reply's first words, written for the model (not part of the completion)."""
+    chat = messages or (lambda q: build_messages(q, worked_example))
     out: list[str] = []
     with inference(model, tokenizer, padding_side="left"):
         for start in tqdm(range(0, len(questions), batch_size), desc=desc, leave=False):
             prompts = [
-                tokenizer.apply_chat_template(
-                    build_messages(q, worked_example), add_generation_prompt=True, tokenize=False
-                )
+                tokenizer.apply_chat_template(chat(q), add_generation_prompt=True, tokenize=False) + prefill
                 for q in questions[start : start + batch_size]
             ]
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(

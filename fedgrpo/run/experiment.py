@@ -20,6 +20,7 @@ from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example
 from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.assemble import ServerData, build_advantage, build_selector
+from fedgrpo.run.curve import CURVE_FILE, read_curve, step_seconds
 from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_questions, from_json, to_json
 from fedgrpo.run.metrics import (
     Audit,
@@ -30,7 +31,7 @@ from fedgrpo.run.metrics import (
     truncate_metrics,
 )
 from fedgrpo.run.outcomes import save_outcomes
-from fedgrpo.run.trl import StopOnInterrupt, TrainingReward, make_trainer, train_dataset
+from fedgrpo.run.trl import HeldOutCurve, StopOnInterrupt, TrainingReward, make_trainer, train_dataset
 from fedgrpo.server import FederatedAdvantage
 from fedgrpo.server.stats import RoundStats, note_privacy_spent
 from fedgrpo.storage.atomic import write_json_atomic
@@ -162,9 +163,15 @@ def train_and_evaluate(
     install_metrics(trainer, MetricsCallback(metrics_path, reward, audit))
     stop = StopOnInterrupt()
     trainer.add_callback(stop)
+    curve = None
+    if cfg.eval.every_steps:
+        evaluate = held_out_evaluator(cfg, tokenizer, data.heldout)
+        curve = HeldOutCurve(evaluate, cfg.eval.every_steps, out / CURVE_FILE)
+        trainer.add_callback(curve)
     resume_from = prepare_resume(checkpoints, metrics_path, reward) if resume else None
     if not resume:
         truncate_metrics(metrics_path, 0)
+        (out / CURVE_FILE).unlink(missing_ok=True)
 
     start = time.perf_counter()
     stop.install()
@@ -181,22 +188,24 @@ def train_and_evaluate(
             last_checkpoint(checkpoints) or "none",
         )
         raise KeyboardInterrupt
-    train_seconds = time.perf_counter() - start
+    curve_seconds = curve.seconds if curve else 0.0
+    train_seconds = time.perf_counter() - start - curve_seconds  # the curve's evaluations left out
     trainer.save_model(str(out / "final"))
 
     after = evaluate_heldout(cfg, trainer.model, tokenizer, data.heldout, "after") if cfg.eval.after else None
-    rows = read_metrics(metrics_path)
-    step_seconds = [r["seconds"] for r in rows[1:]] or [r["seconds"] for r in rows]
+    seconds = step_seconds(read_metrics(metrics_path), read_curve(out / CURVE_FILE))  # less the curve's
+    per_step = seconds[1:] or seconds
     return {
         "name": cfg.name,
         "method": cfg.method,
         "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 1),
-        "seconds_per_step": round(sum(step_seconds) / max(len(step_seconds), 1), 2),
+        "seconds_per_step": round(sum(per_step) / max(len(per_step), 1), 2),
         "peak_rss_mb": round(peak_rss_mb()),
         "before": to_json(before),
         "after": to_json(after),
         "communication": reward.total.summary(),
+        "curve_eval_seconds": round(curve_seconds, 1),
     }
 
 

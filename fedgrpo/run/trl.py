@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ from fedgrpo.accel.trl_patch import score_completions_only
 from fedgrpo.config import FedGRPOConfig, LoraSettings
 from fedgrpo.data import Question
 from fedgrpo.method.prompting import build_messages
+from fedgrpo.run.curve import curve_point
 from fedgrpo.server import GroupRecord
 from fedgrpo.server.stats import RoundStats
 from fedgrpo.storage.atomic import write_json_atomic
@@ -114,6 +116,22 @@ class StopOnInterrupt(TrainerCallback):
         if self.interrupted is not None:
             control.should_save = True
             control.should_training_stop = True
+
+
+class HeldOutCurve(TrainerCallback):
+    """Every ``every`` steps (but the last), ``evaluate(model, tag)`` and a point in ``curve.jsonl``
+    (:func:`fedgrpo.run.curve.curve_point`); ``seconds`` is what the evaluations took (the run leaves it
+    out of its training time)."""
+
+    def __init__(self, evaluate: Callable[[Any, str], Any], every: int, path: Path) -> None:
+        self.evaluate, self.every, self.path = evaluate, every, path
+        self.seconds = 0.0
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **_: Any) -> None:
+        if model is not None:
+            self.seconds += curve_point(
+                self.path, state.global_step, state.max_steps, self.every, self.evaluate, model
+            )
 
 
 def lora_config(lora: LoraSettings) -> Any:

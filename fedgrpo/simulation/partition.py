@@ -120,7 +120,7 @@ def build_split(
     num_train_questions: int,
     num_auxiliary: int = 100,
     heldout_per_domain: int = 100,
-    partition: Literal["iid", "dirichlet"] = "iid",
+    partition: Literal["iid", "dirichlet", "by-domain"] = "iid",
     alpha: float = 0.5,
     seed: int = 0,
     ground_truth: bool = True,
@@ -130,7 +130,9 @@ def build_split(
     Client data totals num_clients * examples_per_client, spread evenly over domains. With "iid" each
     client holds exactly examples_per_client, an equal share of every domain. With "dirichlet" each
     domain's client pool is split by proportions ~ Dir(alpha) (numpy default_rng(seed)), so client
-    sizes vary around examples_per_client; small alpha means each client is mostly one domain.
+    sizes vary around examples_per_client; small alpha means each client is mostly one domain. With
+    "by-domain" client k holds examples_per_client examples of domain k mod D only (a coverage sweep:
+    with K <= D each added client brings a domain no other client holds).
     The auxiliary set is spread evenly over domains.
 
     ``ground_truth=True`` draws the server's training questions from the clients' data, so each is
@@ -150,8 +152,8 @@ def build_split(
         raise ValueError(f"examples_per_client must be >= 1, got {examples_per_client}")
     if min(num_train_questions, num_auxiliary, heldout_per_domain) < 0:
         raise ValueError("num_train_questions, num_auxiliary and heldout_per_domain must be >= 0")
-    if partition not in ("iid", "dirichlet"):
-        raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
+    if partition not in ("iid", "dirichlet", "by-domain"):
+        raise ValueError(f"partition must be 'iid', 'dirichlet' or 'by-domain', got {partition!r}")
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     total_client = num_clients * examples_per_client
@@ -164,6 +166,8 @@ def build_split(
     n_dom = len(specs)
     # quota[k][d]: IID share of client k in domain d; remainders rotate so domains stay balanced.
     quota = [_even(examples_per_client, n_dom, offset=k) for k in range(num_clients)]
+    if partition == "by-domain":  # client k holds domain k mod D alone: each new client brings coverage
+        quota = [[examples_per_client * (d == k % n_dom) for d in range(n_dom)] for k in range(num_clients)]
     client_sizes = [sum(quota[k][d] for k in range(num_clients)) for d in range(n_dom)]
     aux_sizes = _even(num_auxiliary, n_dom)
     unseen_sizes = [0] * n_dom if ground_truth else _even(num_train_questions, n_dom)
@@ -185,7 +189,7 @@ def build_split(
         unseen.extend(pool[heldout_per_domain + a + c :])
 
     rng = np.random.default_rng(seed)
-    if partition == "iid":
+    if partition in ("iid", "by-domain"):
         assign: list[list[list[Example]]] = [[[] for _ in range(n_dom)] for _ in range(num_clients)]
         for d, pool in enumerate(client_pools):
             order = rng.permutation(len(pool))

@@ -1,8 +1,9 @@
 """The suite's PNG plots (matplotlib, no display needed). Each plot is made only when the runs hold
-what it needs, and says what it shows: runs evaluate before and after training only, so "accuracy
-against step" has two points per run; the training reward per step comes from ``metrics.jsonl``.
-A method (its label) has one colour and one marker in every plot; runs of one method are told apart
-by their marker, and points at the same bytes are spread a little sideways."""
+what it needs. "Accuracy against step" is a learning curve where the runs evaluated every
+``eval.every_steps`` steps (``curve.jsonl``), else its two ends (before, after); each run group's
+seeds are pooled at each step, with the 95% Wilson interval. The training reward per step comes from
+``metrics.jsonl``. A method (its label) has one colour and one marker in every plot; runs of one method
+are told apart by their marker, and points at the same step or bytes are spread a little sideways."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
-from fedgrpo.suite.record import RunRecord, stale_mark
+from fedgrpo.run.intervals import wilson_interval
+from fedgrpo.suite.record import RunRecord, pooled_curve, stale_mark
 
 # one colour per method across every plot (matplotlib's tab10, fixed by name, not by order of appearance)
 COLOURS = {
@@ -21,11 +23,13 @@ COLOURS = {
     "fedgrpo/random": "#ff7f0e",
     "fedgrpo/all": "#d62728",
     "central-grpo": "#2ca02c",
-    "fedpetuning": "#9467bd",
+    "fedpetuning/sft": "#9467bd",
+    "fedpetuning/grpo": "#e377c2",
+    "local-only": "#bcbd22",
     "dpsda-fl": "#8c564b",
     "zero-shot": "#7f7f7f",
 }
-OTHER_COLOURS = ("#e377c2", "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173")
+OTHER_COLOURS = ("#393b79", "#637939", "#843c39", "#7b4173")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
 
@@ -101,16 +105,40 @@ def make_plots(records: list[RunRecord], folder: Path) -> list[str]:
 
 
 def _accuracy_vs_step(done: list[RunRecord], path: Path) -> str:
-    fig, ax = _figure("answer accuracy before and after training", "training step", "answer accuracy")
-    styles = _styles(done)
+    """One line per run group (its seeds pooled at each step) in its method's colour, with 95% Wilson
+    intervals; groups are shifted a little sideways so that equal points stay apart."""
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
     for r in done:
-        before, after = r.overall("before"), r.overall("after")
-        steps = r.results.get("steps") or 0
-        xs, ys = ([0], [before[0]]) if before else ([], [])
-        xs.append(steps)
-        ys.append(after[0])
-        c, m = styles[r.name]
-        ax.plot(xs, ys, marker=m, color=c, alpha=0.8, label=stale_mark(r.name, r.stale))
+        groups[r.group].append(r)
+    curves = any(r.curve for r in done)
+    what = "every eval.every_steps steps" if curves else "before and after training only"
+    fig, ax = _figure(
+        f"answer accuracy against step ({what}; seeds pooled)", "training step", "answer accuracy"
+    )
+    styles = _styles([runs[0] for runs in groups.values()])
+    top = max((r.results.get("steps") or 0 for r in done), default=0)
+    names = sorted(groups)
+    for i, name in enumerate(names):
+        runs = groups[name]
+        points = pooled_curve(runs)
+        shift = 0.012 * max(top, 1) * (i - (len(names) - 1) / 2)
+        intervals = [wilson_interval(c, n) for _, c, n in points]
+        ys = [c / n for _, c, n in points]
+        c, m = styles[runs[0].name]
+        ax.errorbar(
+            [s + shift for s, _, _ in points],
+            ys,
+            yerr=[
+                [y - lo for y, (lo, _) in zip(ys, intervals, strict=True)],
+                [hi - y for y, (_, hi) in zip(ys, intervals, strict=True)],
+            ],
+            marker=m,
+            color=c,
+            alpha=0.8,
+            capsize=2,
+            markersize=4,
+            label=stale_mark(f"{name} ({len(runs)} seeds)" if len(runs) > 1 else name, runs[0].stale),
+        )
     ax.legend(fontsize=6)
     return _save(fig, path)
 

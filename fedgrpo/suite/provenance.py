@@ -27,6 +27,7 @@ METHOD_SOURCES: dict[str, tuple[str, ...]] = {
     "central-grpo": ("algorithms/central_grpo.py",),
     "fedpetuning": ("algorithms/fedpetuning",),
     "dpsda-fl": ("algorithms/dpsda",),
+    "local-only": ("algorithms/local_only.py", "method", "server", "selection", "client"),
 }
 
 

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedgrpo.run.curve import CURVE_FILE
 from fedgrpo.run.intervals import wilson_interval
 from fedgrpo.run.outcomes import OUTCOMES_FILE, DomainOutcomes
 from fedgrpo.suite.provenance import STALE_FILE
 from fedgrpo.suite.runner import STATUS_FILE
 
 # what a run's committed record keeps (docs/results/<suite>/runs/<run>/): small, and all the report reads
-RECORD_FILES = ("config.yaml", "results.json", "metrics.jsonl", OUTCOMES_FILE)
+RECORD_FILES = ("config.yaml", "results.json", "metrics.jsonl", OUTCOMES_FILE, CURVE_FILE)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class RunRecord:
     results: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)  # held-out points during training
     outcomes: dict[str, DomainOutcomes] | None = None  # after training, per domain; None: not recorded
     stale: str | None = None  # why the row no longer stands for its method's code, or None
 
@@ -38,7 +40,10 @@ class RunRecord:
 
     @property
     def label(self) -> str:
-        """The method as the plots group it: FedGRPO by selector and setting."""
+        """The method as the plots group it: FedGRPO by selector and setting, Fedpetuning by its local
+        training."""
+        if self.method == "fedpetuning":
+            return f"fedpetuning/{self.config.get('fedpetuning', {}).get('method', 'sft')}"
         if self.method != "fedgrpo":
             return self.method
         fed = self.config.get("federation", {})
@@ -62,10 +67,17 @@ class RunRecord:
 
     def answer_counts(self, when: str = "after") -> tuple[int, int] | None:
         """(correct answers, questions) over all domains pooled; None when not evaluated."""
-        domains = (self.results or {}).get(when) or {}
-        n = sum(d["n"] for d in domains.values())
-        correct = sum(d.get("answer_correct") or 0 for d in domains.values())
-        return (correct, n) if n else None
+        return _answer_counts((self.results or {}).get(when) or {})
+
+    def curve_counts(self) -> list[tuple[int, int, int]]:
+        """(step, correct answers, questions) over all domains: before (step 0), every point of the
+        learning curve, after (the last step); the evaluations the run made."""
+        if not self.results:
+            return []
+        points = [(0, self.answer_counts("before"))] if self.results.get("before") else []
+        points += [(p["step"], _answer_counts(p["accuracy"])) for p in self.curve]
+        points.append((int(self.results.get("steps") or 0), self.answer_counts("after")))
+        return [(step, *counts) for step, counts in points if counts]
 
     def overall(self, when: str = "after") -> tuple[float, float, float] | None:
         """Answer accuracy over all domains pooled, with its interval; None when not evaluated."""
@@ -78,6 +90,24 @@ class RunRecord:
     def bytes_total(self) -> int:
         comm = (self.results or {}).get("communication") or {}
         return int(comm.get("fed/bytes_down", 0)) + int(comm.get("fed/bytes_up", 0))
+
+
+def _answer_counts(domains: dict[str, dict[str, Any]]) -> tuple[int, int] | None:
+    n = sum(d["n"] for d in domains.values())
+    correct = sum(d.get("answer_correct") or 0 for d in domains.values())
+    return (correct, n) if n else None
+
+
+def pooled_curve(runs: list[RunRecord]) -> list[tuple[int, int, int]]:
+    """A group's learning curve, its seeds pooled: per step, the right answers and questions of every
+    run evaluated at that step."""
+    by_step: dict[int, list[int]] = {}
+    for r in runs:
+        for step, correct, n in r.curve_counts():
+            total = by_step.setdefault(step, [0, 0])
+            total[0] += correct
+            total[1] += n
+    return [(step, c, n) for step, (c, n) in sorted(by_step.items())]
 
 
 def stale_mark(text: str, stale: object) -> str:

@@ -1,10 +1,10 @@
 """The suite's report: Markdown and HTML tables and matplotlib PNG plots, from the run folders alone.
 
 Read-only over what the runs wrote (``suite.json``, each run's ``results.json``, ``config.yaml``,
-``metrics.jsonl`` and ``outcomes.json``, and the suite folder's ``stale.yaml`` if any), so it can be
-remade at any time, from a finished or a half-finished suite. A gain counts in *answer* accuracy (the
-final answer wherever written), so the plots use it; the tables give strict accuracy (the tagged
-answer) too, each with its 95% Wilson interval.
+``metrics.jsonl``, ``outcomes.json`` and ``curve.jsonl``, and the suite folder's ``stale.yaml`` if
+any), so it can be remade at any time, from a finished or a half-finished suite. A gain counts in
+*answer* accuracy (the final answer wherever written), so the plots use it; the tables give strict
+accuracy (the tagged answer) too, each with its 95% Wilson interval.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from fedgrpo.run.curve import CURVE_FILE, read_curve
 from fedgrpo.run.intervals import wilson_interval
 from fedgrpo.run.metrics import read_metrics
 from fedgrpo.run.outcomes import load_outcomes
@@ -41,6 +42,7 @@ def collect(folder: Path) -> list[RunRecord]:
         if (run_dir / "config.yaml").exists():
             rec.config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         rec.metrics = read_metrics(run_dir / "metrics.jsonl")
+        rec.curve = read_curve(run_dir / CURVE_FILE)
         rec.outcomes = load_outcomes(run_dir, "after")
         if rec.method not in current:
             current[rec.method] = source_hash(rec.method)

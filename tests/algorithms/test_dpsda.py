@@ -201,11 +201,54 @@ def test_top_voted_thresholds_then_keeps_the_most_voted() -> None:
     assert top_voted(votes, threshold=4.0, keep=4) == [1, 3, 2, 0]
 
 
-def test_generated_samples_are_parsed_or_kept_as_they_are() -> None:
-    parsed = evolution.parse_sample("Question: What is 2 + 5?\nAnswer: <answer>7</answer>", "sums")
-    assert parsed == Sample("What is 2 + 5?", "7", "sums")
-    garbage = evolution.parse_sample("\x14 57 ve what", "sums")
-    assert garbage == Sample("\x14 57 ve what", "", "sums")
+@pytest.mark.parametrize(
+    ("text", "question", "answer"),
+    [
+        ("Question: What is 2 + 5?\nAnswer: <answer>7</answer>", "What is 2 + 5?", "7"),
+        ("Question: What is 3 + 4?\nAnswer: 7.", "What is 3 + 4?", "7"),  # no tags: the Answer line
+        ("Question: What is 3 + 4? 7", "What is 3 + 4?", "7"),  # no label: a number after the "?"
+        ("Question: Are all cats animals?\nanswer: Yes", "Are all cats animals?", "Yes"),
+        ("Question: What is 5+5?\nAnswer: 10\nQuestion: What is 6+6?\nAnswer: 12", "What is 5+5?", "10"),
+        ("\x14 57 ve what", "\x14 57 ve what", ""),  # nothing recoverable: kept, voted on, never trained
+        ("Question: what? blah blah", "what? blah blah", ""),
+        ("Question: What is 1 + 1?\nAnswer: " + "x" * 60, "What is 1 + 1?", ""),  # too long to be one
+    ],
+)
+def test_generated_samples_are_parsed_tolerantly(text: str, question: str, answer: str) -> None:
+    assert evolution.parse_sample(text, "sums") == Sample(question, answer, "sums")
+
+
+def test_the_proposal_prompt_is_pes_own_and_never_the_solving_instruction() -> None:
+    from fedgrpo.method.prompting import INSTRUCTION
+
+    demos = [Example("q1", "sums", "What is 1 + 2?", "3")]
+    messages = evolution.chat(evolution.proposal_prompt(demos))
+    assert all(INSTRUCTION not in m["content"] for m in messages)
+    assert "Question: What is 1 + 2?\nAnswer: <answer>3</answer>" in messages[-1]["content"]
+
+
+def test_samples_with_an_answer_are_kept_before_better_voted_ones_without() -> None:
+    population = [
+        Sample("q0", "", "d"),
+        Sample("q1", "1", "d"),
+        Sample("q2", "", "d"),
+        Sample("q3", "3", "d"),
+    ]
+    votes = np.array([9.0, 5.0, 8.0, 1.0])
+    assert top_voted(evolution.answered_first(votes, population), threshold=4.0, keep=3) == [1, 3, 0]
+
+
+def test_the_sft_data_from_a_synthetic_set_has_only_non_empty_answers() -> None:
+    """The stale full-suite row's bug: samples without answers taught SFT ``<answer></answer>``."""
+    from fedgrpo.client.experts import sft_dataset
+
+    texts = ["Question: What is 2 + 5?\nAnswer: 7", "garbled", "Question: 3 + 3? <answer> </answer>"]
+    synthetic = [(evolution.parse_sample(t, "sums_1digit"), 1.0) for t in texts]
+    examples = dpsda.training_examples(synthetic)
+    assert [(ex.question, ex.answer) for ex in examples] == [("What is 2 + 5?", "7")]
+    rows = sft_dataset(examples, worked_example=False)
+    completions = [row["completion"][0]["content"] for row in rows]
+    assert completions == ["<answer>7</answer>"]
 
 
 def test_a_target_epsilon_calibrates_sigma_with_dp_accounting() -> None:
@@ -214,9 +257,9 @@ def test_a_target_epsilon_calibrates_sigma_with_dp_accounting() -> None:
     assert plan["noise_multiplier"] == pytest.approx(calibrate_sigma(2.0, 4, 1e-5, "rdp"))
     assert plan["epsilon"] == pytest.approx(rdp_epsilon_by_hand(plan["noise_multiplier"], 4, 1e-5), rel=1e-9)
     default = dpsda.privacy_plan(load_config("smoke").dpsda)
-    assert default["noise_multiplier"] == 4.0 and default["epsilon"] == pytest.approx(
-        epsilon_spent(4.0, 3, 1e-5, "rdp")
-    )
+    assert default["noise_multiplier"] == 4.0 and default["iterations"] == 5
+    assert default["epsilon"] == pytest.approx(epsilon_spent(4.0, 5, 1e-5, "rdp"))
+    assert default["epsilon"] == pytest.approx(2.45, abs=0.005)  # as documented (N=64, T=5, sigma=4)
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ from fedgrpo.algorithms.fedpetuning.train import (
 )
 from fedgrpo.config import ConfigError, FedGRPOConfig, load_config
 from fedgrpo.models.loading import load_tokenizer
+from fedgrpo.run.curve import CURVE_FILE, read_curve
+from fedgrpo.run.outcomes import load_outcomes
 from fedgrpo.simulation.data import build_data
 from fedgrpo.storage.run_folder import RunExists
 from tests.helpers import assert_outcomes_match
@@ -185,7 +187,7 @@ def test_a_deployment_is_refused_before_anything_loads(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def two_rounds(tmp_path_factory: pytest.TempPathFactory) -> tuple[FedGRPOConfig, dict]:
-    cfg = small_config(tmp_path_factory.mktemp("fedpet") / "run")
+    cfg = small_config(tmp_path_factory.mktemp("fedpet") / "run", "eval.every_steps=1")  # a curve per round
     return cfg, fedpetuning.run(cfg)
 
 
@@ -218,6 +220,11 @@ def test_a_run_writes_fedgrpos_results_with_both_direction_bytes(two_rounds) -> 
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2]
+    (point,) = read_curve(out / CURVE_FILE)  # round 1; round 2 is "after"
+    assert point["step"] == 1 and set(point["accuracy"]) == domains
+    assert load_outcomes(out, "step-1") is not None and results["train_seconds"] == round(
+        sum(r["seconds"] for r in rows), 1
+    )  # the curve's evaluation is not training time
     assert all(r["fed/bytes_up"] == clients * adapter for r in rows)
     assert all(s["final_loss"] is not None for r in rows for s in r["local"].values())
 

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,7 +70,7 @@ def evolve(
     for t in range(1, p.iterations + 1):
         start = time.perf_counter()
         histogram, bytes_down, bytes_up = collect_votes(t, population, ask, stats)
-        kept = top_voted(histogram, p.threshold, keep)
+        kept = top_voted(answered_first(histogram, population), p.threshold, keep)
         stats.rounds += 1
         stats.seconds += time.perf_counter() - start
         row = {
@@ -97,6 +98,12 @@ def evolve(
         survivors = [population[i] for i in kept]
         population = (survivors + vary(cfg, policy, tokenizer, survivors))[: p.samples]
     raise AssertionError("unreachable: iterations >= 1")
+
+
+def answered_first(histogram: np.ndarray, population: list[Sample]) -> np.ndarray:
+    """The votes PE ranks by, with a sample that has no answer put last (at -inf): it is no training
+    target. Post-processing of the released votes, so it costs no privacy."""
+    return np.where([bool(s.answer) for s in population], histogram, -np.inf)
 
 
 def voting_clients(
@@ -156,6 +163,20 @@ def collect_votes(
     return total, bytes_down, bytes_up
 
 
+SYSTEM = "You write practice questions with their answers."  # PE's own meta-prompt: no solving instruction
+PREFILL = "Question:"  # the reply starts as a sample does, so the model writes a question, then its answer
+_LABEL_RE = re.compile(r"^\s*(?:question|q)\s*[:.]\s*", re.IGNORECASE)
+_NEXT_RE = re.compile(r"\n\s*question\s*:", re.IGNORECASE)
+_ANSWER_LABEL_RE = re.compile(r"(?:^|\n)\s*(?:answer|a)\s*[:.]\s*", re.IGNORECASE)
+_SHORT_ANSWER_RE = re.compile(r"^\s*([+-]?\d+(?:[.,/]\d+)?|yes|no)\b", re.IGNORECASE)
+MAX_ANSWER_CHARS = 40
+
+
+def chat(prompt: str) -> list[dict[str, str]]:
+    """The messages of a proposal or rewrite: PE's own, not the task prompt that asks to solve."""
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+
+
 def proposal_prompt(demos: list[Example]) -> str:
     shown = "\n\n".join(sample_text(d.question, d.answer) for d in demos)
     return (
@@ -172,29 +193,47 @@ def variation_prompt(sample: Sample) -> str:
 
 
 def parse_sample(text: str, domain: str) -> Sample:
-    """A generated sample: the question before the answer tag, the tagged answer ("" when none).
+    """A generated sample, read tolerantly: the first question written, then its answer from the
+    ``<answer>`` tag, else from an ``Answer:`` line, else a number (or yes/no) right after the
+    question mark; ``""`` when none is found (such a sample is voted on, never trained on).
 
-    A small model's output may follow no format; it is kept as it is (the votes judge it).
+    A small model's output may follow no format; its text is kept as the question (the votes judge it).
     """
+    text = _NEXT_RE.split(_LABEL_RE.sub("", text.strip(), count=1), maxsplit=1)[0]  # the first sample
+    tagged = extract_answer(text)
     head = ANSWER_RE.split(text, maxsplit=1)[0] if ANSWER_RE.search(text) else text
-    head = head.rsplit("Question:", 1)[-1].rsplit("Answer:", 1)[0].strip()
-    question = (head or text.strip() or "?")[:MAX_QUESTION_CHARS]
-    return Sample(question, extract_answer(text) or "", domain)
+    question, *labelled = _ANSWER_LABEL_RE.split(head, maxsplit=1)
+    answer = tagged or _short_answer(labelled[0].strip().split("\n")[0] if labelled else "")
+    if not answer and "?" in question:
+        asked, _, rest = question.partition("?")
+        found = _SHORT_ANSWER_RE.match(rest)
+        if found:
+            question, answer = asked + "?", found.group(1)
+    question = question.strip() or text.strip() or "?"
+    return Sample(question[:MAX_QUESTION_CHARS], (answer or "").strip(), domain)
+
+
+def _short_answer(line: str) -> str:
+    """An ``Answer:`` line's answer: the line itself, without a closing full stop, if short."""
+    line = line.strip().removesuffix(".").strip()
+    return line if 0 < len(line) <= MAX_ANSWER_CHARS else ""
 
 
 def _generate(cfg: FedGRPOConfig, policy: Any, tokenizer: Any, prompts: list[str], desc: str) -> list[str]:
     p = cfg.dpsda
-    return generate_completions(
+    texts = generate_completions(
         policy,
         tokenizer,
         prompts,
         p.max_new_tokens,
         cfg.eval.batch_size,
-        worked_example=False,
         desc=desc,
         temperature=p.temperature,
         share_prompts=cfg.run.share_prompts,
+        messages=chat,
+        prefill=PREFILL,
     )
+    return [PREFILL + t for t in texts]
 
 
 def propose(

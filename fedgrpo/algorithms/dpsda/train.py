@@ -164,15 +164,12 @@ def _run(
         privacy["iterations"],
     )
 
-    examples = [Example(f"syn-{i}", s.domain, s.question, s.answer) for i, (s, _) in enumerate(synthetic)]
-    answered = [ex for ex in examples if ex.answer]
-    if len(answered) < len(examples):
-        # a sample without an answer is no training target: SFT would teach an empty tag and GRPO could
-        # reward only the format (the full suite's dpsda-fl run on SmolLM2-135M collapsed that way)
+    answered = training_examples(synthetic)
+    if len(answered) < len(synthetic):
         log.warning(
             "dropped %d of %d synthetic samples that have no answer; training on the other %d",
-            len(examples) - len(answered),
-            len(examples),
+            len(synthetic) - len(answered),
+            len(synthetic),
             len(answered),
         )
     start = time.perf_counter()
@@ -206,7 +203,7 @@ def _run(
         "selection": None,  # every client votes on every sample: no expert selection
         "privacy": privacy,
         "synthetic": {
-            "samples": len(examples),
+            "samples": len(synthetic),
             "with_answer": len(answered),  # the ones trained on
             "file": SYNTHETIC_FILE,
         },
@@ -226,6 +223,17 @@ def _run(
         out / "results.json",
     )
     return results
+
+
+def training_examples(synthetic: list[tuple[Sample, float]]) -> list[Example]:
+    """The synthetic samples the server trains on: those with an answer. A sample without one is no
+    training target: SFT would teach an empty ``<answer></answer>`` and GRPO could reward only the
+    format (the full suite's first dpsda-fl run on SmolLM2-135M collapsed that way)."""
+    return [
+        Example(f"syn-{i}", s.domain, s.question, s.answer.strip())
+        for i, (s, _) in enumerate(synthetic)
+        if s.answer.strip()
+    ]
 
 
 def write_synthetic(path: Path, synthetic: list[tuple[Sample, float]]) -> None:

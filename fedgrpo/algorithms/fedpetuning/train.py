@@ -38,6 +38,7 @@ from fedgrpo.client.experts import ExpertRecipe, local_trainer, training_summary
 from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.data import Example, derive_seed
 from fedgrpo.models.loading import load_policy, load_tokenizer
+from fedgrpo.run.curve import CURVE_FILE, curve_point
 from fedgrpo.run.evaluate import to_json
 from fedgrpo.run.experiment import evaluate_before, held_out_evaluator, log_outcome
 from fedgrpo.run.metrics import peak_rss_mb, read_metrics, truncate_metrics
@@ -212,6 +213,7 @@ class RunBook:
             load_adapter_state(self.model, self.global_state)
         else:
             truncate_metrics(self.metrics_path, 0)
+            (self.out / CURVE_FILE).unlink(missing_ok=True)
         self.adapter_bytes = wire_bytes(self.global_state)
         log.info(
             "fedpetuning: rounds %d to %d, %s, an adapter of %d tensors: %.1f KB as an ArrayRecord",
@@ -250,6 +252,8 @@ class RunBook:
         stats.seconds = seconds
         self.total.merge(stats)
         _append_metrics(self.metrics_path, round_, stats, local)
+        every, rounds = self.cfg.eval.every_steps, self.cfg.fedpetuning.rounds  # the curve: per round
+        curve_point(self.out / CURVE_FILE, round_, rounds, every, self.evaluate, self.model)
         save_checkpoint(
             self.checkpoints, round_, self.global_state, self.total, self.cfg.run.save_total_limit
         )
