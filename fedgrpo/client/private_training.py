@@ -275,6 +275,8 @@ def train_private(
         poisson_sampling=True,
         noise_generator=torch.Generator().manual_seed(recipe.seed + 1),
     )
+    if not math.isclose(loader.sample_rate, sample_rate):  # what is accounted is what Opacus samples
+        raise RuntimeError(f"Opacus samples at rate {loader.sample_rate}, accounted {sample_rate}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     losses, empty = _steps(private, optimiser, loader, rows, pad, recipe.epochs)
     if len(losses) + empty != steps:
