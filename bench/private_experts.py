@@ -8,10 +8,12 @@ expert as a competence query does (its answer, the run's prompt and ``clients.di
 against the given answer), greedy, on the run's 30 auxiliary questions and on ``--heldout``
 held-out questions of every domain. Prints a markdown table: per setting and client, the noise
 multiplier, the epsilon reached, both accuracies and the training time, and per setting the mean
-over clients. The defaults (client-0's expert, 38 examples, 10 steps; 10 held-out questions per
+over clients; ``--base`` adds the base model itself (``clients.expert.method: none``) for
+reference. The defaults (client-0's expert, 38 examples, 10 steps; 10 held-out questions per
 domain) fit 15 minutes on 2 busy cores; ``--clients 5`` is the whole preset (about 5x the time):
 
     python bench/private_experts.py --clients 1 --heldout 10 --epsilons 8 4 1
+    python bench/private_experts.py --clients 1 --heldout 10 --epsilons --base  # the references
 """
 
 from __future__ import annotations
@@ -81,20 +83,26 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=1, help="how many of the preset's clients")
     parser.add_argument("--heldout", type=int, default=10, help="held-out questions per domain")
-    parser.add_argument("--epsilons", type=float, nargs="+", default=[8.0, 4.0, 1.0])
+    parser.add_argument("--epsilons", type=float, nargs="*", default=[8.0, 4.0, 1.0])
+    parser.add_argument("--base", action="store_true", help="also the base model without an expert")
     args = parser.parse_args()
     cfg = load_config("default", [])
     torch.set_num_threads(cfg.run.threads or torch.get_num_threads())
     split = build_data(cfg)
     clients = list(split.clients)[: args.clients]
     heldout = [ex for examples in split.heldout.values() for ex in examples[: args.heldout]]
-    settings = {"no DP": []} | {
-        f"DP-SGD, target epsilon {e:g}": [
-            "clients.expert.dp.enabled=true",
-            f"clients.expert.dp.target_epsilon={e}",
-        ]
-        for e in args.epsilons
-    }
+    base = {"base model, no expert": ["clients.expert.method=none"]} if args.base else {}
+    settings = (
+        base
+        | {"no DP": []}
+        | {
+            f"DP-SGD, target epsilon {e:g}": [
+                "clients.expert.dp.enabled=true",
+                f"clients.expert.dp.target_epsilon={e}",
+            ]
+            for e in args.epsilons
+        }
+    )
     print(
         f"{len(clients)} clients, {len(split.auxiliary)} auxiliary and {len(heldout)} held-out questions, "
         "delta 1e-5"
