@@ -76,6 +76,21 @@ def test_dp_sgd_trains_an_expert_and_saves_what_it_cost(cache: Path, caplog) -> 
     assert training_privacy(again["seven"]) == expected
 
 
+def test_more_noise_trains_another_adapter_at_a_smaller_epsilon(cache: Path) -> None:
+    from safetensors.torch import load_file
+
+    folders = {}
+    for noise in (1.0, 4.0):
+        trained, _ = ensure_experts(
+            private_recipe(DPSettings(noise_multiplier=noise)), {"c": holding("7")}, cache
+        )
+        folders[noise] = trained["c"]
+    weights = {n: load_file(f / "adapter" / "adapter_model.safetensors") for n, f in folders.items()}
+    assert weights[1.0].keys() == weights[4.0].keys()
+    assert any(not torch.equal(weights[1.0][k], weights[4.0][k]) for k in weights[1.0])
+    assert training_privacy(folders[4.0]).epsilon(1e-5) < training_privacy(folders[1.0]).epsilon(1e-5)
+
+
 def test_a_non_private_expert_has_no_training_privacy(cache: Path, tmp_path: Path) -> None:
     recipe = ExpertRecipe("tiny-random", epochs=1, batch_size=8)
     folders, _ = ensure_experts(recipe, {"plain": holding("7")}, cache)
