@@ -30,12 +30,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fedgrpo.accel import speed_up_trainer_model
 from fedgrpo.client.answer_scoring import AnswerEvaluator
+from fedgrpo.client.private_training import DPSettings, train_private
 from fedgrpo.data import Example
 from fedgrpo.method.answers import reward_for
 from fedgrpo.method.prompting import build_messages, completion_text
@@ -62,12 +63,14 @@ class ExpertRecipe:
     seed: int = 0
     num_generations: int = 4  # grpo only: completions sampled per question
     max_completion_length: int = 32  # grpo only
+    dp: DPSettings | None = None  # sft only: DP-SGD, see fedgrpo.client.private_training; None: off
 
     @classmethod
     def from_settings(cls, base_model: str, settings: Any, seed: int) -> ExpertRecipe:
         """The recipe of ``clients.expert`` (an ``ExpertTraining``); ``none`` trains as ``sft``."""
         fields = {f: getattr(settings, f) for f in cls.__dataclass_fields__ if hasattr(settings, f)}
         fields["method"] = "sft" if settings.method == "none" else settings.method
+        fields["dp"] = DPSettings.from_settings(settings.dp)
         return cls(base_model=base_model, seed=seed, **fields)
 
 
@@ -77,7 +80,7 @@ def default_cache_dir() -> Path:
 
 def expert_key(recipe: ExpertRecipe, examples: list[Example]) -> str:
     """A hash of recipe, format version and the client's (question, answer) pairs, in order."""
-    fields = dict(recipe.__dict__)
+    fields = {k: v for k, v in asdict(recipe).items() if k != "dp" or v}  # no dp: the key as before
     if recipe.method == "sft":  # GRPO-only settings never change an SFT adapter (nor its old keys)
         for name in ("method", "num_generations", "max_completion_length"):
             fields.pop(name)
@@ -235,20 +238,23 @@ def train_expert(recipe: ExpertRecipe, client: str, examples: list[Example], fol
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{client}-", dir=folder.parent))
     try:
-        trainer = local_trainer(
-            recipe, model, tokenizer, examples, tmp / "trainer", peft_config=lora_config(recipe)
-        )
-        result = trainer.train()
-        trainer.model.save_pretrained(tmp / "adapter")
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        if recipe.dp is not None:
+            summary = train_private(recipe, model, tokenizer, examples, tmp, lora_config(recipe))
+        else:
+            trainer = local_trainer(
+                recipe, model, tokenizer, examples, tmp / "trainer", peft_config=lora_config(recipe)
+            )
+            result = trainer.train()
+            trainer.model.save_pretrained(tmp / "adapter")
+            shutil.rmtree(tmp / "trainer", ignore_errors=True)
+            summary = {**training_summary(trainer), "train_loss": round(float(result.training_loss), 4)}
         meta = {
             "client": client,
             "method": recipe.method,
             "examples": len(examples),
-            **training_summary(trainer),
+            **summary,
             "train_seconds": round(time.perf_counter() - start, 1),
-            "train_loss": round(float(result.training_loss), 4),
-            "recipe": recipe.__dict__,
+            "recipe": asdict(recipe),
             "format": EXPERT_FORMAT,
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -294,7 +300,7 @@ def ensure_experts(
             i,
             len(clients),
             client,
-            recipe.method.upper(),
+            recipe.method.upper() + (" (DP-SGD)" if recipe.dp else ""),
             recipe.base_model,
             len(examples),
             eta,

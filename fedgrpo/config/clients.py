@@ -11,6 +11,41 @@ from fedgrpo.config.sections import _check_model_name, _check_whole_groups, _Str
 AdversaryBehaviour = Literal["flip", "always-high", "random", "colluding", "aux-aware"]
 
 
+class ExpertPrivacy(_Strict):
+    """DP-SGD for each client's expert (``method: sft``), off unless ``enabled``: per-example gradients
+    clipped to ``max_grad_norm``, Gaussian noise, Poisson-sampled batches (Opacus; see
+    docs/trust.md#private-experts-dp-sgd). The guarantee is per example, replace-one (it covers a
+    changed answer): ``epsilon`` at ``delta`` for the whole training, saved with the expert. Give the
+    noise as ``noise_multiplier`` or ask for ``target_epsilon`` and the noise is calibrated to it.
+    """
+
+    enabled: bool = Field(False, description="train each client's expert with DP-SGD")
+    target_epsilon: float | None = Field(
+        2.0,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="the training's epsilon at delta, per example; the noise is calibrated to reach it "
+        "(set null to give noise_multiplier instead)",
+    )
+    noise_multiplier: float | None = Field(
+        None,
+        ge=0.1,
+        allow_inf_nan=False,
+        description="noise std over max_grad_norm, at least 0.1; instead of target_epsilon",
+    )
+    max_grad_norm: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="per-example gradient clip")
+    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="delta of the training's (epsilon, delta)")
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> ExpertPrivacy:
+        if self.enabled and (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError(
+                "clients.expert.dp needs exactly one of target_epsilon and noise_multiplier "
+                "(target_epsilon defaults to 2.0: set it to null to give noise_multiplier)"
+            )
+        return self
+
+
 class ExpertTraining(_Strict):
     """How each client turns ``clients.model`` into its own expert: a LoRA adapter on its private data.
 
@@ -39,10 +74,13 @@ class ExpertTraining(_Strict):
     )
     num_generations: int = Field(4, ge=2, description="grpo: completions sampled per question")
     max_completion_length: int = Field(32, ge=1, description="grpo: tokens per sampled completion")
+    dp: ExpertPrivacy = ExpertPrivacy()
 
     @model_validator(mode="after")
     def _grpo_batches(self) -> ExpertTraining:
         _check_whole_groups("clients.expert", self.method, self.batch_size, self.num_generations)
+        if self.dp.enabled and self.method == "grpo":
+            raise ValueError("clients.expert.dp trains with DP-SGD on SFT only; use method: sft")
         return self
 
 

@@ -57,6 +57,7 @@ from pydantic import ValidationError
 from fedgrpo.client import Client, ClientModel
 from fedgrpo.client.factory import endpoint_model, in_process_model, make_client, private_release
 from fedgrpo.client.privacy import PrivateRelease
+from fedgrpo.client.private_training import training_privacy
 from fedgrpo.config import ClientPrivacy, FedGRPOConfig, config_from_mapping, load_config_text
 from fedgrpo.data import read_client_data
 from fedgrpo.flower import reply_log
@@ -198,7 +199,9 @@ def node_privacy(cfg: FedGRPOConfig, node: dict[str, Any], data_file: Path) -> P
         keys = [k for k, f in PRIVACY_KEYS.items() if f in fields] or sorted(PRIVACY_KEYS)
         raise ValueError(f"node config {', '.join(keys)}: {err.errors()[0]['msg']}") from err
     state = node.get("privacy-state") or data_file.with_name(data_file.name + ".privacy.json")
-    return private_release(cfg, settings, data_file.name, str(state), seeded=False)
+    adapter = node.get("adapter")  # a DP-SGD expert's cost is composed into every example's ledger
+    training = training_privacy(Path(adapter).expanduser()) if adapter else None
+    return private_release(cfg, settings, data_file.name, str(state), seeded=False, training=training)
 
 
 def _deployed_client(cfg: FedGRPOConfig, node: dict[str, Any]) -> Client:

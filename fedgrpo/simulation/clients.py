@@ -17,6 +17,7 @@ from fedgrpo.client import Client, ClientModel, Evaluator
 from fedgrpo.client.experts import ExpertRecipe, ensure_experts, load_experts, read_meta
 from fedgrpo.client.factory import endpoint_model, in_process_model, make_client, private_release
 from fedgrpo.client.privacy_state import STATE_FOLDER
+from fedgrpo.client.private_training import TrainingPrivacy, training_privacy
 from fedgrpo.config import ConfigError, FedGRPOConfig
 from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.simulation.adversaries import AdversarialEvaluator
@@ -47,12 +48,14 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit, state_dir: Path | N
     keeps its cache and ledger between processes (Flower's Simulation Engine), else in memory.
     """
     models, unavailable = client_models(cfg, split)
+    training = expert_training_privacy(cfg, split) if cfg.clients.privacy.enabled else {}
     clients = []
     for name, examples in split.clients.items():
         if name in unavailable:
             log.warning("client %s unavailable: %s", name, unavailable[name])
             continue
-        privacy = private_release(cfg, cfg.clients.privacy, name, _state(state_dir, name))
+        state = _state(state_dir, name)
+        privacy = private_release(cfg, cfg.clients.privacy, name, state, training=training.get(name))
         clients.append(make_client(cfg, name, examples, models.get(name), adversary(cfg, name), privacy))
     m = cfg.federation.experts_per_question
     if len(clients) < m:
@@ -70,6 +73,18 @@ def adversary(cfg: FedGRPOConfig, name: str) -> Callable[[Evaluator], Evaluator]
         return None
     log.warning("client %s is a simulated adversary: %s", name, behaviour)
     return lambda honest: AdversarialEvaluator(honest, behaviour, cfg.seed, name)
+
+
+def expert_training_privacy(cfg: FedGRPOConfig, split: FederatedSplit) -> dict[str, TrainingPrivacy]:
+    """What each client's DP-SGD expert cost (``clients.expert.dp``), composed into its per-example
+    ledger, which then covers its model's releases too; empty without private experts. The experts are
+    in the cache by now (``client_models`` trained them), so this only reads their records."""
+    ex = cfg.clients.expert
+    if cfg.clients.model is None or ex.method == "none" or not ex.dp.enabled:
+        return {}
+    folders, _ = train_client_experts(cfg, split)
+    costs = {name: training_privacy(folder) for name, folder in folders.items()}
+    return {name: cost for name, cost in costs.items() if cost is not None}
 
 
 def train_client_experts(cfg: FedGRPOConfig, split: FederatedSplit) -> tuple[dict[str, Path], dict[str, str]]:
