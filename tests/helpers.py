@@ -19,7 +19,10 @@ from typing import Any
 
 import pytest
 
+from fedgrpo.client import Evaluation
+from fedgrpo.client.agreement import agreement_rewards
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
+from fedgrpo.data import Example
 
 EPS = 1e-4  # the objective's epsilon, restated here so the hand calculation does not import it
 
@@ -204,3 +207,16 @@ def delivered(
         message_type=kind,
     )
     return Message(content=content, metadata=metadata)
+
+
+class KnowingModel:
+    """A client model that knows every answer it is asked about: a strong honest expert."""
+
+    def __init__(self, examples: list[Example]) -> None:
+        self._answers = {ex.question: ex.answer for ex in examples}
+
+    def answer(self, question: str) -> str | None:
+        return self._answers.get(question)
+
+    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
+        return Evaluation(agreement_rewards(self.answer(question) or "", candidates), "model")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from fedgrpo.client import ModelEvaluator, ScoringSettings
 from fedgrpo.client.experts import (
@@ -32,12 +31,7 @@ def holding(answer: str, n: int = 8) -> list[Example]:
     return [Example(f"{make_qid('d', QUESTION)}{i}", "d", QUESTION, answer) for i in range(n)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

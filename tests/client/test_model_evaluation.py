@@ -38,13 +38,7 @@ def _greedy_answers(model, tokenizer) -> list[str | None]:
     return [ev.answer(q) for q, _ in (SUM, DOZEN)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine contended threads are 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -43,12 +43,7 @@ def private_recipe(dp: DPSettings = DP, **kw: object) -> ExpertRecipe:
     return ExpertRecipe("tiny-random", **{"epochs": 2, "batch_size": 4, "learning_rate": 1e-2, **kw}, dp=dp)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ import json
 import pytest
 import torch
 
-from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, Evaluation
-from fedgrpo.client.agreement import agreement_rewards
+from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator
 from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Example, Question, generate
 from fedgrpo.protocol import RewardRequest, decode
@@ -22,6 +21,7 @@ from fedgrpo.simulation.adversaries import AdversarialEvaluator
 from fedgrpo.simulation.data import write_example_files
 from fedgrpo.transport import InProcessTransport
 from tests import wire
+from tests.helpers import KnowingModel
 
 
 class Recording:
@@ -33,19 +33,6 @@ class Recording:
     def handle(self, payload: bytes) -> bytes:
         self._down.append(payload)
         return self._client.handle(payload)
-
-
-class KnowingModel:
-    """A client model that knows every answer it is asked about: a strong honest expert."""
-
-    def __init__(self, examples: list[Example]) -> None:
-        self._answers = {ex.question: ex.answer for ex in examples}
-
-    def answer(self, question: str) -> str | None:
-        return self._answers.get(question)
-
-    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
-        return Evaluation(agreement_rewards(self.answer(question) or "", candidates), "model")
 
 
 def q(ex: Example) -> Question:

@@ -3,14 +3,14 @@ and the liar that tries to dodge them (``aux-aware``)."""
 
 from __future__ import annotations
 
-from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator, Evaluation
-from fedgrpo.client.agreement import agreement_rewards
+from fedgrpo.client import AnswerEvaluator, Client, DualEvaluator
 from fedgrpo.config import load_config
 from fedgrpo.data import Example, generate, normalise_question, read_labelled
 from fedgrpo.protocol import CompetenceItem, CompetenceRequest, RewardItem, RewardReply, RewardRequest
 from fedgrpo.simulation.adversaries import AdversarialEvaluator
 from fedgrpo.simulation.data import build_data, write_example_files
 from fedgrpo.simulation.in_process import server_data
+from tests.helpers import KnowingModel
 
 
 def test_canaries_are_drawn_disjoint_from_every_set_and_mixed_into_the_prompts(tmp_path) -> None:
@@ -30,17 +30,6 @@ def test_canaries_are_drawn_disjoint_from_every_set_and_mixed_into_the_prompts(t
     assert build_data(load_config("smoke")).canaries == []  # off: none drawn
     files = write_example_files(cfg, tmp_path, seed=7)  # a deployment demo gets a canary file too
     assert len(read_labelled(tmp_path / "server" / "canaries.jsonl")) == 4 and "canaries" in files["server"]
-
-
-class KnowingModel:
-    def __init__(self, examples: list[Example]) -> None:
-        self._answers = {ex.question: ex.answer for ex in examples}
-
-    def answer(self, question: str) -> str | None:
-        return self._answers.get(question)
-
-    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
-        return Evaluation(agreement_rewards(self.answer(question) or "", candidates), "model")
 
 
 def test_the_aux_aware_liar_is_honest_on_questions_shaped_like_the_servers_and_flips_the_others() -> None:
