@@ -4,10 +4,11 @@ Sets a deployment up exactly as docs/deployment.md says (its commands, run by th
 ``tests/e2e/test_deployment_guide.py``: a TLS SuperLink, three organisations in their own folders,
 each serving its model with ``transformers serve``), then trains the job there and, for comparison,
 the same job in-process with every client scoring through one of those endpoints
-(``clients.endpoint``), so that both runs do the same scoring work. ``--job smoke`` is the tiny
-model; ``--job smollm2`` puts SmolLM2 behind the endpoints and trains SmolLM2 with LoRA on the
-server (the default preset's GRPO settings). It also
-times a ClientApp's start-up on the answer-check path (a fresh Python process importing the
+(``clients.endpoint``), so that both runs do the same scoring work (the bench swaps the guide's
+stand-in models for that model, served at every organisation, and turns client-2's privacy off).
+``--job smoke`` is the tiny model; ``--job smollm2`` puts SmolLM2 behind the endpoints and trains
+SmolLM2 with LoRA on the server (the default preset's GRPO settings). It also times a ClientApp's
+start-up on the answer-check path (a fresh Python process importing the
 ClientApp, building an answer-only client from its data file and answering one reward request),
 which Flower 1.41 pays once per message. One JSON line per measurement.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,24 @@ print(json.dumps({"seconds": round(time.perf_counter() - t, 3), "heavy_modules":
 """
 
 
+def same_model(party: str, commands: str, model: str) -> str:
+    """An organisation's guide block with its model swapped for ``model`` served by ``transformers
+    serve`` on its own port and no privacy, so that every party does the in-process run's scoring
+    work (the guide's client-0 and client-1 use a stand-in model, client-2 releases with privacy)."""
+    if not party.startswith("client-") or "org.yaml" not in commands:
+        return commands
+    port = 8000 + int(party.removeprefix("client-"))
+    serve = (
+        f"printf 'model:\\n  serve: %s\\n  port: {port}\\n' \"$(fedgrpo model-folder {model})\" >> org.yaml"
+    )
+    lines = [
+        ln
+        for ln in commands.splitlines()
+        if not ln.startswith(("printf 'model", "printf '  ", "printf 'node_config"))
+    ]
+    return "\n".join([lines[0], serve, *lines[1:]]) + "\n"
+
+
 def results(path: Path) -> dict:
     return json.loads((path / "results.json").read_text())
 
@@ -82,14 +102,14 @@ def main() -> None:
         m = Machines(Path(tmp))
         try:
             blocks = guide_blocks()
-            *setup, (_, train) = blocks
+            at = next(i for i, (_, c) in enumerate(blocks) if "federation.transport=flower-deployment" in c)
+            setup, train = blocks[:at], blocks[at][1]
             model = "smollm2" if args.job == "smollm2" else "tiny-random"
             for party, commands in setup:
-                commands = commands.replace("model-folder tiny-random", f"model-folder {model}")
-                m.sh(party, commands)
+                m.sh(party, same_model(party, commands, model))
             extra = [*JOBS[args.job], f"grpo.max_steps={args.steps}", "eval.before=false", "eval.after=false"]
             start = time.perf_counter()
-            m.sh("server", train.replace("grpo.max_steps=2", " ".join(extra)), timeout=3600)
+            m.sh("server", re.sub(r"grpo\.max_steps=\d+", " ".join(extra), train), timeout=3600)
             deployed = results(m.folder("server") / "runs" / "demo")
             print(
                 json.dumps(
