@@ -77,15 +77,17 @@ def _trust() -> tuple[RunRecord, list[RunRecord]]:
 
 def poisoning() -> str:
     clean, runs = _trust()
-    rows = [["none (clean)", "mean", _acc(clean), "", _correctness(clean)]]
+    rows = [["none (clean)", "mean", "off", _acc(clean), "", _correctness(clean)]]
     for r in runs:
         liars = r.config["clients"]["adversaries"]
-        if not liars:
+        share = r.config["federation"].get("canaries", {}).get("share", 0)  # runs before canaries: off
+        if not liars and not share:
             continue
-        who = ", ".join(f"{c} {b}" for c, b in sorted(liars.items()))
+        who = ", ".join(f"{c} {b}" for c, b in sorted(liars.items())) or "none"
         aggregation = r.config["federation"]["aggregation"]
-        rows.append([who, aggregation, _acc(r), _minus(r, clean), _correctness(r)])
-    header = ["liar(s)", "aggregation", "answer accuracy", "minus clean", "reward correctness"]
+        canaries = f"{share:g}" if share else "off"
+        rows.append([who, aggregation, canaries, _acc(r), _minus(r, clean), _correctness(r)])
+    header = ["liar(s)", "aggregation", "canaries", "answer accuracy", "minus clean", "reward correctness"]
     return _table(header, rows)
 
 
