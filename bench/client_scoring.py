@@ -33,7 +33,7 @@ from fedgrpo.simulation.data import build_data
 
 def _evaluators(cfg, split) -> list[ModelEvaluator]:  # noqa: ANN001
     """Each client's own model, as its dual gate would use it (no client data is needed to time it)."""
-    models, _ = client_models(cfg, split)
+    models, _, _ = client_models(cfg, split)
     return [m for m in models.values() if isinstance(m, ModelEvaluator)]
 
 

@@ -58,7 +58,7 @@ def measure(
     if failed:
         raise RuntimeError(f"expert training failed: {failed}")
     trained = time.perf_counter() - start
-    models, _ = client_models(cfg, kept)
+    models, _, _ = client_models(cfg, kept)
     rows = []
     for name in clients:
         model = models[name]

@@ -47,8 +47,8 @@ def build_clients(cfg: FedGRPOConfig, split: FederatedSplit, state_dir: Path | N
     With ``clients.privacy.enabled`` each client privatises what it sends; ``state_dir``: where each
     keeps its cache and ledger between processes (Flower's Simulation Engine), else in memory.
     """
-    models, unavailable = client_models(cfg, split)
-    training = expert_training_privacy(cfg, split) if cfg.clients.privacy.enabled else {}
+    models, unavailable, experts = client_models(cfg, split)
+    training = expert_training_privacy(experts) if cfg.clients.privacy.enabled else {}
     clients = []
     for name, examples in split.clients.items():
         if name in unavailable:
@@ -75,15 +75,11 @@ def adversary(cfg: FedGRPOConfig, name: str) -> Callable[[Evaluator], Evaluator]
     return lambda honest: AdversarialEvaluator(honest, behaviour, cfg.seed, name)
 
 
-def expert_training_privacy(cfg: FedGRPOConfig, split: FederatedSplit) -> dict[str, TrainingPrivacy]:
-    """What each client's DP-SGD expert cost (``clients.expert.dp``), composed into its per-example
-    ledger, which then covers its model's releases too; empty without private experts. The experts are
-    in the cache by now (``client_models`` trained them), so this only reads their records."""
-    ex = cfg.clients.expert
-    if cfg.clients.model is None or ex.method == "none" or not ex.dp.enabled:
-        return {}
-    folders, _ = train_client_experts(cfg, split)
-    costs = {name: training_privacy(folder) for name, folder in folders.items()}
+def expert_training_privacy(experts: dict[str, Path]) -> dict[str, TrainingPrivacy]:
+    """What each client's DP-SGD expert cost (``clients.expert.dp``), read from its folder: composed
+    into its per-example ledger, which then covers its model's releases too. Non-private experts have
+    no record and are left out."""
+    costs = {name: training_privacy(folder) for name, folder in experts.items()}
     return {name: cost for name, cost in costs.items() if cost is not None}
 
 
@@ -125,31 +121,33 @@ def train_clients(cfg: FedGRPOConfig) -> dict[str, dict[str, Any]]:
     return report
 
 
-def client_models(cfg: FedGRPOConfig, split: FederatedSplit) -> tuple[dict[str, ClientModel], dict[str, str]]:
+def client_models(
+    cfg: FedGRPOConfig, split: FederatedSplit
+) -> tuple[dict[str, ClientModel], dict[str, str], dict[str, Path]]:
     """The model of each client that has one (the base loaded once, the experts trained or taken from
-    the cache), and the reason per unavailable client."""
+    the cache), the reason per unavailable client, and each expert's folder (none without experts)."""
     cs = cfg.clients
     if cs.endpoint is not None:
         assert cs.endpoint_model is not None  # the config requires it with an endpoint
         # One evaluator for all: one reference cache, and one view of whether the endpoint is up.
         shared = endpoint_model(cfg, cs.endpoint, cs.endpoint_model)
         log.info("client model: %s at %s (shared by all clients)", cs.endpoint_model, cs.endpoint)
-        return dict.fromkeys(split.clients, shared), {}
+        return dict.fromkeys(split.clients, shared), {}, {}
     name = cs.model
     if name is None:
-        return {}, {}
+        return {}, {}, {}
     log.info("loading client model %s (once, shared by all clients)", name)
     try:
         tokenizer = load_tokenizer(name)
         base = load_policy(name)
     except Exception as err:  # a client that cannot load its model is unavailable, not fatal
         reason = f"client model {name!r} failed to load: {type(err).__name__}: {err}"
-        return {}, dict.fromkeys(split.clients, reason)
+        return {}, dict.fromkeys(split.clients, reason), {}
     base.requires_grad_(False)
     if cs.expert.method == "none":
-        return {c: in_process_model(cfg, base, tokenizer, None) for c in split.clients}, {}
+        return {c: in_process_model(cfg, base, tokenizer, None) for c in split.clients}, {}, {}
     folders, failed = train_client_experts(cfg, split)
     if not folders:
-        return {}, failed
+        return {}, failed, {}
     model = load_experts(base, folders)
-    return {c: in_process_model(cfg, model, tokenizer, c) for c in folders}, failed
+    return {c: in_process_model(cfg, model, tokenizer, c) for c in folders}, failed, folders

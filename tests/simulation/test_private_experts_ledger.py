@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fedgrpo.client.experts import ExpertRecipe, ensure_experts
 from fedgrpo.client.private_training import training_privacy
 from fedgrpo.config import load_config
 from fedgrpo.simulation.clients import build_clients, expert_training_privacy, train_client_experts
@@ -28,7 +29,7 @@ def test_dp_sgd_experts_are_charged_to_every_example_of_their_client(tmp_path: P
     split = build_data(private)
     clients = build_clients(private, split)
     folders, _ = train_client_experts(private, split)
-    costs = expert_training_privacy(private, split)
+    costs = expert_training_privacy(folders)
     assert sorted(costs) == sorted(folders) == sorted(c.name for c in clients)
     for client in clients:
         cost = training_privacy(folders[client.name])
@@ -39,8 +40,7 @@ def test_dp_sgd_experts_are_charged_to_every_example_of_their_client(tmp_path: P
         assert report["per_example_epsilon_max"] == pytest.approx(cost.epsilon(report["delta"]), rel=0.02)
         assert report["per_example_epsilon_max"] == pytest.approx(4.0, rel=0.05)
 
-    # the same run with non-private experts composes nothing (and trains nothing to find that out)
-    plain = load_config("smoke", base)
-    cached = sorted(tmp_path.rglob("*"))
-    assert expert_training_privacy(plain, build_data(plain)) == {}
-    assert sorted(tmp_path.rglob("*")) == cached
+    # a non-private expert beside them composes nothing
+    recipe = ExpertRecipe.from_settings("tiny-random", load_config("smoke", base).clients.expert, 0)
+    plain, _ = ensure_experts(recipe, {"plain": split.clients[clients[0].name]}, tmp_path / "plain")
+    assert expert_training_privacy({**folders, **plain}) == costs
