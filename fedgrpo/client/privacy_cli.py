@@ -44,7 +44,9 @@ def privacy_command(args: argparse.Namespace) -> int:
     try:
         out = show(path) if args.privacy_action == "show" else {"reset": reset(path)}
     except (OSError, ValueError) as err:
-        print(f"fedgrpo: privacy {args.privacy_action}: {err}", file=sys.stderr)
+        corrupt = isinstance(err, json.JSONDecodeError)
+        reason = f"{path} is not a privacy state file ({err})" if corrupt else err
+        print(f"fedgrpo: privacy {args.privacy_action}: {reason}", file=sys.stderr)
         return 1
     print(json.dumps(out, indent=2))
     return 0
