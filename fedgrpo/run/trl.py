@@ -121,17 +121,17 @@ class StopOnInterrupt(TrainerCallback):
 class HeldOutCurve(TrainerCallback):
     """Every ``every`` steps (but the last), ``evaluate(model, tag)`` and a point in ``curve.jsonl``
     (:func:`fedgrpo.run.curve.curve_point`); ``seconds`` is what the evaluations took (the run leaves it
-    out of its training time)."""
+    out of its training time). ``offset``: the run's steps before this trainer's (dpsda-fl's SFT), so
+    that a point's step is the run's."""
 
-    def __init__(self, evaluate: Callable[[Any, str], Any], every: int, path: Path) -> None:
-        self.evaluate, self.every, self.path = evaluate, every, path
+    def __init__(self, evaluate: Callable[[Any, str], Any], every: int, path: Path, offset: int = 0) -> None:
+        self.evaluate, self.every, self.path, self.offset = evaluate, every, path, offset
         self.seconds = 0.0
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **_: Any) -> None:
         if model is not None:
-            self.seconds += curve_point(
-                self.path, state.global_step, state.max_steps, self.every, self.evaluate, model
-            )
+            step, last = self.offset + state.global_step, self.offset + state.max_steps
+            self.seconds += curve_point(self.path, step, last, self.every, self.evaluate, model)
 
 
 def lora_config(lora: LoraSettings) -> Any:

@@ -27,6 +27,8 @@ from fedgrpo.algorithms.dpsda.private_evolution import (
 )
 from fedgrpo.config import ConfigError, load_config
 from fedgrpo.data import Example
+from fedgrpo.run.curve import CURVE_FILE, read_curve
+from fedgrpo.run.outcomes import load_outcomes
 from fedgrpo.server.stats import RoundStats
 from fedgrpo.storage.run_folder import RunExists
 from tests.helpers import assert_outcomes_match
@@ -112,9 +114,16 @@ def test_a_tiny_run_writes_results_with_the_accounted_epsilon_and_the_encoded_by
         {"question": "garbled", "answer": "", "domain": "sums_1digit", "votes": 1.0},
     ]
     (out / "synthetic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in released))
+    # (with a learning curve over its GRPO steps, counted after its 1 SFT step: at step 2 of 3, the
+    # last being the run's own "after")
+    cfg = load_config("smoke", [*over, "dpsda.grpo_steps=2", "eval.every_steps=2"])
     resumed = dpsda.run(cfg, resume=True)
     assert resumed["synthetic"] == {"samples": 3, "with_answer": 2, "file": "synthetic.jsonl"}
-    assert (resumed["sft_steps"], resumed["grpo_steps"]) == (1, 1)
+    assert (resumed["sft_steps"], resumed["grpo_steps"]) == (1, 2)
+    points = read_curve(out / CURVE_FILE)
+    assert [p["step"] for p in points] == [2] and resumed["curve_eval_seconds"] >= points[0]["seconds"] > 0
+    at_2 = load_outcomes(out, "step-2")
+    assert at_2 is not None and set(at_2) == set(points[0]["accuracy"]) == set(resumed["after"])
     assert resumed["communication"] == comm and resumed["privacy"] == privacy  # nothing asked again
     assert len((out / "evolution.jsonl").read_text().splitlines()) == 2
 

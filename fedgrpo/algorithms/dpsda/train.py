@@ -5,7 +5,8 @@ The evolution is :mod:`fedgrpo.algorithms.dpsda.evolution` (the server's side: p
 thresholded, rewritten) and :mod:`fedgrpo.algorithms.dpsda.private_evolution` (the clients' side: the noisy
 vote histogram and its accounting). After T iterations the kept samples are the synthetic set
 (``synthetic.jsonl``); the server trains on it with SFT, then GRPO rewarded by the synthetic answers,
-and is evaluated as FedGRPO is.
+and is evaluated as FedGRPO is (with ``eval.every_steps``, a learning curve over its GRPO training; a
+point's step counts the SFT steps before it).
 
 Same config, seeded split, held-out sets and evaluation as a FedGRPO run; ``results.json`` has
 FedGRPO's keys plus ``privacy`` and ``synthetic``. ``--resume`` reuses a finished evolution
@@ -32,10 +33,11 @@ from fedgrpo.config import ConfigError, DpsdaSettings, FedGRPOConfig
 from fedgrpo.config.baselines import DEFAULT_NOISE_MULTIPLIER
 from fedgrpo.data import Example
 from fedgrpo.models.loading import load_policy, load_tokenizer
+from fedgrpo.run.curve import CURVE_FILE
 from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, to_json
 from fedgrpo.run.experiment import evaluate_heldout
 from fedgrpo.run.metrics import peak_rss_mb
-from fedgrpo.run.trl import lora_config
+from fedgrpo.run.trl import HeldOutCurve, lora_config
 from fedgrpo.server.stats import TRANSFER_KEYS, RoundStats
 from fedgrpo.simulation.data import build_data, split_summary
 from fedgrpo.storage.atomic import write_json_atomic
@@ -173,9 +175,16 @@ def _run(
             len(answered),
         )
     start = time.perf_counter()
+    (out / CURVE_FILE).unlink(missing_ok=True)  # the training is redone on resume, its curve with it
+    curve = HeldOutCurve(
+        lambda policy, tag: evaluate_heldout(cfg, policy, tokenizer, split.heldout, tag),
+        cfg.eval.every_steps or 0,
+        out / CURVE_FILE,
+    )
     if answered:
         model, sft_steps = train_sft(cfg, model, tokenizer, answered, out / "sft")
-        model, grpo_steps = train_grpo(cfg, model, tokenizer, answered, out / "grpo")
+        curve.offset = sft_steps  # the curve's steps are the run's: SFT's, then GRPO's
+        model, grpo_steps = train_grpo(cfg, model, tokenizer, answered, out / "grpo", curve)
     else:
         log.warning(
             "no synthetic sample has an answer: nothing to train on, so the server keeps its untrained "
@@ -183,7 +192,7 @@ def _run(
             "more dpsda.samples)"
         )
         sft_steps = grpo_steps = 0
-    train_seconds = time.perf_counter() - start
+    train_seconds = time.perf_counter() - start - curve.seconds  # the curve's evaluations left out
     model.save_pretrained(str(out / "final"))
     after = evaluate(model, "after") if cfg.eval.after else None
     steps = sft_steps + grpo_steps
@@ -197,6 +206,7 @@ def _run(
         "train_seconds": round(train_seconds, 1),
         "seconds_per_step": round(train_seconds / max(steps, 1), 2),
         "peak_rss_mb": round(peak_rss_mb()),
+        "curve_eval_seconds": round(curve.seconds, 1),
         "before": to_json(before),
         "after": to_json(after),
         "communication": {k: summary[k] for k in COMMUNICATION_KEYS},
@@ -289,9 +299,15 @@ def train_sft(
 
 
 def train_grpo(
-    cfg: FedGRPOConfig, model: Any, tokenizer: Any, examples: list[Example], out: Path
+    cfg: FedGRPOConfig,
+    model: Any,
+    tokenizer: Any,
+    examples: list[Example],
+    out: Path,
+    curve: HeldOutCurve | None = None,
 ) -> tuple[Any, int]:
-    """GRPO with FedGRPO's ``grpo`` settings, rewarded by the synthetic answers (exact answer + format)."""
+    """GRPO with FedGRPO's ``grpo`` settings, rewarded by the synthetic answers (exact answer + format);
+    ``curve`` (with ``eval.every_steps``) evaluates the held-out set along the way."""
     steps = cfg.dpsda.grpo_steps
     if steps == 0:
         return model, 0
@@ -313,6 +329,8 @@ def train_grpo(
         peft_config=lora_config(cfg.model.lora) if fresh_lora else None,
     )
     trainer.remove_callback(PrinterCallback)  # our log lines report progress, not printed dicts
+    if curve is not None and cfg.eval.every_steps:
+        trainer.add_callback(curve)
     trainer.train()
     shutil.rmtree(out, ignore_errors=True)
     return trainer.model, trainer.state.global_step
