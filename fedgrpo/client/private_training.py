@@ -154,6 +154,15 @@ class DPSettings:
         return calibrate_noise(self.target_epsilon, self.delta, sample_rate, steps)
 
 
+def dp_key_fields(dp: DPSettings | None) -> dict[str, Any]:
+    """The DP settings in the expert cache's key: none without DP, and the adapter and optimiser
+    options only when set, so the experts trained before those options existed keep their keys."""
+    if dp is None:
+        return {}
+    unset = {"lora_modules": None, "lora_last_layers": None, "optimizer": "adamw"}
+    return {"dp": {k: v for k, v in asdict(dp).items() if k not in unset or v != unset[k]}}
+
+
 def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     """The noise multiplier (to 0.1%) whose training reaches at most ``target_epsilon`` at ``delta``.
 

@@ -150,6 +150,10 @@ def test_dp_settings_enter_the_cache_key_and_leave_non_private_keys_as_they_were
     }
     assert len(keys) == 5
     assert expert_key(plain, holding("7")) == "be281fffbd35afa0fae4"  # as before DP-SGD
+    # as before the adapter and optimiser options: the cached DP-SGD experts are still found
+    assert expert_key(private_recipe(), holding("7")) == "fc06dee53a9949205400"
+    narrow = DPSettings(noise_multiplier=1.0, lora_last_layers=2)
+    assert expert_key(private_recipe(narrow), holding("7")) not in keys | {"fc06dee53a9949205400"}
 
 
 def test_the_config_switches_dp_sgd_on_with_one_noise_source() -> None:
