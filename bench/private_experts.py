@@ -52,6 +52,7 @@ def measure(
 ) -> list[dict]:
     """Train (or find) the experts of one setting and measure each of ``clients``."""
     cfg = load_config("default", [*overrides, "clients.samples=1"])  # greedy: the expert's best answer
+    torch.manual_seed(0)
     kept = FederatedSplit(**{**split.__dict__, "clients": {c: split.clients[c] for c in clients}})
     start = time.perf_counter()
     folders, failed = train_client_experts(cfg, kept)
@@ -85,8 +86,20 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=10, help="held-out questions per domain")
     parser.add_argument("--epsilons", type=float, nargs="*", default=[8.0, 4.0, 1.0])
     parser.add_argument("--base", action="store_true", help="also the base model without an expert")
+    parser.add_argument("--no-plain", action="store_true", help="leave out the expert without DP")
+    parser.add_argument(
+        "--examples", type=int, default=None, help="data.examples_per_client (default: the preset's 40)"
+    )
+    parser.add_argument(
+        "--recipe",
+        nargs="*",
+        default=[],
+        help="config overrides of every DP-SGD expert, e.g. clients.expert.lora_r=1 "
+        "clients.expert.dp.lora_last_layers=2 clients.expert.batch_size=1000",
+    )
     args = parser.parse_args()
-    cfg = load_config("default", [])
+    data = [] if args.examples is None else [f"data.examples_per_client={args.examples}"]
+    cfg = load_config("default", data)
     torch.set_num_threads(cfg.run.threads or torch.get_num_threads())
     split = build_data(cfg)
     clients = list(split.clients)[: args.clients]
@@ -94,18 +107,21 @@ def main() -> None:
     base = {"base model, no expert": ["clients.expert.method=none"]} if args.base else {}
     settings = (
         base
-        | {"no DP": []}
+        | ({} if args.no_plain else {"no DP": []})
         | {
             f"DP-SGD, target epsilon {e:g}": [
                 "clients.expert.dp.enabled=true",
                 f"clients.expert.dp.target_epsilon={e}",
+                *args.recipe,
             ]
             for e in args.epsilons
         }
     )
+    settings = {label: [*data, *overrides] for label, overrides in settings.items()}
+    sizes = ", ".join(f"{c}: {len(split.clients[c])}" for c in clients)
     print(
-        f"{len(clients)} clients, {len(split.auxiliary)} auxiliary and {len(heldout)} held-out questions, "
-        "delta 1e-5"
+        f"{len(clients)} clients ({sizes} examples), {len(split.auxiliary)} auxiliary and "
+        f"{len(heldout)} held-out questions, delta 1e-5; DP recipe: {' '.join(args.recipe) or 'default'}"
     )
     print(
         "| setting | client | noise multiplier | epsilon | aux accuracy | held-out accuracy "

@@ -36,7 +36,7 @@ from typing import Any
 
 from fedgrpo.accel import speed_up_trainer_model
 from fedgrpo.client.answer_scoring import AnswerEvaluator
-from fedgrpo.client.private_training import DPSettings, train_private
+from fedgrpo.client.private_training import DPSettings, dp_key_fields, train_private
 from fedgrpo.data import Example
 from fedgrpo.method.answers import reward_for
 from fedgrpo.method.prompting import build_messages, completion_text
@@ -80,7 +80,7 @@ def default_cache_dir() -> Path:
 
 def expert_key(recipe: ExpertRecipe, examples: list[Example]) -> str:
     """A hash of recipe, format version and the client's (question, answer) pairs, in order."""
-    fields = {k: v for k, v in asdict(recipe).items() if k != "dp" or v}  # no dp: the key as before
+    fields = {k: v for k, v in asdict(recipe).items() if k != "dp"} | dp_key_fields(recipe.dp)
     if recipe.method == "sft":  # GRPO-only settings never change an SFT adapter (nor its old keys)
         for name in ("method", "num_generations", "max_completion_length"):
             fields.pop(name)

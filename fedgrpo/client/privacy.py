@@ -42,7 +42,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fedgrpo.client.privacy_ledger import Kind, Ledger, TrainingPrivacyLike, charge_key, example_id
+from fedgrpo.client.privacy_ledger import (
+    TRAINING_CACHE,
+    Kind,
+    Ledger,
+    TrainingPrivacyLike,
+    charge_key,
+    example_id,
+)
 from fedgrpo.client.privacy_state import locked, now, read_state, write_state
 from fedgrpo.data import normalise_question
 from fedgrpo.method.answers import answer_key, parsed_answer
@@ -182,6 +189,9 @@ class PrivateRelease:
             "examples": self.ledger.examples,
             "cache": self._cache,
         }
+        training = self.ledger.training_cache()
+        if training is not None:
+            state[TRAINING_CACHE] = training
         write_state(self.state_path, state)
 
     # -- what leaves ------------------------------------------------------------------------------

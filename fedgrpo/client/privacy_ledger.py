@@ -37,9 +37,12 @@ Charges = dict[str, int]  # "rr:1.0" / "laplace:0.5" / "gaussian:1.0:1e-06" -> v
 
 class TrainingPrivacyLike(Protocol):
     """The expert's DP-SGD training privacy (``fedgrpo.client.private_training.TrainingPrivacy``):
-    anything that gives its privacy loss distribution on a grid."""
+    anything that gives its privacy loss distribution on a grid, and the values that determine it
+    (the key its compositions are cached under)."""
 
     def pld(self, value_discretization_interval: float) -> Any: ...
+
+    def values(self) -> dict[str, Any]: ...
 
 
 def example_id(question: str) -> str:
@@ -77,6 +80,11 @@ def _single_pld(key: str) -> Any:
     raise ValueError(f"unknown privacy charge {key!r}")
 
 
+def vector_key(charges: Mapping[str, int]) -> str:
+    """A charge vector as one string (``rr:1.0=3|laplace:0.5=1``), the composition cache's key."""
+    return "|".join(f"{k}={n}" for k, n in sorted(charges.items()) if n)
+
+
 def pure_epsilon_sum(charges: Mapping[str, int]) -> float | None:
     """Basic composition of pure-DP charges (no PLD needed); None when a gaussian value is among them."""
     if any(k.startswith("gaussian") for k, n in charges.items() if n):
@@ -101,6 +109,17 @@ class Accountant:
     @functools.cached_property
     def _training_pld(self) -> Any:
         return None if self.training is None else self.training.pld(DISCRETISATION)
+
+    def composed_with_training(self) -> dict[str, float]:
+        """Every epsilon composed with the training privacy so far (charge vector -> epsilon)."""
+        return {vector_key(dict(m[:-1])): e for m, e in self._memo.items() if m[-1] == ("training", 1)}
+
+    def remember_with_training(self, composed: Mapping[str, str | float]) -> None:
+        """Epsilons composed with this training privacy by an earlier process (its cached entry)."""
+        for vector, epsilon in composed.items():
+            charges = (p.rsplit("=", 1) for p in vector.split("|") if p)
+            key = tuple(sorted((k, int(n)) for k, n in charges))
+            self._memo[(*key, ("training", 1))] = float(epsilon)
 
     def epsilon(self, charges: Mapping[str, int], with_training: bool = True) -> float:
         """Epsilon at ``delta`` of ``charges`` (composed with the training privacy, when given)."""
@@ -133,6 +152,7 @@ def distinct(charges: Iterable[Charges]) -> list[Charges]:
     return list(seen.values())
 
 
+TRAINING_CACHE = "training_epsilons"  # the state's key of Ledger.training_cache()
 SOURCES = ("answer_checks", "model_releases", "noise")
 
 
@@ -159,6 +179,26 @@ class Ledger:
         for record in self.runs.values():  # the spend of these values, composed by an earlier process
             if "per_release_epsilon" in record:
                 self.accountant.remember(record["values_sent"], float(record["per_release_epsilon"]))
+        cached = state.get(TRAINING_CACHE)
+        if cached and training is not None and cached.get("key") == self._training_key():
+            self.accountant.remember_with_training(cached.get("epsilons", {}))
+
+    def _training_key(self) -> dict[str, Any]:
+        assert self.accountant.training is not None
+        return {**self.accountant.training.values(), "delta": self.accountant.delta, "grid": DISCRETISATION}
+
+    def training_cache(self) -> dict[str, Any] | None:
+        """The state's cache of epsilons composed with the expert's training privacy, keyed by what
+        determines them (the training's values, delta, the grid); None without a DP-SGD expert.
+
+        Every ClientApp process would otherwise rebuild the training's PLD and compose it again with
+        each example's charges. dp-accounting has no public way to save a PLD, so the epsilons are
+        cached, not the distribution; a changed expert (other values) has another key, and its
+        entry replaces this one.
+        """
+        if self.accountant.training is None:
+            return None
+        return {"key": self._training_key(), "epsilons": self.accountant.composed_with_training()}
 
     @property
     def covered(self) -> bool:

@@ -4,8 +4,10 @@ One file per organisation data (by default next to its data file; a simulation k
 in the run folder), never per run: the run's name is chosen by the server, so a state keyed by it
 could be reset by a server that renames its run. Each run's spend is recorded inside the file
 (``runs``), and the totals (``summary``) are written with every save, so ``fedgrpo privacy show``
-reads them without composing anything. Only ``fedgrpo privacy reset STATE --yes`` starts it afresh,
-and even then the previous totals are kept under ``resets``.
+reads them without composing anything. With a DP-SGD expert, the epsilons composed with its training
+privacy are kept too (``training_epsilons``, keyed by the training's values), so a ClientApp process
+(one per message) composes nothing already composed. Only ``fedgrpo privacy reset STATE --yes``
+starts it afresh, and even then the previous totals are kept under ``resets``.
 
 The file is the organisation's (mode 0600) and never leaves it; a lock file beside it makes
 overlapping ClientApp processes take turns.

@@ -35,14 +35,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from fedgrpo.client.private_batches import padded_batch, per_example_loss, training_rows
 from fedgrpo.data import Example
-from fedgrpo.method.prompting import build_messages
 
 log = logging.getLogger(__name__)
 
 PRIVACY_FILE = "training_privacy.json"  # next to the expert's adapter/ and expert.json
 DISCRETISATION = 1e-3  # the PLD grid of epsilon(); pessimistic (an upper bound) on any grid
-MAX_LENGTH = 512  # tokens per training row, as the SFT trainer's max_length
 MIN_NOISE = 0.1  # below it epsilon is in the thousands, and its PLD too large to compute
 
 
@@ -81,6 +80,10 @@ class TrainingPrivacy:
         )
         return one_step.self_compose(self.steps)
 
+    def values(self) -> dict[str, Any]:
+        """What determines the PLD: the key the ledger caches its compositions under."""
+        return asdict(self)
+
     def epsilon(self, delta: float) -> float:
         """The training's epsilon at ``delta``."""
         return float(self.pld(DISCRETISATION).get_epsilon_for_delta(delta))
@@ -95,6 +98,9 @@ class DPSettings:
     delta: float = 1e-5
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
+    lora_modules: tuple[str, ...] | None = None  # None: every linear layer
+    lora_last_layers: int | None = None  # None: every transformer layer
+    optimizer: str = "adamw"  # or "sgd" (momentum 0.9)
 
     def __post_init__(self) -> None:  # the config validates with field names; this guards direct use
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
@@ -109,7 +115,36 @@ class DPSettings:
         """The recipe's DP settings from ``clients.expert.dp`` (an ``ExpertPrivacy``); None when off."""
         if not settings.enabled:
             return None
-        return cls(settings.max_grad_norm, settings.delta, settings.noise_multiplier, settings.target_epsilon)
+        modules = tuple(settings.lora_modules) if settings.lora_modules else None
+        return cls(
+            settings.max_grad_norm,
+            settings.delta,
+            settings.noise_multiplier,
+            settings.target_epsilon,
+            modules,
+            settings.lora_last_layers,
+            settings.optimizer,
+        )
+
+    def adapter(self, peft_config: Any, model: Any) -> Any:
+        """``peft_config`` narrowed to ``lora_modules`` in the last ``lora_last_layers`` layers: DP-SGD's
+        noise grows with the square root of the trainable weights, its signal does not."""
+        if self.lora_modules is None and self.lora_last_layers is None:
+            return peft_config
+        import dataclasses
+
+        import torch
+
+        linear = {  # "all-linear" in the transformer layers, by name (a layer list needs names)
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in name
+        }
+        modules = list(self.lora_modules or sorted(linear))
+        layers = model.config.num_hidden_layers
+        first = None if self.lora_last_layers is None else max(0, layers - self.lora_last_layers)
+        last = None if first is None else list(range(first, layers))
+        return dataclasses.replace(peft_config, target_modules=modules, layers_to_transform=last)
 
     def noise_for(self, sample_rate: float, steps: int) -> float:
         """The noise multiplier: as set, or the smallest reaching ``target_epsilon`` at ``delta``."""
@@ -117,6 +152,15 @@ class DPSettings:
             return self.noise_multiplier
         assert self.target_epsilon is not None
         return calibrate_noise(self.target_epsilon, self.delta, sample_rate, steps)
+
+
+def dp_key_fields(dp: DPSettings | None) -> dict[str, Any]:
+    """The DP settings in the expert cache's key: none without DP, and the adapter and optimiser
+    options only when set, so the experts trained before those options existed keep their keys."""
+    if dp is None:
+        return {}
+    unset = {"lora_modules": None, "lora_last_layers": None, "optimizer": "adamw"}
+    return {"dp": {k: v for k, v in asdict(dp).items() if k not in unset or v != unset[k]}}
 
 
 def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
@@ -167,51 +211,6 @@ class PrivateRecipe(Protocol):
     dp: DPSettings | None
 
 
-def training_rows(
-    tokenizer: Any, examples: list[Example], worked_example: bool
-) -> list[tuple[list[int], int]]:
-    """Each example's chat tokens (prompt, then ``<answer>...</answer>``) and where its completion starts."""
-    rows = []
-    for ex in examples:
-        prompt = build_messages(ex.question, worked_example)
-        answer = [{"role": "assistant", "content": f"<answer>{ex.answer}</answer>"}]
-        start = tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        full = tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=False)
-        if full[: len(start)] != start:
-            raise ValueError("the chat template does not extend the prompt with the reply; cannot mask it")
-        rows.append((full[:MAX_LENGTH], len(start)))
-    return rows
-
-
-def _batch(rows: list[tuple[list[int], int]], pad: int) -> tuple[Any, Any, Any]:
-    """Right-padded input ids, attention mask and labels (-100 outside the completion)."""
-    import torch
-
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for k, (tokens, start) in enumerate(rows):
-        ids[k, : len(tokens)] = torch.tensor(tokens)
-        mask[k, : len(tokens)] = 1
-        labels[k, start : len(tokens)] = ids[k, start : len(tokens)]
-    return ids, mask, labels
-
-
-def _per_example_loss(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
-    """Each row's mean cross-entropy over its completion tokens."""
-    import torch
-
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-    targets = labels[:, 1:]
-    losses = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="none"
-    ).view(targets.shape)
-    return losses.sum(1) / (targets != -100).sum(1).clamp(min=1)
-
-
 def _steps(
     model: Any, optimiser: Any, loader: Any, rows: list[tuple[list[int], int]], pad: int, epochs: int
 ) -> tuple[list[float], int]:
@@ -228,7 +227,8 @@ def _steps(
         for _ in range(epochs):
             for (picked,) in loader:
                 optimiser.zero_grad()
-                loss = _per_example_loss(model, *_batch([rows[i] for i in picked.tolist()] or rows[:1], pad))
+                batch = padded_batch([rows[i] for i in picked.tolist()] or rows[:1], pad)
+                loss = per_example_loss(model, *batch)
                 (loss.mean() * (1.0 if len(picked) else 0.0)).backward()
                 optimiser.step()
                 if len(picked):
@@ -255,9 +255,14 @@ def train_private(
     batches = math.ceil(len(rows) / recipe.batch_size)
     sample_rate, steps = 1 / batches, recipe.epochs * batches
     noise = dp.noise_for(sample_rate, steps)
-    net = get_peft_model(model, peft_config)
+    net = get_peft_model(model, dp.adapter(peft_config, model))
     net.train()
-    optimiser = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=recipe.learning_rate)
+    weights = [p for p in net.parameters() if p.requires_grad]
+    optimiser = (
+        torch.optim.SGD(weights, lr=recipe.learning_rate, momentum=0.9)
+        if dp.optimizer == "sgd"
+        else torch.optim.AdamW(weights, lr=recipe.learning_rate)
+    )
     indices = DataLoader(
         TensorDataset(torch.arange(len(rows))),
         batch_size=recipe.batch_size,

@@ -35,6 +35,15 @@ class ExpertPrivacy(_Strict):
     )
     max_grad_norm: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="per-example gradient clip")
     delta: float = Field(1e-5, gt=0.0, lt=1.0, description="delta of the training's (epsilon, delta)")
+    lora_modules: list[str] | None = Field(
+        None, description="the linear layers DP-SGD's LoRA adapts, e.g. [v_proj]; null: all of them"
+    )
+    lora_last_layers: int | None = Field(
+        None, ge=1, description="adapt only the last N transformer layers; null: every layer"
+    )
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="the DP-SGD step: AdamW, or SGD with momentum 0.9 (noise averages out)"
+    )
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> ExpertPrivacy:

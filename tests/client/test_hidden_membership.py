@@ -140,6 +140,9 @@ def test_a_private_experts_training_privacy_is_composed_into_every_example_and_c
                 1.0, value_discretization_interval=value_discretization_interval
             )
 
+        def values(self) -> dict[str, float]:
+            return {"laplace": 1.0}
+
     examples = _sums(4)
     items = [(ex.question, [f"<answer>{ex.answer}</answer>"]) for ex in examples]
     items += [(f"What is {i} * 3?", ["<answer>3</answer>"]) for i in range(5)]  # not held: the model's

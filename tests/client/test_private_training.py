@@ -18,14 +18,12 @@ from dp_accounting.pld import PLDAccountant
 from pydantic import ValidationError
 
 from fedgrpo.client.experts import ExpertRecipe, ensure_experts, expert_key, load_experts, read_meta
+from fedgrpo.client.private_batches import padded_batch, per_example_loss, training_rows
 from fedgrpo.client.private_training import (
     DPSettings,
     TrainingPrivacy,
-    _batch,
-    _per_example_loss,
     calibrate_noise,
     training_privacy,
-    training_rows,
 )
 from fedgrpo.config import load_config
 from fedgrpo.data import Example, make_qid
@@ -152,6 +150,10 @@ def test_dp_settings_enter_the_cache_key_and_leave_non_private_keys_as_they_were
     }
     assert len(keys) == 5
     assert expert_key(plain, holding("7")) == "be281fffbd35afa0fae4"  # as before DP-SGD
+    # as before the adapter and optimiser options: the cached DP-SGD experts are still found
+    assert expert_key(private_recipe(), holding("7")) == "fc06dee53a9949205400"
+    narrow = DPSettings(noise_multiplier=1.0, lora_last_layers=2)
+    assert expert_key(private_recipe(narrow), holding("7")) not in keys | {"fc06dee53a9949205400"}
 
 
 def test_the_config_switches_dp_sgd_on_with_one_noise_source() -> None:
@@ -191,11 +193,50 @@ def test_opacus_per_example_gradients_of_the_lora_expert_are_each_examples_own()
     own = []
     for row in rows:
         net.zero_grad()
-        _per_example_loss(net, *_batch([row], 0)).sum().backward()
+        per_example_loss(net, *padded_batch([row], 0)).sum().backward()
         own.append([p.grad.clone() for p in params])
     private = GradSampleModule(net, loss_reduction="mean")
     private.zero_grad()
-    _per_example_loss(private, *_batch(rows, 0)).mean().backward()
+    per_example_loss(private, *padded_batch(rows, 0)).mean().backward()
     for k in range(len(rows)):
         for p, g in zip(params, own[k], strict=True):
             torch.testing.assert_close(p.grad_sample[k], g, rtol=1e-4, atol=1e-6)
+
+
+def test_the_config_narrows_dp_sgds_adapter_and_picks_its_optimiser(tmp_path: Path) -> None:
+    narrow = [
+        "clients.model=tiny-random",
+        "clients.expert.method=sft",
+        "clients.expert.dp.enabled=true",
+        "clients.expert.dp.lora_modules=[v_proj]",
+        "clients.expert.dp.lora_last_layers=1",
+        "clients.expert.dp.optimizer=sgd",
+        "clients.expert.lora_r=1",
+    ]
+    recipe = ExpertRecipe.from_settings("tiny-random", load_config("smoke", narrow).clients.expert, 0)
+    assert recipe.dp is not None and recipe.dp.lora_modules == ("v_proj",) and recipe.dp.optimizer == "sgd"
+    folders, failed = ensure_experts(recipe, {"seven": holding("7")}, tmp_path)
+    assert failed == {}
+    from safetensors.torch import load_file
+
+    last = load_policy("tiny-random").config.num_hidden_layers - 1
+    trained = load_file(folders["seven"] / "adapter" / "adapter_model.safetensors")
+    assert trained and all(f"layers.{last}.self_attn.v_proj.lora_" in name for name in trained)
+    assert sum(w.numel() for w in trained.values()) < 1000  # rank 1 on one module of one layer
+    assert training_privacy(folders["seven"]) is not None
+
+
+def test_the_loss_from_the_first_answer_token_is_the_loss_over_every_position() -> None:
+    """The LM head skips the prompts (``per_example_loss``): the same per-row loss as over all of them."""
+    model = load_policy("tiny-random")
+    examples = [
+        Example("0", "d", QUESTION, "7"),
+        Example("1", "d", "What is 12 + 30, in words?", "forty-two"),
+    ]
+    ids, mask, labels = padded_batch(training_rows(load_tokenizer("tiny-random"), examples, False), 0)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        every = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
+        ).sum(1) / (labels[:, 1:] != -100).sum(1)
+        torch.testing.assert_close(per_example_loss(model, ids, mask, labels), every)
