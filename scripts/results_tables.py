@@ -104,7 +104,37 @@ def privacy() -> str:
     return _table([*header, "epsilon composed per client (no cap)"], rows)
 
 
-TABLES = {"sweeps": sweeps, "poisoning": poisoning, "privacy": privacy}
+def per_example_privacy() -> str:
+    """The privacy suite (docs/results/privacy): accuracy against each run's per-example epsilon,
+    the largest over its clients, from results.json (issue 25). Until its own clean run is recorded,
+    the trust suite's (the same base and overrides) is the reference, and the row says so."""
+    records = [r for r in collect(ROOT / "docs" / "results" / "privacy") if r.answer_counts()]
+    clean = next((r for r in records if not r.config["clients"]["privacy"]["enabled"]), None)
+    label = "none (clean)" if clean else "none (the trust suite's clean)"
+    clean = clean or _trust()[0]
+    rows = [[label, "", "", "", "", _acc(clean), "", _correctness(clean)]]
+    dp = [r for r in records if r.config["clients"]["privacy"]["enabled"]]
+    for r in sorted(dp, key=lambda r: -r.config["clients"]["privacy"]["budget_epsilon"]):
+        setting, clients = r.config["clients"]["privacy"], r.results["privacy"].values()  # type: ignore[index]
+        at_budget = sum(c["examples_at_budget"] for c in clients)
+        charged = sum(c["examples_charged"] for c in clients)
+        uncovered = sum(c["model_releases_uncovered"] for c in clients)
+        worst = max(c["per_example_epsilon_max"] for c in clients)
+        rows.append(
+            [f"{setting['epsilon']:g}", f"{setting['budget_epsilon']:g}", f"{worst:.2f}"]
+            + [f"{at_budget} of {charged}", f"{uncovered:,}", _acc(r), _minus(r, clean), _correctness(r)]
+        )
+    header = ["epsilon per value", "budget per example", "per-example epsilon max", "examples at budget"]
+    header += ["model releases not covered", "answer accuracy", "minus clean", "reward correctness"]
+    return _table(header, rows)
+
+
+TABLES = {
+    "sweeps": sweeps,
+    "poisoning": poisoning,
+    "privacy": privacy,
+    "per-example-privacy": per_example_privacy,
+}
 
 
 def rendered(page: str) -> str:
