@@ -110,6 +110,16 @@ def test_each_example_is_charged_alone_and_at_its_budget_gets_free_noise_never_n
     assert [ledger.examples[example_id(ex.question)] for ex in examples] == [{"rr:1.0": fit}] * 5
 
 
+def test_the_reported_epsilon_never_exceeds_the_budget_the_check_accepted() -> None:
+    # 8 values at 0.5 sum to the budget 4 (basic composition); the discretised PLD alone gives 4.0076
+    client = _client(_sums(1), epsilon=0.5, budget=4.0)
+    assert client.privacy is not None
+    _ask(client, [(_sums(1)[0].question, [f"<answer>{a}</answer>" for a in range(8)])])
+    assert client.privacy.ledger.examples[example_id(_sums(1)[0].question)] == {"rr:0.5": 8}
+    assert client.privacy.report()["per_example_epsilon_max"] <= 4.0
+    assert Accountant(1e-5).epsilon({"rr:0.5": 8}) <= 4.0 < Accountant(1e-5).epsilon({"rr:0.5": 9})
+
+
 def test_the_same_question_and_normalised_answer_always_get_the_same_value_at_no_cost() -> None:
     examples = _sums(50)
     client = _client(examples, epsilon=0.3)
