@@ -67,6 +67,9 @@ class Setting:
     aux_domains: tuple[str, ...] = DOMAINS  # where the auxiliary set and the canaries come from
     errors: tuple[int, ...] = SPREAD  # a client model's mistakes (NEAR: the candidates' own)
     accuracy: tuple[float, ...] = ACCURACY
+    margin: float | None = None  # consistency test against the competence queries (None: threshold)
+    fanout: int = 0  # canaries also asked of this many clients beyond M
+    min_questions: int = 10
 
 
 class SimulatedModel:
@@ -86,6 +89,10 @@ class SimulatedModel:
     def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
         reference = self.answer(question)
         return Evaluation(agreement_rewards(reference or "", candidates), "model")
+
+
+def answers_of(examples: list[Example]) -> dict[str, str]:
+    return {ex.question: ex.answer for ex in examples}
 
 
 def candidates_for(example: Example, rng: random.Random) -> list[str]:
@@ -137,8 +144,19 @@ def run_setting(setting: Setting) -> dict[str, Any]:
     rng.shuffle(pool)
     auxiliary, canary_pool = pool[:30], pool[30:]
     clients = build(train, canary_pool, auxiliary, setting)
-    reputation = Reputation(setting.threshold)
-    checks = Canaries(canary_pool, reputation, 0.1)
+    expected = {  # each client's accuracy on the competence queries (every liar answers them honestly)
+        c: sum(
+            SimulatedModel(answers_of(pool), setting.accuracy[k], f"{seed}-{c}", setting.errors).answer(
+                ex.question
+            )
+            == ex.answer
+            for ex in auxiliary
+        )
+        / len(auxiliary)
+        for k, c in enumerate(NAMES)
+    }
+    reputation = Reputation(setting.threshold, 0.95, setting.min_questions, setting.margin, expected)
+    checks = Canaries(canary_pool, reputation, 0.1, fanout=setting.fanout, seed=seed)
     fed = FederatedAdvantage(InProcessTransport(clients), RandomSelector(seed), M, G, "mean", canaries=checks)
     liars = sorted(adversaries)
     slots: list[tuple[int, int]] = []  # per round: (liar slots, all training slots)
@@ -213,6 +231,11 @@ def main() -> None:
         help="a client model's mistakes: spread over -10..10, or always the candidates' own near misses",
     )
     parser.add_argument("--accuracy", type=float, nargs=K, default=list(ACCURACY), help="each client model's")
+    parser.add_argument(
+        "--margin", type=float, default=None, help="consistency test: honesty held to competence less this"
+    )
+    parser.add_argument("--fanout", type=int, default=0, help="canaries asked of this many beyond M")
+    parser.add_argument("--min-questions", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("runs/canaries.json"))
     args = parser.parse_args()
     start = time.perf_counter()
@@ -230,7 +253,17 @@ def main() -> None:
         runs = [
             run_setting(
                 Setting(
-                    share, SCENARIOS[name], args.rounds, seed, args.threshold, aux_domains, errors, accuracy
+                    share,
+                    SCENARIOS[name],
+                    args.rounds,
+                    seed,
+                    args.threshold,
+                    aux_domains,
+                    errors,
+                    accuracy,
+                    args.margin,
+                    args.fanout,
+                    args.min_questions,
                 )
             )
             for seed in range(args.seeds)
@@ -245,6 +278,9 @@ def main() -> None:
         "rounds": args.rounds,
         "seeds": args.seeds,
         "threshold": args.threshold,
+        "margin": args.margin,
+        "fanout": args.fanout,
+        "min_questions": args.min_questions,
         "errors": args.errors,
         "accuracy": args.accuracy,
         "summary": {k: summary(v) for k, v in results.items()},

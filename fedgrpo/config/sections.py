@@ -156,8 +156,19 @@ class CanarySettings(_Strict):
         0.05,
         ge=-1.0,
         le=1.0,
-        description="exclude a client once the upper bound of its honesty (per canary question, the share "
-        "of right candidates it calls right less that of wrong ones, averaged) is below this",
+        description="exclude a client once the upper bound of its honesty (over its canary candidates, the "
+        "share of right ones it calls right less that of wrong ones) is below this",
+    )
+    margin: float | None = Field(
+        None,
+        ge=0.0,
+        le=2.0,
+        description="consistency, not level: exclude a client once its honesty's upper bound is below its "
+        "accuracy on the competence queries less this (needs the confidence graph; a weak honest expert "
+        "is low on both, a liar only on canaries); null: the absolute threshold",
+    )
+    fanout: int = Field(
+        0, ge=0, description="each canary is also asked of this many trusted clients beyond the M experts"
     )
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="one-sided confidence of that upper bound")
     min_questions: int = Field(

@@ -146,12 +146,14 @@ class FederatedAdvantage:
         self._round += 1
         names = self.transport.client_names
         clients = names if self.canaries is None else self.canaries.trusted(names)
-        m = self.m if len(clients) == len(names) else min(self.m, len(clients))  # fewer once excluded
+        m = min(self.m, len(clients))  # fewer once clients are excluded
         orders = self.selector.rank_questions(questions, clients)
         if orders is not None:
             routing = {qid: order[:m] for qid, order in orders.items()}
         else:
             routing = self.selector.select(questions, clients, m)
+        if self.canaries is not None:
+            routing = self.canaries.widen(routing, questions, clients, orders)
         canary = set() if self.canaries is None else self.canaries.groups(questions)
         stats.questions, stats.canaries = len(questions) - len(canary), len(canary)  # candidates: no canary's
         stats.candidates = sum(len(c) for j, c in enumerate(candidates) if j not in canary)

@@ -15,7 +15,7 @@ def test_the_bench_excludes_a_flipper_and_no_strong_honest_expert() -> None:
     liars = SCENARIOS["flip + random + always-high"]
     result = run_setting(Setting(0.5, liars, 40, 0, 0.05, accuracy=(0.6, 0.5, 0.4, 0.3, 0.25)))
     assert result["liar_excluded_at"]["client-0"] is not None  # the flipper
-    assert result["honest_excluded"] == [] and result["rounds_run"] == 40
+    assert result["honest_excluded"] == [] and result["rounds_run"] >= 30  # stops when < M are left
     assert result["honesty"]["client-0"][0] < 0 < result["honesty"]["client-1"][0]
 
 

@@ -36,7 +36,7 @@ def verdicts(kind: str, truth: list[bool], rng: random.Random, accuracy: float =
     [
         ("honest", 400, False),
         ("flip", 15, True),
-        ("always-high", 40, True),
+        ("always-high", 60, True),
         ("random", 300, True),
     ],
 )
@@ -54,16 +54,51 @@ def test_liars_are_excluded_and_a_weak_honest_expert_is_not(
     assert low <= j <= high
 
 
-def test_a_verdict_needs_min_questions_and_one_sided_canaries_do_not_count() -> None:
+def test_one_sided_canaries_count_and_an_uninformed_client_is_at_zero_whatever_the_mix() -> None:
+    """All-wrong canaries (most of them with a weak policy) feed the wrong-candidate rate: calling
+    every candidate right is honesty 0 exactly, however few canaries have a right candidate."""
+    tally = Tally()
+    for _ in range(9):
+        tally.add([False] * 4, [True] * 4)
+    tally.add([True, False, False, False], [True] * 4)
+    j, low, high = tally.honesty(1.645)
+    assert tally.questions == 10 and j == 0.0 and low < 0 < high
+    honest = Tally()
+    for _ in range(9):
+        honest.add([False] * 4, [False] * 4)
+    honest.add([True, False, False, False], [True, False, False, False])
+    assert honest.honesty(1.645)[0] == 1.0
+    assert Tally().honesty(1.645) == (0.0, -1.0, 1.0)
+    only_wrong = Tally()
+    only_wrong.add([False, False], [False, False])
+    assert only_wrong.honesty(1.645) == (0.0, -1.0, 1.0)  # no right candidate yet: no verdict
+
+
+def test_consistency_holds_each_client_to_its_own_competence() -> None:
+    """With ``margin``, a weak honest client (low on the competence queries, low on canaries) stays and
+    an uninformed one that was strong on the competence queries is excluded; without a competence
+    for a client, the absolute threshold applies."""
+    reputation = Reputation(0.05, min_questions=10, margin=0.15, expected={"weak": 0.05, "liar": 0.5})
+    assert reputation.limit("weak") == pytest.approx(-0.1) and reputation.limit("other") == 0.05
+    for round_ in range(40):
+        truth = [True, False, False, False]
+        reputation.observe("weak", truth, [False, False, False, False])  # wrong, its own mistake
+        reputation.observe("liar", truth, [True, True, True, True])  # always high: honesty 0
+        reputation.observe("other", truth, [False, False, False, False])
+        reputation.update(round_)
+    assert reputation.excluded() == {"liar", "other"}
+    report = reputation.report()["clients"]
+    assert report["weak"]["honesty"] == 0.0 and report["weak"]["limit"] == -0.1
+    assert report["liar"]["excluded_at"] == 9  # its 10th question: min_questions
+
+
+def test_a_verdict_needs_min_questions_and_is_resumed() -> None:
     reputation = Reputation(threshold=0.5, min_questions=10)
     for _ in range(9):
-        reputation.observe("c", [True, False], [False, True])  # j = -1
-        reputation.observe("c", [True, True], [False, False])  # all right: no j
+        reputation.observe("c", [True, False], [False, True])  # honesty -1
     assert reputation.update(1) == [] and reputation.tallies["c"].questions == 9
-    assert reputation.tallies["c"].one_sided == 9 and reputation.tallies["c"].candidates == 36
     reputation.observe("c", [True, False], [False, True])
     assert reputation.update(2) == ["c"] and reputation.excluded() == {"c"}
     restored = Reputation(threshold=0.5)
     restored.load_state_dict(reputation.state_dict())
     assert restored.excluded() == {"c"} and restored.report() == reputation.report()
-    assert Tally().honesty(1.645) == (0.0, -1.0, 1.0)
