@@ -174,7 +174,7 @@ class CanarySettings(_Strict):
     min_questions: int = Field(
         10,
         ge=2,
-        description="no verdict on a client with fewer canary questions (with right and wrong candidates)",
+        description="no verdict on a client with fewer canary questions (with a tagged candidate scored)",
     )
 
 

@@ -1,31 +1,30 @@
 """Each client's honesty, measured on the server's hidden spot checks (canaries), with an interval.
 
 A canary is a question only the server can label, so every client scores it with its model (no
-client holds it). A client's verdict on a candidate is "right" when its released correctness is >=
-0.5; the truth is the server's own answer check. Over *all* its canary candidates (pooled, so a
-canary whose candidates are all wrong, most of them with a weak policy, counts too):
+client holds it). Per canary question with right and wrong candidates (a released correctness >= 0.5
+counts as "says right"; the truth is the server's own answer check on the candidate):
 
-    honesty = share of right candidates it calls right - share of wrong candidates it calls right
+    j = share of right candidates it calls right - share of wrong candidates it calls right
 
-(Youden's J, "informedness"). Any verdict that does not depend on the truth (always high, random,
-a colluder's pick made without knowing it) has honesty 0 whatever the mix of canaries; a flipping
-client has minus its honest model's. An honest expert that answers the question itself and agrees
-with the candidates that share its answer has its accuracy ``a`` less how often its mistakes are the
-policy's (``(1 - a) c``): above 0 unless its mistakes are mostly the policy's own.
+(Youden's J, "informedness"), and a client's honesty is the mean of j over its canary questions.
+Within a question, because GRPO's advantages are: only a client's ordering of one question's
+candidates reaches the loss. Rates pooled over questions would credit a colluder that picks one of
+the candidates' answers uniformly (0 within every question) with the policy's own majority (the right
+answer covers more candidates when picked): +0.23 to +0.26 in ``bench/canaries.py``. An honest
+expert's honesty is its accuracy ``a`` less how often its mistakes are the policy's; a random,
+always-high or colluding client is at about 0, a flipping one at minus its honest self's.
 
 *Consistency, not level* (``margin``): a weak honest expert is low here and also low on the
 competence queries; a liar answers those honestly (they carry the server's answers, so they are
 recognisable) and is low only here. With each client's accuracy on the competence queries
 (``expected``), a client is excluded once its honesty's upper bound is below that accuracy less
-``margin``; without it (no confidence graph), below the absolute ``threshold``.
+``margin``; without it (no confidence graph, or no margin), below the absolute ``threshold``.
 
-The interval: questions are the independent unit (a model's verdicts on one question's candidates
-stand or fall together), so the variance of the two pooled ratios is the cluster (sandwich)
-estimate over questions, plus one pseudo-question of variance ``PRIOR_VARIANCE`` so that a few
-identical questions do not look certain; one-sided at ``confidence``. Counts per question are kept
-per client, saved in the checkpoint and summarised in ``reputation.json``. Randomised response at
-epsilon per bit shrinks honesty by ``tanh(epsilon / 2)`` (``docs/trust.md``); the server does not
-debias.
+The interval is the mean's normal approximation from the spread of j over questions, plus one
+pseudo-question of variance ``PRIOR_VARIANCE`` (so that a few identical j's do not look certain),
+one-sided at ``confidence``. Counts are per client, updated after every round, saved in the
+checkpoint and in ``reputation.json``. Randomised response at epsilon per bit shrinks every j by
+``tanh(epsilon / 2)`` (``docs/trust.md``); the server does not debias.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
 
@@ -44,39 +43,37 @@ PRIOR_VARIANCE = 1.0  # one pseudo-question of the largest spread a question can
 
 @dataclass
 class Tally:
-    """One client's canary questions, each as (right called right, right, wrong called right, wrong),
-    and the round it was excluded in (None: still trusted)."""
+    """One client's canary questions: how many, the sum and sum of squares of their j, the candidates
+    scored, and the round it was excluded in (None: still trusted)."""
 
-    counts: list[list[int]] = field(default_factory=list)
+    questions: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    candidates: int = 0
+    one_sided: int = 0  # canaries whose candidates were all right or all wrong: no j
     excluded_at: int | None = None
 
     def add(self, truth: Sequence[bool], says_right: Sequence[bool]) -> None:
-        if not truth:
+        self.candidates += len(truth)
+        right = [s for t, s in zip(truth, says_right, strict=True) if t]
+        wrong = [s for t, s in zip(truth, says_right, strict=True) if not t]
+        if not right or not wrong:
+            self.one_sided += 1
             return
-        pairs = list(zip(truth, says_right, strict=True))
-        right = sum(t for t, _ in pairs)
-        self.counts.append(
-            [sum(t and s for t, s in pairs), right, sum(s and not t for t, s in pairs), len(pairs) - right]
-        )
-
-    @property
-    def questions(self) -> int:
-        return len(self.counts)
+        j = sum(right) / len(right) - sum(wrong) / len(wrong)
+        self.questions += 1
+        self.total += j
+        self.total_sq += j * j
 
     def honesty(self, z: float) -> tuple[float, float, float]:
-        """(honesty, lower, upper); (0, -1, 1) until it has scored both a right and a wrong candidate."""
-        n_right = sum(c[1] for c in self.counts)
-        n_wrong = sum(c[3] for c in self.counts)
-        if not n_right or not n_wrong:
+        """(mean j, lower, upper); (0, -1, 1) before any question."""
+        n = self.questions
+        if not n:
             return 0.0, -1.0, 1.0
-        tpr = sum(c[0] for c in self.counts) / n_right
-        fpr = sum(c[2] for c in self.counts) / n_wrong
-        j = tpr - fpr
-        q = len(self.counts)
-        spread = sum(((r - tpr * n) / n_right - (w - fpr * m) / n_wrong) ** 2 for r, n, w, m in self.counts)
-        variance = spread * q / max(q - 1, 1) + PRIOR_VARIANCE / q / q
-        half = z * math.sqrt(variance)
-        return j, max(j - half, -1.0), min(j + half, 1.0)
+        mean = self.total / n
+        spread = max(self.total_sq - n * mean * mean, 0.0) + PRIOR_VARIANCE
+        half = z * math.sqrt(spread / n / n)  # variance (spread / n) of one j, over n questions
+        return mean, max(mean - half, -1.0), min(mean + half, 1.0)
 
 
 class Reputation:
@@ -150,16 +147,11 @@ class Reputation:
         for client, tally in sorted(self.tallies.items()):
             j, low, high = tally.honesty(self._z)
             clients[client] = {
-                "questions": tally.questions,
-                "right": sum(c[1] for c in tally.counts),
-                "right_called_right": sum(c[0] for c in tally.counts),
-                "wrong": sum(c[3] for c in tally.counts),
-                "wrong_called_right": sum(c[2] for c in tally.counts),
+                **asdict(tally),
                 "honesty": round(j, 4),
                 "interval": [round(low, 4), round(high, 4)],
                 "expected": self.expected.get(client),
                 "limit": round(self.limit(client), 4),
-                "excluded_at": tally.excluded_at,
             }
         return {
             "threshold": self.threshold,
@@ -169,7 +161,7 @@ class Reputation:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {c: {"counts": t.counts, "excluded_at": t.excluded_at} for c, t in self.tallies.items()}
+        return {c: asdict(t) for c, t in self.tallies.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tallies = {c: Tally([list(x) for x in t["counts"]], t["excluded_at"]) for c, t in state.items()}
+        self.tallies = {c: Tally(**t) for c, t in state.items()}

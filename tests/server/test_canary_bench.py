@@ -22,6 +22,10 @@ def test_the_bench_excludes_a_flipper_and_no_strong_honest_expert() -> None:
 def test_the_documented_command_runs(tmp_path) -> None:
     out = tmp_path / "canaries.json"
     cmd = [sys.executable, "bench/canaries.py", "--rounds", "12", "--seeds", "1", "--shares", "0.5"]
+    cmd += ["--margin", "0.15", "--fanout", "2", "--min-questions", "5"]
     subprocess.run([*cmd, "--scenarios", "clean", "--out", str(out)], check=True, capture_output=True)
     report = json.loads(out.read_text())
     assert list(report["summary"]) == ["share 0.5 | clean"] and report["threshold"] == 0.05
+    assert (report["margin"], report["fanout"], report["min_questions"]) == (0.15, 2, 5)
+    run = report["runs"]["share 0.5 | clean"][0]
+    assert run["client_items_per_round"] > 6.0  # canaries asked of M + 2 clients, training items of M

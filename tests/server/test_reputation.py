@@ -54,24 +54,19 @@ def test_liars_are_excluded_and_a_weak_honest_expert_is_not(
     assert low <= j <= high
 
 
-def test_one_sided_canaries_count_and_an_uninformed_client_is_at_zero_whatever_the_mix() -> None:
-    """All-wrong canaries (most of them with a weak policy) feed the wrong-candidate rate: calling
-    every candidate right is honesty 0 exactly, however few canaries have a right candidate."""
+def test_one_sided_canaries_do_not_count_and_a_uniform_colluder_is_at_zero() -> None:
+    """A canary with only wrong (or only right) candidates orders nothing, so it says nothing about
+    honesty. A colluder that promotes one of the answers, picked without the truth, is at 0 within
+    every question however many candidates each answer covers (pooled rates would credit it with the
+    policy's majority: the right answer, 3 of 4 candidates, is picked half the time)."""
     tally = Tally()
-    for _ in range(9):
-        tally.add([False] * 4, [True] * 4)
-    tally.add([True, False, False, False], [True] * 4)
+    tally.add([False] * 4, [True] * 4)
+    assert tally.questions == 0 and tally.one_sided == 1 and tally.candidates == 4
+    for pick_right in (True, False) * 10:
+        tally.add([True, True, True, False], [pick_right] * 3 + [not pick_right])
     j, low, high = tally.honesty(1.645)
-    assert tally.questions == 10 and j == 0.0 and low < 0 < high
-    honest = Tally()
-    for _ in range(9):
-        honest.add([False] * 4, [False] * 4)
-    honest.add([True, False, False, False], [True, False, False, False])
-    assert honest.honesty(1.645)[0] == 1.0
+    assert tally.questions == 20 and j == 0.0 and low < 0 < high
     assert Tally().honesty(1.645) == (0.0, -1.0, 1.0)
-    only_wrong = Tally()
-    only_wrong.add([False, False], [False, False])
-    assert only_wrong.honesty(1.645) == (0.0, -1.0, 1.0)  # no right candidate yet: no verdict
 
 
 def test_consistency_holds_each_client_to_its_own_competence() -> None:
