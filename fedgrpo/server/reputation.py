@@ -18,7 +18,12 @@ always-high or colluding client is at about 0, a flipping one at minus its hones
 competence queries; a liar answers those honestly (they carry the server's answers, so they are
 recognisable) and is low only here. With each client's accuracy on the competence queries
 (``expected``), a client is excluded once its honesty's upper bound is below that accuracy less
-``margin``; without it (no confidence graph, or no margin), below the absolute ``threshold``.
+``margin``; without it (no confidence graph, or no margin), below the absolute ``threshold``. And
+a second test of the same kind that also uses the canaries with no right candidate (most of them
+with a weak policy): an honest expert calls a wrong candidate right only when its own answer is
+wrong, so on at most ``1 - accuracy`` of its canaries; a client confidently above ``1 - accuracy +
+margin`` (Wilson's lower bound) is excluded. Always-high, flipping, colluding and random clients call
+some wrong candidate right on nearly every canary.
 
 The interval is the mean's normal approximation from the spread of j over questions, plus one
 pseudo-question of variance ``PRIOR_VARIANCE`` (so that a few identical j's do not look certain),
@@ -51,12 +56,17 @@ class Tally:
     total_sq: float = 0.0
     candidates: int = 0
     one_sided: int = 0  # canaries whose candidates were all right or all wrong: no j
+    wrong_questions: int = 0  # canaries with a wrong candidate scored
+    endorsed: int = 0  # of those, where it called a wrong candidate right
     excluded_at: int | None = None
 
     def add(self, truth: Sequence[bool], says_right: Sequence[bool]) -> None:
         self.candidates += len(truth)
         right = [s for t, s in zip(truth, says_right, strict=True) if t]
         wrong = [s for t, s in zip(truth, says_right, strict=True) if not t]
+        if wrong:
+            self.wrong_questions += 1
+            self.endorsed += any(wrong)
         if not right or not wrong:
             self.one_sided += 1
             return
@@ -74,6 +84,16 @@ class Tally:
         spread = max(self.total_sq - n * mean * mean, 0.0) + PRIOR_VARIANCE
         half = z * math.sqrt(spread / n / n)  # variance (spread / n) of one j, over n questions
         return mean, max(mean - half, -1.0), min(mean + half, 1.0)
+
+    def endorsement(self, z: float) -> tuple[float, float]:
+        """(share of its canaries with a wrong candidate where it called one right, Wilson lower bound)."""
+        n = self.wrong_questions
+        if not n:
+            return 0.0, 0.0
+        p = self.endorsed / n
+        centre = p + z * z / (2 * n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return p, max((centre - half) / (1 + z * z / n), 0.0)
 
 
 class Reputation:
@@ -109,6 +129,14 @@ class Reputation:
             return self.threshold
         return self.expected[client] - self.margin
 
+    def endorsement_limit(self, client: str) -> float | None:
+        """The endorsement rate a client must be confidently above to be excluded: an honest expert calls
+        a wrong candidate right only when its own answer is wrong, so at most ``1 - accuracy`` of the
+        time; with ``margin`` for the accuracy's own error. None without a margin or an accuracy."""
+        if self.margin is None or client not in self.expected:
+            return None
+        return 1.0 - self.expected[client] + self.margin
+
     def observe(self, client: str, truth: Sequence[bool], says_right: Sequence[bool]) -> None:
         """One canary question's candidates that ``client`` scored: the truth and its verdicts."""
         self.tallies.setdefault(client, Tally()).add(truth, says_right)
@@ -117,27 +145,35 @@ class Reputation:
         return {c for c, t in self.tallies.items() if t.excluded_at is not None}
 
     def update(self, round_: int) -> list[str]:
-        """Exclude every client now confidently below its limit; returns the newly excluded."""
+        """Exclude every client now confidently below its honesty limit or above its endorsement limit
+        (each test on at least ``min_questions`` canaries); returns the newly excluded."""
         newly = []
         for client, tally in sorted(self.tallies.items()):
-            if tally.excluded_at is not None or tally.questions < self.min_questions:
+            if tally.excluded_at is not None:
                 continue
             j, low, high = tally.honesty(self._z)
-            if high < self.limit(client):
-                tally.excluded_at = round_
-                newly.append(client)
-                log.warning(
-                    "%s excluded in round %d: honesty %.3f, %.0f%% interval [%.3f, %.3f] below its limit "
-                    "%.3f after %d canary questions",
-                    client,
-                    round_,
-                    j,
-                    100 * self.confidence,
-                    low,
-                    high,
-                    self.limit(client),
-                    tally.questions,
+            rate, rate_low = tally.endorsement(self._z)
+            cap = self.endorsement_limit(client)
+            if tally.questions >= self.min_questions and high < self.limit(client):
+                why = f"honesty {j:.3f}, upper bound {high:.3f} below its limit {self.limit(client):.3f}"
+            elif tally.wrong_questions >= self.min_questions and cap is not None and rate_low > cap:
+                why = (
+                    f"calls a wrong candidate right on {rate:.3f}, lower bound {rate_low:.3f} above {cap:.3f}"
                 )
+            else:
+                continue
+            tally.excluded_at = round_
+            newly.append(client)
+            log.warning(
+                "%s excluded in round %d (%.0f%% one-sided): %s, after %d canary questions (%d with a right "
+                "and a wrong candidate)",
+                client,
+                round_,
+                100 * self.confidence,
+                why,
+                tally.questions + tally.one_sided,
+                tally.questions,
+            )
         return newly
 
     def report(self) -> dict[str, Any]:
@@ -152,6 +188,8 @@ class Reputation:
                 "interval": [round(low, 4), round(high, 4)],
                 "expected": self.expected.get(client),
                 "limit": round(self.limit(client), 4),
+                "endorsement": [round(x, 4) for x in tally.endorsement(self._z)],
+                "endorsement_limit": self.endorsement_limit(client),
             }
         return {
             "threshold": self.threshold,

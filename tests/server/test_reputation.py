@@ -97,3 +97,27 @@ def test_a_verdict_needs_min_questions_and_is_resumed() -> None:
     restored = Reputation(threshold=0.5)
     restored.load_state_dict(reputation.state_dict())
     assert restored.excluded() == {"c"} and restored.report() == reputation.report()
+
+
+def test_endorsing_wrong_candidates_more_often_than_its_own_error_rate_excludes() -> None:
+    """All-wrong canaries give no honesty, but an honest expert calls a wrong candidate right only
+    when it is wrong itself: at most 1 - accuracy of the time. An always-high client that was right
+    on 60% of the competence queries calls one right on every canary and is excluded once that is
+    confidently above 0.4 + margin; a weak honest client (accuracy 0.1, endorsing on 80%) is not."""
+    reputation = Reputation(0.05, min_questions=5, margin=0.15, expected={"liar": 0.6, "weak": 0.1})
+    excluded_at = None
+    for round_ in range(40):
+        reputation.observe("liar", [False] * 4, [True] * 4)
+        reputation.observe("weak", [False] * 4, [round_ % 5 != 0, False, False, False])
+        if reputation.update(round_):
+            excluded_at = round_
+    assert reputation.excluded() == {"liar"} and excluded_at is not None and 4 <= excluded_at < 10
+    tally = reputation.tallies["liar"]
+    assert (
+        tally.questions == 0 and tally.excluded_at == excluded_at and tally.wrong_questions == tally.endorsed
+    )
+    rate, low = tally.endorsement(1.645)
+    assert rate == 1.0 and low > 0.55 and reputation.endorsement_limit("liar") == pytest.approx(0.55)
+    assert (
+        reputation.endorsement_limit("nobody") is None and Reputation(0.05).endorsement_limit("liar") is None
+    )
