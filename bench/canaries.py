@@ -70,6 +70,7 @@ class Setting:
     margin: float | None = None  # consistency test against the competence queries (None: threshold)
     fanout: int = 0  # canaries also asked of this many clients beyond M
     min_questions: int = 10
+    right_share: float | None = None  # a policy whose candidates are each right with this probability
 
 
 class SimulatedModel:
@@ -95,10 +96,14 @@ def answers_of(examples: list[Example]) -> dict[str, str]:
     return {ex.question: ex.answer for ex in examples}
 
 
-def candidates_for(example: Example, rng: random.Random) -> list[str]:
-    """1 to 7 right tagged answers; the rest near misses, one of them untagged (as bench/poisoning.py)."""
+def candidates_for(example: Example, rng: random.Random, right_share: float | None = None) -> list[str]:
+    """1 to 7 right tagged answers (``right_share``: each candidate right with that probability, so
+    often none, as with a weak policy); the rest near misses, one of them untagged (as
+    bench/poisoning.py)."""
     gold = int(example.answer)
-    right = rng.randint(1, G - 1)
+    right = (
+        rng.randint(1, G - 1) if right_share is None else sum(rng.random() < right_share for _ in range(G))
+    )
     texts = [f"<answer>{gold}</answer>"] * right + [
         f"<answer>{gold + rng.choice(NEAR)}</answer>" for _ in range(G - right)
     ]
@@ -174,7 +179,7 @@ def run_setting(setting: Setting) -> dict[str, Any]:
             else:
                 batch.append(train[next_train])
                 next_train += 1
-        cands = [candidates_for(ex, rng) for ex in batch]
+        cands = [candidates_for(ex, rng, setting.right_share) for ex in batch]
         before = dict(fed.total.routed)
         advs = fed.advantages([Question(ex.qid, ex.domain, ex.question) for ex in batch], cands)
         routed = {c: fed.total.routed[c] - before.get(c, 0) for c in NAMES}
@@ -186,8 +191,9 @@ def run_setting(setting: Setting) -> dict[str, Any]:
             truth = [is_correct(ex, t) for t in cand]
             right = [float(a) for a, ok in zip(adv, truth, strict=True) if ok]
             wrong = [float(a) for a, ok in zip(adv, truth, strict=True) if not ok]
-            groups += 1
-            ordered += int(min(right) > max(wrong))
+            if right and wrong:  # a one-sided group orders nothing
+                groups += 1
+                ordered += int(min(right) > max(wrong))
     seconds = time.perf_counter() - start
     report = reputation.report()["clients"]
     excluded = {c: t["excluded_at"] for c, t in report.items() if t["excluded_at"] is not None}
@@ -236,6 +242,12 @@ def main() -> None:
     )
     parser.add_argument("--fanout", type=int, default=0, help="canaries asked of this many beyond M")
     parser.add_argument("--min-questions", type=int, default=10)
+    parser.add_argument(
+        "--right-share",
+        type=float,
+        default=None,
+        help="a weak policy: each candidate right with this probability (default: 1 to 7 of 8 right)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/canaries.json"))
     args = parser.parse_args()
     start = time.perf_counter()
@@ -264,6 +276,7 @@ def main() -> None:
                     args.margin,
                     args.fanout,
                     args.min_questions,
+                    args.right_share,
                 )
             )
             for seed in range(args.seeds)
@@ -281,6 +294,7 @@ def main() -> None:
         "margin": args.margin,
         "fanout": args.fanout,
         "min_questions": args.min_questions,
+        "right_share": args.right_share,
         "errors": args.errors,
         "accuracy": args.accuracy,
         "summary": {k: summary(v) for k, v in results.items()},
