@@ -137,6 +137,19 @@ def test_fanout_asks_each_canary_of_more_clients_and_training_questions_of_m() -
         Canaries(canaries, Reputation(0.05), 0.1, fanout=-1)
 
 
+def test_fanout_takes_the_next_in_the_selectors_order_among_the_trusted() -> None:
+    train, canary = generate("sums_2digit", 2, seed=6)
+    checks = Canaries([canary], Reputation(0.05), 0.1, fanout=2)
+    routing = {train.qid: ["a", "b"], canary.qid: ["a", "b"]}
+    orders = {train.qid: ["a", "b", "c", "d", "e"], canary.qid: ["a", "b", "e", "c", "d"]}
+    widened = checks.widen(routing, [q(train), q(canary)], ["a", "b", "c", "d"], orders)
+    assert widened == {train.qid: ["a", "b"], canary.qid: ["a", "b", "c", "d"]}  # e is not trusted
+    assert (
+        Canaries([canary], Reputation(0.05), 0.1).widen(routing, [q(canary)], ["a", "b", "c"], None)
+        == routing
+    )
+
+
 def test_canary_count_and_mixing() -> None:
     assert canary_count(12, 0.0) == 0 and canary_count(12, 0.25) == 4 and canary_count(30, 0.5) == 30
     sums = generate("sums_1digit", 10, seed=1)
