@@ -146,7 +146,7 @@ class FederatedAdvantage:
         self._round += 1
         names = self.transport.client_names
         clients = names if self.canaries is None else self.canaries.trusted(names)
-        m = min(self.m, len(clients))  # fewer once clients are excluded
+        m = self.m if len(clients) == len(names) else min(self.m, len(clients))  # fewer once excluded
         orders = self.selector.rank_questions(questions, clients)
         if orders is not None:
             routing = {qid: order[:m] for qid, order in orders.items()}
