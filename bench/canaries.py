@@ -16,6 +16,11 @@ liars' share of the training expert slots in rounds 1-10 and from round 11 on, h
 above every wrong one, and bytes down per round.
 
     python bench/canaries.py --rounds 60 --seeds 5 --out runs/canaries.json
+    python bench/canaries.py --rounds 40 --seeds 5 --shares 0.5 --margin 0.15 --fanout 2 \
+        --min-questions 5 --out runs/canaries.json
+
+(the second: the consistency tests against each client's competence-query accuracy, every canary also
+asked of 2 more clients; ``--right-share 0.05``: a weak policy, most canaries with no right candidate).
 """
 
 from __future__ import annotations
