@@ -16,6 +16,11 @@ liars' share of the training expert slots in rounds 1-10 and from round 11 on, h
 above every wrong one, and bytes down per round.
 
     python bench/canaries.py --rounds 60 --seeds 5 --out runs/canaries.json
+    python bench/canaries.py --rounds 40 --seeds 5 --shares 0.5 --margin 0.15 --fanout 2 \
+        --min-questions 5 --out runs/canaries.json
+
+(the second: the consistency tests against each client's competence-query accuracy, every canary also
+asked of 2 more clients; ``--right-share 0.05``: a weak policy, most canaries with no right candidate).
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ class Setting:
     aux_domains: tuple[str, ...] = DOMAINS  # where the auxiliary set and the canaries come from
     errors: tuple[int, ...] = SPREAD  # a client model's mistakes (NEAR: the candidates' own)
     accuracy: tuple[float, ...] = ACCURACY
+    margin: float | None = None  # consistency test against the competence queries (None: threshold)
+    fanout: int = 0  # canaries also asked of this many clients beyond M
+    min_questions: int = 10
+    right_share: float | None = None  # a policy whose candidates are each right with this probability
 
 
 class SimulatedModel:
@@ -88,10 +97,18 @@ class SimulatedModel:
         return Evaluation(agreement_rewards(reference or "", candidates), "model")
 
 
-def candidates_for(example: Example, rng: random.Random) -> list[str]:
-    """1 to 7 right tagged answers; the rest near misses, one of them untagged (as bench/poisoning.py)."""
+def answers_of(examples: list[Example]) -> dict[str, str]:
+    return {ex.question: ex.answer for ex in examples}
+
+
+def candidates_for(example: Example, rng: random.Random, right_share: float | None = None) -> list[str]:
+    """1 to 7 right tagged answers (``right_share``: each candidate right with that probability, so
+    often none, as with a weak policy); the rest near misses, one of them untagged (as
+    bench/poisoning.py)."""
     gold = int(example.answer)
-    right = rng.randint(1, G - 1)
+    right = (
+        rng.randint(1, G - 1) if right_share is None else sum(rng.random() < right_share for _ in range(G))
+    )
     texts = [f"<answer>{gold}</answer>"] * right + [
         f"<answer>{gold + rng.choice(NEAR)}</answer>" for _ in range(G - right)
     ]
@@ -137,8 +154,19 @@ def run_setting(setting: Setting) -> dict[str, Any]:
     rng.shuffle(pool)
     auxiliary, canary_pool = pool[:30], pool[30:]
     clients = build(train, canary_pool, auxiliary, setting)
-    reputation = Reputation(setting.threshold)
-    checks = Canaries(canary_pool, reputation, 0.1)
+    expected = {  # each client's accuracy on the competence queries (every liar answers them honestly)
+        c: sum(
+            SimulatedModel(answers_of(pool), setting.accuracy[k], f"{seed}-{c}", setting.errors).answer(
+                ex.question
+            )
+            == ex.answer
+            for ex in auxiliary
+        )
+        / len(auxiliary)
+        for k, c in enumerate(NAMES)
+    }
+    reputation = Reputation(setting.threshold, 0.95, setting.min_questions, setting.margin, expected)
+    checks = Canaries(canary_pool, reputation, 0.1, fanout=setting.fanout, seed=seed)
     fed = FederatedAdvantage(InProcessTransport(clients), RandomSelector(seed), M, G, "mean", canaries=checks)
     liars = sorted(adversaries)
     slots: list[tuple[int, int]] = []  # per round: (liar slots, all training slots)
@@ -156,7 +184,7 @@ def run_setting(setting: Setting) -> dict[str, Any]:
             else:
                 batch.append(train[next_train])
                 next_train += 1
-        cands = [candidates_for(ex, rng) for ex in batch]
+        cands = [candidates_for(ex, rng, setting.right_share) for ex in batch]
         before = dict(fed.total.routed)
         advs = fed.advantages([Question(ex.qid, ex.domain, ex.question) for ex in batch], cands)
         routed = {c: fed.total.routed[c] - before.get(c, 0) for c in NAMES}
@@ -168,8 +196,9 @@ def run_setting(setting: Setting) -> dict[str, Any]:
             truth = [is_correct(ex, t) for t in cand]
             right = [float(a) for a, ok in zip(adv, truth, strict=True) if ok]
             wrong = [float(a) for a, ok in zip(adv, truth, strict=True) if not ok]
-            groups += 1
-            ordered += int(min(right) > max(wrong))
+            if right and wrong:  # a one-sided group orders nothing
+                groups += 1
+                ordered += int(min(right) > max(wrong))
     seconds = time.perf_counter() - start
     report = reputation.report()["clients"]
     excluded = {c: t["excluded_at"] for c, t in report.items() if t["excluded_at"] is not None}
@@ -213,6 +242,17 @@ def main() -> None:
         help="a client model's mistakes: spread over -10..10, or always the candidates' own near misses",
     )
     parser.add_argument("--accuracy", type=float, nargs=K, default=list(ACCURACY), help="each client model's")
+    parser.add_argument(
+        "--margin", type=float, default=None, help="consistency test: honesty held to competence less this"
+    )
+    parser.add_argument("--fanout", type=int, default=0, help="canaries asked of this many beyond M")
+    parser.add_argument("--min-questions", type=int, default=10)
+    parser.add_argument(
+        "--right-share",
+        type=float,
+        default=None,
+        help="a weak policy: each candidate right with this probability (default: 1 to 7 of 8 right)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/canaries.json"))
     args = parser.parse_args()
     start = time.perf_counter()
@@ -230,7 +270,18 @@ def main() -> None:
         runs = [
             run_setting(
                 Setting(
-                    share, SCENARIOS[name], args.rounds, seed, args.threshold, aux_domains, errors, accuracy
+                    share,
+                    SCENARIOS[name],
+                    args.rounds,
+                    seed,
+                    args.threshold,
+                    aux_domains,
+                    errors,
+                    accuracy,
+                    args.margin,
+                    args.fanout,
+                    args.min_questions,
+                    args.right_share,
                 )
             )
             for seed in range(args.seeds)
@@ -245,6 +296,10 @@ def main() -> None:
         "rounds": args.rounds,
         "seeds": args.seeds,
         "threshold": args.threshold,
+        "margin": args.margin,
+        "fanout": args.fanout,
+        "min_questions": args.min_questions,
+        "right_share": args.right_share,
         "errors": args.errors,
         "accuracy": args.accuracy,
         "summary": {k: summary(v) for k, v in results.items()},

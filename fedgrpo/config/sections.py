@@ -142,8 +142,9 @@ class ServerFiles(_Strict):
 
 class CanarySettings(_Strict):
     """Hidden spot checks and each client's reputation (``docs/trust.md``): a share of the prompts are
-    server-labelled canaries, routed like any question; a client whose honesty on them is confidently
-    below the threshold is no longer asked and its rewards are left out."""
+    server-labelled canaries, routed like any question (and to ``fanout`` more clients); a client whose
+    canary answers are confidently inconsistent with its own competence (or, without the confidence
+    graph, whose honesty is below the threshold) is no longer asked and its rewards are left out."""
 
     share: float = Field(
         0.0,
@@ -156,14 +157,27 @@ class CanarySettings(_Strict):
         0.05,
         ge=-1.0,
         le=1.0,
-        description="exclude a client once the upper bound of its honesty (per canary question, the share "
-        "of right candidates it calls right less that of wrong ones, averaged) is below this",
+        description="without margin or confidence graph: exclude a client once the upper bound of its "
+        "honesty (per canary question, the share of right candidates it calls right less that of wrong "
+        "ones, averaged) is below this",
+    )
+    margin: float | None = Field(
+        0.15,
+        ge=0.0,
+        le=2.0,
+        description="consistency, not level (needs the confidence graph): exclude a client once its "
+        "honesty's upper bound is below its accuracy a on the competence queries less this, or the share "
+        "of canaries where it calls a wrong candidate right is confidently above 1 - a + this (an honest "
+        "expert does so only when wrong itself); null: the absolute threshold only",
+    )
+    fanout: int = Field(
+        2, ge=0, description="each canary is also asked of this many trusted clients beyond the M experts"
     )
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="one-sided confidence of that upper bound")
     min_questions: int = Field(
-        10,
+        5,
         ge=2,
-        description="no verdict on a client with fewer canary questions (with right and wrong candidates)",
+        description="no verdict from a test with fewer canary questions behind it",
     )
 
 

@@ -102,15 +102,20 @@ def build_selector(
 
 
 def build_advantage(
-    cfg: FedGRPOConfig, transport: Transport, selector: Selector, canaries: list[Example] | None = None
+    cfg: FedGRPOConfig,
+    transport: Transport,
+    selector: Selector,
+    canaries: list[Example] | None = None,
+    competence: dict[str, float] | None = None,
 ) -> FederatedAdvantage:
-    """The reward round; with canaries, their reputation is kept in the run folder's ``reputation.json``."""
+    """The reward round; with canaries, their reputation is kept in the run folder's ``reputation.json``
+    (``competence``: each client's accuracy on the competence queries, what its honesty is held to)."""
     fed = cfg.federation
     spot = fed.canaries
     checks = None
     if canaries:
-        reputation = Reputation(spot.threshold, spot.confidence, spot.min_questions)
-        checks = Canaries(canaries, reputation, fed.format_reward, cfg.output_dir)
+        reputation = Reputation(spot.threshold, spot.confidence, spot.min_questions, spot.margin, competence)
+        checks = Canaries(canaries, reputation, fed.format_reward, cfg.output_dir, spot.fanout, cfg.seed)
     return FederatedAdvantage(
         transport,
         selector,

@@ -77,7 +77,8 @@ def _run(
     selector, selection = build_selector(
         cfg, data.auxiliary, transport, tokenizer, out, resume, client_domains
     )
-    advantage = build_advantage(cfg, transport, selector, data.canaries)
+    competence = None if selection is None else selection.get("accuracy_per_client")
+    advantage = build_advantage(cfg, transport, selector, data.canaries, competence)
     before = evaluate_before(cfg, model, tokenizer, data.heldout, resume)
     results = train_and_evaluate(cfg, model, tokenizer, data, advantage, resume, audit, before)
     results.update(

@@ -70,10 +70,13 @@ FED_METRICS: dict[str, Metric] = {
         "canary questions (hidden spot checks, federation.canaries) among the step's questions; not in "
         "fed/questions, their advantages are zero"
     ),
-    "fed/canaries_asked": Metric("canaries each client was asked (routed like any question)", scalar=False),
+    "fed/canaries_asked": Metric(
+        "canaries each client was asked (routed like any question, plus federation.canaries.fanout)",
+        scalar=False,
+    ),
     "fed/canary_rewards": Metric("canary rewards checked against the server's own answers"),
     "fed/excluded": Metric(
-        "clients excluded in the step: canary honesty confidently below federation.canaries.threshold",
+        "clients excluded in the step: canary honesty confidently below its limit (federation.canaries)",
         scalar=False,
     ),
     "fed/competence": Metric(

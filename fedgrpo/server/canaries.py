@@ -6,8 +6,10 @@ adds its canary questions to the questions it samples prompts from (:func:`with_
 generates G candidates for them like for any prompt, and the reward round sends them in the same
 requests, under the same opaque per-request keys. Only this server-side object knows which qids are
 canaries (a qid never crosses the wire). A canary is routed like any question (the selector's M
-experts among the clients still trusted): asking every client would give it away, as a client whose
-partner was not asked about a question would know that question is no canary. Its rewards are
+experts among the clients still trusted), and to ``fanout`` more (the next in the selector's order,
+or drawn at random): evidence accrues only where canaries are asked. Each client sees only its own
+request, so it cannot see the fan-out; colluders who compare notes see that they were asked together
+more often than M alone would make them (``docs/trust.md`` weighs it). Its rewards are
 checked against the server's own answer (:mod:`fedgrpo.server.reputation`) and its advantages are
 all zero: canary rewards never reach the loss, nor the ``fed/`` reward metrics (``fed/canary_*``).
 The confidence graph's online updates take them like any question's (agreement between experts).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,8 +78,14 @@ class Canaries:
         reputation: Reputation,
         format_reward: float,
         run_folder: Path | None = None,
+        fanout: int = 0,
+        seed: int = 0,
     ) -> None:
+        if fanout < 0:
+            raise ValueError(f"canary fanout must be >= 0, got {fanout}")
         self._by_qid = {ex.qid: ex for ex in examples}
+        self.fanout = fanout
+        self._rng = random.Random(f"canary-fanout-{seed}")
         self.reputation = reputation
         self.format_reward = format_reward
         self._path = None if run_folder is None else run_folder / REPUTATION_FILE
@@ -91,6 +100,28 @@ class Canaries:
         if clients and not kept:
             raise RuntimeError(f"every client is excluded by its canary answers ({sorted(excluded)})")
         return kept
+
+    def widen(
+        self,
+        routing: dict[str, list[str]],
+        questions: Sequence[Question],
+        clients: Sequence[str],
+        orders: dict[str, list[str]] | None,
+    ) -> dict[str, list[str]]:
+        """``routing`` with each canary asked of ``fanout`` more trusted clients: the next in the
+        selector's order where it ranks them, else drawn at random."""
+        if not self.fanout:
+            return routing
+        widened = dict(routing)
+        for q in questions:
+            if q.qid not in self._by_qid:
+                continue
+            order = [c for c in (orders or {}).get(q.qid, []) if c in clients]
+            if not order:
+                order = self._rng.sample(list(clients), len(clients))
+            extra = [c for c in order if c not in routing[q.qid]][: self.fanout]
+            widened[q.qid] = [*routing[q.qid], *extra]
+        return widened
 
     def groups(self, questions: Sequence[Question]) -> set[int]:
         """The positions of the canaries among a round's questions."""

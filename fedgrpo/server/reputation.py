@@ -1,29 +1,34 @@
 """Each client's honesty, measured on the server's hidden spot checks (canaries), with an interval.
 
 A canary is a question only the server can label, so every client scores it with its model (no
-client holds it). Its rewards say nothing about how *often* a client is right, which depends on its
-competence, but they do say whether its verdicts carry information about the truth. Per canary
-question with right and wrong candidates (a released correctness >= 0.5 counts as "says right"; the
-truth is the server's own answer check on the candidate):
+client holds it). Per canary question with right and wrong candidates (a released correctness >= 0.5
+counts as "says right"; the truth is the server's own answer check on the candidate):
 
     j = share of right candidates it calls right - share of wrong candidates it calls right
 
-(Youden's J, "informedness") and a client's honesty is the mean of j over its canary questions. An
-honest expert answers the question itself and agrees with the candidates that match its answer: j is
-1 where its own answer is right and minus the share of wrong candidates that share its wrong answer
-otherwise, so its honesty is its accuracy a less how often its mistakes are the policy's (b): above
-0 however weak it is, unless its mistakes are mostly the policy's own. Liars are not: a random
-client is at 0, an always-high one at exactly 0 on every question, a colluder that promotes an answer
-picked without knowing the truth at about 0, a flipping one at minus an honest expert's honesty.
+(Youden's J, "informedness"), and a client's honesty is the mean of j over its canary questions.
+Within a question, because GRPO's advantages are: only a client's ordering of one question's
+candidates reaches the loss. Rates pooled over questions would credit a colluder that picks one of
+the candidates' answers uniformly (0 within every question) with the policy's own majority (the right
+answer covers more candidates when picked): +0.23 to +0.26 in ``bench/canaries.py``. An honest
+expert's honesty is its accuracy ``a`` less how often its mistakes are the policy's; a random,
+always-high or colluding client is at about 0, a flipping one at minus its honest self's.
 
-Per question, not per candidate: a model's verdicts on one question's G candidates stand or fall
-together (its one answer is right or wrong), so the question is the independent unit. The interval
-is the mean's normal approximation from the spread of j over questions, with one pseudo-question
-of variance 1 (so a few identical j's do not look certain), one-sided at ``confidence``. Excluding a
-client needs its *upper* bound below ``threshold``: weak-but-honest experts are excluded only once
-confidently below it, so pick it below the weakest honest expert's honesty (``bench/canaries.py``
-measures both sides). Counts are per client, updated after every round, saved in the checkpoint and
-in ``reputation.json``. Randomised response at epsilon per bit shrinks every j by
+*Consistency, not level* (``margin``): a weak honest expert is low here and also low on the
+competence queries; a liar answers those honestly (they carry the server's answers, so they are
+recognisable) and is low only here. With each client's accuracy on the competence queries
+(``expected``), a client is excluded once its honesty's upper bound is below that accuracy less
+``margin``; without it (no confidence graph, or no margin), below the absolute ``threshold``. And
+a second test of the same kind that also uses the canaries with no right candidate (most of them
+with a weak policy): an honest expert calls a wrong candidate right only when its own answer is
+wrong, so on at most ``1 - accuracy`` of its canaries; a client confidently above ``1 - accuracy +
+margin`` (Wilson's lower bound) is excluded. Always-high, flipping, colluding and random clients call
+some wrong candidate right on nearly every canary.
+
+The interval is the mean's normal approximation from the spread of j over questions, plus one
+pseudo-question of variance ``PRIOR_VARIANCE`` (so that a few identical j's do not look certain),
+one-sided at ``confidence``. Counts are per client, updated after every round, saved in the
+checkpoint and in ``reputation.json``. Randomised response at epsilon per bit shrinks every j by
 ``tanh(epsilon / 2)`` (``docs/trust.md``); the server does not debias.
 """
 
@@ -31,14 +36,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-PRIOR_VARIANCE = 0.25  # one pseudo-question of about a random client's spread of j
+PRIOR_VARIANCE = 1.0  # one pseudo-question of the largest spread a question can have
 
 
 @dataclass
@@ -51,12 +56,17 @@ class Tally:
     total_sq: float = 0.0
     candidates: int = 0
     one_sided: int = 0  # canaries whose candidates were all right or all wrong: no j
+    wrong_questions: int = 0  # canaries with a wrong candidate scored
+    endorsed: int = 0  # of those, where it called a wrong candidate right
     excluded_at: int | None = None
 
     def add(self, truth: Sequence[bool], says_right: Sequence[bool]) -> None:
         self.candidates += len(truth)
         right = [s for t, s in zip(truth, says_right, strict=True) if t]
         wrong = [s for t, s in zip(truth, says_right, strict=True) if not t]
+        if wrong:
+            self.wrong_questions += 1
+            self.endorsed += any(wrong)
         if not right or not wrong:
             self.one_sided += 1
             return
@@ -75,21 +85,57 @@ class Tally:
         half = z * math.sqrt(spread / n / n)  # variance (spread / n) of one j, over n questions
         return mean, max(mean - half, -1.0), min(mean + half, 1.0)
 
+    def endorsement(self, z: float) -> tuple[float, float]:
+        """(share of its canaries with a wrong candidate where it called one right, Wilson lower bound)."""
+        n = self.wrong_questions
+        if not n:
+            return 0.0, 0.0
+        p = self.endorsed / n
+        centre = p + z * z / (2 * n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return p, max((centre - half) / (1 + z * z / n), 0.0)
+
 
 class Reputation:
-    """Per-client honesty from canary answers; a client whose upper bound falls below ``threshold``
-    is excluded for the rest of the run (never routed to again, its rewards left out)."""
+    """Per-client honesty from canary answers; a client whose upper bound falls below its limit is
+    excluded for the rest of the run (never routed to again, its rewards left out)."""
 
-    def __init__(self, threshold: float, confidence: float = 0.95, min_questions: int = 10) -> None:
+    def __init__(
+        self,
+        threshold: float,
+        confidence: float = 0.95,
+        min_questions: int = 10,
+        margin: float | None = None,
+        expected: Mapping[str, float] | None = None,
+    ) -> None:
         if not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [-1, 1], got {threshold}")
         if not 0.5 < confidence < 1.0:
             raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
+        if margin is not None and not 0.0 <= margin <= 2.0:
+            raise ValueError(f"margin must be in [0, 2], got {margin}")
         self.threshold = threshold
         self.confidence = confidence
         self.min_questions = min_questions  # no verdict on fewer canary questions (normal approximation)
+        self.margin = margin
+        self.expected = dict(expected or {})  # each client's accuracy on the competence queries
         self._z = NormalDist().inv_cdf(confidence)
         self.tallies: dict[str, Tally] = {}
+
+    def limit(self, client: str) -> float:
+        """The honesty a client must be confidently below to be excluded: its competence-query accuracy
+        less ``margin`` (consistency), or ``threshold`` without a margin or an accuracy for it."""
+        if self.margin is None or client not in self.expected:
+            return self.threshold
+        return self.expected[client] - self.margin
+
+    def endorsement_limit(self, client: str) -> float | None:
+        """The endorsement rate a client must be confidently above to be excluded: an honest expert calls
+        a wrong candidate right only when its own answer is wrong, so at most ``1 - accuracy`` of the
+        time; with ``margin`` for the accuracy's own error. None without a margin or an accuracy."""
+        if self.margin is None or client not in self.expected:
+            return None
+        return 1.0 - self.expected[client] + self.margin
 
     def observe(self, client: str, truth: Sequence[bool], says_right: Sequence[bool]) -> None:
         """One canary question's candidates that ``client`` scored: the truth and its verdicts."""
@@ -99,33 +145,40 @@ class Reputation:
         return {c for c, t in self.tallies.items() if t.excluded_at is not None}
 
     def update(self, round_: int) -> list[str]:
-        """Exclude every client now confidently below the threshold; returns the newly excluded."""
+        """Exclude every client now confidently below its honesty limit or above its endorsement limit
+        (each test on at least ``min_questions`` canaries); returns the newly excluded."""
         newly = []
         for client, tally in sorted(self.tallies.items()):
-            if tally.excluded_at is not None or tally.questions < self.min_questions:
+            if tally.excluded_at is not None:
                 continue
             j, low, high = tally.honesty(self._z)
-            if high < self.threshold:
-                tally.excluded_at = round_
-                newly.append(client)
-                log.warning(
-                    "%s excluded in round %d: honesty %.3f, %.0f%% interval [%.3f, %.3f] below the "
-                    "threshold %.3f after %d canary questions (%d candidates)",
-                    client,
-                    round_,
-                    j,
-                    100 * self.confidence,
-                    low,
-                    high,
-                    self.threshold,
-                    tally.questions,
-                    tally.candidates,
+            rate, rate_low = tally.endorsement(self._z)
+            cap = self.endorsement_limit(client)
+            if tally.questions >= self.min_questions and high < self.limit(client):
+                why = f"honesty {j:.3f}, upper bound {high:.3f} below its limit {self.limit(client):.3f}"
+            elif tally.wrong_questions >= self.min_questions and cap is not None and rate_low > cap:
+                why = (
+                    f"calls a wrong candidate right on {rate:.3f}, lower bound {rate_low:.3f} above {cap:.3f}"
                 )
+            else:
+                continue
+            tally.excluded_at = round_
+            newly.append(client)
+            log.warning(
+                "%s excluded in round %d (%.0f%% one-sided): %s, after %d canary questions (%d with a right "
+                "and a wrong candidate)",
+                client,
+                round_,
+                100 * self.confidence,
+                why,
+                tally.questions + tally.one_sided,
+                tally.questions,
+            )
         return newly
 
     def report(self) -> dict[str, Any]:
         """What an operator reads (``reputation.json``, ``results.json``): per client the counts, the
-        honesty with its interval and whether (and when) it was excluded."""
+        honesty with its interval, its limit and whether (and when) it was excluded."""
         clients = {}
         for client, tally in sorted(self.tallies.items()):
             j, low, high = tally.honesty(self._z)
@@ -133,8 +186,17 @@ class Reputation:
                 **asdict(tally),
                 "honesty": round(j, 4),
                 "interval": [round(low, 4), round(high, 4)],
+                "expected": self.expected.get(client),
+                "limit": round(self.limit(client), 4),
+                "endorsement": [round(x, 4) for x in tally.endorsement(self._z)],
+                "endorsement_limit": self.endorsement_limit(client),
             }
-        return {"threshold": self.threshold, "confidence": self.confidence, "clients": clients}
+        return {
+            "threshold": self.threshold,
+            "margin": self.margin,
+            "confidence": self.confidence,
+            "clients": clients,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {c: asdict(t) for c, t in self.tallies.items()}

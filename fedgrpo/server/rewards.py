@@ -152,6 +152,8 @@ class FederatedAdvantage:
             routing = {qid: order[:m] for qid, order in orders.items()}
         else:
             routing = self.selector.select(questions, clients, m)
+        if self.canaries is not None:
+            routing = self.canaries.widen(routing, questions, clients, orders)
         canary = set() if self.canaries is None else self.canaries.groups(questions)
         stats.questions, stats.canaries = len(questions) - len(canary), len(canary)  # candidates: no canary's
         stats.candidates = sum(len(c) for j, c in enumerate(candidates) if j not in canary)

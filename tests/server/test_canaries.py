@@ -122,6 +122,34 @@ def test_a_flipping_client_is_excluded_by_its_canary_answers_then_never_asked_an
     assert sum(since.routed.values()) == 2 * 20 and sum(since.canaries_asked.values()) == 2 * 20
 
 
+def test_fanout_asks_each_canary_of_more_clients_and_training_questions_of_m() -> None:
+    examples = generate("sums_2digit", 12, seed=5)
+    train, canaries = examples[:6], examples[6:]
+    model = KnowingModel(examples)
+    clients = [Client(f"c{k}", [], DualEvaluator(AnswerEvaluator([]), model)) for k in range(5)]
+    checks = Canaries(canaries, Reputation(0.05), 0.1, fanout=1, seed=3)
+    fed = FederatedAdvantage(InProcessTransport(clients), RandomSelector(0), 2, 4, canaries=checks)
+    batch = [*train[:3], *canaries[:3]]
+    fed.advantages([q(ex) for ex in batch], [candidates(ex) for ex in batch])
+    assert sum(fed.total.routed.values()) == 3 * 2 and sum(fed.total.canaries_asked.values()) == 3 * 3
+    assert sum(t.questions for t in checks.reputation.tallies.values()) == 3 * 3
+    with pytest.raises(ValueError, match="fanout"):
+        Canaries(canaries, Reputation(0.05), 0.1, fanout=-1)
+
+
+def test_fanout_takes_the_next_in_the_selectors_order_among_the_trusted() -> None:
+    train, canary = generate("sums_2digit", 2, seed=6)
+    checks = Canaries([canary], Reputation(0.05), 0.1, fanout=2)
+    routing = {train.qid: ["a", "b"], canary.qid: ["a", "b"]}
+    orders = {train.qid: ["a", "b", "c", "d", "e"], canary.qid: ["a", "b", "e", "c", "d"]}
+    widened = checks.widen(routing, [q(train), q(canary)], ["a", "b", "c", "d"], orders)
+    assert widened == {train.qid: ["a", "b"], canary.qid: ["a", "b", "c", "d"]}  # e is not trusted
+    assert (
+        Canaries([canary], Reputation(0.05), 0.1).widen(routing, [q(canary)], ["a", "b", "c"], None)
+        == routing
+    )
+
+
 def test_canary_count_and_mixing() -> None:
     assert canary_count(12, 0.0) == 0 and canary_count(12, 0.25) == 4 and canary_count(30, 0.5) == 30
     sums = generate("sums_1digit", 10, seed=1)

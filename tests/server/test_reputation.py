@@ -36,7 +36,7 @@ def verdicts(kind: str, truth: list[bool], rng: random.Random, accuracy: float =
     [
         ("honest", 400, False),
         ("flip", 15, True),
-        ("always-high", 40, True),
+        ("always-high", 60, True),
         ("random", 300, True),
     ],
 )
@@ -54,16 +54,70 @@ def test_liars_are_excluded_and_a_weak_honest_expert_is_not(
     assert low <= j <= high
 
 
-def test_a_verdict_needs_min_questions_and_one_sided_canaries_do_not_count() -> None:
+def test_one_sided_canaries_do_not_count_and_a_uniform_colluder_is_at_zero() -> None:
+    """A canary with only wrong (or only right) candidates orders nothing, so it says nothing about
+    honesty. A colluder that promotes one of the answers, picked without the truth, is at 0 within
+    every question however many candidates each answer covers (pooled rates would credit it with the
+    policy's majority: the right answer, 3 of 4 candidates, is picked half the time)."""
+    tally = Tally()
+    tally.add([False] * 4, [True] * 4)
+    assert tally.questions == 0 and tally.one_sided == 1 and tally.candidates == 4
+    for pick_right in (True, False) * 10:
+        tally.add([True, True, True, False], [pick_right] * 3 + [not pick_right])
+    j, low, high = tally.honesty(1.645)
+    assert tally.questions == 20 and j == 0.0 and low < 0 < high
+    assert Tally().honesty(1.645) == (0.0, -1.0, 1.0)
+
+
+def test_consistency_holds_each_client_to_its_own_competence() -> None:
+    """With ``margin``, a weak honest client (low on the competence queries, low on canaries) stays and
+    an uninformed one that was strong on the competence queries is excluded; without a competence
+    for a client, the absolute threshold applies."""
+    reputation = Reputation(0.05, min_questions=10, margin=0.15, expected={"weak": 0.05, "liar": 0.5})
+    assert reputation.limit("weak") == pytest.approx(-0.1) and reputation.limit("other") == 0.05
+    for round_ in range(40):
+        truth = [True, False, False, False]
+        reputation.observe("weak", truth, [False, False, False, False])  # wrong, its own mistake
+        reputation.observe("liar", truth, [True, True, True, True])  # always high: honesty 0
+        reputation.observe("other", truth, [False, False, False, False])
+        reputation.update(round_)
+    assert reputation.excluded() == {"liar", "other"}
+    report = reputation.report()["clients"]
+    assert report["weak"]["honesty"] == 0.0 and report["weak"]["limit"] == -0.1
+    assert report["liar"]["excluded_at"] == 9  # its 10th question: min_questions
+
+
+def test_a_verdict_needs_min_questions_and_is_resumed() -> None:
     reputation = Reputation(threshold=0.5, min_questions=10)
     for _ in range(9):
-        reputation.observe("c", [True, False], [False, True])  # j = -1
-        reputation.observe("c", [True, True], [False, False])  # all right: no j
+        reputation.observe("c", [True, False], [False, True])  # honesty -1
     assert reputation.update(1) == [] and reputation.tallies["c"].questions == 9
-    assert reputation.tallies["c"].one_sided == 9 and reputation.tallies["c"].candidates == 36
     reputation.observe("c", [True, False], [False, True])
     assert reputation.update(2) == ["c"] and reputation.excluded() == {"c"}
     restored = Reputation(threshold=0.5)
     restored.load_state_dict(reputation.state_dict())
     assert restored.excluded() == {"c"} and restored.report() == reputation.report()
-    assert Tally().honesty(1.645) == (0.0, -1.0, 1.0)
+
+
+def test_endorsing_wrong_candidates_more_often_than_its_own_error_rate_excludes() -> None:
+    """All-wrong canaries give no honesty, but an honest expert calls a wrong candidate right only
+    when it is wrong itself: at most 1 - accuracy of the time. An always-high client that was right
+    on 60% of the competence queries calls one right on every canary and is excluded once that is
+    confidently above 0.4 + margin; a weak honest client (accuracy 0.1, endorsing on 80%) is not."""
+    reputation = Reputation(0.05, min_questions=5, margin=0.15, expected={"liar": 0.6, "weak": 0.1})
+    excluded_at = None
+    for round_ in range(40):
+        reputation.observe("liar", [False] * 4, [True] * 4)
+        reputation.observe("weak", [False] * 4, [round_ % 5 != 0, False, False, False])
+        if reputation.update(round_):
+            excluded_at = round_
+    assert reputation.excluded() == {"liar"} and excluded_at is not None and 4 <= excluded_at < 10
+    tally = reputation.tallies["liar"]
+    assert (
+        tally.questions == 0 and tally.excluded_at == excluded_at and tally.wrong_questions == tally.endorsed
+    )
+    rate, low = tally.endorsement(1.645)
+    assert rate == 1.0 and low > 0.55 and reputation.endorsement_limit("liar") == pytest.approx(0.55)
+    assert (
+        reputation.endorsement_limit("nobody") is None and Reputation(0.05).endorsement_limit("liar") is None
+    )
