@@ -43,6 +43,9 @@ JOBS = {
         "run.threads=2",
         "clients.samples=3",
         "clients.max_new_tokens=16",
+        # SmolLM2 scoring a round through three endpoints on shared cores can outlast the guide's 120 s:
+        # a reply that expires is work the deployed run skips and the in-process run does
+        "flower.reward_timeout_s=1800",
     ],
 }
 CLIENT_APP_START = """
@@ -88,6 +91,9 @@ def summary(res: dict) -> dict:
         "methods": comm["fed/methods"],  # "model": scored through an endpoint (abstentions are "none")
         "bytes_down_per_round": comm["fed/bytes_down_per_round"],
         "bytes_up_per_round": comm["fed/bytes_up_per_round"],
+        # read the ratio with these: a reply lost (timed out, refused) is scoring work not done
+        "rewards_missing": comm["fed/rewards_missing"],
+        "replies_rejected": comm["fed/rejected_total"],
     }
 
 

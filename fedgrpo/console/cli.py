@@ -40,7 +40,12 @@ def _parser(command: str) -> argparse.ArgumentParser:
     orgs = sub.add_parser("orgs", help="registered organisations: name, state, since when, in a run")
     orgs.add_argument("--run", help="a run folder: also what the run made of each (joined, refused: why)")
     orgs.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the SuperLink to answer")
-    orgs.add_argument("--online", type=int, default=0, help="with --wait: until this many are online")
+    orgs.add_argument(
+        "--online",
+        type=int,
+        default=0,
+        help="with --wait: until this many are online by name (with --run: not refused)",
+    )
     orgs.add_argument("--json", action="store_true", help="print JSON")
     for p in (start, reg, orgs):
         p.add_argument("--dir", default=".", help="the server's folder (default: here)")
@@ -104,15 +109,26 @@ def _superlink(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     if args.action == "start":
         return superlink.start_superlink(folder, Path(args.certs), args.host, args.port)
+    try:
+        return _superlink_client(args, folder)
+    except superlink.NoSuperLink as err:  # nothing was called, nothing written
+        print(f"fedgrpo superlink: {err}", file=sys.stderr)
+        return 1
+
+
+def _superlink_client(args: argparse.Namespace, folder: Path) -> int:
+    """``register`` and ``orgs``: the ``flwr`` client's side of the server's folder."""
+    from fedgrpo.console import superlink
+
     if args.action == "register":
         done = superlink.register(folder, Path(args.key), args.name)
         print((done.stdout + done.stderr).strip())
         return done.returncode
-    if args.wait and not superlink.wait_until_up(folder, args.wait, args.online):
-        what = f"{args.online} organisation(s) online" if args.online else "a SuperLink answering"
-        print(f"fedgrpo superlink: not {what} within {args.wait:.0f} s", file=sys.stderr)
+    run = Path(args.run) if args.run else None
+    if args.wait and (why := superlink.wait_until_up(folder, args.wait, args.online, run)):
+        print(f"fedgrpo superlink: not ready within {args.wait:.0f} s: {why}", file=sys.stderr)
         return 1
-    rows = superlink.list_orgs(folder, Path(args.run) if args.run else None)
+    rows = superlink.list_orgs(folder, run)
     keys = ["name", "node", "status", "since", "run"]
     print(json.dumps(rows, indent=2) if args.json else _table(rows, keys))
     return 0

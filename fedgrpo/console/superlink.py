@@ -5,31 +5,50 @@
 connection ``fedgrpo`` to ``flwr-home/config.toml`` there; ``register KEY.pub --name NAME`` registers
 an organisation's key; ``orgs`` lists the registered organisations by name with their state (Flower's
 ``flwr supernode list`` shows no names: they are read from the SuperLink's Control API, and why a
-node was refused from a run's ``run.log``).
+node was refused from a run's ``run.log``). ``orgs`` reads the connection ``start`` wrote, and
+nothing else: in a folder without one it fails and writes nothing (Flower's CLI would write a default
+config there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from fedgrpo.console.supervise import Child, Stop, say, supervise, tool, tool_env
 
-__all__ = ["flwr_home", "list_orgs", "register", "start_superlink"]
+__all__ = ["NoSuperLink", "flwr_home", "list_orgs", "register", "start_superlink", "wait_until_up"]
 
 CERT_FILES = ("ca.crt", "server.pem", "server.key")
 _REFUSED = re.compile(r"node (\d+) refused as a client: (.*)$")
 _JOINED = re.compile(r"client (\S+) (joined|rejoined|left) \(")
+NO_NAME = "(no name)"
+
+
+class NoSuperLink(RuntimeError):
+    """No SuperLink to ask: none was started from this folder, or none answers at its address."""
 
 
 def flwr_home(folder: Path) -> Path:
     return folder.resolve() / "flwr-home"
+
+
+def _connection(folder: Path) -> Path:
+    """The FLWR_HOME holding ``start``'s connection; without it Flower's CLI would write a default
+    config into that folder and fail anyway, so nothing is called."""
+    path = flwr_home(folder) / "config.toml"
+    if not path.is_file():
+        raise NoSuperLink(
+            f"no SuperLink connection in {path}: `fedgrpo superlink start` writes it in the folder it "
+            "runs from; run this there or give that folder with --dir"
+        )
+    return path.parent
 
 
 def write_connection(folder: Path, address: str, ca: Path) -> Path:
@@ -66,7 +85,7 @@ def start_superlink(folder: Path, certs: Path, host: str, port: int) -> int:
 
 
 def _flwr(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    env = tool_env(FLWR_HOME=str(flwr_home(folder)))
+    env = tool_env(FLWR_HOME=str(_connection(folder)))
     return subprocess.run([tool("flwr"), *args], env=env, capture_output=True, text=True, check=False)
 
 
@@ -75,15 +94,31 @@ def register(folder: Path, key: Path, name: str) -> subprocess.CompletedProcess:
     return _flwr(folder, "supernode", "register", str(key), "--name", name)
 
 
-def wait_until_up(folder: Path, seconds: float, online: int = 0) -> bool:
-    """Whether, within ``seconds``, the SuperLink answers and ``online`` organisations are online."""
+def serving(rows: list[dict[str, Any]]) -> int:
+    """Organisations that can serve: online under a registered name, not refused in the run listed;
+    a name counts once (a second node under it is refused)."""
+    return len(
+        {
+            r["name"]
+            for r in rows
+            if r["status"] == "online" and r["name"] != NO_NAME and not r["run"].startswith("refused")
+        }
+    )
+
+
+def wait_until_up(folder: Path, seconds: float, online: int = 0, run_dir: Path | None = None) -> str:
+    """Why not, or an empty string once, within ``seconds``, the SuperLink answers and ``online``
+    organisations can serve (:func:`serving`). A connection ``start`` has yet to write is waited for."""
     deadline = time.monotonic() + seconds
     while True:
-        up = _flwr(folder, "supernode", "list").returncode == 0
-        if up and sum(r["status"] == "online" for r in list_orgs(folder)) >= online:
-            return True
+        try:
+            if (n := serving(list_orgs(folder, run_dir))) >= online:
+                return ""
+            why = f"{n} of {online} organisation(s) online under their registered names"
+        except NoSuperLink as err:
+            why = str(err)
         if time.monotonic() > deadline:
-            return False
+            return why
         time.sleep(1.0)
 
 
@@ -103,15 +138,17 @@ def run_log_states(run_log: Path) -> tuple[dict[str, str], dict[int, str]]:
 def list_orgs(folder: Path, run_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every registered SuperNode: its name, Flower's state and times, and (with a run folder) what
     FedGRPO made of it in that run. Reads the SuperLink's Control API, as ``flwr supernode list``."""
+    import httpx
     from flwr.cli.flower_config import read_superlink_connection
     from flwr.cli.utils import init_http_client_from_connection
     from flwr.proto.control_pb2 import ListNodesRequest  # type: ignore[attr-defined]
 
     saved = os.environ.get("FLWR_HOME")
-    os.environ["FLWR_HOME"] = str(flwr_home(folder))  # where Flower reads its connections
+    os.environ["FLWR_HOME"] = str(_connection(folder))  # where Flower reads its connections
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # Flower prints which connection it uses
-            client = init_http_client_from_connection(read_superlink_connection("fedgrpo"))
+        with contextlib.redirect_stdout(io.StringIO()):  # Flower prints which connection it uses
+            connection = read_superlink_connection("fedgrpo")
+            client = init_http_client_from_connection(connection)
     finally:
         if saved is None:
             del os.environ["FLWR_HOME"]
@@ -119,6 +156,8 @@ def list_orgs(folder: Path, run_dir: Path | None = None) -> list[dict[str, Any]]
             os.environ["FLWR_HOME"] = saved
     try:
         nodes = client.ListNodes(ListNodesRequest()).nodes_info
+    except httpx.TransportError as err:  # after Flower's own retries
+        raise NoSuperLink(f"no SuperLink answers at {connection.address}: {err}") from err
     finally:
         client.close()
     events, refused = run_log_states(run_dir / "run.log") if run_dir else ({}, {})
@@ -131,7 +170,7 @@ def list_orgs(folder: Path, run_dir: Path | None = None) -> list[dict[str, Any]]
         since = n.last_activated_at if n.status == "online" else n.last_deactivated_at
         rows.append(
             {
-                "name": name or "(no name)",
+                "name": name or NO_NAME,
                 "node": n.node_id,
                 "status": n.status,
                 "since": since or "never",

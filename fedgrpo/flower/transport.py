@@ -79,6 +79,7 @@ class FlowerTransport(Transport):
         self._suspended: dict[str, float] = {}  # client -> when it was last probed
         self._probes: dict[str, str] = {}  # message id -> client being probed
         self._bad_nodes: set[int] = set()  # nodes whose profile was refused; not asked again
+        self._unable: dict[int, str] = {}  # refused node -> the client it is, if its own profile failed
         self.refusals: dict[int, str] = {}  # node -> why its profile was refused
         self._unanswered: dict[int, float] = {}  # node -> when its profile went unanswered
         self.counts: Counter = Counter()
@@ -90,11 +91,12 @@ class FlowerTransport(Transport):
 
     # -- membership ---------------------------------------------------------------------------------
     def _wait_for(self, expected: int) -> None:
-        def enough() -> bool:  # each node joined or was refused: a refused one is not waited for
+        def enough() -> bool:  # each client joined or cannot; one refused for who it is counts as none
             self._refresh()
-            if not self._nodes and len(self._bad_nodes) >= expected:
+            unable = {c for c in self._unable.values() if c} - set(self._nodes)
+            if not self._nodes and len(unable) >= expected:
                 raise RuntimeError(f"every Flower node refused to serve as a client: {self.refusals}")
-            return len(self._nodes) + len(self._bad_nodes) >= expected
+            return len(self._nodes) + len(unable) >= expected
 
         if not wait_until(enough, self._settings.connect_timeout_s) and not self._nodes:
             raise RuntimeError(
@@ -141,21 +143,18 @@ class FlowerTransport(Transport):
             log.warning("node %s did not answer its profile query; asking again later", node)
         for reply in replies:
             node = reply.metadata.src_node_id
+            profile: dict[str, Any] | None = None
             try:
                 if reply.has_error():
                     raise ProtocolError(f"Flower error {reply.error.code}: {reply.error.reason}")
                 if content_bytes(reply.content) > self._settings.max_message_bytes:
                     raise ProtocolError("profile reply exceeds flower.max_message_bytes")
                 profile = read_profile(reply.content)
+                name = self._name_of(node, profile["name"], registered)  # refused for who it is
             except ProtocolError as err:
-                self.counts["profile_rejected"] += 1
-                self._bad_nodes.add(node)
-                self.refusals[node] = str(err)
-                log.warning("node %s refused as a client: %s", node, err)
-                continue
-            try:
-                name = self._name_of(node, profile["name"], registered)
-            except ProtocolError as err:
+                if profile is None:  # its own profile failed: the client it is cannot serve this run
+                    self.counts["profile_rejected"] += 1
+                    self._unable[node] = registered.get(node, f"node {node}")  # "": registered unnamed
                 self._bad_nodes.add(node)
                 self.refusals[node] = str(err)
                 log.warning("node %s refused as a client: %s", node, err)

@@ -4,7 +4,12 @@ tests/e2e/test_deployment_guide.py.)"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from fedgrpo.console.superlink import run_log_states
 from tests.helpers import fedgrpo
@@ -29,3 +34,22 @@ def test_start_without_certificates_names_them_and_starts_nothing(tmp_path: Path
     assert done.returncode == 2
     assert "ca.crt" in done.stderr and "fedgrpo flower-certs" in done.stderr
     assert not (tmp_path / "superlink.log").exists()
+
+
+@pytest.mark.parametrize("wait", [[], ["--wait", "1", "--online", "3"]], ids=["now", "wait"])
+def test_orgs_without_a_superlink_started_here_fails_and_leaves_no_file(
+    tmp_path: Path, wait: list[str]
+) -> None:
+    """Flower's CLI writes a default config into an FLWR_HOME that has none: nothing may reach it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fedgrpo.cli", "superlink", "orgs", *wait],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "FLWR_HOME"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"no SuperLink connection in {tmp_path.resolve() / 'flwr-home' / 'config.toml'}" in done.stderr
+    assert "fedgrpo superlink start" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no flwr-home, no default config

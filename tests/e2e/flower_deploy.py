@@ -80,11 +80,12 @@ class Deployment:
         return self.flwr("supernode", "register", str(self.certs / f"{key}.pub"), "fedgrpo", *named)
 
     def start_supernode(
-        self, client: str, key: str, port: int | None = None, node_config: str = ""
+        self, client: str, key: str, port: int | None = None, node_config: str = "", label: str = ""
     ) -> subprocess.Popen:
-        """A SuperNode for ``client``'s data file; ``node_config``: further ``key=value`` entries."""
+        """A SuperNode for ``client``'s data file; ``node_config``: further ``key=value`` entries;
+        ``label``: its name here when it is not ``client``'s own node (an impostor's)."""
         proc = self._spawn(
-            f"supernode-{client}",
+            f"supernode-{label or client}",
             [
                 str(BIN / "flower-supernode"),
                 f"--root-certificates={self.certs / 'ca.crt'}",
@@ -95,7 +96,7 @@ class Deployment:
                 "--max-retries=3",
             ],
         )
-        self.supernodes[client] = proc
+        self.supernodes[label or client] = proc
         return proc
 
     def server_overrides(self) -> list[str]:

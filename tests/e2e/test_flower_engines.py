@@ -18,6 +18,7 @@ pytest.importorskip("flwr")
 
 from fedgrpo.client.privacy_ledger import Accountant  # noqa: E402
 from tests.e2e.flower_deploy import BIN, Deployment, make_deployment  # noqa: E402
+from tests.helpers import fedgrpo  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -172,6 +173,46 @@ def test_organisations_with_differential_privacy_report_their_spend_and_keep_the
         assert privacy[f"client-{i}"] == {"epsilon": round(spent, 6), "delta": 1e-5}
         assert state["summary"]["per_example_epsilon_max"] <= 1000
     assert released > 0
+
+
+def test_a_refused_impostor_does_not_stand_in_for_an_organisation_still_to_come(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """``flower.num_supernodes`` counts organisations that can serve. An impostor (a key registered as
+    mallory whose node claims client-0) and a node whose key is not registered are refused, and the
+    start still waits for client-2, whose SuperNode comes only after that; the server's console does
+    not count the impostor among the organisations online either."""
+    d = deployment
+    _start_clients(d, 2)
+    assert d.register("supernode-2", "client-2").returncode == 0
+    assert d.register("supernode-3", "mallory").returncode == 0
+    d.start_supernode("client-0", "supernode-3", node_config="name='client-0'", label="mallory")
+    d.start_supernode("client-1", "supernode-4", label="unregistered")  # its key was never registered
+    out = tmp_path / "run"
+    proc = _fedgrpo_run(d, out, "grpo.max_steps=1", wait=False)
+    run_log = out / "run.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if run_log.exists() and "refused as a client" in run_log.read_text():
+            break
+        time.sleep(0.5)
+    assert "registered as 'mallory' but its profile claims 'client-0'" in run_log.read_text(), (
+        tmp_path / "run.log"
+    ).read_text()[-3000:]
+    # three registered nodes are online, two organisations can serve in this run
+    waited = fedgrpo(
+        "superlink", "orgs", "--dir", str(d.root), "--run", str(out), "--wait", "1", "--online", "3"
+    )
+    assert waited.returncode == 1 and "2 of 3 organisation(s) online" in waited.stderr, waited.stderr
+    d.start_supernode("client-2", "supernode-2")
+    assert proc.wait(timeout=540) == 0, (tmp_path / "run.log").read_text()[-4000:]
+    transport = json.loads((out / "results.json").read_text())["transport"]
+    joined = {e["client"]: e["t"] for e in transport["events"] if e["event"] == "joined"}
+    assert sorted(joined) == ["client-0", "client-1", "client-2"]
+    # the run started once client-2 had joined (event times are rounded to 0.01 s)
+    assert joined["client-2"] <= round(transport["startup_seconds"], 2)
+    assert transport["counts"]["impostor_refused"] == 1 and "of 3 clients joined" not in run_log.read_text()
+    assert d.supernodes["unregistered"].wait(timeout=90) != 0  # the SuperLink turned its key away
 
 
 def test_supernode_with_unregistered_key_is_refused(deployment: Deployment) -> None:

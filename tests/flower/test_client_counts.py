@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("flwr")
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.proto.node_pb2 import NodeInfo  # noqa: E402
 
 from fedgrpo.config import FlowerSettings, load_config  # noqa: E402
 from fedgrpo.data import Example, make_qid, write_client_data  # noqa: E402
@@ -36,10 +37,17 @@ class PerMessageGrid:
     """The part of a Flower Grid the transport uses. Each message reaches the real ClientApp in a fresh
     process (``fresh``: the module reloaded, as Flower 1.41's per-message ``flwr-clientapp``) or in one
     long-lived ClientApp (the Simulation Engine's). ``cut`` / ``bend``: nodes whose next request arrives
-    truncated / whose next reply comes back with a negative count."""
+    truncated / whose next reply comes back with a negative count. ``names``: the name registered for each
+    node's key, as the SuperLink reports it to a deployment's ServerApp."""
 
-    def __init__(self, nodes: dict[int, dict[str, Any]], run_config: dict[str, Any], fresh: bool) -> None:
-        self.nodes, self.run_config, self.fresh = nodes, run_config, fresh
+    def __init__(
+        self,
+        nodes: dict[int, dict[str, Any]],
+        run_config: dict[str, Any],
+        fresh: bool,
+        names: dict[int, str] | None = None,
+    ) -> None:
+        self.nodes, self.run_config, self.fresh, self.names = nodes, run_config, fresh, names or {}
         self.cut: set[int] = set()
         self.bend: set[int] = set()
         self.processes = 0
@@ -48,6 +56,9 @@ class PerMessageGrid:
 
     def get_node_ids(self) -> list[int]:
         return list(self.nodes)
+
+    def get_nodes(self) -> list[NodeInfo]:
+        return [NodeInfo(node_id=n, name=self.names.get(n, ""), status="online") for n in self.nodes]
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         ids = []
@@ -138,6 +149,36 @@ def test_counts_from_many_clientapp_processes_add_up(tmp_path, server_identity, 
     assert summary["client_rejected"] == injected
     assert summary["counts"]["client_rejected_total"] == sum(sum(c.values()) for c in injected.values())
     assert grid.processes == 3 + 2 * 4  # three profiles, two requests a round
+
+
+def test_a_node_refused_for_who_it_is_never_stands_in_for_a_client_yet_to_come(
+    tmp_path, server_identity
+) -> None:
+    """With registered names, ``expected_clients`` counts organisations: an impostor (a key registered
+    as mallory whose node claims org-a) is refused and the start still waits for the third one; an
+    organisation whose own profile fails (org-c: no data file) cannot join and is not waited for."""
+    cfg = load_config("smoke")
+    a = str(_data_file(tmp_path / "a.jsonl"))
+    nodes: dict[int, dict[str, Any]] = {
+        11: {"data-file": a},
+        12: {"data-file": str(_data_file(tmp_path / "b.jsonl"))},
+        14: {"data-file": a, "name": "org-a"},
+    }
+    names = {11: "org-a", 12: "org-b", 13: "org-c", 14: "mallory"}
+    settings = FlowerSettings(connect_timeout_s=3, profile_timeout_s=5)
+    run_config = {"config": cfg.to_yaml(), "overrides": ""}
+
+    def start(grid: PerMessageGrid) -> FlowerTransport:
+        return FlowerTransport(grid, settings, expected_clients=3, identity="registered")  # type: ignore[arg-type]
+
+    waited = start(PerMessageGrid(nodes, run_config, fresh=False, names=names))
+    assert waited.client_names == ["org-a", "org-b"] and "claims 'org-a'" in waited.refusals[14]
+    assert waited.counts["impostor_refused"] == 1
+    assert waited.startup_seconds >= 3  # waited out connect_timeout_s for a third organisation
+    nodes[13] = {}  # org-c's SuperNode, its node config naming no data file
+    at_once = start(PerMessageGrid(nodes, run_config, fresh=False, names=names))
+    assert at_once.client_names == ["org-a", "org-b"] and "data-file" in at_once.refusals[13]
+    assert at_once.startup_seconds < 3  # org-c's own refusal ended the wait; mallory's did not count
 
 
 @pytest.mark.parametrize(

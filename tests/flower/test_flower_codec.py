@@ -294,7 +294,7 @@ def test_flower_transport_refuses_an_oversized_profile(monkeypatch) -> None:
         Counter(),
         "profile",
     )
-    server._bad_nodes, server.refusals, server._unanswered = set(), {}, {}
+    server._bad_nodes, server.refusals, server._unanswered, server._unable = set(), {}, {}, {}
     replies = {}
     for node, domains in [(5, ["d" * 5000]), (6, ["d"])]:
         profile = RecordDict(
