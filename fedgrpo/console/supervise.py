@@ -5,6 +5,7 @@ Linux, get SIGTERM when the console dies, so none outlives it, even a console ki
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -15,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Child", "Stop", "say", "stop_all", "supervise", "tool", "tool_env"]
 
@@ -52,6 +54,7 @@ class Child:
     restarts: int = 0
     pause_s: float = 2.0
     restart: bool = True  # False: its exit ends the supervision (a SuperLink's state is in memory)
+    descendants: list[Any] = field(default_factory=list)  # what it had started when told to stop
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -71,10 +74,12 @@ class Child:
 
     def terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.descendants = _descendants(self.proc.pid)
             self.proc.terminate()
 
     def wait_stopped(self, deadline: float) -> None:
-        """Wait until it has exited (SIGKILL at ``deadline``)."""
+        """Wait until it and the processes it started have exited (SIGKILL at ``deadline``): a
+        SuperLink's ``flwr-serverapp`` outlives a SuperLink stopped mid-run otherwise."""
         if self.proc is None or self.proc.returncode is not None:
             return
         try:
@@ -82,7 +87,32 @@ class Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        _stop_processes(self.descendants, deadline)
         say(f"{self.name} stopped")
+
+
+def _descendants(pid: int) -> list[Any]:
+    """Every live process ``pid`` started, and theirs (psutil: no portable call in the stdlib)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _stop_processes(processes: list[Any], deadline: float) -> None:
+    """SIGTERM to those still running, SIGKILL to any still running at ``deadline``."""
+    import psutil
+
+    alive = [p for p in processes if p.is_running()]
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, left = psutil.wait_procs(alive, timeout=max(deadline - time.monotonic(), 0.1))
+    for p in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
 
 
 def _die_with_parent() -> None:

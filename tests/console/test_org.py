@@ -4,6 +4,7 @@ a real ``flower-supernode`` and stops both on SIGTERM; the demo's stand-in model
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,13 +15,14 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fedgrpo.config import ConfigError
 from fedgrpo.console.demo_model import demo_answer
 from fedgrpo.console.org import check_data, node_config_toml
 from fedgrpo.console.org_config import load_org_config
-from fedgrpo.console.supervise import Child, Stop, supervise
+from fedgrpo.console.supervise import Child, Stop, stop_all, supervise
 from fedgrpo.flower.reply_log import append, read_log
 from fedgrpo.method.answers import parsed_answer
 from tests.helpers import fedgrpo, free_port
@@ -116,6 +118,23 @@ def test_a_child_that_fails_fast_is_restarted_until_stopped(tmp_path: Path) -> N
     threading.Timer(4.5, stop.event.set).start()
     assert supervise([child], stop) == 0
     assert child.restarts >= 1 and child.pause_s >= 4  # the pause grows while it keeps failing
+
+
+def test_stopping_a_child_stops_the_processes_it_started(tmp_path: Path) -> None:
+    # as a SuperLink starts flwr-serverapp: a grandchild that would outlive its parent's SIGTERM
+    spawn = "import subprocess, time; p = subprocess.Popen(['sleep', '300']); print(p.pid, flush=True); "
+    spawn += "time.sleep(300)"
+    child = Child("parent", [sys.executable, "-c", spawn], tmp_path / "c.log")
+    child.start()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "c.log").read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    grandchild = int((tmp_path / "c.log").read_text().split()[0])
+    assert psutil.Process(grandchild).status() != psutil.STATUS_ZOMBIE  # running
+    stop_all([child])
+    assert child.exited() is not None
+    with contextlib.suppress(psutil.NoSuchProcess):  # gone, or dead and waiting for init to reap it
+        assert psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
 
 
 def test_the_demo_model_answers_in_the_tagged_form() -> None:
