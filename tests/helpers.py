@@ -3,6 +3,7 @@ a real ``transformers serve`` and loopback stub servers for client models behind
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -23,6 +24,19 @@ from fedgrpo.client import Evaluation
 from fedgrpo.client.agreement import agreement_rewards
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
 from fedgrpo.data import Example
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str) -> Any:
+    """A script of the repository (``bench/x.py``, ``scripts/x.py``) as a module, as its command runs it."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 EPS = 1e-4  # the objective's epsilon, restated here so the hand calculation does not import it
 

@@ -11,6 +11,7 @@ from fedgrpo.run.metric_names import FED_METRICS, metrics_reference, tracked
 from fedgrpo.server.stats import RoundStats
 from fedgrpo.simulation.audit import RoutingAudit
 from fedgrpo.simulation.partition import FederatedSplit
+from tests.helpers import load_script
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 REGENERATE = "run `fedgrpo docs` and commit the result"
@@ -59,12 +60,6 @@ def test_only_known_scalar_metrics_reach_the_trackers() -> None:
 
 def test_the_results_page_tables_are_what_the_committed_records_give() -> None:
     """docs/results.md's generated tables (``python scripts/results_tables.py``) match the records."""
-    import importlib.util
-
-    path = DOCS.parent / "scripts" / "results_tables.py"
-    spec = importlib.util.spec_from_file_location("results_tables", path)
-    assert spec is not None and spec.loader is not None
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
+    tables = load_script("scripts/results_tables.py")
     page = (DOCS / "results.md").read_text()
     assert tables.rendered(page) == page, "run python scripts/results_tables.py and commit the result"

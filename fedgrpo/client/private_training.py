@@ -31,7 +31,7 @@ import logging
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PRIVACY_FILE = "training_privacy.json"  # next to the expert's adapter/ and expert.json
 DISCRETISATION = 1e-3  # the PLD grid of epsilon(); pessimistic (an upper bound) on any grid
+LATER_OPTIONS = ("lora_modules", "lora_last_layers", "optimizer")  # keyed only when not at default
 MIN_NOISE = 0.1  # below it epsilon is in the thousands, and its PLD too large to compute
 
 
@@ -159,7 +160,7 @@ def dp_key_fields(dp: DPSettings | None) -> dict[str, Any]:
     options only when set, so the experts trained before those options existed keep their keys."""
     if dp is None:
         return {}
-    unset = {"lora_modules": None, "lora_last_layers": None, "optimizer": "adamw"}
+    unset = {f.name: f.default for f in fields(DPSettings) if f.name in LATER_OPTIONS}
     return {"dp": {k: v for k, v in asdict(dp).items() if k not in unset or v != unset[k]}}
 
 

@@ -19,6 +19,7 @@ from fedgrpo.client.privacy import PrivacyPolicy, PrivateRelease
 from fedgrpo.client.privacy_ledger import charge_key, example_id
 from fedgrpo.data import Example
 from fedgrpo.protocol import RewardItem, RewardReply, RewardRequest, decode, encode
+from tests.helpers import load_script
 from tests.wire import split
 
 N = 2000
@@ -161,14 +162,7 @@ def test_a_private_experts_training_privacy_is_composed_into_every_example_and_c
 @pytest.mark.slow  # builds the default preset's clients twice (about 10 s)
 def test_the_membership_cost_bench_runs_and_only_a_private_client_answers_what_it_does_not_hold() -> None:
     """``python bench/hidden_membership.py`` (docs/trust.md), on a few questions."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[2] / "bench" / "hidden_membership.py"
-    spec = importlib.util.spec_from_file_location("hidden_membership", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/hidden_membership.py")
     plain, private = bench.measure(None, 6), bench.measure(8.0, 6)
     assert plain["values_received"] == plain["holder_values"] == 6 * bench.G  # strangers abstain
     assert private["values_received"] == 5 * 6 * bench.G and private["holder_values"] == 6 * bench.G

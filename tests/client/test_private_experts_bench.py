@@ -3,7 +3,6 @@ and measured (on tiny-random, so it runs in seconds rather than the bench's minu
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,12 @@ import pytest
 from fedgrpo.client.private_training import training_privacy
 from fedgrpo.config import load_config
 from fedgrpo.simulation.data import build_data
+from tests.helpers import load_script
 
 
 @pytest.mark.slow  # trains one DP-SGD expert and answers 33 questions with it (100 s on 2 loaded cores)
 def test_the_bench_trains_the_recipe_it_is_given_and_measures_it(tmp_path: Path) -> None:
-    path = Path(__file__).parents[2] / "bench" / "private_experts.py"
-    spec = importlib.util.spec_from_file_location("private_experts", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/private_experts.py")
     split = build_data(load_config("default"))
     heldout = [ex for examples in split.heldout.values() for ex in examples[:1]]
     recipe = [

@@ -11,6 +11,7 @@ import yaml
 
 from fedgrpo.client.factory import private_release
 from fedgrpo.suite.spec import load_suite, plan
+from tests.helpers import load_script
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 # run -> (per-example epsilon at delta 1e-5, answer checks one example gets), as the header says
@@ -54,13 +55,7 @@ def test_an_example_asked_about_every_answer_spends_what_the_header_says(runs: d
 @pytest.mark.slow  # builds the default preset's clients twice (about 10 s)
 def test_the_budget_bench_caps_every_example_and_sends_coins_past_the_budget() -> None:
     """``python bench/hidden_membership.py --budgets`` (docs/trust.md), on a few questions."""
-    import importlib.util
-
-    path = SUITES.parent / "bench" / "hidden_membership.py"
-    spec = importlib.util.spec_from_file_location("hidden_membership", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/hidden_membership.py")
     capped, loose = bench.measure(1.0, 6, 1.0, 4), bench.measure(1.0, 6, 4.0, 4)
     assert capped["per_example_epsilon_max"] == pytest.approx(1.0, abs=1e-3)
     assert capped["answer_checks"] == 6 and capped["over_budget"] > 0  # one check per example
