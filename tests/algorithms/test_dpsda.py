@@ -121,7 +121,8 @@ def test_a_tiny_run_writes_results_with_the_accounted_epsilon_and_the_encoded_by
     assert resumed["synthetic"] == {"samples": 3, "with_answer": 2, "file": "synthetic.jsonl"}
     assert (resumed["sft_steps"], resumed["grpo_steps"]) == (1, 2)
     points = read_curve(out / CURVE_FILE)
-    assert [p["step"] for p in points] == [2] and resumed["curve_eval_seconds"] >= points[0]["seconds"] > 0
+    assert [p["step"] for p in points] == [2]
+    assert resumed["curve_eval_seconds"] >= points[0]["seconds"] >= 0  # (rounded to 0.1 s: CI shows 0.0)
     at_2 = load_outcomes(out, "step-2")
     assert at_2 is not None and set(at_2) == set(points[0]["accuracy"]) == set(resumed["after"])
     assert resumed["communication"] == comm and resumed["privacy"] == privacy  # nothing asked again

@@ -22,7 +22,8 @@ def test_a_run_evaluates_every_n_steps_and_a_resume_replaces_the_replayed_points
     results = run_in_process(load_config("smoke", [*over, "grpo.max_steps=2"]))
     points = read_curve(out / CURVE_FILE)
     assert [p["step"] for p in points] == [1]  # the last step is the run's own "after"
-    assert results["curve_eval_seconds"] >= points[0]["seconds"] > 0
+    # seconds are rounded to 0.1: a fast machine (CI) shows 0.0 for a tiny evaluation
+    assert results["curve_eval_seconds"] >= points[0]["seconds"] >= 0
     at_1 = load_outcomes(out, "step-1")
     assert at_1 is not None and set(at_1) == set(points[0]["accuracy"])
     for domain, acc in points[0]["accuracy"].items():
