@@ -102,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     suite.add_argument("--check", action="store_true", help="validate and list the runs; run nothing")
     suite.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="run (or list) only the runs whose names match one of these comma-separated shell patterns, "
+        "e.g. 'clean,*-consistency'; the report still covers every run in the folder",
+    )
+    suite.add_argument(
         "--records",
         metavar="DIR",
         help="then copy the committable records (suite.json, stale.yaml, each run's config.yaml, "
@@ -241,7 +247,7 @@ def _check_endpoint(url: str, model: str, wait: float) -> int:
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from fedgrpo.suite.spec import load_suite, plan, suite_dir
+    from fedgrpo.suite.spec import load_suite, plan, select_runs, suite_dir
 
     try:
         spec, folder = load_suite(args.suite)
@@ -258,6 +264,8 @@ def _suite(args: argparse.Namespace) -> int:
             print(_suite_report(target, spec.name, args.records))
             return 0
         planned = plan(spec, folder)
+        if args.only:
+            planned = select_runs(planned, args.only)
     except ConfigError as err:
         print(f"fedgrpo: {err}", file=sys.stderr)
         return 2

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fedgrpo.run.curve import CURVE_FILE
 from fedgrpo.run.intervals import wilson_interval
 from fedgrpo.run.outcomes import OUTCOMES_FILE, DomainOutcomes
-from fedgrpo.suite.provenance import STALE_FILE
-from fedgrpo.suite.runner import STATUS_FILE
+from fedgrpo.storage.atomic import write_json_atomic
+from fedgrpo.suite.provenance import STALE_FILE, listed_stale
+from fedgrpo.suite.runner import STATUS_FILE, read_status
 
 # what a run's committed record keeps (docs/results/<suite>/runs/<run>/): small, and all the report reads
 RECORD_FILES = ("config.yaml", "results.json", "metrics.jsonl", OUTCOMES_FILE, CURVE_FILE)
@@ -123,11 +126,15 @@ def pooled_counts(runs: list[RunRecord]) -> tuple[int, int]:
 
 def copy_records(suite_folder: Path, dest: Path) -> list[str]:
     """Copy what a suite's committed record keeps into ``dest``: ``suite.json``, ``stale.yaml`` if
-    any, and each run's :data:`RECORD_FILES`; returns the runs copied."""
+    any, and each run's :data:`RECORD_FILES`; returns the runs copied. Records accumulate: runs already
+    in ``dest`` and not in the suite folder (made earlier, e.g. by ``--only``) keep their entries."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (STATUS_FILE, STALE_FILE):
-        if (suite_folder / name).exists():
-            shutil.copy2(suite_folder / name, dest / name)
+    if (suite_folder / STATUS_FILE).exists():
+        merged = {**read_status(dest), **read_status(suite_folder)}
+        write_json_atomic(dest / STATUS_FILE, {"runs": merged})
+    if (suite_folder / STALE_FILE).exists():
+        listed = {**listed_stale(dest), **listed_stale(suite_folder)}
+        (dest / STALE_FILE).write_text(yaml.safe_dump(listed, sort_keys=False, allow_unicode=True))
     copied = []
     for run_dir in sorted(p for p in (suite_folder / "runs").glob("*") if (p / "results.json").exists()):
         (dest / "runs" / run_dir.name).mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ unknown method, M > K or a K the data cannot fill fails at once, naming the run.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import itertools
 import re
 from pathlib import Path
@@ -130,3 +131,14 @@ def plan(spec: SuiteSpec, folder: Path = Path("."), *, check_data: bool = True) 
     if duplicates:
         raise SuiteError(f"suite {spec.name!r}: runs share names {duplicates}; give each entry a name")
     return planned
+
+
+def select_runs(planned: list[PlannedRun], patterns: str) -> list[PlannedRun]:
+    """The planned runs whose names match one of the comma-separated shell patterns (``fnmatch``), in
+    the suite's order; raises SuiteError for a pattern that matches no run (most likely a typo)."""
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    unmatched = [w for w in wanted if not any(fnmatch.fnmatchcase(r.name, w) for r in planned)]
+    if not wanted or unmatched:
+        names = ", ".join(r.name for r in planned)
+        raise SuiteError(f"--only {patterns!r}: no run matches {unmatched or patterns!r} (runs: {names})")
+    return [r for r in planned if any(fnmatch.fnmatchcase(r.name, w) for w in wanted)]

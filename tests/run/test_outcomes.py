@@ -75,12 +75,16 @@ def test_a_suite_records_the_code_each_run_ran_and_its_records_keep_the_outcomes
         "name": "s",
         "base": "smoke",
         "suite_dir": str(tmp_path / "suite"),
-        "runs": [{"method": "zero-shot"}],
+        "runs": [{"method": "zero-shot"}, {"name": "other", "method": "zero-shot"}],
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
     records = tmp_path / "records"
-    proc = fedgrpo("suite", str(tmp_path / "s.yaml"), "--records", str(records))
+    typo = fedgrpo("suite", str(tmp_path / "s.yaml"), "--only", "zero-shot,othr")
+    assert typo.returncode == 2 and "no run matches ['othr'] (runs: zero-shot, other)" in typo.stderr
+    proc = fedgrpo("suite", str(tmp_path / "s.yaml"), "--only", "zero*", "--records", str(records))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "suite" / "runs" / "other").exists()  # --only: the other run never started
+    assert list(json.loads((records / "suite.json").read_text())["runs"]) == ["zero-shot"]
     entry = json.loads((records / "suite.json").read_text())["runs"]["zero-shot"]
     assert entry["code"]["source_hash"] == source_hash("zero-shot")
     assert (records / "runs" / "zero-shot" / OUTCOMES_FILE).exists()

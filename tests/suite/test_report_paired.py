@@ -113,6 +113,17 @@ def test_copy_records_keeps_what_the_report_reads(tmp_path: Path) -> None:
     )
     assert write_report(dest, "t").read_text() == write_report(suite, "t").read_text()
 
+    # records accumulate: a later suite folder holding other runs (e.g. run with --only) adds to them
+    later = tmp_path / "later"
+    _run(later, "extra__seed=0", "zero-shot", 0, "0110", ["q0", "q1", "q2", "q3"])
+    (later / "suite.json").write_text(json.dumps({"runs": {"extra__seed=0": {"status": "done"}}}))
+    (later / "stale.yaml").write_text("extra__seed=0: a reason\n")
+    assert copy_records(later, dest) == ["extra__seed=0"]
+    status = json.loads((dest / "suite.json").read_text())["runs"]
+    assert len(status) == 8 and status["extra__seed=0"] == {"status": "done"}
+    stale = yaml.safe_load((dest / "stale.yaml").read_text())
+    assert stale["extra__seed=0"] == "a reason" and len(stale) > 1
+
 
 def test_each_method_keeps_its_colour_and_runs_of_one_method_get_their_own_markers() -> None:
     from fedgrpo.suite.plots import OTHER_COLOURS, _styles, colour
