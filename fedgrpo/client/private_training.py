@@ -116,16 +116,9 @@ class DPSettings:
         """The recipe's DP settings from ``clients.expert.dp`` (an ``ExpertPrivacy``); None when off."""
         if not settings.enabled:
             return None
-        modules = tuple(settings.lora_modules) if settings.lora_modules else None
-        return cls(
-            settings.max_grad_norm,
-            settings.delta,
-            settings.noise_multiplier,
-            settings.target_epsilon,
-            modules,
-            settings.lora_last_layers,
-            settings.optimizer,
-        )
+        fields = {f: getattr(settings, f) for f in cls.__dataclass_fields__}  # by name: no order to keep
+        fields["lora_modules"] = tuple(settings.lora_modules) if settings.lora_modules else None
+        return cls(**fields)
 
     def adapter(self, peft_config: Any, model: Any) -> Any:
         """``peft_config`` narrowed to ``lora_modules`` in the last ``lora_last_layers`` layers: DP-SGD's

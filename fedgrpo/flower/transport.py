@@ -78,9 +78,8 @@ class FlowerTransport(Transport):
         self.profiles: dict[str, dict[str, Any]] = {}
         self._suspended: dict[str, float] = {}  # client -> when it was last probed
         self._probes: dict[str, str] = {}  # message id -> client being probed
-        self._bad_nodes: set[int] = set()  # nodes whose profile was refused; not asked again
         self._unable: dict[int, str] = {}  # refused node -> the client it is, if its own profile failed
-        self.refusals: dict[int, str] = {}  # node -> why its profile was refused
+        self.refusals: dict[int, str] = {}  # node -> why its profile was refused (not asked again)
         self._unanswered: dict[int, float] = {}  # node -> when its profile went unanswered
         self.counts: Counter = Counter()
         self.client_rejected: defaultdict[str, Counter] = defaultdict(Counter)  # by client and reason
@@ -121,7 +120,7 @@ class FlowerTransport(Transport):
             n
             for n in online
             if n not in self._node_names
-            and n not in self._bad_nodes
+            and n not in self.refusals
             and now - self._unanswered.get(n, -1e9) >= self._settings.rejoin_interval_s
         ]
         if new:
@@ -155,7 +154,6 @@ class FlowerTransport(Transport):
                 if profile is None:  # its own profile failed: the client it is cannot serve this run
                     self.counts["profile_rejected"] += 1
                     self._unable[node] = registered.get(node, f"node {node}")  # "": registered unnamed
-                self._bad_nodes.add(node)
                 self.refusals[node] = str(err)
                 log.warning("node %s refused as a client: %s", node, err)
                 continue
