@@ -150,9 +150,10 @@ class Client:
                 failed, abstained = failed or err, abstained + 1
                 result = Evaluation([None] * len(item.candidates), "none")
             rewards, method = result.rewards, result.method
-            if self.privacy is not None:  # every item a value, none of them telling how it was scored
+            if self.privacy is not None and (self.privacy.hide_membership or method != "none"):
                 rewards = self.privacy.rewards(item.question, item.candidates, rewards, method)
-                items.append(ItemScores(item.key, rewards))
+            if self.privacy is not None and self.privacy.hide_membership:
+                items.append(ItemScores(item.key, rewards))  # every item a value, none telling how
                 continue
             methods.append(method)
             items.append(ItemScores(item.key, rewards, method if self.per_item_methods else None))
@@ -165,7 +166,8 @@ class Client:
                 len(request.items),
                 failed,
             )
-        counts = method_counts(methods) if self.privacy is None else hidden_method_counts(len(items))
+        hidden = self.privacy is not None and self.privacy.hide_membership
+        counts = hidden_method_counts(len(items)) if hidden else method_counts(methods)
         return RewardReply(request.request_id, self.name, items, counts)
 
     def _competence(self, request: CompetenceRequest) -> Message:

@@ -48,7 +48,9 @@ def private_release(
     )
     seed = [cfg.seed, *name.encode()] if seeded else None
     scores = "continuous" if cfg.clients.evaluation == "likelihood" else "binary"
-    return PrivateRelease(policy, scores, seed, state_path, cfg.name, training=training, owner=name)
+    release = PrivateRelease(policy, scores, seed, state_path, cfg.name, training=training, owner=name)
+    release.hide_membership = settings.hide_membership
+    return release
 
 
 def make_client(

@@ -120,8 +120,12 @@ class PrivateRelease:
     is recorded under (the server's; it resets nothing). ``training``: the expert's DP-SGD privacy,
     composed into every example (None: a non-private expert, model releases uncovered).
     ``seed``: a seeded generator for simulations; None draws from the operating system.
-    ``remember=False`` turns the cache off: only to measure the averaging attack it prevents.
+    ``remember=False`` turns the cache off: only to measure the averaging attack it prevents;
+    ``hide_membership = False`` (set after construction, ``clients.privacy.hide_membership``) lets the
+    client abstain and send real method counts: only to measure what hiding costs.
     """
+
+    hide_membership = True
 
     def __init__(
         self,

@@ -128,6 +128,12 @@ class ClientPrivacy(_Strict):
     max_answers_per_question: int = Field(
         8, ge=1, description="distinct final answers released per question; later ones get free noise"
     )
+    hide_membership: bool = Field(
+        True,
+        description="false only to measure what hiding membership costs: items the client cannot judge "
+        "then abstain (None) and the reply's method counts are real, which tells the server which "
+        "questions it holds (a deployed organisation always hides)",
+    )
 
     @model_validator(mode="after")
     def _gaussian_delta(self) -> ClientPrivacy:

@@ -88,6 +88,21 @@ def test_a_one_item_reply_has_the_same_bytes_but_the_value_whoever_holds_the_que
     assert holder.privacy.ledger.examples == {example_id(held.question): {charge_key("rr", 1.0): 1}}
     assert stranger.privacy.ledger.examples == {}  # free noise charges no example
 
+    # hide_membership off (only to measure what hiding costs): the stranger abstains and says so
+    shown = _client(_sums(5, offset=100), 1.0, seed=1)
+    assert shown.privacy is not None
+    shown.privacy.hide_membership = False
+    reply = decode(_reply_bytes(shown, items))
+    assert isinstance(reply, RewardReply) and reply.items[0].rewards == [None]
+    assert reply.methods == {"answer": 0, "model": 0, "none": 1} and reply.items[0].method == "none"
+    shown_holder = _client([held], 1.0, seed=1)
+    assert shown_holder.privacy is not None
+    shown_holder.privacy.hide_membership = False
+    reply = decode(_reply_bytes(shown_holder, items))
+    assert isinstance(reply, RewardReply) and reply.methods == {"answer": 1, "model": 0, "none": 0}
+    assert reply.items[0].rewards[0] in (0.0, 1.0)  # its answer check, privatised as before
+    assert shown.privacy.ledger.examples == {}
+
 
 @pytest.mark.parametrize("epsilon", [0.5, 2.0])
 def test_an_optimal_distinguisher_gains_no_more_than_epsilon_allows_between_holder_and_stranger(
@@ -186,3 +201,14 @@ def test_the_server_counts_a_private_clients_items_as_hidden_and_never_as_absten
     summary = advantage.total.summary()
     assert summary["fed/methods"] == {"answer": 2, "hidden": 4, "none": 2} and summary["fed/abstentions"] == 2
     assert summary["fed/rewards_received"] == 2 * 2 + 4 * 2  # the private client left no slot empty
+
+
+def test_the_config_turns_hiding_off_only_when_asked() -> None:
+    from fedgrpo.client.factory import private_release
+    from fedgrpo.config import load_config
+
+    for value, hidden in (("true", True), ("false", False)):
+        over = ["clients.privacy.enabled=true", f"clients.privacy.hide_membership={value}"]
+        cfg = load_config("smoke", over)
+        release = private_release(cfg, cfg.clients.privacy, "client-0")
+        assert release is not None and release.hide_membership is hidden
