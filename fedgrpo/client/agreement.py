@@ -12,6 +12,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
+from fedgrpo.client.answer_scoring import Evaluation
 from fedgrpo.method.answers import answer_key, parsed_answer
 
 __all__ = ["Mode", "SampledScorer", "ScoringSettings", "agreement_rewards", "majority_answer"]
@@ -61,6 +62,25 @@ class SampledScorer:
     def __init__(self, settings: ScoringSettings) -> None:
         self.settings = settings
         self._references: OrderedDict[str, str | None] = OrderedDict()
+
+    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
+        """One reward per candidate with method "model", or all None ("none") when it cannot judge:
+        each candidate's likelihood under the model (``likelihood``), or whether its final answer
+        agrees with the model's own (``agreement``)."""
+        if not candidates:
+            return Evaluation([], "model")
+        if self.settings.mode == "likelihood":
+            return Evaluation(self._likelihood(question, candidates), "model")
+        reference = self.answer(question)
+        if reference is None:
+            return Evaluation([None] * len(candidates), "none")
+        return Evaluation(agreement_rewards(reference, candidates), "model")
+
+    def answer(self, question: str) -> str | None:  # the model's majority answer: each scorer's own
+        raise NotImplementedError
+
+    def _likelihood(self, question: str, candidates: list[str]) -> list[float | None]:
+        raise NotImplementedError
 
     def _recall(self, key: str) -> tuple[bool, str | None]:
         """(True, the kept answer) for a question answered before; (False, None) otherwise."""

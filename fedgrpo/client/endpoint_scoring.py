@@ -27,8 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from fedgrpo.client.agreement import SampledScorer, ScoringSettings, agreement_rewards, majority_answer
-from fedgrpo.client.answer_scoring import Evaluation
+from fedgrpo.client.agreement import SampledScorer, ScoringSettings, majority_answer
 from fedgrpo.client.dual import ModelUnavailableError
 from fedgrpo.client.endpoint import EndpointError, EndpointModel
 from fedgrpo.data import derive_seed, normalise_question
@@ -52,7 +51,9 @@ def chatml_prompt(messages: list[dict[str, str]]) -> str:
 
 
 class EndpointEvaluator(SampledScorer):
-    """Scores candidates with the client's model behind an endpoint (the paper's ME, served remotely)."""
+    """Scores candidates with the client's model behind an endpoint (the paper's ME, served remotely).
+    ``evaluate`` and ``answer`` raise ModelUnavailableError when the endpoint fails (or failed within
+    ``cooldown_s``)."""
 
     def __init__(
         self,
@@ -77,20 +78,6 @@ class EndpointEvaluator(SampledScorer):
         return f"EndpointEvaluator({self.endpoint!r}, mode={s.mode!r}, samples={s.samples})"
 
     # -- public -------------------------------------------------------------------------------
-
-    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
-        """One reward per candidate with method "model", or all None ("none") when it cannot judge.
-
-        Raises ModelUnavailableError when the endpoint fails (or failed within ``cooldown_s``).
-        """
-        if not candidates:
-            return Evaluation([], "model")
-        if self.settings.mode == "likelihood":
-            return Evaluation(self._call(self._likelihood_rewards, question, candidates), "model")
-        reference = self.answer(question)
-        if reference is None:
-            return Evaluation([None] * len(candidates), "none")
-        return Evaluation(agreement_rewards(reference, candidates), "model")
 
     def answer(self, question: str) -> str | None:
         """The endpoint model's majority answer over its samples; None when no sample has one.
@@ -132,6 +119,9 @@ class EndpointEvaluator(SampledScorer):
             raise ModelUnavailableError(str(err)) from err
         self._failed = None
         return result
+
+    def _likelihood(self, question: str, candidates: list[str]) -> list[float | None]:
+        return self._call(self._likelihood_rewards, question, candidates)
 
     def _likelihood_rewards(self, question: str, candidates: list[str]) -> list[float | None]:
         """Mean per-token probability of each candidate's answer given prompt, rationale and ``<answer>``.

@@ -37,8 +37,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from fedgrpo.accel.few_rows import activate
 from fedgrpo.accel.generation import generate
 from fedgrpo.accel.prompt_cache import PromptCache
-from fedgrpo.client.agreement import SampledScorer, ScoringSettings, agreement_rewards, majority_answer
-from fedgrpo.client.answer_scoring import Evaluation
+from fedgrpo.client.agreement import SampledScorer, ScoringSettings, majority_answer
 from fedgrpo.data import derive_seed, normalise_question
 from fedgrpo.method.answers import ANSWER_CLOSE, ANSWER_OPEN, parsed_answer, rationale
 from fedgrpo.method.prompting import build_messages
@@ -79,17 +78,6 @@ class ModelEvaluator(SampledScorer):
         return f"ModelEvaluator({name}, mode={s.mode!r}, samples={s.samples}{adapter})"
 
     # -- public -------------------------------------------------------------------------------
-
-    def evaluate(self, question: str, candidates: list[str]) -> Evaluation:
-        """One reward per candidate with method "model", or all None ("none") when it cannot judge."""
-        if not candidates:
-            return Evaluation([], "model")
-        if self.settings.mode == "likelihood":
-            return Evaluation(self._likelihood_rewards(question, candidates), "model")
-        reference = self.answer(question)
-        if reference is None:
-            return Evaluation([None] * len(candidates), "none")
-        return Evaluation(agreement_rewards(reference, candidates), "model")
 
     def answer(self, question: str) -> str | None:
         """The client model's own majority answer over its samples (:func:`majority_answer`); None
@@ -216,7 +204,7 @@ class ModelEvaluator(SampledScorer):
         texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
         return [opening + _closed(t) for t in texts] if self.settings.direct_answer else texts
 
-    def _likelihood_rewards(self, question: str, candidates: list[str]) -> list[float | None]:
+    def _likelihood(self, question: str, candidates: list[str]) -> list[float | None]:
         """Mean per-token probability of each candidate's answer given prompt, rationale and ``<answer>``.
 
         Only the answer's own tokens are scored. Prefix and answer are tokenized separately and their
