@@ -88,6 +88,12 @@ def summary(res: dict) -> dict:
     comm = res["communication"]
     return {
         "seconds_per_step": res["seconds_per_step"],
+        # the reward exchange's share of a step (routing, every client's scoring through its endpoint,
+        # Flower's messages and polling), and how many rounds it took: the rest is the server's own
+        # generation and update, the same work in both runs
+        "reward_seconds_per_step": round(comm["fed/seconds"] / max(res["steps"], 1), 2),
+        "rounds": comm["fed/rounds"],
+        "replacements": comm["fed/replacements"],
         "methods": comm["fed/methods"],  # "model": scored through an endpoint (abstentions are "none")
         "bytes_down_per_round": comm["fed/bytes_down_per_round"],
         "bytes_up_per_round": comm["fed/bytes_up_per_round"],
