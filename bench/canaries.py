@@ -76,6 +76,7 @@ class Setting:
     fanout: int = 0  # canaries also asked of this many clients beyond M
     min_questions: int = 10
     right_share: float | None = None  # a policy whose candidates are each right with this probability
+    one_answer: bool = False  # the one-answer test (the product's with agreement scoring)
 
 
 class SimulatedModel:
@@ -166,7 +167,9 @@ def run_setting(setting: Setting) -> dict[str, Any]:
         for k, c in enumerate(NAMES)
     }
     reputation = Reputation(setting.threshold, 0.95, setting.min_questions, setting.margin, expected)
-    checks = Canaries(canary_pool, reputation, 0.1, fanout=setting.fanout, seed=seed)
+    checks = Canaries(
+        canary_pool, reputation, 0.1, fanout=setting.fanout, seed=seed, one_answer=setting.one_answer
+    )
     fed = FederatedAdvantage(InProcessTransport(clients), RandomSelector(seed), M, G, "mean", canaries=checks)
     liars = sorted(adversaries)
     slots: list[tuple[int, int]] = []  # per round: (liar slots, all training slots)
@@ -253,6 +256,11 @@ def main() -> None:
         default=None,
         help="a weak policy: each candidate right with this probability (default: 1 to 7 of 8 right)",
     )
+    parser.add_argument(
+        "--one-answer",
+        action="store_true",
+        help="the one-answer test too (on in a run whose clients score by agreement, the default)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/canaries.json"))
     args = parser.parse_args()
     start = time.perf_counter()
@@ -282,6 +290,7 @@ def main() -> None:
                     args.fanout,
                     args.min_questions,
                     args.right_share,
+                    args.one_answer,
                 )
             )
             for seed in range(args.seeds)
@@ -300,6 +309,7 @@ def main() -> None:
         "fanout": args.fanout,
         "min_questions": args.min_questions,
         "right_share": args.right_share,
+        "one_answer": args.one_answer,
         "errors": args.errors,
         "accuracy": args.accuracy,
         "summary": {k: summary(v) for k, v in results.items()},

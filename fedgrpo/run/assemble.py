@@ -115,7 +115,10 @@ def build_advantage(
     checks = None
     if canaries:
         reputation = Reputation(spot.threshold, spot.confidence, spot.min_questions, spot.margin, competence)
-        checks = Canaries(canaries, reputation, fed.format_reward, cfg.output_dir, spot.fanout, cfg.seed)
+        one_answer = cfg.clients.evaluation == "agreement"  # each client calls right one answer's candidates
+        checks = Canaries(
+            canaries, reputation, fed.format_reward, cfg.output_dir, spot.fanout, cfg.seed, one_answer
+        )
     return FederatedAdvantage(
         transport,
         selector,

@@ -21,14 +21,14 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fedgrpo.data import Example, Question
-from fedgrpo.method.answers import extract_answer, is_correct, reward_for
+from fedgrpo.method.answers import answer_key, extract_answer, is_correct, reward_for
 from fedgrpo.server.reputation import Reputation
 from fedgrpo.storage.atomic import write_json_atomic
 
@@ -80,7 +80,10 @@ class Canaries:
         run_folder: Path | None = None,
         fanout: int = 0,
         seed: int = 0,
+        one_answer: bool = False,
     ) -> None:
+        """``one_answer``: the clients score by agreement with their own answer, so the one-answer test
+        applies (:mod:`fedgrpo.server.reputation`) to each whose replies carry no privacy spend."""
         if fanout < 0:
             raise ValueError(f"canary fanout must be >= 0, got {fanout}")
         self._by_qid = {ex.qid: ex for ex in examples}
@@ -88,6 +91,7 @@ class Canaries:
         self._rng = random.Random(f"canary-fanout-{seed}")
         self.reputation = reputation
         self.format_reward = format_reward
+        self.one_answer = one_answer
         self._path = None if run_folder is None else run_folder / REPUTATION_FILE
 
     def is_canary(self, question: Question) -> bool:
@@ -128,22 +132,38 @@ class Canaries:
         return {j for j, q in enumerate(questions) if q.qid in self._by_qid}
 
     def observe(
-        self, question: Question, candidates: Sequence[str], experts: Sequence[str], matrix: torch.Tensor
+        self,
+        question: Question,
+        candidates: Sequence[str],
+        experts: Sequence[str],
+        matrix: torch.Tensor,
+        private: Collection[str] = (),
     ) -> int:
         """Score each expert's rewards for a canary against the server's answer; returns how many
         rewards were checked. A reward's correctness is the reward less the server's format bonus.
         Only candidates with a tagged answer count: one without is wrong on its face, so calling it
-        wrong says nothing about honesty (a colluder never promotes it either)."""
+        wrong says nothing about honesty (a colluder never promotes it either). ``private``: clients
+        whose replies carry privacy noise (randomised response calls answers right at random: no
+        one-answer test for them)."""
         example = self._by_qid[question.qid]
         truth = [is_correct(example, text) for text in candidates]
         bonus = [reward_for(0.0, text, self.format_reward) for text in candidates]
-        tagged = [extract_answer(text) is not None for text in candidates]
+        answers = [answer_key(a) if (a := extract_answer(text)) is not None else None for text in candidates]
         checked = 0
         for e, client in enumerate(experts):
-            scored = [(i, v) for i, v in enumerate(matrix[e].tolist()) if tagged[i] and not math.isnan(v)]
+            scored = [
+                (i, v)
+                for i, v in enumerate(matrix[e].tolist())
+                if answers[i] is not None and not math.isnan(v)
+            ]
             if scored:
                 says = [v - bonus[i] >= 0.5 for i, v in scored]
-                self.reputation.observe(client, [truth[i] for i, _ in scored], says)
+                keys = (
+                    [str(answers[i]) for i, _ in scored]
+                    if self.one_answer and client not in private
+                    else None
+                )
+                self.reputation.observe(client, [truth[i] for i, _ in scored], says, keys)
                 checked += len(scored)
         return checked
 

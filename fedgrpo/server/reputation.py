@@ -25,6 +25,15 @@ wrong, so on at most ``1 - accuracy`` of its canaries; a client confidently abov
 margin`` (Wilson's lower bound) is excluded. Always-high, flipping, colluding and random clients call
 some wrong candidate right on nearly every canary.
 
+*One answer per question* (``answers`` given: clients that score by agreement, without privacy
+noise): an expert that scores by agreement with its own answer calls right exactly the candidates
+whose final answer is its own, so never two candidates with different final answers, however weak it
+is. A client that does so on ``SPLITS_TO_EXCLUDE`` canaries is excluded: always-high, random and
+flipping clients do it on most canaries with two wrong answers among the candidates. (Two, not one:
+a deployed client whose answer normalisation differs from the server's could split one by accident.)
+A liar that endorses one answer per question, as colluders do, passes this test; the two above
+remain for it.
+
 The interval is the mean's normal approximation from the spread of j over questions, plus one
 pseudo-question of variance ``PRIOR_VARIANCE`` (so that a few identical j's do not look certain),
 one-sided at ``confidence``. Counts are per client, updated after every round, saved in the
@@ -44,6 +53,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PRIOR_VARIANCE = 1.0  # one pseudo-question of the largest spread a question can have
+SPLITS_TO_EXCLUDE = 2  # canaries on which a client called two different answers right
 
 
 @dataclass
@@ -58,10 +68,15 @@ class Tally:
     one_sided: int = 0  # canaries whose candidates were all right or all wrong: no j
     wrong_questions: int = 0  # canaries with a wrong candidate scored
     endorsed: int = 0  # of those, where it called a wrong candidate right
+    split: int = 0  # canaries where it called right candidates with different final answers
     excluded_at: int | None = None
 
-    def add(self, truth: Sequence[bool], says_right: Sequence[bool]) -> None:
+    def add(
+        self, truth: Sequence[bool], says_right: Sequence[bool], answers: Sequence[str] | None = None
+    ) -> None:
         self.candidates += len(truth)
+        if answers is not None:
+            self.split += len({a for a, s in zip(answers, says_right, strict=True) if s}) > 1
         right = [s for t, s in zip(truth, says_right, strict=True) if t]
         wrong = [s for t, s in zip(truth, says_right, strict=True) if not t]
         if wrong:
@@ -137,16 +152,24 @@ class Reputation:
             return None
         return 1.0 - self.expected[client] + self.margin
 
-    def observe(self, client: str, truth: Sequence[bool], says_right: Sequence[bool]) -> None:
-        """One canary question's candidates that ``client`` scored: the truth and its verdicts."""
-        self.tallies.setdefault(client, Tally()).add(truth, says_right)
+    def observe(
+        self,
+        client: str,
+        truth: Sequence[bool],
+        says_right: Sequence[bool],
+        answers: Sequence[str] | None = None,
+    ) -> None:
+        """One canary question's candidates that ``client`` scored: the truth, its verdicts and, for the
+        one-answer test, each candidate's final answer (normalised; None: no such test for it)."""
+        self.tallies.setdefault(client, Tally()).add(truth, says_right, answers)
 
     def excluded(self) -> set[str]:
         return {c for c, t in self.tallies.items() if t.excluded_at is not None}
 
     def update(self, round_: int) -> list[str]:
-        """Exclude every client now confidently below its honesty limit or above its endorsement limit
-        (each test on at least ``min_questions`` canaries); returns the newly excluded."""
+        """Exclude every client that called different answers right on ``SPLITS_TO_EXCLUDE`` canaries,
+        or is now confidently below its honesty limit or above its endorsement limit (each of those on
+        at least ``min_questions`` canaries); returns the newly excluded."""
         newly = []
         for client, tally in sorted(self.tallies.items()):
             if tally.excluded_at is not None:
@@ -154,7 +177,9 @@ class Reputation:
             j, low, high = tally.honesty(self._z)
             rate, rate_low = tally.endorsement(self._z)
             cap = self.endorsement_limit(client)
-            if tally.questions >= self.min_questions and high < self.limit(client):
+            if tally.split >= SPLITS_TO_EXCLUDE:
+                why = f"called different answers right on {tally.split} canaries (one answer per question)"
+            elif tally.questions >= self.min_questions and high < self.limit(client):
                 why = f"honesty {j:.3f}, upper bound {high:.3f} below its limit {self.limit(client):.3f}"
             elif tally.wrong_questions >= self.min_questions and cap is not None and rate_low > cap:
                 why = (

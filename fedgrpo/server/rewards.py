@@ -169,7 +169,9 @@ class FederatedAdvantage:
         for j in range(len(questions)):
             matrix = self._reward_matrix(experts[j], received[j], len(candidates[j]))
             if j in canary and self.canaries is not None:  # the server's answer checks it; not in the loss
-                stats.canary_rewards += self.canaries.observe(questions[j], candidates[j], experts[j], matrix)
+                stats.canary_rewards += self.canaries.observe(
+                    questions[j], candidates[j], experts[j], matrix, private=self.privacy_spent
+                )
                 adv = torch.zeros(len(candidates[j]), dtype=torch.float64)
             else:
                 self._count_group(stats, matrix)

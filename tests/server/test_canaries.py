@@ -122,6 +122,27 @@ def test_a_flipping_client_is_excluded_by_its_canary_answers_then_never_asked_an
     assert sum(since.routed.values()) == 2 * 20 and sum(since.canaries_asked.values()) == 2 * 20
 
 
+def test_with_agreement_scorers_a_client_calling_two_answers_right_is_out_in_two_canaries() -> None:
+    """The one-answer test in the real round: the flipper calls both wrong answers right on each
+    canary, the honest clients one answer only; a client whose replies carry privacy noise is spared."""
+    examples = generate("sums_2digit", 10, seed=5)
+    model = KnowingModel(examples)
+    clients = []
+    for name in ["c0", "c1", "liar"]:
+        honest = DualEvaluator(AnswerEvaluator([]), model)
+        evaluator = AdversarialEvaluator(honest, "flip", 0, name) if name == "liar" else honest
+        clients.append(Client(name, [], evaluator))
+    checks = Canaries(examples, Reputation(0.05, min_questions=10), 0.1, one_answer=True)
+    fed = FederatedAdvantage(InProcessTransport(clients), AllSelector(), 3, 4, canaries=checks)
+    fed.advantages([q(ex) for ex in examples[:2]], [candidates(ex) for ex in examples[:2]])
+    tallies = checks.reputation.tallies
+    assert checks.reputation.excluded() == {"liar"} and tallies["liar"].split == 2
+    assert tallies["c0"].split == tallies["c1"].split == 0
+    matrix = torch.tensor([[1.0, 1.0, 0.0, 1.0]])  # two answers called right, but through privacy noise
+    checks.observe(q(examples[3]), candidates(examples[3]), ["c0"], matrix, private={"c0"})
+    assert tallies["c0"].split == 0 and "c0" not in checks.reputation.update(2)
+
+
 def test_fanout_asks_each_canary_of_more_clients_and_training_questions_of_m() -> None:
     examples = generate("sums_2digit", 12, seed=5)
     train, canaries = examples[:6], examples[6:]

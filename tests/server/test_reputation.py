@@ -121,3 +121,53 @@ def test_endorsing_wrong_candidates_more_often_than_its_own_error_rate_excludes(
     assert (
         reputation.endorsement_limit("nobody") is None and Reputation(0.05).endorsement_limit("liar") is None
     )
+
+
+def answered(rng: random.Random) -> list[str]:
+    """One canary's candidates by final answer: 1 to 7 right ("r"), the others among four wrong ones."""
+    right = rng.randint(1, G - 1)
+    return ["r"] * right + [f"w{rng.randrange(4)}" for _ in range(G - right)]
+
+
+def agreeing(kind: str, answers: list[str], rng: random.Random, accuracy: float) -> list[bool]:
+    """Verdicts by agreement with one answer of its own (honest, or a colluder promoting a wrong one
+    picked among the candidates'), or a liar's."""
+    if kind == "honest":
+        own = "r" if rng.random() < accuracy else f"w{rng.randrange(16)}"  # a policy's wrong 1 time in 4
+        return [a == own for a in answers]
+    if kind == "colluding":
+        wrong = sorted({a for a in answers if a != "r"})
+        own = rng.choice(wrong) if wrong else "none"
+        return [a == own for a in answers]
+    honest = agreeing("honest", answers, rng, accuracy)
+    if kind == "flip":
+        return [not v for v in honest]
+    if kind == "always-high":
+        return [True] * len(answers)
+    return [rng.random() < 0.5 for _ in answers]  # random
+
+
+@pytest.mark.parametrize(
+    ("kind", "within"),
+    [("honest", None), ("colluding", None), ("flip", 5), ("always-high", 2), ("random", 5)],
+)
+def test_one_answer_per_question_tells_a_liar_from_the_weakest_honest_expert(
+    kind: str, within: int | None
+) -> None:
+    """An agreement scorer calls right only its own answer's candidates, however weak: no honest
+    expert is ever excluded by the one-answer test, and liars that call several answers right are, in
+    a few canaries. A colluder promoting one answer passes it (the other tests are for it)."""
+    reputation = Reputation(threshold=-1.0, min_questions=10_000)  # the one-answer test alone
+    rng = random.Random(kind)
+    for round_ in range(1, 401):
+        answers = answered(rng)
+        says = agreeing(kind, answers, rng, accuracy=0.02)
+        reputation.observe("c", [a == "r" for a in answers], says, answers)
+        reputation.update(round_)
+    excluded_at = reputation.tallies["c"].excluded_at
+    if within is None:
+        assert excluded_at is None and reputation.tallies["c"].split == 0
+    else:
+        assert excluded_at is not None and excluded_at <= within
+    reputation.observe("quiet", [True, False], [True, True])  # no answers given (privacy noise): no test
+    assert reputation.tallies["quiet"].split == 0
