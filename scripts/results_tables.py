@@ -120,8 +120,9 @@ def per_example_privacy() -> str:
         charged = sum(c["examples_charged"] for c in clients)
         uncovered = sum(c["model_releases_uncovered"] for c in clients)
         worst = max(c["per_example_epsilon_max"] for c in clients)
+        shown = "" if setting.get("hide_membership", True) else " (membership shown)"
         rows.append(
-            [f"{setting['epsilon']:g}", f"{setting['budget_epsilon']:g}", f"{worst:.2f}"]
+            [f"{setting['epsilon']:g}{shown}", f"{setting['budget_epsilon']:g}", f"{worst:.2f}"]
             + [f"{at_budget} of {charged}", f"{uncovered:,}", _acc(r), _minus(r, clean), _correctness(r)]
         )
     header = ["epsilon per value", "budget per example", "per-example epsilon max", "examples at budget"]
