@@ -15,7 +15,7 @@ from tests.helpers import load_script
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 # run -> (per-example epsilon at delta 1e-5, answer checks one example gets), as the header says
-HEADER = {"pex8": (8.0, 4), "pex4": (4.0, 4), "pex2": (2.0, 2), "pex1": (1.0, 1)}
+HEADER = {"pex8": (8.0, 4), "pex4": (4.0, 4), "pex2": (2.0, 2), "pex1": (1.0, 1), "pex4-shown": (4.0, 4)}
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,9 @@ def test_the_privacy_suite_shares_the_trust_suites_base_and_overrides() -> None:
 def test_clean_is_private_nowhere_and_every_other_run_is_in_the_header(runs: dict) -> None:
     assert not runs["clean"].clients.privacy.enabled
     assert {n for n, cfg in runs.items() if cfg.clients.privacy.enabled} == set(HEADER)
+    # pex4-shown is pex4 with membership not hidden, and nothing else: the pair measures hiding's cost
+    shown, hidden = runs["pex4-shown"].clients.privacy, runs["pex4"].clients.privacy
+    assert not shown.hide_membership and shown.model_copy(update={"hide_membership": True}) == hidden
 
 
 @pytest.mark.parametrize("name", sorted(HEADER))
