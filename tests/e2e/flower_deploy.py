@@ -4,7 +4,9 @@ the server with its own files; all as real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +45,7 @@ class Deployment:
     superlink: subprocess.Popen | None = None
     supernodes: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: list = field(default_factory=list)
+    spawned: list[subprocess.Popen] = field(default_factory=list)  # every process started, restarts too
 
     @property
     def address(self) -> str:
@@ -51,7 +54,13 @@ class Deployment:
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = (self.root / f"{name}.log").open("w")
         self.logs.append(log)
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or self.env)
+        # its own process group: the ServerApp a SuperLink starts and the ClientApps a SuperNode
+        # starts outlive their parent's SIGTERM (or SIGKILL), and stop() must end them too
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env or self.env, start_new_session=True
+        )
+        self.spawned.append(proc)
+        return proc
 
     def start_superlink(self) -> None:
         c = self.certs
@@ -116,6 +125,8 @@ class Deployment:
         return path.read_text() if path.exists() else ""
 
     def stop(self) -> None:
+        """SIGTERM to the SuperNodes, then the SuperLink; then SIGKILL to whatever is left of their
+        process groups (a ServerApp or ClientApp left behind would load the next test's CPUs)."""
         for proc in [*self.supernodes.values(), self.superlink]:
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -125,6 +136,10 @@ class Deployment:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        for proc in self.spawned:
+            with contextlib.suppress(ProcessLookupError):  # the group is gone: nothing left behind
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.poll()
         for log in self.logs:
             log.close()
 
