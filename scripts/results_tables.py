@@ -1,10 +1,11 @@
-"""The tables of docs/results.md, made from the committed run records under docs/results/ alone.
+"""The tables of docs/results.md and the README's result sentences, made from the committed run
+records under docs/results/ alone.
 
-Each table sits in docs/results.md between ``<!-- table: NAME -->`` and ``<!-- end: NAME -->``;
-this script rewrites them, or with ``--check`` exits 1 when the page differs from the records
-(``tests/test_docs_links.py`` runs the check).
+Each block sits in its page between ``<!-- table: NAME -->`` and ``<!-- end: NAME -->``; this script
+rewrites them, or with ``--check`` exits 1 when a page differs from the records
+(``tests/test_docs_reference.py`` runs the check).
 
-    python scripts/results_tables.py            # rewrite the tables in docs/results.md
+    python scripts/results_tables.py            # rewrite the blocks in docs/results.md and README.md
     python scripts/results_tables.py --check    # fail if they drift from the records
 """
 
@@ -19,11 +20,26 @@ from statistics import mean
 
 from fedgrpo.run.intervals import difference_interval, wilson_interval
 from fedgrpo.suite import markdown
+from fedgrpo.suite.comparison import Row, comparison_rows
 from fedgrpo.suite.record import RunRecord, pooled_counts
 from fedgrpo.suite.report import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
+EVIDENCE = ROOT / "docs" / "results" / "evidence"
+MDD_GOAL = 0.05  # issue 24: the comparison must detect 5 points
+SEEDS_GOAL = 3
+
+# The evidence suite's baselines in the order the README gives them, each said in a few words.
+BASELINES = {
+    "zero-shot": "the policy before any training",
+    "central-grpo": "GRPO with every organisation's labelled data pooled at the server",
+    "fedpetuning-sft": "FedAvg of LoRA adapters, each trained by SFT on one organisation's data",
+    "fedpetuning-grpo": "FedAvg of LoRA adapters, each trained by GRPO on one organisation's data",
+    "dpsda-fl": "SFT and GRPO on Private Evolution's differentially private synthetic data",
+    "local-only": "FedGRPO with the rewards of one organisation alone, the most competent",
+}
 
 
 def _acc(r: RunRecord) -> str:
@@ -130,7 +146,82 @@ def per_example_privacy() -> str:
     return _table(header, rows)
 
 
+@functools.cache  # the table and the sentences read the one folder
+def _evidence() -> tuple[str, dict[str, Row], int, set[str]]:
+    """The evidence suite's reference group, its comparison rows by group, its seeds recorded, and
+    every group recorded (a baseline can be in before FedGRPO is)."""
+    records = collect(EVIDENCE) if EVIDENCE.exists() else []
+    recorded = {r.group for r in records if r.answer_counts()}
+    found = comparison_rows(records)
+    if found is None:
+        return "fedgrpo-graph", {}, 0, recorded
+    ref, refs, rows = found
+    return ref.group, {row.group: row for row in rows}, len(refs), recorded
+
+
+def _missing(group: str, recorded: set[str]) -> str:
+    return "recorded; FedGRPO not yet" if group in recorded else "not yet recorded"
+
+
+def evidence() -> str:
+    """FedGRPO against each baseline of the evidence suite: paired, seeds pooled, Holm-corrected."""
+    _, rows, _, recorded = _evidence()
+    body = []
+    for group in BASELINES:
+        row = rows.get(group)
+        if row is None:
+            body.append([group, _missing(group, recorded), *[""] * 7])
+            continue
+        d, low, high = row.difference
+        mdd = "-" if row.mdd is None else f"{row.mdd:.3f}"
+        difference = f"{d:+.3f} [{low:+.2f}, {high:+.2f}]"
+        body.append(
+            [group, str(row.seeds), f"{row.n:,}", f"{row.accuracy:.3f}", difference]
+            + [f"{row.p:.2g}", "-" if row.holm is None else f"{row.holm:.2g}", mdd, row.verdict]
+        )
+    header = ["baseline", "seeds", "paired questions", "its answer accuracy", "FedGRPO minus it"]
+    return _table([*header, "McNemar p", "Holm p", "MDD", "verdict"], body)
+
+
+def _sentence(group: str, row: Row | None, recorded: frozenset[str] = frozenset()) -> str:
+    """The README's sentence for one baseline: win, tie or loss, its size, and its power."""
+    name = f"**{group}** ({BASELINES[group]})"
+    if row is None:
+        return f"- {name}: {_missing(group, set(recorded))}."
+    if row.stale:
+        return f"- {name}: its record predates a change to its method ({row.stale}); not counted."
+    d, low, high = row.difference
+    if row.verdict == "win":
+        said = f"FedGRPO is better, by {d:.3f} [{low:.2f}, {high:.2f}]"
+    elif row.verdict == "loss":
+        said = f"{group} is better, by {-d:.3f} [{-high:.2f}, {-low:.2f}]"
+    else:
+        said = f"a tie: FedGRPO minus {group} is {d:+.3f} [{low:+.2f}, {high:+.2f}]"
+    holm = "-" if row.holm is None else f"{row.holm:.2g}"
+    seeds = f"{row.seeds} seed{'s' if row.seeds > 1 else ''}"
+    said += f" over {row.n:,} paired questions ({seeds}, Holm p {holm})"
+    if row.mdd is not None and row.mdd > MDD_GOAL:
+        said += f"; underpowered so far: it detects {row.mdd:.3f}, not {MDD_GOAL}"
+    elif row.seeds < SEEDS_GOAL:
+        said += f"; {row.seeds} of {SEEDS_GOAL} seeds so far"
+    return f"- {name}: {said}."
+
+
+def evidence_sentences() -> str:
+    """One sentence per baseline, win, tie or loss, from the evidence suite's paired comparison."""
+    ref, rows, seeds, recorded = _evidence()
+    lead = (
+        f"FedGRPO (`{ref}`, {seeds} seed{'s' if seeds != 1 else ''} recorded) against each baseline of "
+        "`suites/evidence.yaml`, question by question on the same held-out questions (exact McNemar, "
+        "Holm-corrected; a win or a loss is a corrected p below 0.05):"
+    )
+    said = (_sentence(g, rows.get(g), frozenset(recorded)) for g in BASELINES)
+    return "\n".join([lead, "", *said])
+
+
 TABLES = {
+    "evidence": evidence,
+    "evidence-sentences": evidence_sentences,
     "sweeps": sweeps,
     "poisoning": poisoning,
     "privacy": privacy,
@@ -138,29 +229,35 @@ TABLES = {
 }
 
 
-def rendered(page: str) -> str:
-    """``page`` with every table block rewritten from the records."""
-    for name, make in TABLES.items():
+README_BLOCKS = {"evidence-sentences": evidence_sentences}
+
+
+def rendered(page: str, blocks: dict | None = None, where: Path = PAGE) -> str:
+    """``page`` with every block of ``blocks`` (docs/results.md's by default) rewritten from the records."""
+    for name, make in (TABLES if blocks is None else blocks).items():
         pattern = re.compile(rf"(<!-- table: {name} -->\n).*?(\n<!-- end: {name} -->)", re.S)
         if not pattern.search(page):
-            raise SystemExit(f"{PAGE}: no block for table {name!r}")
+            raise SystemExit(f"{where}: no block for table {name!r}")
         page = pattern.sub(lambda m, text=make(): m.group(1) + text + m.group(2), page)
     return page
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/results.md differs")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page differs from the records")
     args = parser.parse_args()
-    page = PAGE.read_text()
-    new = rendered(page)
-    if args.check:
-        if new != page:
-            print(f"{PAGE} differs from the records: run python scripts/results_tables.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(new)
-    return 0
+    drift = 0
+    for path, blocks in ((PAGE, TABLES), (README, README_BLOCKS)):
+        page = path.read_text()
+        new = rendered(page, blocks, path)
+        if new == page:
+            continue
+        if args.check:
+            print(f"{path} differs from the records: run python scripts/results_tables.py", file=sys.stderr)
+            drift = 1
+        else:
+            path.write_text(new)
+    return drift
 
 
 if __name__ == "__main__":

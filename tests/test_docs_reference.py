@@ -59,7 +59,34 @@ def test_only_known_scalar_metrics_reach_the_trackers() -> None:
 
 
 def test_the_results_page_tables_are_what_the_committed_records_give() -> None:
-    """docs/results.md's generated tables (``python scripts/results_tables.py``) match the records."""
+    """docs/results.md's generated tables and the README's result sentences
+    (``python scripts/results_tables.py``) match the records."""
     tables = load_script("scripts/results_tables.py")
     page = (DOCS / "results.md").read_text()
     assert tables.rendered(page) == page, "run python scripts/results_tables.py and commit the result"
+    readme = tables.README.read_text()
+    assert tables.rendered(readme, tables.README_BLOCKS, tables.README) == readme
+
+
+def test_the_readme_says_win_tie_or_loss_from_the_corrected_paired_test() -> None:
+    """Each baseline's sentence follows its comparison row: the verdict from the Holm-corrected p and
+    the difference's sign, the size the right way round, and the power where it falls short."""
+    tables = load_script("scripts/results_tables.py")
+    from fedgrpo.suite.comparison import Row
+
+    def row(d: tuple[float, float, float], holm: float, mdd: float, seeds: int = 3, stale=None) -> Row:
+        name = "central-grpo"
+        return Row(name, name, seeds, 1080, 0.4, d, "McNemar", holm, mdd, 0.0, stale, holm)
+
+    win = tables._sentence("central-grpo", row((0.06, 0.03, 0.09), 0.001, 0.043))
+    assert "FedGRPO is better, by 0.060 [0.03, 0.09]" in win and "1,080 paired questions (3 seeds" in win
+    loss = tables._sentence("central-grpo", row((-0.06, -0.09, -0.03), 0.001, 0.043))
+    assert "central-grpo is better, by 0.060 [0.03, 0.09]" in loss
+    tie = tables._sentence("central-grpo", row((0.01, -0.02, 0.04), 0.6, 0.043))
+    assert "a tie: FedGRPO minus central-grpo is +0.010 [-0.02, +0.04]" in tie and "underpowered" not in tie
+    weak = tables._sentence("central-grpo", row((0.01, -0.05, 0.07), 0.6, 0.074, seeds=1))
+    assert "underpowered so far: it detects 0.074" in weak
+    stale = tables._sentence("central-grpo", row((0.3, 0.2, 0.4), 0.001, 0.043, stale="older code"))
+    assert "not counted" in stale and "better" not in stale
+    assert "recorded; FedGRPO not yet" in tables._sentence("zero-shot", None, frozenset({"zero-shot"}))
+    assert "not yet recorded" in tables._sentence("dpsda-fl", None)
