@@ -200,7 +200,7 @@ def _sentence(group: str, row: Row | None, recorded: frozenset[str] = frozenset(
     holm = "-" if row.holm is None else f"{row.holm:.2g}"
     seeds = f"{row.seeds} seed{'s' if row.seeds > 1 else ''}"
     said += f" over {row.n:,} paired questions ({seeds}, Holm p {holm})"
-    if row.mdd is not None and row.mdd > MDD_GOAL:
+    if row.verdict == "tie" and row.mdd is not None and row.mdd > MDD_GOAL:  # a win needs no more power
         said += f"; underpowered so far: it detects {row.mdd:.3f}, not {MDD_GOAL}"
     elif row.seeds < SEEDS_GOAL:
         said += f"; {row.seeds} of {SEEDS_GOAL} seeds so far"

@@ -80,6 +80,8 @@ def test_the_readme_says_win_tie_or_loss_from_the_corrected_paired_test() -> Non
 
     win = tables._sentence("central-grpo", row((0.06, 0.03, 0.09), 0.001, 0.043))
     assert "FedGRPO is better, by 0.060 [0.03, 0.09]" in win and "1,080 paired questions (3 seeds" in win
+    early = tables._sentence("central-grpo", row((0.17, 0.12, 0.21), 0.001, 0.071, seeds=1))
+    assert "FedGRPO is better" in early and "1 of 3 seeds so far" in early and "underpowered" not in early
     loss = tables._sentence("central-grpo", row((-0.06, -0.09, -0.03), 0.001, 0.043))
     assert "central-grpo is better, by 0.060 [0.03, 0.09]" in loss
     tie = tables._sentence("central-grpo", row((0.01, -0.02, 0.04), 0.6, 0.043))
