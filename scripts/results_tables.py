@@ -15,12 +15,13 @@ import argparse
 import functools
 import re
 import sys
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from statistics import mean
 
 from fedgrpo.run.intervals import difference_interval, wilson_interval
 from fedgrpo.suite import markdown
-from fedgrpo.suite.comparison import Row, comparison_rows
+from fedgrpo.suite.comparison import Row, comparison_rows, format_difference, format_p
 from fedgrpo.suite.record import RunRecord, pooled_counts
 from fedgrpo.suite.report import collect
 
@@ -48,8 +49,7 @@ def _acc(r: RunRecord) -> str:
 
 
 def _minus(r: RunRecord, ref: RunRecord) -> str:
-    d, low, high = difference_interval(*r.answer_counts(), *ref.answer_counts())  # type: ignore[misc]
-    return f"{d:+.3f} [{low:+.2f}, {high:+.2f}]"
+    return format_difference(*difference_interval(*r.answer_counts(), *ref.answer_counts()))  # type: ignore[misc]
 
 
 def _correctness(r: RunRecord) -> str:
@@ -159,7 +159,7 @@ def _evidence() -> tuple[str, dict[str, Row], int, set[str]]:
     return ref.group, {row.group: row for row in rows}, len(refs), recorded
 
 
-def _missing(group: str, recorded: set[str]) -> str:
+def _missing(group: str, recorded: AbstractSet[str]) -> str:
     return "recorded; FedGRPO not yet" if group in recorded else "not yet recorded"
 
 
@@ -172,34 +172,31 @@ def evidence() -> str:
         if row is None:
             body.append([group, _missing(group, recorded), *[""] * 7])
             continue
-        d, low, high = row.difference
         mdd = "-" if row.mdd is None else f"{row.mdd:.3f}"
-        difference = f"{d:+.3f} [{low:+.2f}, {high:+.2f}]"
         body.append(
-            [group, str(row.seeds), f"{row.n:,}", f"{row.accuracy:.3f}", difference]
-            + [f"{row.p:.2g}", "-" if row.holm is None else f"{row.holm:.2g}", mdd, row.verdict]
+            [group, str(row.seeds), f"{row.n:,}", f"{row.accuracy:.3f}", format_difference(*row.difference)]
+            + [format_p(row.p), format_p(row.holm), mdd, row.verdict]
         )
     header = ["baseline", "seeds", "paired questions", "its answer accuracy", "FedGRPO minus it"]
     return _table([*header, "McNemar p", "Holm p", "MDD", "verdict"], body)
 
 
-def _sentence(group: str, row: Row | None, recorded: frozenset[str] = frozenset()) -> str:
+def _sentence(group: str, row: Row | None, recorded: AbstractSet[str] = frozenset()) -> str:
     """The README's sentence for one baseline: win, tie or loss, its size, and its power."""
     name = f"**{group}** ({BASELINES[group]})"
     if row is None:
-        return f"- {name}: {_missing(group, set(recorded))}."
+        return f"- {name}: {_missing(group, recorded)}."
     if row.stale:
-        return f"- {name}: its record predates a change to its method ({row.stale}); not counted."
+        return f"- {name}: stale, {row.stale}; not counted."
     d, low, high = row.difference
     if row.verdict == "win":
         said = f"FedGRPO is better, by {d:.3f} [{low:.2f}, {high:.2f}]"
     elif row.verdict == "loss":
         said = f"{group} is better, by {-d:.3f} [{-high:.2f}, {-low:.2f}]"
     else:
-        said = f"a tie: FedGRPO minus {group} is {d:+.3f} [{low:+.2f}, {high:+.2f}]"
-    holm = "-" if row.holm is None else f"{row.holm:.2g}"
+        said = f"a tie: FedGRPO minus {group} is {format_difference(d, low, high)}"
     seeds = f"{row.seeds} seed{'s' if row.seeds > 1 else ''}"
-    said += f" over {row.n:,} paired questions ({seeds}, Holm p {holm})"
+    said += f" over {row.n:,} paired questions ({seeds}, Holm p {format_p(row.holm)})"
     if row.verdict == "tie" and row.mdd is not None and row.mdd > MDD_GOAL:  # a win needs no more power
         said += f"; underpowered so far: it detects {row.mdd:.3f}, not {MDD_GOAL}"
     elif row.seeds < SEEDS_GOAL:
@@ -215,7 +212,7 @@ def evidence_sentences() -> str:
         "`suites/evidence.yaml`, question by question on the same held-out questions (exact McNemar, "
         "Holm-corrected; a win or a loss is a corrected p below 0.05):"
     )
-    said = (_sentence(g, rows.get(g), frozenset(recorded)) for g in BASELINES)
+    said = (_sentence(g, rows.get(g), recorded) for g in BASELINES)
     return "\n".join([lead, "", *said])
 
 
@@ -230,6 +227,7 @@ TABLES = {
 
 
 README_BLOCKS = {"evidence-sentences": evidence_sentences}
+PAGES = {PAGE: TABLES, README: README_BLOCKS}
 
 
 def rendered(page: str, blocks: dict | None = None, where: Path = PAGE) -> str:
@@ -247,7 +245,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if a page differs from the records")
     args = parser.parse_args()
     drift = 0
-    for path, blocks in ((PAGE, TABLES), (README, README_BLOCKS)):
+    for path, blocks in PAGES.items():
         page = path.read_text()
         new = rendered(page, blocks, path)
         if new == page:

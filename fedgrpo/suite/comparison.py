@@ -134,8 +134,14 @@ def comparison_rows(done: list[RunRecord]) -> tuple[RunRecord, list[RunRecord], 
     return ref, refs, rows
 
 
-def _p(p: float | None) -> str:
+def format_p(p: float | None) -> str:
+    """A p-value as the report and the pages that cite it print it ("-" where there is none)."""
     return "-" if p is None else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def format_difference(d: float, low: float, high: float) -> str:
+    """A signed difference with its 95% interval, e.g. ``+0.039 [-0.01, +0.08]``."""
+    return f"{d:+.3f} [{low:+.2f}, {high:+.2f}]"
 
 
 def comparison(done: list[RunRecord]) -> list[str]:
@@ -148,12 +154,12 @@ def comparison(done: list[RunRecord]) -> list[str]:
     ref_bytes = mean(r.bytes_total() for r in refs)
     body = []
     for row in rows:
-        d, low, high = row.difference
         ratio = "-" if not ref_bytes or not row.bytes else f"{row.bytes / ref_bytes:,.1f}x"
         mdd = "-" if row.mdd is None else f"{row.mdd:.3f}"
         name = stale_mark(row.group, row.stale)
         cells = [name, row.label, str(row.seeds), str(row.n), f"{row.accuracy:.3f}"]
-        cells += [f"{d:+.3f} [{low:+.2f}, {high:+.2f}]", row.test, _p(row.p), _p(row.holm), row.verdict]
+        cells += [format_difference(*row.difference), row.test, format_p(row.p), format_p(row.holm)]
+        cells.append(row.verdict)
         body.append([*cells, mdd, f"{row.bytes:,.0f}", ratio])
     name = stale_mark(ref.group, ref.stale)
     lines = [f"## {name} against each run", ""]

@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("flwr")
 
 from fedgrpo.client.privacy_ledger import Accountant  # noqa: E402
+from fedgrpo.storage.checkpoints import complete_checkpoints  # noqa: E402
 from tests.e2e.flower_deploy import BIN, Deployment, make_deployment  # noqa: E402
 from tests.helpers import fedgrpo  # noqa: E402
 
@@ -169,7 +170,7 @@ def test_a_killed_supernode_is_skipped_then_rejoins_under_its_key_and_nothing_is
     stopped = _rows(out)
     assert [r["step"] for r in stopped] == list(range(1, len(stopped) + 1))
 
-    done = max(int(p.parent.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*/COMPLETE"))
+    done = complete_checkpoints(out / "checkpoints")[-1][0]
     target = done + 2
     resumed = _fedgrpo_run(deployment, out, f"grpo.max_steps={target}", *settings, "--resume")
     assert resumed.returncode == 0, first_log.read_text()[-4000:]  # the resumed run's log now
