@@ -15,7 +15,7 @@ from fedgrpo.run.curve import CURVE_FILE
 from fedgrpo.run.intervals import wilson_interval
 from fedgrpo.run.outcomes import OUTCOMES_FILE, DomainOutcomes
 from fedgrpo.storage.atomic import write_json_atomic
-from fedgrpo.suite.provenance import STALE_FILE, listed_stale
+from fedgrpo.suite.provenance import STALE_FILE, listed_stale, migrated
 from fedgrpo.suite.runner import STATUS_FILE, read_status
 
 # what a run's committed record keeps (docs/results/<suite>/runs/<run>/): small, and all the report reads
@@ -127,11 +127,13 @@ def pooled_counts(runs: list[RunRecord]) -> tuple[int, int]:
 def copy_records(suite_folder: Path, dest: Path) -> list[str]:
     """Copy what a suite's committed record keeps into ``dest``: ``suite.json``, ``stale.yaml`` if
     any, and each run's :data:`RECORD_FILES`; returns the runs copied. Records accumulate: runs already
-    in ``dest`` and not in the suite folder (made earlier, e.g. by ``--only``) keep their entries."""
+    in ``dest`` and not in the suite folder (made earlier, e.g. by ``--only``) keep their entries.
+    Legacy code hashes are migrated to tree hashes on the way (:func:`migrate_hashes`)."""
     dest.mkdir(parents=True, exist_ok=True)
     if (suite_folder / STATUS_FILE).exists():
         merged = {**read_status(dest), **read_status(suite_folder)}
         write_json_atomic(dest / STATUS_FILE, {"runs": merged})
+        migrate_hashes(dest)
     if (suite_folder / STALE_FILE).exists():
         listed = {**listed_stale(dest), **listed_stale(suite_folder)}
         (dest / STALE_FILE).write_text(yaml.safe_dump(listed, sort_keys=False, allow_unicode=True))
@@ -143,3 +145,17 @@ def copy_records(suite_folder: Path, dest: Path) -> list[str]:
                 shutil.copy2(run_dir / name, dest / "runs" / run_dir.name / name)
         copied.append(run_dir.name)
     return copied
+
+
+def migrate_hashes(folder: Path) -> list[str]:
+    """Turn the legacy (bytes) code hashes of a suite folder's ``suite.json`` into tree hashes where
+    git holds the recorded commit and its files are what ran (:func:`~fedgrpo.suite.provenance.migrated`),
+    so that a docstring edit made since no longer marks those rows stale; returns the runs migrated."""
+    status, done = read_status(folder), []
+    for name, entry in status.items():
+        code = migrated(entry.get("method", ""), entry.get("code"))
+        if code is not None:
+            entry["code"], done = code, [*done, name]
+    if done:
+        write_json_atomic(folder / STATUS_FILE, {"runs": status})
+    return done

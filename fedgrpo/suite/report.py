@@ -23,7 +23,7 @@ from fedgrpo.run.outcomes import load_outcomes
 from fedgrpo.suite.comparison import comparison
 from fedgrpo.suite.markdown import table as _table
 from fedgrpo.suite.plots import make_plots
-from fedgrpo.suite.provenance import listed_stale, source_hash, stale_reason
+from fedgrpo.suite.provenance import listed_stale, stale_reason
 from fedgrpo.suite.record import RunRecord, pooled_counts, stale_mark
 from fedgrpo.suite.runner import read_status
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def collect(folder: Path) -> list[RunRecord]:
     records = []
-    listed, current = listed_stale(folder), {}  # current: each method's source hash, read once
+    listed = listed_stale(folder)
     for name, entry in read_status(folder).items():
         run_dir = folder / "runs" / name
         rec = RunRecord(name, entry.get("method", "?"), entry.get("status", "?"), entry.get("error"))
@@ -44,9 +44,7 @@ def collect(folder: Path) -> list[RunRecord]:
         rec.metrics = read_metrics(run_dir / "metrics.jsonl")
         rec.curve = read_curve(run_dir / CURVE_FILE)
         rec.outcomes = load_outcomes(run_dir, "after")
-        if rec.method not in current:
-            current[rec.method] = source_hash(rec.method)
-        rec.stale = stale_reason(name, rec.method, entry.get("code"), listed, current[rec.method])
+        rec.stale = stale_reason(name, rec.method, entry.get("code"), listed)
         records.append(rec)
     return records
 
