@@ -112,9 +112,10 @@ def _accuracy_vs_step(done: list[RunRecord], path: Path) -> str:
         groups[r.group].append(r)
     curves = any(r.curve for r in done)
     what = "every eval.every_steps steps" if curves else "before and after training only"
-    fig, ax = _figure(
-        f"answer accuracy against step ({what}; seeds pooled)", "training step", "answer accuracy"
-    )
+    # a FedAvg run's step is a round of every client's local steps (results' client_steps): say so
+    rounds = sorted({r.label for r in done if r.results.get("client_steps")})
+    xlabel = "training step" + (f" ({', '.join(rounds)}: FedAvg round)" if rounds else "")
+    fig, ax = _figure(f"answer accuracy against step ({what}; seeds pooled)", xlabel, "answer accuracy")
     styles = _styles([runs[0] for runs in groups.values()])
     top = max((r.results.get("steps") or 0 for r in done), default=0)
     names = sorted(groups)
