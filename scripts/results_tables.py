@@ -21,7 +21,8 @@ from statistics import mean
 
 from fedgrpo.run.intervals import difference_interval, wilson_interval
 from fedgrpo.suite import markdown
-from fedgrpo.suite.comparison import Row, comparison_rows, format_difference, format_p
+from fedgrpo.suite.comparison import Row, compare, comparison_rows, format_difference, format_p
+from fedgrpo.suite.paired import holm
 from fedgrpo.suite.record import RunRecord, pooled_counts
 from fedgrpo.suite.report import collect
 
@@ -29,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "results.md"
 README = ROOT / "README.md"
 EVIDENCE = ROOT / "docs" / "results" / "evidence"
+SWEEPS = ROOT / "docs" / "results" / "sweeps"
+COVERAGE = "coverage"  # the sweeps suite's coverage runs: client k holds domain k alone
 MDD_GOAL = 0.05  # issue 24: the comparison must detect 5 points
 SEEDS_GOAL = 3
 
@@ -64,7 +67,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def sweeps() -> str:
     """K and M, every seed's held-out answers pooled, with where the rewards came from and the bytes."""
     groups: dict[tuple[int, int], list[RunRecord]] = {}
-    for r in collect(ROOT / "docs" / "results" / "sweeps"):
+    for r in _sweeps():
+        if r.group.startswith(COVERAGE):  # another partition: its own table
+            continue
         groups.setdefault((r.num_clients, r.experts_per_question), []).append(r)  # type: ignore[arg-type]
     rows = []
     for (k, m), runs in sorted(groups.items()):
@@ -82,6 +87,48 @@ def sweeps() -> str:
         )
     header = ["K", "M", "answer accuracy, 3 seeds pooled", "seed 0 / 1 / 2", "answer-checked items"]
     return _table([*header, "flat groups", "bytes per run"], rows)
+
+
+@functools.cache  # two tables read the one folder
+def _sweeps() -> list[RunRecord]:
+    return collect(SWEEPS)
+
+
+def _domain_cell(runs: list[RunRecord], domain: str) -> str:
+    cells = [(r.results or {}).get("after", {}).get(domain) or {} for r in runs]
+    correct, n = sum(c.get("answer_correct", 0) for c in cells), sum(c.get("n", 0) for c in cells)
+    return f"{correct / n:.3f}" if n else "-"
+
+
+def coverage() -> str:
+    """The coverage K sweep: client k holds domain k alone, so each added client brings a domain no
+    one else has; each K against the largest, paired on the shared held-out questions, Holm-corrected."""
+    groups: dict[int, list[RunRecord]] = {}
+    for r in _sweeps():
+        if r.group.startswith(COVERAGE) and r.answer_counts() and r.num_clients:
+            groups.setdefault(r.num_clients, []).append(r)
+    if not groups:
+        return "Not yet recorded: `fedgrpo suite suites/sweeps.yaml --only 'coverage*'`."
+    top = max(groups)
+    domains = [str(d) for d in groups[top][0].config.get("data", {}).get("domains", [])]
+    rows = {k: compare(groups[top], runs) for k, runs in groups.items() if k != top}
+    for row, adjusted in zip(rows.values(), holm([row.p for row in rows.values()]), strict=True):
+        row.holm = adjusted
+    body = []
+    for k, runs in sorted(groups.items()):
+        correct, n = pooled_counts(runs)
+        low, high = wilson_interval(correct, n)
+        cells = [", ".join(domains[: min(k, len(domains))]), str(len(runs))]
+        cells += [_domain_cell(runs, d) for d in domains] + [f"{correct / n:.3f} [{low:.2f}, {high:.2f}]"]
+        row = rows.get(k)
+        if row is None:
+            cells += ["(the reference)", "", "", ""]
+        else:
+            mdd = "-" if row.mdd is None else f"{row.mdd:.3f}"
+            cells += [format_difference(*row.difference), row.test, format_p(row.holm), mdd]
+        body.append([str(k), *cells])
+    header = ["K", "domains held", "seeds", *domains, "all domains"]
+    return _table([*header, f"K={top} minus it", "test", "Holm p", "MDD"], body)
 
 
 @functools.cache  # two tables read the one folder
@@ -220,6 +267,7 @@ TABLES = {
     "evidence": evidence,
     "evidence-sentences": evidence_sentences,
     "sweeps": sweeps,
+    "coverage": coverage,
     "poisoning": poisoning,
     "privacy": privacy,
     "per-example-privacy": per_example_privacy,
