@@ -171,18 +171,24 @@ def _accuracy_vs_bytes(done: list[RunRecord], path: Path) -> str:
 
 
 def _accuracy_vs_k(done: list[RunRecord], path: Path) -> str:
-    """One line per method and M (a K sweep holds M fixed; runs at other M are their own points), the
-    mean over seeds at each K, every run's own accuracy as a faint dot."""
+    """One line per method, M and data partition (a K sweep holds M fixed; runs at other M are their
+    own points; a coverage sweep, clients by domain, is its own line), the mean over seeds at each K,
+    every run's own accuracy as a faint dot."""
     fig, ax = _figure("answer accuracy against K (mean over seeds)", "clients K", "answer accuracy")
-    lines: dict[tuple[str, int | None], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    Line = tuple[str, int | None, str]
+    lines: dict[Line, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in done:
         if r.num_clients is not None:
-            lines[(r.label, r.experts_per_question)][r.num_clients].append(r.overall()[0])
-    for (label, m), by_k in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+            partition = r.config.get("data", {}).get("partition", "")
+            lines[(r.label, r.experts_per_question, partition)][r.num_clients].append(r.overall()[0])
+    for (label, m, partition), by_k in sorted(
+        lines.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])
+    ):
         ks = sorted(by_k)
-        name = label + ("" if m is None else f", M={m}")
+        name = label + ("" if m is None else f", M={m}") + (", by-domain" if partition == "by-domain" else "")
         style = {"color": colour(label), "marker": marker(label) if m is None else MARKERS[m % len(MARKERS)]}
-        ax.plot(ks, [mean(by_k[k]) for k in ks], label=name, **style)
+        dashed = {"linestyle": "--"} if partition == "by-domain" else {}
+        ax.plot(ks, [mean(by_k[k]) for k in ks], label=name, **style, **dashed)
         for k in ks:
             ax.scatter([k] * len(by_k[k]), by_k[k], alpha=0.3, s=12, **style)
     ax.set_xscale("log")
