@@ -19,7 +19,8 @@ from fedgrpo.suite.provenance import STALE_FILE, listed_stale, migrated
 from fedgrpo.suite.runner import STATUS_FILE, read_status
 
 # what a run's committed record keeps (docs/results/<suite>/runs/<run>/): small, and all the report reads
-RECORD_FILES = ("config.yaml", "results.json", "metrics.jsonl", OUTCOMES_FILE, CURVE_FILE)
+# (and dpsda-fl's synthetic samples, a few KB: whether that baseline is fair is read from them)
+RECORD_FILES = ("config.yaml", "results.json", "metrics.jsonl", OUTCOMES_FILE, CURVE_FILE, "synthetic.jsonl")
 
 
 @dataclass

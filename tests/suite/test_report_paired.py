@@ -109,7 +109,7 @@ def test_copy_records_keeps_what_the_report_reads(tmp_path: Path) -> None:
     assert sorted(p.name for p in (dest / "runs" / "zero__seed=0").iterdir()) == sorted(
         f
         for f in RECORD_FILES
-        if f not in ("metrics.jsonl", "curve.jsonl")  # zero-shot trains nothing
+        if f not in ("metrics.jsonl", "curve.jsonl", "synthetic.jsonl")  # zero-shot trains nothing
     )
     assert write_report(dest, "t").read_text() == write_report(suite, "t").read_text()
 
