@@ -21,8 +21,7 @@ from statistics import mean
 
 from fedgrpo.run.intervals import difference_interval, wilson_interval
 from fedgrpo.suite import markdown
-from fedgrpo.suite.comparison import Row, compare, comparison_rows, format_difference, format_p
-from fedgrpo.suite.paired import holm
+from fedgrpo.suite.comparison import Row, compare, comparison_rows, format_difference, format_p, with_holm
 from fedgrpo.suite.record import RunRecord, pooled_counts
 from fedgrpo.suite.report import collect
 
@@ -111,9 +110,8 @@ def coverage() -> str:
         return "Not yet recorded: `fedgrpo suite suites/sweeps.yaml --only 'coverage*'`."
     top = max(groups)
     domains = [str(d) for d in groups[top][0].config.get("data", {}).get("domains", [])]
-    rows = {k: compare(groups[top], runs) for k, runs in groups.items() if k != top}
-    for row, adjusted in zip(rows.values(), holm([row.p for row in rows.values()]), strict=True):
-        row.holm = adjusted
+    others = [k for k in groups if k != top]
+    rows = dict(zip(others, with_holm([compare(groups[top], groups[k]) for k in others]), strict=True))
     body = []
     for k, runs in sorted(groups.items()):
         correct, n = pooled_counts(runs)

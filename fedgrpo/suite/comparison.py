@@ -127,11 +127,16 @@ def comparison_rows(done: list[RunRecord]) -> tuple[RunRecord, list[RunRecord], 
         if r.answer_counts():
             groups.setdefault(r.group, []).append(r)
     refs = groups.pop(ref.group)
-    rows = [compare(refs, runs) for runs in groups.values()]
+    rows = with_holm([compare(refs, runs) for runs in groups.values()])
+    return ref, refs, rows
+
+
+def with_holm(rows: list[Row]) -> list[Row]:
+    """The rows, each not stale given its Holm-adjusted p over the family of those not stale."""
     counted = [row for row in rows if not row.stale]
     for row, adjusted in zip(counted, holm([row.p for row in counted]), strict=True):
         row.holm = adjusted
-    return ref, refs, rows
+    return rows
 
 
 def format_p(p: float | None) -> str:

@@ -8,8 +8,9 @@ recorded carry no hash; for them a suite folder may list stale runs by hand in `
 
 The hash (``ast:...``) is of each file's syntax tree without its docstrings, unparsed, so an edit to a
 docstring or a comment, or a reformat, keeps the rows; older records hold a hash of the files' bytes
-(bare hex), which is still compared as such. :func:`migrate_status` turns those into tree hashes by
-reading the recorded commit's files from git, once it has checked that they are the bytes that ran.
+(bare hex), which is still compared as such. :func:`migrated` turns one into a tree hash by reading
+the recorded commit's files from git, once it has checked that they are the bytes that ran
+(``fedgrpo.suite.record.migrate_hashes`` does a suite folder).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def method_files(method: str, package: Path = PACKAGE) -> dict[str, bytes] | Non
     parts = METHOD_SOURCES.get(method)
     if parts is None:
         return None
-    found = [f for p in parts for f in ([package / p] if p.endswith(".py") else (package / p).rglob("*.py"))]
-    return {f.relative_to(package).as_posix(): f.read_bytes() for f in found if f.is_file()}
+    found = ((f.relative_to(package).as_posix(), f) for f in package.rglob("*.py"))
+    return {rel: f.read_bytes() for rel, f in found if _is_method_file(rel, parts)}
 
 
 def without_docstrings(source: bytes) -> bytes:
