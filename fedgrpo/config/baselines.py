@@ -77,6 +77,12 @@ class DpsdaSettings(_Strict):
     fewshot: int = Field(3, ge=1, description="auxiliary examples shown to the policy per proposal")
     temperature: float = Field(0.8, gt=0.0, description="sampling temperature of proposals and rewrites")
     max_new_tokens: int = Field(64, ge=8, description="tokens per proposed or rewritten sample")
+    answers: Literal["proposed", "solved"] = Field(
+        "proposed",
+        description="the synthetic answers trained on: the proposer's (PE as published) or, 'solved', "
+        "the value of the one arithmetic expression the question states (samples without one are "
+        "dropped): right labels the clients never paid for, a favourable upper bound for the baseline",
+    )
     sft_steps: int = Field(10, ge=0, description="SFT optimiser steps on the synthetic set")
     sft_learning_rate: float = Field(1e-4, gt=0.0, description="learning rate of the SFT steps")
     sft_batch_size: int = Field(8, ge=1, description="batch size of the SFT steps")

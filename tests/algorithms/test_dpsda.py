@@ -66,7 +66,13 @@ def test_a_tiny_run_writes_results_with_the_accounted_epsilon_and_the_encoded_by
 
     assert set(results) >= RUN_KEYS and results == json.loads((out / "results.json").read_text())
     # the tiny random model writes no answer tag: nothing to train on, so nothing is trained
-    assert results["synthetic"] == {"samples": 2, "with_answer": 0, "file": "synthetic.jsonl"}
+    assert results["synthetic"] == {
+        "samples": 2,
+        "with_answer": 0,
+        "answers": "proposed",
+        "proposed_right": None,
+        "file": "synthetic.jsonl",
+    }
     assert results["steps"] == 0 and (results["sft_steps"], results["grpo_steps"]) == (0, 0)
     assert results["before"] is None and set(results["after"]) == {"sums_1digit", "sums_2digit", "syllogism"}
     assert_outcomes_match(out, results)  # each question's outcome, as every method saves them
@@ -118,7 +124,13 @@ def test_a_tiny_run_writes_results_with_the_accounted_epsilon_and_the_encoded_by
     # last being the run's own "after")
     cfg = load_config("smoke", [*over, "dpsda.grpo_steps=2", "eval.every_steps=2"])
     resumed = dpsda.run(cfg, resume=True)
-    assert resumed["synthetic"] == {"samples": 3, "with_answer": 2, "file": "synthetic.jsonl"}
+    assert resumed["synthetic"] == {
+        "samples": 3,
+        "with_answer": 2,
+        "answers": "proposed",
+        "proposed_right": None,
+        "file": "synthetic.jsonl",
+    }
     assert (resumed["sft_steps"], resumed["grpo_steps"]) == (1, 2)
     points = read_curve(out / CURVE_FILE)
     assert [p["step"] for p in points] == [2]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedgrpo.algorithms.dpsda.answers import with_answer
 from fedgrpo.algorithms.dpsda.private_evolution import (
     Sample,
     VotingClient,
@@ -102,7 +103,8 @@ def evolve(
 
 def answered_first(histogram: np.ndarray, population: list[Sample]) -> np.ndarray:
     """The votes PE ranks by, with a sample that has no answer put last (at -inf): it is no training
-    target. Post-processing of the released votes, so it costs no privacy."""
+    target (with ``dpsda.answers: solved``, one whose question states no arithmetic expression).
+    Post-processing of the released votes, so it costs no privacy."""
     return np.where([bool(s.answer) for s in population], histogram, -np.inf)
 
 
@@ -249,11 +251,13 @@ def propose(
         proposal_prompt(rng.sample(by_domain[d], min(cfg.dpsda.fewshot, len(by_domain[d])))) for d in chosen
     ]
     texts = _generate(cfg, policy, tokenizer, prompts, "PE proposals")
-    return [parse_sample(text, d) for text, d in zip(texts, chosen, strict=True)]
+    source = cfg.dpsda.answers
+    return [with_answer(parse_sample(text, d), source) for text, d in zip(texts, chosen, strict=True)]
 
 
 def vary(cfg: FedGRPOConfig, policy: Any, tokenizer: Any, survivors: list[Sample]) -> list[Sample]:
     """VARIATION_API: ``dpsda.variations`` rewrites of every surviving sample."""
     parents = [s for s in survivors for _ in range(cfg.dpsda.variations)]
     texts = _generate(cfg, policy, tokenizer, [variation_prompt(s) for s in parents], "PE variations")
-    return [parse_sample(text, s.domain) for text, s in zip(texts, parents, strict=True)]
+    source = cfg.dpsda.answers
+    return [with_answer(parse_sample(t, s.domain), source) for t, s in zip(texts, parents, strict=True)]

@@ -35,11 +35,13 @@ HISTOGRAM_DTYPE = np.dtype("<f4")
 
 @dataclass(frozen=True)
 class Sample:
-    """One synthetic question/answer pair; ``domain`` is that of the server's few-shot demonstrations."""
+    """One synthetic question/answer pair; ``domain`` is that of the server's few-shot demonstrations;
+    ``proposed``: the proposer's own answer where ``answer`` was solved instead (``dpsda.answers``)."""
 
     question: str
     answer: str
     domain: str
+    proposed: str | None = None
 
 
 def sample_text(question: str, answer: str) -> str:

@@ -31,7 +31,7 @@ from fedgrpo.algorithms.dpsda.private_evolution import Sample, calibrate_sigma, 
 from fedgrpo.client.experts import answer_reward, grpo_dataset, sft_dataset
 from fedgrpo.config import ConfigError, DpsdaSettings, FedGRPOConfig
 from fedgrpo.config.baselines import DEFAULT_NOISE_MULTIPLIER
-from fedgrpo.data import Example
+from fedgrpo.data import Example, normalise_answer
 from fedgrpo.models.loading import load_policy, load_tokenizer
 from fedgrpo.run.curve import CURVE_FILE
 from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, to_json
@@ -167,6 +167,15 @@ def _run(
     )
 
     answered = training_examples(synthetic)
+    right = proposed_right(synthetic)
+    if right is not None:
+        log.info(
+            "answers solved from the questions: %d of %d samples state one arithmetic expression; the "
+            "proposer had %d of those right",
+            len(answered),
+            len(synthetic),
+            right,
+        )
     if len(answered) < len(synthetic):
         log.warning(
             "dropped %d of %d synthetic samples that have no answer; training on the other %d",
@@ -215,6 +224,8 @@ def _run(
         "synthetic": {
             "samples": len(synthetic),
             "with_answer": len(answered),  # the ones trained on
+            "answers": cfg.dpsda.answers,
+            "proposed_right": proposed_right(synthetic),
             "file": SYNTHETIC_FILE,
         },
         "split": split_info,
@@ -246,8 +257,18 @@ def training_examples(synthetic: list[tuple[Sample, float]]) -> list[Example]:
     ]
 
 
+def proposed_right(synthetic: list[tuple[Sample, float]]) -> int | None:
+    """With solved answers: how many of the samples trained on had the right answer as proposed (how
+    good the proposer's labels would have been); None where the answers are the proposer's."""
+    solved = [s for s, _ in synthetic if s.proposed is not None and s.answer]
+    if not any(s.proposed is not None for s, _ in synthetic):
+        return None
+    return sum(normalise_answer(s.proposed or "") == normalise_answer(s.answer) for s in solved)
+
+
 def write_synthetic(path: Path, synthetic: list[tuple[Sample, float]]) -> None:
-    lines = [json.dumps({**dataclasses.asdict(s), "votes": round(v, 4)}) + "\n" for s, v in synthetic]
+    rows = [({k: x for k, x in dataclasses.asdict(s).items() if x is not None}, v) for s, v in synthetic]
+    lines = [json.dumps({**row, "votes": round(v, 4)}) + "\n" for row, v in rows]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(lines))
     tmp.replace(path)
@@ -255,7 +276,9 @@ def write_synthetic(path: Path, synthetic: list[tuple[Sample, float]]) -> None:
 
 def read_synthetic(path: Path) -> list[tuple[Sample, float]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(Sample(r["question"], r["answer"], r["domain"]), float(r["votes"])) for r in rows]
+    return [
+        (Sample(r["question"], r["answer"], r["domain"], r.get("proposed")), float(r["votes"])) for r in rows
+    ]
 
 
 # ---- the server's training on the synthetic set ---------------------------------------------------
