@@ -112,10 +112,8 @@ def _accuracy_vs_step(done: list[RunRecord], path: Path) -> str:
         groups[r.group].append(r)
     curves = any(r.curve for r in done)
     what = "every eval.every_steps steps" if curves else "before and after training only"
-    # a FedAvg run's step is a round of every client's local steps (results' client_steps): say so
-    rounds = sorted({r.label for r in done if r.results.get("client_steps")})
-    xlabel = "training step" + (f" ({', '.join(rounds)}: FedAvg round)" if rounds else "")
-    fig, ax = _figure(f"answer accuracy against step ({what}; seeds pooled)", xlabel, "answer accuracy")
+    title = f"answer accuracy against step ({what}; seeds pooled)"
+    fig, ax = _figure(title, step_xlabel(done), "answer accuracy")
     styles = _styles([runs[0] for runs in groups.values()])
     top = max((r.results.get("steps") or 0 for r in done), default=0)
     names = sorted(groups)
@@ -142,6 +140,13 @@ def _accuracy_vs_step(done: list[RunRecord], path: Path) -> str:
         )
     ax.legend(fontsize=6)
     return _save(fig, path)
+
+
+def step_xlabel(done: list[RunRecord]) -> str:
+    """The step axis's label; it names the runs whose step is a FedAvg round of every client's local
+    steps (results' ``client_steps``), since their steps are not the others'."""
+    rounds = sorted({r.label for r in done if r.results.get("client_steps")})
+    return "training step" + (f" ({', '.join(rounds)}: FedAvg round)" if rounds else "")
 
 
 def _accuracy_vs_bytes(done: list[RunRecord], path: Path) -> str:
@@ -175,15 +180,8 @@ def _accuracy_vs_k(done: list[RunRecord], path: Path) -> str:
     own points; a coverage sweep, clients by domain, is its own line), the mean over seeds at each K,
     every run's own accuracy as a faint dot."""
     fig, ax = _figure("answer accuracy against K (mean over seeds)", "clients K", "answer accuracy")
-    Line = tuple[str, int | None, str]
-    lines: dict[Line, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in done:
-        if r.num_clients is not None:
-            partition = r.config.get("data", {}).get("partition", "")
-            lines[(r.label, r.experts_per_question, partition)][r.num_clients].append(r.overall()[0])
-    for (label, m, partition), by_k in sorted(
-        lines.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])
-    ):
+    lines = k_lines(done)
+    for (label, m, partition), by_k in lines.items():
         ks = sorted(by_k)
         name = label + ("" if m is None else f", M={m}") + (", by-domain" if partition == "by-domain" else "")
         style = {"color": colour(label), "marker": marker(label) if m is None else MARKERS[m % len(MARKERS)]}
@@ -197,6 +195,20 @@ def _accuracy_vs_k(done: list[RunRecord], path: Path) -> str:
     ax.minorticks_off()
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+KLine = tuple[str, int | None, str]  # method label, M (None: not a FedGRPO run), data partition
+
+
+def k_lines(done: list[RunRecord]) -> dict[KLine, dict[int, list[float]]]:
+    """The K plot's lines, sorted: each run's answer accuracy by its K, one line per method label, M
+    and partition (so a coverage sweep, clients by domain, never joins the random-partition line)."""
+    lines: dict[KLine, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in done:
+        if r.num_clients is not None:
+            partition = r.config.get("data", {}).get("partition", "")
+            lines[(r.label, r.experts_per_question, partition)][r.num_clients].append(r.overall()[0])
+    return dict(sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])))
 
 
 def _reward_vs_step(trained: list[RunRecord], path: Path) -> str:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from fedgrpo.run.curve import CURVE_FILE, add_point
-from fedgrpo.suite.plots import make_plots
+from fedgrpo.suite.plots import k_lines, make_plots, step_xlabel
 from fedgrpo.suite.record import RunRecord, pooled_curve
 from fedgrpo.suite.report import collect
 
@@ -42,3 +42,33 @@ def test_a_run_without_a_curve_has_its_two_ends_and_fedpetuning_is_labelled_by_i
     r = RunRecord("f", "fedpetuning", "done", results={"steps": 3, "before": _acc(1, 4), "after": _acc(2, 4)})
     r.config = {"fedpetuning": {"method": "grpo"}}
     assert r.curve_counts() == [(0, 1, 4), (3, 2, 4)] and r.label == "fedpetuning/grpo"
+
+
+def _fedgrpo(name: str, k: int, correct: int, partition: str = "random") -> RunRecord:
+    r = RunRecord(name, "fedgrpo", "done", results={"steps": 3, "after": _acc(correct, 10)})
+    r.config = {"data": {"num_clients": k, "partition": partition}, "federation": {"experts_per_question": 1}}
+    return r
+
+
+def test_the_k_plot_draws_a_coverage_sweep_as_its_own_line_beside_the_random_one(tmp_path: Path) -> None:
+    runs = [
+        _fedgrpo("k1", 1, 4, "by-domain"),
+        _fedgrpo("k3", 3, 6, "by-domain"),
+        _fedgrpo("k3b", 3, 8, "by-domain"),
+        _fedgrpo("r3", 3, 5),
+        _fedgrpo("r5", 5, 7),
+    ]
+    label = runs[0].label
+    assert k_lines(runs) == {
+        (label, 1, "by-domain"): {1: [0.4], 3: [0.6, 0.8]},
+        (label, 1, "random"): {3: [0.5], 5: [0.7]},
+    }
+    assert "accuracy_vs_k.png" in make_plots(runs, tmp_path / "plots")
+
+
+def test_the_step_axis_names_the_runs_whose_step_is_a_fedavg_round() -> None:
+    sft = RunRecord("f", "fedpetuning", "done", results={"steps": 3, "client_steps": 15})
+    sft.config = {"fedpetuning": {"method": "sft"}}
+    central = RunRecord("c", "central-grpo", "done", results={"steps": 100})
+    assert step_xlabel([central]) == "training step"
+    assert step_xlabel([central, sft]) == "training step (fedpetuning/sft: FedAvg round)"
