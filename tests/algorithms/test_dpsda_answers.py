@@ -84,20 +84,19 @@ def test_a_tiny_run_with_solved_answers_evolves_samples_labelled_by_their_questi
         [
             f"run.output_dir={out}",
             "dpsda.answers=solved",
-            "dpsda.samples=4",
-            "dpsda.iterations=2",
+            "dpsda.samples=2",
+            "dpsda.iterations=2",  # proposals, then rewrites
             "dpsda.sft_steps=1",
             "dpsda.grpo_steps=1",
             "dpsda.max_new_tokens=12",
             "eval.before=false",
-            "eval.max_per_domain=1",
-            "eval.max_new_tokens=4",
+            "eval.after=false",
         ],
     )
     results = dpsda.run(cfg)
     rows = [json.loads(line) for line in (out / "evolution.jsonl").read_text().splitlines()]
     samples = [s for row in rows for s in row["samples"]]
-    assert len(samples) == 8 and all("proposed" in s for s in samples)
+    assert len(samples) == 4 and all("proposed" in s for s in samples)
     assert [s["answer"] for s in samples] == [solve_arithmetic(s["question"]) or "" for s in samples]
     synthetic = dpsda.read_synthetic(out / "synthetic.jsonl")
     assert results["synthetic"]["answers"] == "solved"

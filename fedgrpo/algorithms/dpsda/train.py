@@ -1,16 +1,9 @@
-"""The ``dpsda-fl`` baseline: clients release differentially private votes on synthetic data, the server
-evolves that data with Private Evolution and trains on it.
-
-The evolution is :mod:`fedgrpo.algorithms.dpsda.evolution` (the server's side: proposals, votes summed,
-thresholded, rewritten) and :mod:`fedgrpo.algorithms.dpsda.private_evolution` (the clients' side: the noisy
-vote histogram and its accounting). After T iterations the kept samples are the synthetic set
-(``synthetic.jsonl``); the server trains on it with SFT, then GRPO rewarded by the synthetic answers,
-and is evaluated as FedGRPO is (with ``eval.every_steps``, a learning curve over its GRPO training; a
-point's step counts the SFT steps before it).
-
-Same config, seeded split, held-out sets and evaluation as a FedGRPO run; ``results.json`` has
-FedGRPO's keys plus ``privacy`` and ``synthetic``. ``--resume`` reuses a finished evolution
-(``synthetic.jsonl``, ``privacy.json``): asking the clients again would spend more privacy.
+"""The ``dpsda-fl`` baseline: clients vote, with differential privacy, on synthetic data that the server
+evolves with Private Evolution (:mod:`.evolution`, the server's side; :mod:`.private_evolution`, the
+clients' noisy histograms and their accounting); the kept samples (``synthetic.jsonl``) train the
+server with SFT, then GRPO rewarded by their answers. Same config, split, held-out sets and evaluation
+(learning curve included, its steps counting SFT's) as FedGRPO; ``results.json`` adds ``privacy`` and
+``synthetic``. ``--resume`` reuses a finished evolution: asking the clients again would spend privacy.
 """
 
 from __future__ import annotations
@@ -258,8 +251,7 @@ def training_examples(synthetic: list[tuple[Sample, float]]) -> list[Example]:
 
 
 def proposed_right(synthetic: list[tuple[Sample, float]]) -> int | None:
-    """With solved answers: how many of the samples trained on had the right answer as proposed (how
-    good the proposer's labels would have been); None where the answers are the proposer's."""
+    """How many samples trained on had their solved answer as proposed; None: answers not solved."""
     solved = [s for s, _ in synthetic if s.proposed is not None and s.answer]
     if not any(s.proposed is not None for s, _ in synthetic):
         return None
@@ -279,9 +271,6 @@ def read_synthetic(path: Path) -> list[tuple[Sample, float]]:
     return [
         (Sample(r["question"], r["answer"], r["domain"], r.get("proposed")), float(r["votes"])) for r in rows
     ]
-
-
-# ---- the server's training on the synthetic set ---------------------------------------------------
 
 
 def train_sft(
