@@ -281,7 +281,10 @@ def _suite(args: argparse.Namespace) -> int:
         _suite_report(out, spec.name, args.records)
         return 130
     report = _suite_report(out, spec.name, args.records)
-    failed = sorted(name for name, entry in status.items() if entry["status"] == "failed")
+    # this command's runs decide its exit code; one failed earlier and not selected now (--only) is
+    # in the report, not counted here
+    selected = {run.name for run in planned}
+    failed = sorted(n for n, entry in status.items() if entry["status"] == "failed" and n in selected)
     print(report)
     if failed:
         print(f"fedgrpo: {len(failed)} run(s) failed: {', '.join(failed)} (see {report})", file=sys.stderr)

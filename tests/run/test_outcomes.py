@@ -89,3 +89,12 @@ def test_a_suite_records_the_code_each_run_ran_and_its_records_keep_the_outcomes
     assert entry["code"]["source_hash"] == source_hash("zero-shot")
     assert (records / "runs" / "zero-shot" / OUTCOMES_FILE).exists()
     assert "| zero-shot | zero-shot |" in (records / "report.md").read_text()
+
+    # a run that failed earlier and is not selected now is reported, but fails no later --only command
+    status_file = tmp_path / "suite" / "suite.json"
+    status = json.loads(status_file.read_text())
+    status["runs"]["other"] = {"method": "zero-shot", "status": "failed", "error": "failed: killed"}
+    status_file.write_text(json.dumps(status))
+    again = fedgrpo("suite", str(tmp_path / "s.yaml"), "--only", "zero*")
+    assert again.returncode == 0 and "run(s) failed" not in again.stderr, again.stderr[-3000:]
+    assert "| other | zero-shot |" in (tmp_path / "suite" / "report.md").read_text()  # still reported
