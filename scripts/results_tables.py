@@ -40,7 +40,8 @@ BASELINES = {
     "central-grpo": "GRPO with every organisation's labelled data pooled at the server",
     "fedpetuning-sft": "FedAvg of LoRA adapters, each trained by SFT on one organisation's data",
     "fedpetuning-grpo": "FedAvg of LoRA adapters, each trained by GRPO on one organisation's data",
-    "dpsda-fl": "SFT and GRPO on Private Evolution's differentially private synthetic data",
+    "dpsda-fl": "GRPO on Private Evolution's differentially private synthetic questions, their answers "
+    "solved from the questions: a favourable upper bound",
     "local-only": "FedGRPO with the rewards of one organisation alone, the most competent",
 }
 
