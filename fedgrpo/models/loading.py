@@ -149,7 +149,20 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
 
 def load_policy(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
-    return AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), dtype=getattr(torch, dtype))
+    # use_kernels=False: transformers 5.25 otherwise swaps in Hub kernels (rotary embeddings, ...) on a
+    # GPU, fetched from the Hub at the first forward pass. Offline that crashes the run (seen on an
+    # H200, scripts/gpu_check.sh); online it would run code nobody installed, also at an organisation.
+    return AutoModelForCausalLM.from_pretrained(
+        resolve_model(name_or_path), dtype=getattr(torch, dtype), use_kernels=False
+    )
+
+
+def run_device(setting: Literal["cpu", "auto"]) -> torch.device:
+    """Where the policy runs for ``run.device``: for ``auto`` the accelerator torch finds (CUDA, XPU,
+    MPS) if any, as TRL's trainers pick it; else the CPU."""
+    if setting == "auto" and torch.accelerator.is_available():
+        return torch.accelerator.current_accelerator()
+    return torch.device("cpu")
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from typing import Any
 from fedgrpo.client.privacy_state import STATE_FOLDER, privacy_totals
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data import Example
-from fedgrpo.models.loading import load_policy, load_tokenizer
+from fedgrpo.models.loading import load_policy, load_tokenizer, run_device
 from fedgrpo.run.assemble import ServerData, build_advantage, build_selector
 from fedgrpo.run.curve import CURVE_FILE, read_curve, step_seconds
 from fedgrpo.run.evaluate import DomainAccuracy, accuracy_table, evaluate_questions, from_json, to_json
@@ -103,8 +103,14 @@ def evaluate_heldout(
     cfg: FedGRPOConfig, policy: Any, tokenizer: Any, heldout: dict[str, list[Example]], tag: str
 ) -> dict[str, DomainAccuracy]:
     """The held-out accuracy per domain, as every method reports it; each question's outcome goes to
-    the run folder's ``outcomes.json`` under ``tag`` (``before`` or ``after``)."""
+    the run folder's ``outcomes.json`` under ``tag`` (``before`` or ``after``). The policy moves to
+    the run's device first: a zero-shot run or the evaluation before training would otherwise
+    generate on the CPU beside an idle GPU (TRL moves it only when training starts)."""
     ev = cfg.eval
+    device = run_device(cfg.run.device)
+    if policy.device.type != device.type:
+        log.info("evaluating on %s", device)
+        policy.to(device)
     start = time.perf_counter()
     res, outcomes = evaluate_questions(
         policy,
