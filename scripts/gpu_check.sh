@@ -74,6 +74,8 @@ for name in $(printf '%s\n' "${!PIDS[@]}" | sort); do
   if [ "$rc" != 0 ]; then failed=1; tail -8 "$OUT/$name.log"; fi
   case "$peak" in "cuda peak 0.0 MiB"|"") echo "$name: never ran on the GPU"; failed=1 ;; esac
 done
+# the simulated organisations' model follows run.device too
+grep -q "client model tiny-random on cuda" "$OUT/fedgrpo-graph.log" || { echo "client model not on the GPU"; failed=1; }
 echo "paper configs with a GPU present: $(tail -1 "$OUT/paper_configs.log")"
 [ "$paper" = 0 ] || { tail -30 "$OUT/paper_configs.log"; failed=1; }
 exit $failed

@@ -305,7 +305,11 @@ class RunSettings(_Strict):
         2, ge=2, description="at least 2, so a torn save never leaves no checkpoint"
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
-    device: Literal["cpu", "auto"] = Field("cpu", description="auto: an accelerator when there is one")
+    device: Literal["cpu", "auto"] = Field(
+        "cpu",
+        description="auto: an accelerator when there is one, for the policy and, in a simulation, "
+        "the organisations' in-process models",
+    )
     share_prompts: bool = Field(
         True,
         description="read each distinct prompt once: when sampling (its KV cache copied to its rows, "

@@ -14,7 +14,7 @@ from typing import Any
 
 from fedgrpo.config import ConfigError, FedGRPOConfig, ServerFiles
 from fedgrpo.data import Example, Question, read_labelled, read_questions
-from fedgrpo.models.loading import load_policy
+from fedgrpo.models.loading import load_policy, run_device
 from fedgrpo.selection import ConfidenceGraph, Selector, make_selector, mean_pooled_embedder
 from fedgrpo.server import FederatedAdvantage, build_confidence_graph
 from fedgrpo.server.canaries import Canaries, with_canaries
@@ -80,7 +80,7 @@ def build_selector(
     fed = cfg.federation
     if fed.selector != "confidence-graph":
         return make_selector(fed.selector, seed=cfg.seed, client_domains=client_domains), None
-    encoder = load_policy(cfg.model.name_or_path, cfg.model.dtype)
+    encoder = load_policy(cfg.model.name_or_path, cfg.model.dtype).to(run_device(cfg.run.device))
     encoder.requires_grad_(False)
     embed = mean_pooled_embedder(encoder, tokenizer)
     graph_path, stats_path = out / "confidence_graph.pt", out / "selection.json"

@@ -19,7 +19,7 @@ from fedgrpo.client.factory import endpoint_model, in_process_model, make_client
 from fedgrpo.client.privacy_state import STATE_FOLDER
 from fedgrpo.client.private_training import TrainingPrivacy, training_privacy
 from fedgrpo.config import ConfigError, FedGRPOConfig
-from fedgrpo.models.loading import load_policy, load_tokenizer
+from fedgrpo.models.loading import load_policy, load_tokenizer, run_device
 from fedgrpo.simulation.adversaries import AdversarialEvaluator
 from fedgrpo.simulation.data import build_data
 from fedgrpo.simulation.partition import FederatedSplit
@@ -136,10 +136,12 @@ def client_models(
     name = cs.model
     if name is None:
         return {}, {}, {}
-    log.info("loading client model %s (once, shared by all clients)", name)
+    # in a simulation the organisations share the run's machine, and so its accelerator
+    device = run_device(cfg.run.device)
+    log.info("loading client model %s on %s (once, shared by all clients)", name, device)
     try:
         tokenizer = load_tokenizer(name)
-        base = load_policy(name)
+        base = load_policy(name).to(device)
     except Exception as err:  # a client that cannot load its model is unavailable, not fatal
         reason = f"client model {name!r} failed to load: {type(err).__name__}: {err}"
         return {}, dict.fromkeys(split.clients, reason), {}
