@@ -66,6 +66,8 @@ print(f"all {n} configs validate" if not bad else f"{bad} bad config(s)")
 sys.exit(1 if bad else 0)'
   exit $?
 fi
+# built once here, not raced by nine runs
+$PY -c "from fedgrpo.models.loading import tiny_random_folder; tiny_random_folder()" || exit 1
 declare -A PIDS=()
 for name in "${!RUNS[@]}"; do
   # shellcheck disable=SC2086  # the overrides are words
