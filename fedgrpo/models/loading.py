@@ -148,13 +148,17 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_policy(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
+def load_policy(
+    name_or_path: str, dtype: str = "float32", device: torch.device | str = "cpu"
+) -> PreTrainedModel:
+    """The model, on ``device`` (see :func:`run_device`)."""
     # use_kernels=False: transformers 5.25 otherwise swaps in Hub kernels (rotary embeddings, ...) on a
     # GPU, fetched from the Hub at the first forward pass. Offline that crashes the run (seen on an
     # H200, scripts/gpu_check.sh); online it would run code nobody installed, also at an organisation.
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         resolve_model(name_or_path), dtype=getattr(torch, dtype), use_kernels=False
     )
+    return model.to(device)
 
 
 def run_device(setting: Literal["cpu", "auto"]) -> torch.device:

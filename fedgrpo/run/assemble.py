@@ -80,7 +80,7 @@ def build_selector(
     fed = cfg.federation
     if fed.selector != "confidence-graph":
         return make_selector(fed.selector, seed=cfg.seed, client_domains=client_domains), None
-    encoder = load_policy(cfg.model.name_or_path, cfg.model.dtype).to(run_device(cfg.run.device))
+    encoder = load_policy(cfg.model.name_or_path, cfg.model.dtype, run_device(cfg.run.device))
     encoder.requires_grad_(False)
     embed = mean_pooled_embedder(encoder, tokenizer)
     graph_path, stats_path = out / "confidence_graph.pt", out / "selection.json"

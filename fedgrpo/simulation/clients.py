@@ -141,7 +141,7 @@ def client_models(
     log.info("loading client model %s on %s (once, shared by all clients)", name, device)
     try:
         tokenizer = load_tokenizer(name)
-        base = load_policy(name).to(device)
+        base = load_policy(name, device=device)
     except Exception as err:  # a client that cannot load its model is unavailable, not fatal
         reason = f"client model {name!r} failed to load: {type(err).__name__}: {err}"
         return {}, dict.fromkeys(split.clients, reason), {}
