@@ -33,10 +33,9 @@ rc = main(sys.argv[1:])
 print(f"cuda peak {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB", file=sys.stderr)
 sys.exit(rc)'
 GPU=(run.device=auto grpo.bf16=true)
-FEDPET=(method=fedpetuning model.lora.enabled=true fedpetuning.rounds=2 fedpetuning.local_steps=2
-  fedpetuning.batch_size=4 model.lora.r=4 model.lora.alpha=8 eval.max_per_domain=2)
-DPSDA=(method=dpsda-fl model.lora.enabled=true dpsda.samples=8 dpsda.iterations=3 dpsda.target_epsilon=3.0
-  dpsda.sft_steps=2 dpsda.grpo_steps=2 dpsda.answers=solved eval.max_per_domain=2)
+# the smoke presets keep every method small (fedpetuning: 2 rounds; dpsda-fl: N=8, T=3)
+FEDPET=(method=fedpetuning model.lora.enabled=true)
+DPSDA=(method=dpsda-fl model.lora.enabled=true dpsda.answers=solved)
 declare -A RUNS=(
   [fedgrpo]="smoke"
   [fedgrpo-lora]="smoke model.lora.enabled=true"

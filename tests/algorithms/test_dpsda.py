@@ -278,7 +278,7 @@ def test_a_target_epsilon_calibrates_sigma_with_dp_accounting() -> None:
     assert plan["epsilon"] <= 2.0 and plan["epsilon"] == pytest.approx(2.0, abs=1e-3)
     assert plan["noise_multiplier"] == pytest.approx(calibrate_sigma(2.0, 4, 1e-5, "rdp"))
     assert plan["epsilon"] == pytest.approx(rdp_epsilon_by_hand(plan["noise_multiplier"], 4, 1e-5), rel=1e-9)
-    default = dpsda.privacy_plan(load_config("smoke").dpsda)
+    default = dpsda.privacy_plan(load_config("default").dpsda)  # smoke shrinks N and T
     assert default["noise_multiplier"] == 4.0 and default["iterations"] == 5
     assert default["epsilon"] == pytest.approx(epsilon_spent(4.0, 5, 1e-5, "rdp"))
     assert default["epsilon"] == pytest.approx(2.45, abs=0.005)  # as documented (N=64, T=5, sigma=4)

@@ -24,7 +24,8 @@ def test_every_run_of_the_gpu_check_has_a_valid_config(tmp_path: Path) -> None:
 
 
 def test_a_bad_override_fails_the_check(tmp_path: Path) -> None:
-    script = (ROOT / "scripts" / "gpu_check.sh").read_text().replace("dpsda.samples=8", "dpsda.sample=8")
+    script = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    script = script.replace("dpsda.answers=solved", "dpsda.answer=solved")
     (tmp_path / "gpu_check.sh").write_text(script)
     env = {**os.environ, "CHECK": "config", "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
