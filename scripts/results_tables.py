@@ -193,16 +193,17 @@ def per_example_privacy() -> str:
 
 
 @functools.cache  # the table and the sentences read the one folder
-def _evidence() -> tuple[str, dict[str, Row], int, set[str]]:
-    """The evidence suite's reference group, its comparison rows by group, its seeds recorded, and
-    every group recorded (a baseline can be in before FedGRPO is)."""
+def _evidence() -> tuple[str, dict[str, Row], int, set[str], float]:
+    """The evidence suite's reference group, its comparison rows by group, its seeds recorded,
+    every group recorded (a baseline can be in before FedGRPO is) and the reference's mean bytes."""
     records = collect(EVIDENCE) if EVIDENCE.exists() else []
     recorded = {r.group for r in records if r.answer_counts()}
     found = comparison_rows(records)
     if found is None:
-        return "fedgrpo-graph", {}, 0, recorded
+        return "fedgrpo-graph", {}, 0, recorded, 0.0
     ref, refs, rows = found
-    return ref.group, {row.group: row for row in rows}, len(refs), recorded
+    ref_bytes = mean(r.bytes_total() for r in refs)
+    return ref.group, {row.group: row for row in rows}, len(refs), recorded, ref_bytes
 
 
 def _missing(group: str, recorded: AbstractSet[str]) -> str:
@@ -211,7 +212,7 @@ def _missing(group: str, recorded: AbstractSet[str]) -> str:
 
 def evidence() -> str:
     """FedGRPO against each baseline of the evidence suite: paired, seeds pooled, Holm-corrected."""
-    _, rows, _, recorded = _evidence()
+    _, rows, _, recorded, _ = _evidence()
     body = []
     for group in BASELINES:
         row = rows.get(group)
@@ -252,14 +253,34 @@ def _sentence(group: str, row: Row | None, recorded: AbstractSet[str] = frozense
 
 def evidence_sentences() -> str:
     """One sentence per baseline, win, tie or loss, from the evidence suite's paired comparison."""
-    ref, rows, seeds, recorded = _evidence()
+    ref, rows, seeds, recorded, ref_bytes = _evidence()
     lead = (
         f"FedGRPO (`{ref}`, {seeds} seed{'s' if seeds != 1 else ''} recorded) against each baseline of "
         "`suites/evidence.yaml`, question by question on the same held-out questions (exact McNemar, "
         "Holm-corrected; a win or a loss is a corrected p below 0.05):"
     )
-    said = (_sentence(g, rows.get(g), recorded) for g in BASELINES)
-    return "\n".join([lead, "", *said])
+    said = [_sentence(g, rows.get(g), recorded) for g in BASELINES]
+    return "\n".join([lead, "", *said, "", _in_short(rows, ref_bytes)])
+
+
+def _names(groups: list[str]) -> str:
+    return groups[0] if len(groups) == 1 else ", ".join(groups[:-1]) + " and " + groups[-1]
+
+
+def _in_short(rows: dict[str, Row], ref_bytes: float) -> str:
+    """The verdicts in one sentence, and how many bytes each baseline FedGRPO loses to moved."""
+    by: dict[str, list[str]] = {"win": [], "tie": [], "loss": []}
+    for group in BASELINES:
+        row = rows.get(group)
+        if row is not None and row.verdict in by:
+            by[row.verdict].append(group)
+    words = {"win": "beats", "tie": "ties", "loss": "trails"}
+    parts = [f"{words[v]} {_names(groups)}" for v, groups in by.items() if groups]
+    if not parts:
+        return "In short: no baseline has a verdict yet."
+    costs = [f"{g} {rows[g].bytes:,.0f}" for g in by["loss"] if rows[g].bytes]
+    cost = f" (bytes on the wire per run: FedGRPO {ref_bytes:,.0f}, {', '.join(costs)})" if costs else ""
+    return f"In short: FedGRPO {'; '.join(parts)}{cost}."
 
 
 TABLES = {

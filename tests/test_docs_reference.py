@@ -92,3 +92,31 @@ def test_the_readme_says_win_tie_or_loss_from_the_corrected_paired_test() -> Non
     assert "not counted" in stale and "better" not in stale
     assert "recorded; FedGRPO not yet" in tables._sentence("zero-shot", None, frozenset({"zero-shot"}))
     assert "not yet recorded" in tables._sentence("dpsda-fl", None)
+
+
+def test_the_in_short_sentence_groups_the_verdicts_and_prices_the_losses() -> None:
+    """One sentence with every verdict: beats, ties, trails in that order, a stale row in none, and
+    the bytes of each baseline FedGRPO trails beside FedGRPO's own."""
+    tables = load_script("scripts/results_tables.py")
+    from fedgrpo.suite.comparison import Row
+
+    def row(name: str, d: float, holm: float, bytes_: float = 0.0, stale=None) -> Row:
+        return Row(
+            name, name, 3, 1080, 0.4, (d, d - 0.02, d + 0.02), "McNemar", holm, 0.04, bytes_, stale, holm
+        )
+
+    rows = {
+        "zero-shot": row("zero-shot", 0.1, 1e-9),
+        "central-grpo": row("central-grpo", 0.01, 0.4),
+        "fedpetuning-sft": row("fedpetuning-sft", -0.1, 1e-9, 2e9),
+        "dpsda-fl": row("dpsda-fl", 0.1, 1e-9, stale="older code"),
+        "local-only": row("local-only", 0.04, 1e-4),
+    }
+    said = tables._in_short(rows, 50_000.0)
+    assert said.startswith("In short: FedGRPO beats zero-shot and local-only; ties central-grpo; ")
+    assert (
+        "trails fedpetuning-sft (bytes on the wire per run: FedGRPO 50,000, fedpetuning-sft 2,000,000,000)"
+        in said
+    )
+    assert "dpsda-fl" not in said and "fedpetuning-grpo" not in said
+    assert tables._in_short({}, 0.0) == "In short: no baseline has a verdict yet."
