@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "results.md"
 README = ROOT / "README.md"
 EVIDENCE = ROOT / "docs" / "results" / "evidence"
+BUDGET = ROOT / "docs" / "results" / "budget"  # suites/budget.yaml: fedpetuning-grpo at FedGRPO's budget
 SWEEPS = ROOT / "docs" / "results" / "sweeps"
 COVERAGE = "coverage"  # the sweeps suite's coverage runs: client k holds domain k alone
 MDD_GOAL = 0.05  # issue 24: the comparison must detect 5 points
@@ -283,9 +284,49 @@ def _in_short(rows: dict[str, Row], ref_bytes: float) -> str:
     return f"In short: FedGRPO {'; '.join(parts)}{cost}."
 
 
+def _completions(r: RunRecord) -> int:
+    """The completions a GRPO run sampled in training: FedGRPO's steps, or every client's local steps."""
+    grpo, fedpet = r.config.get("grpo", {}), r.config.get("fedpetuning", {})
+    if r.method == "fedpetuning":
+        clients = r.config.get("data", {}).get("num_clients", 0)
+        return fedpet.get("rounds", 0) * clients * fedpet.get("local_steps", 0) * fedpet.get("batch_size", 0)
+    return grpo.get("max_steps", 0) * grpo.get("per_device_train_batch_size", 0)
+
+
+def budget() -> str:
+    """fedpetuning-grpo at its evidence-suite budget and at FedGRPO's, each paired with FedGRPO's
+    evidence records on the same held-out questions; two comparisons, Holm-corrected between them."""
+    evidence = collect(EVIDENCE) if EVIDENCE.exists() else []
+    found = comparison_rows(evidence)
+    if found is None:
+        return "No FedGRPO record in docs/results/evidence yet."
+    _, refs, _ = found
+    extra = collect(BUDGET) if BUDGET.exists() else []
+    groups = {
+        "fedpetuning-grpo": [r for r in evidence if r.group == "fedpetuning-grpo" and r.answer_counts()],
+        "fedpetuning-grpo-100": [r for r in extra if r.answer_counts()],
+    }
+    rows = with_holm([compare(refs, runs) for runs in groups.values() if runs])
+    by_group = {row.group: row for row in rows}
+    correct, n = pooled_counts(refs)
+    first = ["FedGRPO (`fedgrpo-graph`)", f"{_completions(refs[0]):,}", str(len(refs)), f"{correct / n:.3f}"]
+    body = [[*first, "", "", "", ""]]
+    for group, runs in groups.items():
+        row = by_group.get(group)
+        if row is None:
+            body.append([group, "", "not yet recorded", "", "", "", "", ""])
+            continue
+        mdd = "-" if row.mdd is None else f"{row.mdd:.3f}"
+        said = [f"{row.accuracy:.3f}", format_difference(*row.difference), format_p(row.holm), mdd]
+        body.append([group, f"{_completions(runs[0]):,}", str(row.seeds), *said, row.verdict])
+    header = ["run", "completions sampled", "seeds", "its answer accuracy", "FedGRPO minus it", "Holm p"]
+    return _table([*header, "MDD", "verdict"], body)
+
+
 TABLES = {
     "evidence": evidence,
     "evidence-sentences": evidence_sentences,
+    "budget": budget,
     "sweeps": sweeps,
     "coverage": coverage,
     "poisoning": poisoning,

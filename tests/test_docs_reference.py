@@ -120,3 +120,12 @@ def test_the_in_short_sentence_groups_the_verdicts_and_prices_the_losses() -> No
     )
     assert "dpsda-fl" not in said and "fedpetuning-grpo" not in said
     assert tables._in_short({}, 0.0) == "In short: no baseline has a verdict yet."
+
+
+def test_the_budget_table_counts_each_runs_sampled_completions_from_its_config() -> None:
+    """FedGRPO: 100 steps x 8 completions; the evidence fedpetuning-grpo: 10 rounds x 5 clients x 5
+    local steps x 8 (scripts/results_tables.py's budget table, from the committed records)."""
+    tables = load_script("scripts/results_tables.py")
+    lines = tables.budget().splitlines()
+    assert lines[2].startswith("| FedGRPO (`fedgrpo-graph`) | 800 | 3 |")
+    assert lines[3].startswith("| fedpetuning-grpo | 2,000 | 3 |")

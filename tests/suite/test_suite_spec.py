@@ -83,6 +83,21 @@ def test_every_shipped_suite_expands_and_validates(path: Path) -> None:
     assert runs and len({r.name for r in runs}) == len(runs)
 
 
+def test_the_budget_suite_shares_the_evidence_suites_questions_seed_by_seed() -> None:
+    """suites/budget.yaml's runs are paired with the evidence suite's FedGRPO records: at each seed
+    everything but the local steps (and the names) is the evidence suite's fedpetuning-grpo config."""
+    root = Path(__file__).parents[2] / "suites"
+    evidence = {r.name: r.config for r in plan(*load_suite(root / "evidence.yaml"))}
+    budget = plan(*load_suite(root / "budget.yaml"))
+    assert [r.config.seed for r in budget] == [0, 1, 2]
+    for run in budget:
+        theirs = evidence[run.name.replace("fedpetuning-grpo-100", "fedpetuning-grpo")]
+        assert run.config.data == theirs.data and run.config.grpo == theirs.grpo
+        assert (run.config.fedpetuning.local_steps, theirs.fedpetuning.local_steps) == (2, 5)
+        mine = run.config.model_dump(exclude={"name", "run", "fedpetuning"})
+        assert mine == theirs.model_dump(exclude={"name", "run", "fedpetuning"})
+
+
 def test_a_malformed_suite_file_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(SuiteError, match="runs: Field required"):
         load_suite(_suite(tmp_path))
