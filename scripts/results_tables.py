@@ -193,18 +193,22 @@ def per_example_privacy() -> str:
     return _table(header, rows)
 
 
-@functools.cache  # the table and the sentences read the one folder
-def _evidence() -> tuple[str, dict[str, Row], int, set[str], float]:
-    """The evidence suite's reference group, its comparison rows by group, its seeds recorded,
-    every group recorded (a baseline can be in before FedGRPO is) and the reference's mean bytes."""
-    records = collect(EVIDENCE) if EVIDENCE.exists() else []
+@functools.cache  # the tables and the sentences read the one folder
+def _evidence_records() -> list[RunRecord]:
+    return collect(EVIDENCE) if EVIDENCE.exists() else []
+
+
+@functools.cache
+def _evidence() -> tuple[str, dict[str, Row], list[RunRecord], set[str]]:
+    """The evidence suite's reference group, its comparison rows by group, the reference's runs (one
+    per seed), and every group recorded (a baseline can be in before FedGRPO is)."""
+    records = _evidence_records()
     recorded = {r.group for r in records if r.answer_counts()}
     found = comparison_rows(records)
     if found is None:
-        return "fedgrpo-graph", {}, 0, recorded, 0.0
+        return "fedgrpo-graph", {}, [], recorded
     ref, refs, rows = found
-    ref_bytes = mean(r.bytes_total() for r in refs)
-    return ref.group, {row.group: row for row in rows}, len(refs), recorded, ref_bytes
+    return ref.group, {row.group: row for row in rows}, refs, recorded
 
 
 def _missing(group: str, recorded: AbstractSet[str]) -> str:
@@ -213,7 +217,7 @@ def _missing(group: str, recorded: AbstractSet[str]) -> str:
 
 def evidence() -> str:
     """FedGRPO against each baseline of the evidence suite: paired, seeds pooled, Holm-corrected."""
-    _, rows, _, recorded, _ = _evidence()
+    _, rows, _, recorded = _evidence()
     body = []
     for group in BASELINES:
         row = rows.get(group)
@@ -254,13 +258,15 @@ def _sentence(group: str, row: Row | None, recorded: AbstractSet[str] = frozense
 
 def evidence_sentences() -> str:
     """One sentence per baseline, win, tie or loss, from the evidence suite's paired comparison."""
-    ref, rows, seeds, recorded, ref_bytes = _evidence()
+    ref, rows, refs, recorded = _evidence()
+    seeds = len(refs)
     lead = (
         f"FedGRPO (`{ref}`, {seeds} seed{'s' if seeds != 1 else ''} recorded) against each baseline of "
         "`suites/evidence.yaml`, question by question on the same held-out questions (exact McNemar, "
         "Holm-corrected; a win or a loss is a corrected p below 0.05):"
     )
     said = [_sentence(g, rows.get(g), recorded) for g in BASELINES]
+    ref_bytes = mean(r.bytes_total() for r in refs) if refs else 0.0
     return "\n".join([lead, "", *said, "", _in_short(rows, ref_bytes)])
 
 
@@ -285,27 +291,25 @@ def _in_short(rows: dict[str, Row], ref_bytes: float) -> str:
 
 
 def _completions(r: RunRecord) -> int:
-    """The completions a GRPO run sampled in training: FedGRPO's steps, or every client's local steps."""
-    grpo, fedpet = r.config.get("grpo", {}), r.config.get("fedpetuning", {})
+    """The completions a GRPO run sampled in training: its steps (every client's local steps for
+    Fedpetuning) times its batch of completions."""
+    assert r.results is not None
     if r.method == "fedpetuning":
-        clients = r.config.get("data", {}).get("num_clients", 0)
-        return fedpet.get("rounds", 0) * clients * fedpet.get("local_steps", 0) * fedpet.get("batch_size", 0)
-    return grpo.get("max_steps", 0) * grpo.get("per_device_train_batch_size", 0)
+        return r.results["client_steps"] * r.config["fedpetuning"]["batch_size"]
+    return r.results["steps"] * r.config["grpo"]["per_device_train_batch_size"]
 
 
 def budget() -> str:
     """fedpetuning-grpo at its evidence-suite budget and at FedGRPO's, each paired with FedGRPO's
     evidence records on the same held-out questions; two comparisons, Holm-corrected between them."""
-    evidence = collect(EVIDENCE) if EVIDENCE.exists() else []
-    found = comparison_rows(evidence)
-    if found is None:
+    _, _, refs, _ = _evidence()
+    if not refs:
         return "No FedGRPO record in docs/results/evidence yet."
-    _, refs, _ = found
-    extra = collect(BUDGET) if BUDGET.exists() else []
     groups = {
-        "fedpetuning-grpo": [r for r in evidence if r.group == "fedpetuning-grpo" and r.answer_counts()],
-        "fedpetuning-grpo-100": [r for r in extra if r.answer_counts()],
+        "fedpetuning-grpo": [r for r in _evidence_records() if r.group == "fedpetuning-grpo"],
+        "fedpetuning-grpo-100": collect(BUDGET) if BUDGET.exists() else [],
     }
+    groups = {g: [r for r in runs if r.answer_counts()] for g, runs in groups.items()}
     rows = with_holm([compare(refs, runs) for runs in groups.values() if runs])
     by_group = {row.group: row for row in rows}
     correct, n = pooled_counts(refs)

@@ -35,7 +35,18 @@ def read_source(source: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{origin} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{origin} must hold a mapping at the top level, not {type(data).__name__}")
+    if str(source) in PRESETS and "base" in data:  # a preset written as its differences from another
+        return _merged(read_source(data.pop("base")), data)
     return data
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s values in, section by section."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:

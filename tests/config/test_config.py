@@ -22,6 +22,17 @@ def test_presets_load_and_overrides_apply() -> None:
     assert len(default.data.domains) >= 3
 
 
+def test_graph_smoke_is_smoke_with_the_graph_and_a_client_model() -> None:
+    """graph-smoke names smoke as its base: every section it does not write is smoke's, baselines too."""
+    smoke, graph = load_config("smoke").model_dump(), load_config("graph-smoke").model_dump()
+    assert graph["federation"]["selector"] == "confidence-graph"
+    assert graph["clients"]["model"] == "tiny-random"
+    assert graph["federation"]["experts_per_question"] == smoke["federation"]["experts_per_question"]
+    for section in ("data", "grpo", "eval", "run", "fedpetuning", "dpsda", "model"):
+        assert graph[section] == smoke[section], section
+    assert smoke["fedpetuning"]["rounds"] == 2 and smoke["dpsda"]["samples"] == 8
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
